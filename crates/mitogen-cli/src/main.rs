@@ -1,0 +1,2 @@
+#[mitogen::main]
+fn main(_router: mitogen::Router) {}

@@ -1,0 +1,67 @@
+//! Remote functions every program carries, used by the `mitogen` command and
+//! available to any program.
+
+use serde::{Deserialize, Serialize};
+
+/// Does nothing: the cheapest possible round trip (for measuring and pinging).
+#[crate::remote]
+pub fn noop() {}
+
+/// The remote process's id.
+#[crate::remote]
+pub fn getpid() -> u32 {
+    std::process::id()
+}
+
+/// The remote process's resident set size (`VmRSS`) in KiB.
+#[crate::remote]
+pub fn rss_kib() -> std::io::Result<u64> {
+    let status = std::fs::read_to_string("/proc/self/status")?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .ok_or_else(|| std::io::Error::other("no VmRSS in /proc/self/status"))
+}
+
+/// What a command run by [`run_command`] did.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommandOutput {
+    /// Exit code, or `None` when killed by a signal.
+    pub code: Option<i32>,
+    /// Signal number that killed it, if any.
+    pub signal: Option<i32>,
+    /// Everything it wrote to stdout.
+    pub stdout: Vec<u8>,
+    /// Everything it wrote to stderr.
+    pub stderr: Vec<u8>,
+}
+
+impl CommandOutput {
+    /// True when the command exited with status 0.
+    pub fn success(&self) -> bool {
+        self.code == Some(0)
+    }
+}
+
+/// Runs `argv[0]` with arguments `argv[1..]` (no shell), stdin from
+/// `/dev/null`, and returns its exit status and output.
+#[crate::remote]
+pub fn run_command(argv: Vec<String>) -> std::io::Result<CommandOutput> {
+    use std::os::unix::process::ExitStatusExt;
+    let (program, args) = argv
+        .split_first()
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "empty command"))?;
+    let out = std::process::Command::new(program)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| std::io::Error::new(e.kind(), format!("cannot run {program:?}: {e}")))?;
+    Ok(CommandOutput {
+        code: out.status.code(),
+        signal: out.status.signal(),
+        stdout: out.stdout,
+        stderr: out.stderr,
+    })
+}

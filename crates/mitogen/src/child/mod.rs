@@ -1,0 +1,189 @@
+//! The child side: what a process started in child mode does instead of the
+//! program's `main` (the seed's `ExternalContext`).
+//!
+//! 1. Take fds 0 and 1 (the socketpair, or ssh's pipes) as the parent stream, and
+//!    put `/dev/null` on stdin and pipes on stdout/stderr, whose lines the broker
+//!    forwards to the master as log records.
+//! 2. Arm the parent-death signal (local children), write the greeting, read the
+//!    configuration frame.
+//! 3. Start the router and broker; forward `tracing` events to the master.
+//! 4. Run calls on the main thread until a parent asks for shutdown; exit at once
+//!    if the parent stream is lost.
+
+pub(crate) mod dispatch;
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::core::latch::Latch;
+use crate::core::log::{level_from_u8, log_dir_layer, ForwardLayer};
+use crate::core::message::{handles, Message, DEFAULT_MAX_MESSAGE_SIZE};
+use crate::core::router::{Policy, RouterInner, Sink};
+use crate::core::side::Side;
+use crate::core::stream::{FrameReader, Stream};
+use crate::parent::bootstrap::{self, ChildConfig, GREETING};
+use crate::parent::PARENT_PID_ENV;
+
+/// How long a child waits for its configuration after greeting.
+const CONFIG_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How long a child keeps running its current call after a shutdown request.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+
+/// How long a child exiting waits for its last messages to leave.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Runs the child and exits the process.
+pub(crate) fn main() -> ! {
+    let code = match run() {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("mitogen child {}: {e}", std::process::id());
+            1
+        }
+    };
+    std::process::exit(code)
+}
+
+fn dup_high(fd: impl AsFd) -> std::io::Result<OwnedFd> {
+    Ok(rustix::io::fcntl_dupfd_cloexec(fd, 3)?)
+}
+
+/// Moves the stream off fds 0/1 and gives them harmless replacements.
+fn take_stdio() -> std::io::Result<(Arc<Side>, Arc<Side>, OwnedFd, OwnedFd)> {
+    let stdin = rustix::stdio::stdin();
+    let stdout = rustix::stdio::stdout();
+    let same = {
+        let a = rustix::fs::fstat(stdin)?;
+        let b = rustix::fs::fstat(stdout)?;
+        a.st_dev == b.st_dev && a.st_ino == b.st_ino
+    };
+    let rx = Arc::new(Side::new(dup_high(stdin)?)?);
+    let tx = if same {
+        rx.clone()
+    } else {
+        Arc::new(Side::new(dup_high(stdout)?)?)
+    };
+    let null = rustix::fs::open(
+        "/dev/null",
+        rustix::fs::OFlags::RDWR | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )?;
+    rustix::stdio::dup2_stdin(&null)?;
+    let (out_r, out_w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
+    let (err_r, err_w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
+    rustix::stdio::dup2_stdout(&out_w)?;
+    rustix::stdio::dup2_stderr(&err_w)?;
+    Ok((rx, tx, out_r, err_r))
+}
+
+/// Asks the kernel to kill us when the parent that started us dies, then checks
+/// that it has not died already (in which case we were re-parented).
+fn arm_parent_death_signal() {
+    let Some(expected) = std::env::var(PARENT_PID_ENV)
+        .ok()
+        .and_then(|s| s.parse::<i32>().ok())
+    else {
+        return;
+    };
+    let _ = rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL));
+    let parent = rustix::process::getppid().map(|p| p.as_raw_nonzero().get());
+    if parent != Some(expected) {
+        std::process::exit(1);
+    }
+}
+
+fn run() -> std::io::Result<()> {
+    arm_parent_death_signal();
+    let (rx, tx, out_r, err_r) = take_stdio()?;
+    let deadline = Instant::now() + CONFIG_TIMEOUT;
+    let step = |e: bootstrap::StepError| std::io::Error::other(format!("bootstrap: {e}"));
+    bootstrap::write_all(tx.as_fd(), GREETING, deadline).map_err(step)?;
+    let (header, body) =
+        bootstrap::read_frame(rx.as_fd(), DEFAULT_MAX_MESSAGE_SIZE, deadline).map_err(step)?;
+    if header.handle != handles::BOOTSTRAP {
+        return Err(std::io::Error::other("first frame is not a configuration"));
+    }
+    let config: ChildConfig = postcard::from_bytes(&body)
+        .map_err(|e| std::io::Error::other(format!("bad configuration: {e}")))?;
+
+    dispatch::install_panic_hook();
+    let parent_id = config.ancestors.first().copied().unwrap_or(0);
+    let stream = Arc::new(Stream::new("parent".into(), rx, tx, true));
+    stream.set_remote_id(parent_id);
+    let router = RouterInner::start(
+        config.id,
+        config.name.clone(),
+        config.ancestors.clone(),
+        Some(stream.clone()),
+        config.max_message_size as usize,
+    )?;
+    crate::router::set_current(&router);
+    install_logging(&router, &config);
+
+    let calls: Arc<Latch<Message>> = Arc::new(Latch::new());
+    router.add_handler_at(
+        handles::CALL_FUNCTION,
+        Sink::Latch(calls.clone()),
+        None,
+        false,
+        Policy::ParentsOnly,
+    );
+    let c2 = calls.clone();
+    let weak = Arc::downgrade(&router);
+    router.add_handler_at(
+        handles::SHUTDOWN,
+        Sink::Func(Arc::new(move |_msg| {
+            c2.close("shutdown requested");
+            // Queued calls finish first; a call that never returns must not keep
+            // the process alive forever after its parent asked it to go.
+            if let Some(r) = weak.upgrade() {
+                r.broker.call_later(SHUTDOWN_GRACE, |_| {
+                    tracing::warn!("still busy {SHUTDOWN_GRACE:?} after shutdown; exiting");
+                    std::process::exit(0);
+                });
+            }
+        })),
+        None,
+        false,
+        Policy::ParentsOnly,
+    );
+    router.on_parent_lost(|| {
+        // Nobody is left to serve: leave at once, whatever the main thread is
+        // doing. Our own children see their streams close and do the same.
+        std::process::exit(0);
+    });
+    router.broker.add_log_pipe(out_r, "stdout");
+    router.broker.add_log_pipe(err_r, "stderr");
+    router.broker.add_stream(
+        stream.clone(),
+        FrameReader::new(router.max_message_size, &[]),
+    );
+
+    dispatch::Dispatcher::new(router.clone()).run(&calls);
+
+    tracing::debug!("shutting down");
+    stream.flush_blocking(Instant::now() + FLUSH_TIMEOUT);
+    Ok(())
+}
+
+fn install_logging(router: &Arc<RouterInner>, config: &ChildConfig) {
+    use tracing_subscriber::prelude::*;
+    let forward = level_from_u8(config.log_level).map(|max| ForwardLayer::new(router, max));
+    let filter = match level_from_u8(config.log_level) {
+        Some(l) => tracing_subscriber::filter::LevelFilter::from_level(l),
+        None => tracing_subscriber::filter::LevelFilter::OFF,
+    };
+    let file = log_dir_layer();
+    let max = if file.is_some() {
+        tracing_subscriber::filter::LevelFilter::TRACE
+    } else {
+        filter
+    };
+    let _ = tracing_subscriber::registry()
+        .with(forward.with_filter(filter))
+        .with(file)
+        .with(max)
+        .try_init();
+}

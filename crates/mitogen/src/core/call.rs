@@ -1,0 +1,269 @@
+//! Remote calls: the wire format, [`PendingCall`] and [`CallChain`].
+//!
+//! A call is one message to the callee's `CALL_FUNCTION` handle whose body is a
+//! postcard-encoded [`CallHead`] followed directly by the postcard-encoded
+//! argument tuple (no second copy of the arguments). The reply goes to the
+//! caller's one-shot reply handle: a [`ReplyHead`] followed by the encoded output.
+
+use std::future::Future;
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context as TaskContext, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+
+use super::channel::message_to_value;
+use super::context::Context;
+use super::error::{CallError, Error, Result};
+use super::latch::{Latch, LatchError};
+use super::message::{handles, Message};
+use super::remote::RemoteFn;
+use super::router::{Policy, Sink};
+use super::select::Selectable;
+
+/// What a `CALL_FUNCTION` message asks for.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum CallOp {
+    /// Run the function; the arguments follow the head.
+    Call,
+    /// Forget the failure recorded for the chain.
+    ForgetChain,
+}
+
+/// Head of a `CALL_FUNCTION` body.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct CallHead<'a> {
+    pub op: CallOp,
+    #[serde(borrow)]
+    pub function: &'a str,
+    /// The [`CallChain`] this call belongs to, if any.
+    pub chain: Option<u64>,
+}
+
+/// Head of a reply body.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum ReplyHead {
+    /// The output follows.
+    Ok,
+    /// The call failed.
+    Err(CallError),
+}
+
+/// Encodes a call body: head, then arguments, in one buffer.
+pub(crate) fn encode_call<A: Serialize>(
+    function: &str,
+    chain: Option<u64>,
+    args: &A,
+) -> Result<Bytes> {
+    let head = CallHead {
+        op: CallOp::Call,
+        function,
+        chain,
+    };
+    let buf = postcard::to_extend(&head, Vec::with_capacity(64))
+        .map_err(|e| Error::encode("call head", e))?;
+    let buf = postcard::to_extend(args, buf).map_err(|e| Error::encode(function.to_owned(), e))?;
+    Ok(Bytes::from(buf))
+}
+
+/// Decodes a reply body into the function's output.
+pub(crate) fn decode_reply<T: DeserializeOwned>(body: &[u8]) -> Result<T> {
+    let (head, rest) =
+        postcard::take_from_bytes::<ReplyHead>(body).map_err(|e| Error::decode("call reply", e))?;
+    match head {
+        ReplyHead::Ok => postcard::from_bytes(rest).map_err(|e| Error::decode("call result", e)),
+        ReplyHead::Err(e) => Err(Error::Call(e)),
+    }
+}
+
+/// A call in flight: wait for it with [`get`](Self::get), a deadline, or `.await`.
+///
+/// Dropping it abandons the reply (the call itself still runs).
+pub struct PendingCall<T> {
+    ctx: Context,
+    latch: Arc<Latch<Message>>,
+    handle: u32,
+    failed: Option<Error>,
+    done: bool,
+    _t: PhantomData<fn() -> T>,
+}
+
+impl<T: Serialize + DeserializeOwned + Send + 'static> PendingCall<T> {
+    pub(crate) fn start(ctx: &Context, body: Result<Bytes>) -> Self {
+        let router = ctx.router();
+        let latch = Arc::new(Latch::new());
+        let mut pending = PendingCall {
+            ctx: ctx.clone(),
+            latch: latch.clone(),
+            handle: 0,
+            failed: None,
+            done: false,
+            _t: PhantomData,
+        };
+        let body = match body {
+            Ok(b) => b,
+            Err(e) => {
+                pending.failed = Some(e);
+                return pending;
+            }
+        };
+        if body.len() > router.max_message_size {
+            pending.failed = Some(Error::TooLarge {
+                len: body.len(),
+                max: router.max_message_size,
+            });
+            return pending;
+        }
+        if router.is_shut_down() {
+            pending.failed = Some(Error::RouterShutdown);
+            return pending;
+        }
+        pending.handle = router.add_handler(Sink::Latch(latch), Some(ctx.id()), true, Policy::Any);
+        router.send(Message {
+            dst: ctx.id(),
+            handle: handles::CALL_FUNCTION,
+            reply_to: pending.handle,
+            body,
+            ..Default::default()
+        });
+        pending
+    }
+
+    /// Waits for the result; ends early with [`Error::Disconnected`] if the context
+    /// (or a hop towards it) goes away.
+    pub fn get(self) -> Result<T> {
+        self.wait(None)
+    }
+
+    /// Waits at most `timeout`.
+    pub fn get_timeout(self, timeout: Duration) -> Result<T> {
+        self.wait(Instant::now().checked_add(timeout))
+    }
+
+    fn wait(mut self, deadline: Option<Instant>) -> Result<T> {
+        if let Some(e) = self.failed.take() {
+            return Err(e);
+        }
+        let started = Instant::now();
+        let r = self.latch.get_deadline(deadline);
+        self.finish(r, started)
+    }
+
+    fn finish(
+        &mut self,
+        r: std::result::Result<Message, LatchError>,
+        started: Instant,
+    ) -> Result<T> {
+        self.done = true;
+        match r {
+            Ok(msg) if msg.is_dead() => message_to_value::<T>(&self.ctx.router(), msg),
+            Ok(msg) => decode_reply(&msg.body),
+            Err(LatchError::Timeout) => Err(Error::Timeout(started.elapsed())),
+            Err(LatchError::Closed(_)) => Err(Error::RouterShutdown),
+            Err(e) => Err(e.into_error(None)),
+        }
+    }
+}
+
+impl<T> Drop for PendingCall<T> {
+    fn drop(&mut self) {
+        if !self.done && self.handle != 0 {
+            self.ctx.router().del_handler(self.handle);
+        }
+    }
+}
+
+impl<T> Selectable for PendingCall<T> {
+    fn latch(&self) -> &Arc<Latch<Message>> {
+        &self.latch
+    }
+}
+
+impl<T: Serialize + DeserializeOwned + Send + 'static> Future for PendingCall<T> {
+    type Output = Result<T>;
+    fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Result<T>> {
+        let this = self.get_mut();
+        if let Some(e) = this.failed.take() {
+            this.done = true;
+            return Poll::Ready(Err(e));
+        }
+        match this.latch.poll_get(cx) {
+            Poll::Ready(r) => Poll::Ready(this.finish(r, Instant::now())),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl<T> Unpin for PendingCall<T> {}
+
+static NEXT_CHAIN: AtomicU64 = AtomicU64::new(1);
+
+/// Calls pipelined without waiting, where the first failure fails the rest
+/// (the seed's `CallChain`).
+///
+/// Calls made through a chain run in order in the target context. If one fails,
+/// every later call of the same chain fails at once with
+/// [`CallErrorKind::ChainFailed`](crate::CallErrorKind) without running, so a
+/// sequence of `call_no_reply`s followed by one `call` costs one round trip and
+/// still reports the first error.
+///
+/// ```no_run
+/// # #[mitogen::remote] fn mkdir(p: String) -> std::io::Result<()> { std::fs::create_dir_all(p) }
+/// # #[mitogen::remote] fn write(p: String, b: Vec<u8>) -> std::io::Result<()> { std::fs::write(p, b) }
+/// # fn demo(ctx: &mitogen::Context) -> mitogen::Result<()> {
+/// let chain = ctx.chain();
+/// chain.call_no_reply(mkdir, ("/tmp/app".into(),))?;
+/// chain.call(write, ("/tmp/app/x".into(), b"hi".to_vec()))?; // fails with mkdir's error
+/// # Ok(()) }
+/// ```
+pub struct CallChain {
+    ctx: Context,
+    id: u64,
+}
+
+impl CallChain {
+    pub(crate) fn new(ctx: &Context) -> CallChain {
+        CallChain {
+            ctx: ctx.clone(),
+            id: NEXT_CHAIN.fetch_add(1, Ordering::Relaxed),
+        }
+    }
+
+    /// Sends a call without waiting for its result; a failure is remembered by
+    /// the target and fails the chain's later calls.
+    pub fn call_no_reply<F: RemoteFn>(&self, _f: F, args: F::Args) -> Result<()> {
+        self.ctx.send_call(F::NAME, Some(self.id), &args)
+    }
+
+    /// Calls and waits.
+    pub fn call<F: RemoteFn>(&self, f: F, args: F::Args) -> Result<F::Output> {
+        self.call_async(f, args).get()
+    }
+
+    /// Calls without waiting; the result comes through the returned handle.
+    pub fn call_async<F: RemoteFn>(&self, _f: F, args: F::Args) -> PendingCall<F::Output> {
+        let body = encode_call(F::NAME, Some(self.id), &args);
+        PendingCall::start(&self.ctx, body)
+    }
+
+    /// Forgets a recorded failure so the chain can be used again.
+    pub fn reset(&self) -> Result<()> {
+        let head = CallHead {
+            op: CallOp::ForgetChain,
+            function: "",
+            chain: Some(self.id),
+        };
+        let body = postcard::to_allocvec(&head).map_err(|e| Error::encode("call head", e))?;
+        self.ctx.router().send(Message {
+            dst: self.ctx.id(),
+            handle: handles::CALL_FUNCTION,
+            body: Bytes::from(body),
+            ..Default::default()
+        });
+        Ok(())
+    }
+}

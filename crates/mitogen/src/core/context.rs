@@ -1,0 +1,224 @@
+//! [`Context`]: a handle on another process in the tree, to call into it.
+
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::call::{encode_call, CallChain, PendingCall};
+use super::channel::Receiver;
+use super::error::{Error, Result};
+use super::message::{handles, ContextId, Message};
+use super::payload::Payload;
+use super::remote::RemoteFn;
+use super::router::RouterInner;
+use crate::master::process_monitor::ExitCell;
+
+/// How long [`Context::shutdown`] waits for an orderly exit before killing.
+pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The local process behind a context this router started.
+pub(crate) struct ChildProcess {
+    pub pid: u32,
+    pub pidfd: Option<OwnedFd>,
+    pub exit: Arc<ExitCell>,
+}
+
+impl ChildProcess {
+    /// Sends SIGKILL, race-free through the pidfd.
+    pub(crate) fn kill(&self) {
+        if self.exit.status().is_some() {
+            return;
+        }
+        if let Some(fd) = &self.pidfd {
+            let _ = rustix::process::pidfd_send_signal(fd, rustix::process::Signal::KILL);
+        }
+    }
+}
+
+/// A context: another process of this program (on this machine, another user, or
+/// another host), reachable through the router.
+///
+/// Cloning is cheap; all clones refer to the same context.
+///
+/// ```no_run
+/// #[mitogen::remote]
+/// fn hostname() -> std::io::Result<String> {
+///     std::fs::read_to_string("/etc/hostname")
+/// }
+///
+/// # fn demo(router: mitogen::Router) -> mitogen::Result<()> {
+/// let child = router.local()?;
+/// let name = child.call(hostname, ())?;
+/// child.shutdown()?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Context {
+    router: Arc<RouterInner>,
+    id: ContextId,
+    name: Arc<str>,
+    process: Option<Arc<ChildProcess>>,
+}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context")
+            .field("id", &self.id)
+            .field("name", &self.name)
+            .finish()
+    }
+}
+
+impl Context {
+    pub(crate) fn new(
+        router: Arc<RouterInner>,
+        id: ContextId,
+        name: &str,
+        process: Option<Arc<ChildProcess>>,
+    ) -> Context {
+        Context {
+            router,
+            id,
+            name: name.into(),
+            process,
+        }
+    }
+
+    pub(crate) fn router(&self) -> Arc<RouterInner> {
+        self.router.clone()
+    }
+
+    /// The context's id in the tree (the master is 0).
+    pub fn id(&self) -> ContextId {
+        self.id
+    }
+
+    /// The context's name (used in logs and errors).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The process id, for contexts this router started on this machine.
+    pub fn pid(&self) -> Option<u32> {
+        self.process.as_ref().map(|p| p.pid)
+    }
+
+    /// Calls `f(args)` in the context and waits for the result.
+    ///
+    /// Fails with [`Error::Call`] when the function returns an error, panics or
+    /// does not exist there, and with [`Error::Disconnected`] as soon as the
+    /// context goes away.
+    pub fn call<F: RemoteFn>(&self, f: F, args: F::Args) -> Result<F::Output> {
+        self.call_async(f, args).get()
+    }
+
+    /// Like [`call`](Self::call), with a deadline.
+    pub fn call_timeout<F: RemoteFn>(
+        &self,
+        f: F,
+        args: F::Args,
+        timeout: Duration,
+    ) -> Result<F::Output> {
+        self.call_async(f, args).get_timeout(timeout)
+    }
+
+    /// Starts a call and returns at once; wait with [`PendingCall::get`] or
+    /// `.await`. Many calls started this way are pipelined on the connection.
+    pub fn call_async<F: RemoteFn>(&self, _f: F, args: F::Args) -> PendingCall<F::Output> {
+        PendingCall::start(self, encode_call(F::NAME, None, &args))
+    }
+
+    /// Starts a call whose result is not wanted. A failure is logged in the
+    /// context.
+    pub fn call_no_reply<F: RemoteFn>(&self, _f: F, args: F::Args) -> Result<()> {
+        self.send_call(F::NAME, None, &args)
+    }
+
+    pub(crate) fn send_call<A: serde::Serialize>(
+        &self,
+        name: &str,
+        chain: Option<u64>,
+        args: &A,
+    ) -> Result<()> {
+        let body = encode_call(name, chain, args)?;
+        if body.len() > self.router.max_message_size {
+            return Err(Error::TooLarge {
+                len: body.len(),
+                max: self.router.max_message_size,
+            });
+        }
+        self.router.send(Message {
+            dst: self.id,
+            handle: handles::CALL_FUNCTION,
+            body,
+            ..Default::default()
+        });
+        Ok(())
+    }
+
+    /// A [`CallChain`] for pipelined calls into this context.
+    pub fn chain(&self) -> CallChain {
+        CallChain::new(self)
+    }
+
+    /// A channel whose receiver lives here and ends with [`Error::Disconnected`]
+    /// when this context goes away; pass the sender to a remote function.
+    pub fn channel<T: Payload>(&self) -> (crate::Sender<T>, Receiver<T>) {
+        let rx = Receiver::new(self.router.clone(), Some(self.id));
+        (rx.sender(), rx)
+    }
+
+    /// True once the connection to the context is gone.
+    pub fn is_disconnected(&self) -> bool {
+        self.router.disconnect_latch(self.id).is_closed()
+    }
+
+    /// Waits up to `timeout` for the context to disconnect; true if it did.
+    pub fn wait_disconnect(&self, timeout: Duration) -> bool {
+        let latch = self.router.disconnect_latch(self.id);
+        let _ = latch.get_timeout(timeout);
+        latch.is_closed()
+    }
+
+    /// Asks the context to finish its queued calls and exit, waiting up to
+    /// [`DEFAULT_SHUTDOWN_TIMEOUT`]; a local process still running then is killed.
+    pub fn shutdown(&self) -> Result<()> {
+        self.shutdown_timeout(DEFAULT_SHUTDOWN_TIMEOUT)
+    }
+
+    /// [`shutdown`](Self::shutdown) with a chosen grace period.
+    pub fn shutdown_timeout(&self, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        self.request_shutdown();
+        self.finish_shutdown(deadline);
+        Ok(())
+    }
+
+    pub(crate) fn request_shutdown(&self) {
+        self.router.send(Message {
+            dst: self.id,
+            handle: handles::SHUTDOWN,
+            ..Default::default()
+        });
+    }
+
+    /// Waits for the exit until `deadline`, then kills and reaps.
+    pub(crate) fn finish_shutdown(&self, deadline: Instant) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        self.wait_disconnect(left);
+        if let Some(p) = &self.process {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if p.exit.wait(left).is_none() {
+                tracing::warn!(context = %self.name, pid = p.pid, "did not exit in time; killing it");
+                p.kill();
+                p.exit.wait(Duration::from_secs(2));
+            }
+        }
+    }
+
+    /// The exit status of the local process behind the context, once it has
+    /// exited and been reaped.
+    pub fn exit_status(&self) -> Option<std::process::ExitStatus> {
+        self.process.as_ref().and_then(|p| p.exit.status())
+    }
+}

@@ -1,0 +1,168 @@
+//! Errors: what went wrong, and in which context.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+use super::message::FrameError;
+
+/// Everything that can go wrong talking to a context.
+///
+/// Each variant that concerns a context names it, so that an error from deep in a
+/// chain of hops says which hop failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The remote function ran and failed, panicked, or could not be found.
+    #[error(transparent)]
+    Call(#[from] CallError),
+    /// The connection to a context (or a hop on the way to it) is gone.
+    #[error("context {context:?} disconnected: {reason}")]
+    Disconnected {
+        /// Name of the context that went away.
+        context: String,
+        /// What was observed.
+        reason: String,
+    },
+    /// A blocking wait reached its deadline.
+    #[error("timed out after {0:?}")]
+    Timeout(std::time::Duration),
+    /// The other end closed a channel; no more values will arrive.
+    #[error("channel closed: {0}")]
+    ChannelClosed(String),
+    /// A value could not be encoded or decoded.
+    #[error("could not {op} {what}: {detail}")]
+    Codec {
+        /// "encode" or "decode".
+        op: &'static str,
+        /// What was being converted.
+        what: String,
+        /// The codec's message.
+        detail: String,
+    },
+    /// A message is larger than the configured maximum.
+    #[error(
+        "message of {len} bytes exceeds the limit of {max} bytes; stream large data in chunks"
+    )]
+    TooLarge {
+        /// Body length.
+        len: usize,
+        /// Configured maximum.
+        max: usize,
+    },
+    /// A stream carried something that is not our protocol.
+    #[error("protocol error on {stream}: {source}")]
+    Protocol {
+        /// Name of the stream.
+        stream: String,
+        /// What was wrong with the frame.
+        source: FrameError,
+    },
+    /// Starting or bootstrapping a context failed.
+    #[error("connecting {context:?} failed: {reason}")]
+    Connect {
+        /// Name of the context being started.
+        context: String,
+        /// Why, including the tail of anything the transport printed.
+        reason: String,
+    },
+    /// A target string could not be parsed.
+    #[error("bad target {target:?}: {reason}")]
+    BadTarget {
+        /// The text given.
+        target: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The router has been shut down.
+    #[error("the router is shut down")]
+    RouterShutdown,
+    /// An operating-system call failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being attempted.
+        what: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+impl Error {
+    /// Wraps an OS error with a note of what was being attempted.
+    pub fn io(what: impl Into<String>, source: impl Into<std::io::Error>) -> Error {
+        Error::Io {
+            what: what.into(),
+            source: source.into(),
+        }
+    }
+
+    pub(crate) fn decode(what: impl Into<String>, e: impl fmt::Display) -> Error {
+        Error::Codec {
+            op: "decode",
+            what: what.into(),
+            detail: e.to_string(),
+        }
+    }
+
+    pub(crate) fn encode(what: impl Into<String>, e: impl fmt::Display) -> Error {
+        Error::Codec {
+            op: "encode",
+            what: what.into(),
+            detail: e.to_string(),
+        }
+    }
+}
+
+/// How a remote call failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CallErrorKind {
+    /// The function returned an error.
+    Returned,
+    /// The function panicked.
+    Panicked,
+    /// The context has no `#[mitogen::remote]` function of that name.
+    UnknownFunction,
+    /// The arguments or result did not decode (caller and callee disagree on types).
+    BadArguments,
+    /// An earlier call of the same [`CallChain`](crate::CallChain) failed, so this one
+    /// was not run.
+    ChainFailed,
+}
+
+/// A remote function failed: which context, which function, and why.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub struct CallError {
+    /// Name of the context the function ran in.
+    pub context: String,
+    /// Full name of the function (`crate::module::function`).
+    pub function: String,
+    /// How it failed.
+    pub kind: CallErrorKind,
+    /// The error's message, or the panic message.
+    pub message: String,
+    /// The error's `source()` chain, outermost first (not including `message`).
+    pub chain: Vec<String>,
+}
+
+impl fmt::Display for CallError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let what = match self.kind {
+            CallErrorKind::Returned => "failed",
+            CallErrorKind::Panicked => "panicked",
+            CallErrorKind::UnknownFunction => "is not a remote function there",
+            CallErrorKind::BadArguments => "could not decode its arguments",
+            CallErrorKind::ChainFailed => "was skipped because its call chain failed",
+        };
+        write!(
+            f,
+            "{} in context {:?} {}: {}",
+            self.function, self.context, what, self.message
+        )?;
+        for cause in &self.chain {
+            write!(f, ": {cause}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Shorthand for results of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,256 @@
+//! [`Latch`]: the one waiting primitive everything else is built on.
+//!
+//! A latch is a queue that any thread may put into and any thread may wait on,
+//! with a deadline, or `.await` from async code. Blocking waiters sleep on a
+//! futex-backed condition variable (no file descriptor per waiter), and a latch can
+//! notify a [`Select`](crate::Select) so one thread can wait on many latches.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::task::{Context as TaskContext, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use super::error::Error;
+
+/// Why a latch yielded no value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LatchError {
+    /// The deadline passed with the queue still empty.
+    Timeout,
+    /// The latch was closed (its owner shut down); the reason says why.
+    Closed(String),
+    /// Nothing queued right now (`try_get` only).
+    Empty,
+}
+
+impl LatchError {
+    /// Converts to the crate's error, naming the `waited` duration for time-outs.
+    pub fn into_error(self, waited: Option<Duration>) -> Error {
+        match self {
+            LatchError::Timeout => Error::Timeout(waited.unwrap_or_default()),
+            LatchError::Closed(r) => Error::ChannelClosed(r),
+            LatchError::Empty => Error::Timeout(Duration::ZERO),
+        }
+    }
+}
+
+struct State<T> {
+    queue: VecDeque<T>,
+    closed: Option<String>,
+    sleepers: usize,
+    task: Option<Waker>,
+    notify: Option<(Arc<Latch<usize>>, usize)>,
+}
+
+/// A thread-safe queue whose consumers can block with a deadline or `.await`.
+///
+/// ```
+/// let latch = std::sync::Arc::new(mitogen::Latch::new());
+/// let l2 = latch.clone();
+/// std::thread::spawn(move || l2.put(42));
+/// assert_eq!(latch.get_timeout(std::time::Duration::from_secs(5)), Ok(42));
+/// ```
+pub struct Latch<T> {
+    state: Mutex<State<T>>,
+    cond: Condvar,
+}
+
+impl<T> Default for Latch<T> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<T> Latch<T> {
+    /// An empty, open latch.
+    pub fn new() -> Latch<T> {
+        Latch {
+            state: Mutex::new(State {
+                queue: VecDeque::new(),
+                closed: None,
+                sleepers: 0,
+                task: None,
+                notify: None,
+            }),
+            cond: Condvar::new(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State<T>> {
+        // A panic while holding this lock cannot leave the queue half-updated
+        // (every critical section is a single push/pop), so poisoning is ignored.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues a value and wakes one waiter. Returns `false` (dropping the value)
+    /// when the latch is closed.
+    pub fn put(&self, value: T) -> bool {
+        let mut st = self.lock();
+        if st.closed.is_some() {
+            return false;
+        }
+        st.queue.push_back(value);
+        let task = st.task.take();
+        let notify = st.notify.clone();
+        let sleepers = st.sleepers;
+        drop(st);
+        if sleepers > 0 {
+            self.cond.notify_one();
+        }
+        if let Some(t) = task {
+            t.wake();
+        }
+        if let Some((select, index)) = notify {
+            select.put(index);
+        }
+        true
+    }
+
+    /// Closes the latch: waiters wake with [`LatchError::Closed`] once the queue is
+    /// drained; later `put`s are refused.
+    pub fn close(&self, reason: &str) {
+        let mut st = self.lock();
+        if st.closed.is_none() {
+            st.closed = Some(reason.to_owned());
+        }
+        let task = st.task.take();
+        let notify = st.notify.clone();
+        drop(st);
+        self.cond.notify_all();
+        if let Some(t) = task {
+            t.wake();
+        }
+        if let Some((select, index)) = notify {
+            select.put(index);
+        }
+    }
+
+    /// True once [`close`](Self::close) has been called.
+    pub fn is_closed(&self) -> bool {
+        self.lock().closed.is_some()
+    }
+
+    /// Number of queued values.
+    pub fn len(&self) -> usize {
+        self.lock().queue.len()
+    }
+
+    /// True when nothing is queued.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Takes a value if one is queued.
+    pub fn try_get(&self) -> Result<T, LatchError> {
+        let mut st = self.lock();
+        match st.queue.pop_front() {
+            Some(v) => Ok(v),
+            None => match &st.closed {
+                Some(r) => Err(LatchError::Closed(r.clone())),
+                None => Err(LatchError::Empty),
+            },
+        }
+    }
+
+    /// Waits without a deadline. Only for waits that something else is guaranteed
+    /// to end (a close on disconnection or shutdown).
+    pub fn get(&self) -> Result<T, LatchError> {
+        self.get_deadline(None)
+    }
+
+    /// Waits up to `timeout`.
+    pub fn get_timeout(&self, timeout: Duration) -> Result<T, LatchError> {
+        self.get_deadline(Instant::now().checked_add(timeout))
+    }
+
+    /// Waits until `deadline` (`None`: until a value arrives or the latch closes).
+    pub fn get_deadline(&self, deadline: Option<Instant>) -> Result<T, LatchError> {
+        let mut st = self.lock();
+        loop {
+            if let Some(v) = st.queue.pop_front() {
+                return Ok(v);
+            }
+            if let Some(r) = &st.closed {
+                return Err(LatchError::Closed(r.clone()));
+            }
+            st.sleepers += 1;
+            st = match deadline {
+                None => self.cond.wait(st).unwrap_or_else(|e| e.into_inner()),
+                Some(d) => {
+                    let now = Instant::now();
+                    if now >= d {
+                        st.sleepers -= 1;
+                        return Err(LatchError::Timeout);
+                    }
+                    self.cond
+                        .wait_timeout(st, d - now)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0
+                }
+            };
+            st.sleepers -= 1;
+        }
+    }
+
+    /// The async form of [`get`](Self::get): ready with a value or the close reason.
+    pub fn poll_get(&self, cx: &mut TaskContext<'_>) -> Poll<Result<T, LatchError>> {
+        let mut st = self.lock();
+        if let Some(v) = st.queue.pop_front() {
+            return Poll::Ready(Ok(v));
+        }
+        if let Some(r) = &st.closed {
+            return Poll::Ready(Err(LatchError::Closed(r.clone())));
+        }
+        match &st.task {
+            Some(w) if w.will_wake(cx.waker()) => {}
+            _ => st.task = Some(cx.waker().clone()),
+        }
+        Poll::Pending
+    }
+
+    /// Makes every future `put` (and `close`) also put `index` into `select`.
+    /// Used by [`Select`](crate::Select); one select per latch at a time.
+    pub(crate) fn set_notify(&self, select: Option<(Arc<Latch<usize>>, usize)>) -> bool {
+        let mut st = self.lock();
+        if select.is_some() && st.notify.is_some() {
+            return false;
+        }
+        st.notify = select;
+        true
+    }
+
+    /// True when a `get` would return at once.
+    pub(crate) fn is_ready(&self) -> bool {
+        let st = self.lock();
+        !st.queue.is_empty() || st.closed.is_some()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deadline_and_close() {
+        let l: Latch<u8> = Latch::new();
+        assert_eq!(
+            l.get_timeout(Duration::from_millis(10)),
+            Err(LatchError::Timeout)
+        );
+        l.put(1);
+        l.close("gone");
+        assert_eq!(l.get(), Ok(1));
+        assert_eq!(l.get(), Err(LatchError::Closed("gone".into())));
+        assert!(!l.put(2));
+    }
+
+    #[test]
+    fn wakes_a_sleeping_thread() {
+        let l = Arc::new(Latch::new());
+        let l2 = l.clone();
+        let t = std::thread::spawn(move || l2.get_timeout(Duration::from_secs(10)));
+        std::thread::sleep(Duration::from_millis(20));
+        l.put(5u32);
+        assert_eq!(t.join().unwrap(), Ok(5));
+    }
+}

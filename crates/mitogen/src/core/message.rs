@@ -1,0 +1,256 @@
+//! The unit of traffic: a fixed binary header followed by a body.
+//!
+//! Every frame on a stream is
+//!
+//! ```text
+//! offset size field     meaning
+//!      0    2 magic     0x4d47 ("MG"); anything else is a corrupt stream
+//!      2    2 flags     bit 0: DEAD (the handle or its peer is gone; body = reason)
+//!                       bit 1: DISCONNECTED (with DEAD: because a context is gone)
+//!      4    4 dst       context id the message is for
+//!      8    4 src       context id that sent it
+//!     12    4 auth_id   context id whose authority it carries (set by the receiving
+//!                       stream, never trusted from the sender beyond its own subtree)
+//!     16    4 handle    handle at `dst` that receives it
+//!     20    4 reply_to  handle at `src` for a reply, 0 for none
+//!     24    4 len       body length in bytes
+//! ```
+//!
+//! All integers are little-endian. The body is either a serde value encoded with
+//! postcard or, for bulk data ([`Blob`](crate::Blob)), the raw bytes themselves, so
+//! large chunks are never copied into an encoded array.
+
+use bytes::{Buf, Bytes};
+
+/// Size in bytes of the fixed message header.
+pub const HEADER_LEN: usize = 28;
+
+/// The two bytes every frame starts with.
+pub const MAGIC: u16 = 0x4d47;
+
+/// Default upper bound on a message body: larger data must be streamed in chunks.
+pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 128 * 1024 * 1024;
+
+/// Flag: this message reports that a handle, a channel or a peer is gone.
+pub const FLAG_DEAD: u16 = 1;
+
+/// Flag (with [`FLAG_DEAD`]): the reason is that a context became unreachable,
+/// as opposed to a sender closing its channel.
+pub const FLAG_DISCONNECTED: u16 = 2;
+
+/// A context's identity on the bus. The master is always 0.
+pub type ContextId = u32;
+
+/// The id of the master context, the root of every tree.
+pub const MASTER_ID: ContextId = 0;
+
+/// Well-known handles, below [`FIRST_USER_HANDLE`].
+pub mod handles {
+    /// Function calls into a context (run on its main thread).
+    pub const CALL_FUNCTION: u32 = 101;
+    /// Log records forwarded from a child to the master.
+    pub const FORWARD_LOG: u32 = 102;
+    /// The bootstrap frame carrying a new child's configuration.
+    pub const BOOTSTRAP: u32 = 100;
+    /// Orderly shutdown request from a parent.
+    pub const SHUTDOWN: u32 = 103;
+    /// A new context became reachable below the sender.
+    pub const ADD_ROUTE: u32 = 104;
+    /// A context below the sender went away.
+    pub const DEL_ROUTE: u32 = 105;
+}
+
+/// First handle number handed out for replies and channels; the numbers below it
+/// are reserved for [`handles`].
+pub const FIRST_USER_HANDLE: u32 = 1000;
+
+/// One message: routing header plus body.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Message {
+    /// Destination context.
+    pub dst: ContextId,
+    /// Source context.
+    pub src: ContextId,
+    /// Context whose authority the message carries; assigned on receipt.
+    pub auth_id: ContextId,
+    /// Handle at `dst` that receives the message.
+    pub handle: u32,
+    /// Handle at `src` that receives a reply, or 0.
+    pub reply_to: u32,
+    /// Flag bits, see [`FLAG_DEAD`].
+    pub flags: u16,
+    /// The encoded body.
+    pub body: Bytes,
+}
+
+impl Message {
+    /// True when the message reports a dead handle, channel or peer.
+    pub fn is_dead(&self) -> bool {
+        self.flags & FLAG_DEAD != 0
+    }
+
+    /// A DEAD message for `handle` at `dst`, carrying `reason`.
+    pub fn dead(dst: ContextId, src: ContextId, handle: u32, reason: &str) -> Message {
+        Message {
+            dst,
+            src,
+            auth_id: src,
+            handle,
+            reply_to: 0,
+            flags: FLAG_DEAD,
+            body: Bytes::copy_from_slice(reason.as_bytes()),
+        }
+    }
+
+    /// A DEAD message saying that context `src` is unreachable.
+    pub fn disconnected(dst: ContextId, src: ContextId, handle: u32, reason: &str) -> Message {
+        let mut m = Message::dead(dst, src, handle, reason);
+        m.flags |= FLAG_DISCONNECTED;
+        m
+    }
+
+    /// True when a DEAD message reports an unreachable context.
+    pub fn is_disconnect(&self) -> bool {
+        self.flags & FLAG_DISCONNECTED != 0
+    }
+
+    /// The reason carried by a DEAD message.
+    pub fn dead_reason(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// Encodes the header (with the body length) into a fixed array.
+    pub fn encode_header(&self) -> [u8; HEADER_LEN] {
+        let mut h = [0u8; HEADER_LEN];
+        h[0..2].copy_from_slice(&MAGIC.to_le_bytes());
+        h[2..4].copy_from_slice(&self.flags.to_le_bytes());
+        h[4..8].copy_from_slice(&self.dst.to_le_bytes());
+        h[8..12].copy_from_slice(&self.src.to_le_bytes());
+        h[12..16].copy_from_slice(&self.auth_id.to_le_bytes());
+        h[16..20].copy_from_slice(&self.handle.to_le_bytes());
+        h[20..24].copy_from_slice(&self.reply_to.to_le_bytes());
+        h[24..28].copy_from_slice(&(self.body.len() as u32).to_le_bytes());
+        h
+    }
+}
+
+/// Why a frame could not be decoded. Any of these means the stream is corrupt or
+/// hostile and is disconnected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FrameError {
+    /// The frame does not start with [`MAGIC`].
+    #[error("bad magic {found:#06x} (expected {MAGIC:#06x}): stream is corrupt")]
+    BadMagic {
+        /// The two bytes found instead.
+        found: u16,
+    },
+    /// The header announces a body larger than the configured maximum.
+    #[error("message of {len} bytes exceeds the limit of {max} bytes")]
+    TooLarge {
+        /// Announced body length.
+        len: usize,
+        /// Configured maximum.
+        max: usize,
+    },
+}
+
+/// A decoded header, before its body has arrived.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Header {
+    /// Flag bits.
+    pub flags: u16,
+    /// Destination context.
+    pub dst: ContextId,
+    /// Source context.
+    pub src: ContextId,
+    /// Authority id as sent.
+    pub auth_id: ContextId,
+    /// Destination handle.
+    pub handle: u32,
+    /// Reply handle.
+    pub reply_to: u32,
+    /// Body length.
+    pub len: usize,
+}
+
+impl Header {
+    /// Parses a header from exactly [`HEADER_LEN`] bytes, checking the magic and
+    /// the length limit.
+    pub fn parse(mut b: &[u8], max: usize) -> Result<Header, FrameError> {
+        debug_assert!(b.len() >= HEADER_LEN);
+        let magic = b.get_u16_le();
+        if magic != MAGIC {
+            return Err(FrameError::BadMagic { found: magic });
+        }
+        let flags = b.get_u16_le();
+        let dst = b.get_u32_le();
+        let src = b.get_u32_le();
+        let auth_id = b.get_u32_le();
+        let handle = b.get_u32_le();
+        let reply_to = b.get_u32_le();
+        let len = b.get_u32_le() as usize;
+        if len > max {
+            return Err(FrameError::TooLarge { len, max });
+        }
+        Ok(Header {
+            flags,
+            dst,
+            src,
+            auth_id,
+            handle,
+            reply_to,
+            len,
+        })
+    }
+
+    /// Joins the header with its body into a message.
+    pub fn into_message(self, body: Bytes) -> Message {
+        Message {
+            dst: self.dst,
+            src: self.src,
+            auth_id: self.auth_id,
+            handle: self.handle,
+            reply_to: self.reply_to,
+            flags: self.flags,
+            body,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_round_trips() {
+        let m = Message {
+            dst: 7,
+            src: 3,
+            auth_id: 3,
+            handle: 1001,
+            reply_to: 1002,
+            flags: FLAG_DEAD,
+            body: Bytes::from_static(b"hello"),
+        };
+        let h = Header::parse(&m.encode_header(), 100).unwrap();
+        assert_eq!(h.into_message(m.body.clone()), m);
+    }
+
+    #[test]
+    fn bad_magic_and_oversize_are_refused() {
+        let m = Message {
+            body: Bytes::from_static(b"0123456789"),
+            ..Default::default()
+        };
+        let mut h = m.encode_header();
+        assert_eq!(
+            Header::parse(&h, 5),
+            Err(FrameError::TooLarge { len: 10, max: 5 })
+        );
+        h[0] = 0;
+        assert!(matches!(
+            Header::parse(&h, 100),
+            Err(FrameError::BadMagic { .. })
+        ));
+    }
+}

@@ -1,0 +1,31 @@
+//! The message bus every context runs: messages and their framing, the broker
+//! thread, the router, and the waiting primitives.
+//!
+//! | module | concept (the original's name) |
+//! |---|---|
+//! | [`message`] | `Message`: header and body |
+//! | [`side`] | `Side`: one non-blocking fd, disconnection as EOF (`io_op`) |
+//! | [`stream`] | `Stream`: framing, `pending_bytes` |
+//! | `broker` | `Broker`, `Waker`, `Poller` (mio) |
+//! | `router` | `Router`: handles, routes, authority |
+//! | [`latch`] | `Latch` |
+//! | `channel`, `select` | `Receiver`, `Sender`, `Select` |
+//! | `call`, `context` | `Context.call*`, `CallChain` |
+//! | `remote` | what `#[mitogen::remote]` registers |
+//! | `io_logger`, [`log`] | `IoLogger`, log forwarding, `PidfulStreamHandler` |
+
+pub(crate) mod broker;
+pub(crate) mod call;
+pub(crate) mod channel;
+pub(crate) mod context;
+pub(crate) mod error;
+pub(crate) mod io_logger;
+pub mod latch;
+pub mod log;
+pub mod message;
+pub(crate) mod payload;
+pub mod remote;
+pub(crate) mod router;
+pub(crate) mod select;
+pub mod side;
+pub mod stream;

@@ -1,0 +1,496 @@
+//! The router: delivers every message to a local handle or along a stream.
+//!
+//! Each process has one. It knows its own context id, the handles registered in
+//! this process, and for every other context it has heard of, the stream that
+//! leads there (a direct child, or a child through which a deeper context is
+//! reached). Anything it has no route for goes to its parent, if it has one.
+//!
+//! It is also where the security rules live: a message arriving from a child's
+//! stream must come from that child's subtree, its authority is the id the
+//! router assigns (never what the sender claims), and handles that run code
+//! accept only messages carrying a parent's authority.
+//!
+//! When a stream disconnects, every handle waiting on a context behind it gets a
+//! DEAD message at once, so no caller waits for a reply that cannot come.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+
+use bytes::Bytes;
+use mio::Poll;
+
+use super::broker::Broker;
+use super::latch::Latch;
+use super::log::{self, LogRecord};
+use super::message::{handles, ContextId, Message, FIRST_USER_HANDLE};
+use super::stream::{SendStatus, Stream};
+
+/// Who may send to a handle.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Policy {
+    /// Only messages carrying the authority of this context or one of its parents
+    /// (the seed's `has_parent_authority`). Every handle that runs code or changes
+    /// the context's state uses it.
+    ParentsOnly,
+    /// Any context that can reach this one; for replies and channels whose handle
+    /// number the sender was given.
+    Any,
+}
+
+/// Where a handle's messages go.
+#[derive(Clone)]
+pub(crate) enum Sink {
+    /// Queued for a waiting thread or future.
+    Latch(Arc<Latch<Message>>),
+    /// Run on the broker thread as it arrives (must not block).
+    Func(Arc<dyn Fn(Message) + Send + Sync>),
+}
+
+struct HandleEntry {
+    sink: Sink,
+    /// The context expected to answer; if it disconnects, the handle gets a DEAD
+    /// message.
+    respondent: Option<ContextId>,
+    /// Removed after one delivery (replies).
+    once: bool,
+    policy: Policy,
+}
+
+/// Shared state of one process's router.
+pub(crate) struct RouterInner {
+    pub(crate) id: ContextId,
+    pub(crate) name: String,
+    pub(crate) broker: Broker,
+    pub(crate) max_message_size: usize,
+    /// Our parent first, then its parent, up to the master.
+    pub(crate) ancestors: Vec<ContextId>,
+    parent: Option<Arc<Stream>>,
+    handles: Mutex<HashMap<u32, HandleEntry>>,
+    next_handle: AtomicU32,
+    routes: RwLock<HashMap<ContextId, Arc<Stream>>>,
+    names: RwLock<HashMap<ContextId, String>>,
+    disconnects: Mutex<HashMap<ContextId, Arc<Latch<()>>>>,
+    next_context_id: AtomicU32,
+    shut: AtomicBool,
+    parent_lost: Mutex<Option<Box<dyn FnOnce() + Send>>>,
+    /// Contexts this router started, for shutdown.
+    children: Mutex<Vec<crate::core::context::Context>>,
+}
+
+impl RouterInner {
+    /// Creates a router and starts its broker thread.
+    pub(crate) fn start(
+        id: ContextId,
+        name: String,
+        ancestors: Vec<ContextId>,
+        parent: Option<Arc<Stream>>,
+        max_message_size: usize,
+    ) -> std::io::Result<Arc<RouterInner>> {
+        let (broker, poll): (Broker, Poll) = Broker::new()?;
+        let inner = Arc::new(RouterInner {
+            id,
+            name,
+            broker,
+            max_message_size,
+            ancestors,
+            parent,
+            handles: Mutex::new(HashMap::new()),
+            next_handle: AtomicU32::new(FIRST_USER_HANDLE),
+            routes: RwLock::new(HashMap::new()),
+            names: RwLock::new(HashMap::new()),
+            disconnects: Mutex::new(HashMap::new()),
+            next_context_id: AtomicU32::new(id + 1),
+            shut: AtomicBool::new(false),
+            parent_lost: Mutex::new(None),
+            children: Mutex::new(Vec::new()),
+        });
+        inner.broker.start(poll, inner.clone())?;
+        Ok(inner)
+    }
+
+    fn lock_handles(&self) -> MutexGuard<'_, HashMap<u32, HandleEntry>> {
+        self.handles.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Runs `f` when the parent stream disconnects (child processes exit then).
+    pub(crate) fn on_parent_lost(&self, f: impl FnOnce() + Send + 'static) {
+        *self.parent_lost.lock().unwrap_or_else(|e| e.into_inner()) = Some(Box::new(f));
+    }
+
+    /// A new context id (the master hands them out).
+    pub(crate) fn alloc_context_id(&self) -> ContextId {
+        self.next_context_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Registers a handle and returns its number.
+    pub(crate) fn add_handler(
+        &self,
+        sink: Sink,
+        respondent: Option<ContextId>,
+        once: bool,
+        policy: Policy,
+    ) -> u32 {
+        let handle = self.next_handle.fetch_add(1, Ordering::Relaxed);
+        self.add_handler_at(handle, sink, respondent, once, policy);
+        handle
+    }
+
+    /// Registers a handler at a fixed (well-known) handle.
+    pub(crate) fn add_handler_at(
+        &self,
+        handle: u32,
+        sink: Sink,
+        respondent: Option<ContextId>,
+        once: bool,
+        policy: Policy,
+    ) {
+        if let Some(r) = respondent {
+            if self.is_disconnected(r) {
+                // The peer is already gone: the waiter learns it at once.
+                if let Sink::Latch(l) = &sink {
+                    l.put(Message::disconnected(
+                        self.id,
+                        r,
+                        handle,
+                        &self.disconnect_reason(r),
+                    ));
+                }
+                return;
+            }
+        }
+        self.lock_handles().insert(
+            handle,
+            HandleEntry {
+                sink,
+                respondent,
+                once,
+                policy,
+            },
+        );
+    }
+
+    /// Unregisters a handle.
+    pub(crate) fn del_handler(&self, handle: u32) {
+        self.lock_handles().remove(&handle);
+    }
+
+    /// Records `id`'s name and the stream that leads to it.
+    pub(crate) fn add_route(&self, id: ContextId, name: &str, stream: Arc<Stream>) {
+        self.names
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, name.to_owned());
+        self.disconnects
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(id)
+            .or_insert_with(|| Arc::new(Latch::new()));
+        self.routes
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, stream);
+    }
+
+    /// The name of context `id`, or a placeholder.
+    pub(crate) fn name_of(&self, id: ContextId) -> String {
+        if id == self.id {
+            return self.name.clone();
+        }
+        self.names
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&id)
+            .cloned()
+            .unwrap_or_else(|| format!("context {id}"))
+    }
+
+    /// A latch closed when context `id` disconnects.
+    pub(crate) fn disconnect_latch(&self, id: ContextId) -> Arc<Latch<()>> {
+        self.disconnects
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(id)
+            .or_insert_with(|| Arc::new(Latch::new()))
+            .clone()
+    }
+
+    fn is_disconnected(&self, id: ContextId) -> bool {
+        if id == self.id {
+            return false;
+        }
+        match self
+            .disconnects
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&id)
+        {
+            Some(l) => l.is_closed(),
+            None => false,
+        }
+    }
+
+    fn disconnect_reason(&self, id: ContextId) -> String {
+        format!("context {:?} disconnected", self.name_of(id))
+    }
+
+    /// The stream a message to `dst` leaves on, if any.
+    pub(crate) fn stream_towards(&self, dst: ContextId) -> Option<Arc<Stream>> {
+        if dst == self.id {
+            return None;
+        }
+        self.routes
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&dst)
+            .cloned()
+            .or_else(|| self.parent.clone())
+    }
+
+    /// True when `msg` carries the authority of this context or one of its
+    /// ancestors.
+    pub(crate) fn has_parent_authority(&self, msg: &Message) -> bool {
+        msg.auth_id == self.id || self.ancestors.contains(&msg.auth_id)
+    }
+
+    /// Sends a message from this process.
+    pub(crate) fn send(&self, mut msg: Message) {
+        msg.src = self.id;
+        self.route(msg, None)
+    }
+
+    /// Delivers `msg`, which arrived on `from` (None: sent by this process).
+    pub(crate) fn route(&self, mut msg: Message, from: Option<&Arc<Stream>>) {
+        if let Some(stream) = from {
+            if stream.is_parent {
+                // Our parent vouches for what it forwards.
+            } else {
+                // From below: the source must live behind this very stream, and
+                // the authority is the source, whatever the frame claimed.
+                let behind = self
+                    .routes
+                    .read()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .get(&msg.src)
+                    .is_some_and(|s| Arc::ptr_eq(s, stream));
+                if !behind {
+                    tracing::warn!(
+                        stream = %stream.name(),
+                        src = msg.src,
+                        handle = msg.handle,
+                        "dropping message whose source is not behind the stream it came from"
+                    );
+                    return;
+                }
+                msg.auth_id = msg.src;
+            }
+        } else {
+            msg.auth_id = self.id;
+        }
+
+        if msg.dst == self.id {
+            self.deliver_local(msg);
+            return;
+        }
+        let stream = self
+            .routes
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&msg.dst)
+            .cloned();
+        let stream = match stream {
+            Some(s) => s,
+            None => match &self.parent {
+                Some(p) if from.is_none_or(|f| !Arc::ptr_eq(f, p)) => p.clone(),
+                _ => {
+                    let reason = format!("no route to context {}", msg.dst);
+                    tracing::debug!(handle = msg.handle, "{reason}");
+                    self.bounce(&msg, &reason);
+                    return;
+                }
+            },
+        };
+        if stream.send(&msg) == SendStatus::Disconnected {
+            let reason = self.disconnect_reason(msg.dst);
+            self.bounce(&msg, &reason);
+        }
+    }
+
+    /// Tells the sender of an undeliverable message that its reply will never come.
+    fn bounce(&self, msg: &Message, reason: &str) {
+        if msg.reply_to != 0 && !msg.is_dead() {
+            let dead = Message::disconnected(msg.src, msg.dst, msg.reply_to, reason);
+            if msg.src == self.id {
+                self.deliver_local(dead);
+            } else {
+                self.route(dead, None);
+            }
+        }
+    }
+
+    fn deliver_local(&self, msg: Message) {
+        let sink = {
+            let mut handles = self.lock_handles();
+            match handles.get(&msg.handle) {
+                None => None,
+                Some(e) => {
+                    if e.policy == Policy::ParentsOnly && !self.has_parent_authority(&msg) {
+                        drop(handles);
+                        tracing::warn!(
+                            src = msg.src,
+                            auth_id = msg.auth_id,
+                            handle = msg.handle,
+                            "refused: message lacks parent authority"
+                        );
+                        self.bounce(&msg, "refused: sender lacks parent authority");
+                        return;
+                    }
+                    let sink = e.sink.clone();
+                    if e.once {
+                        handles.remove(&msg.handle);
+                    }
+                    Some(sink)
+                }
+            }
+        };
+        match sink {
+            Some(Sink::Latch(l)) => {
+                l.put(msg);
+            }
+            Some(Sink::Func(f)) => f(msg),
+            None => {
+                if !msg.is_dead() {
+                    tracing::debug!(
+                        handle = msg.handle,
+                        src = msg.src,
+                        "message for unknown handle"
+                    );
+                    self.bounce(
+                        &msg,
+                        &format!("no handle {} in {:?}", msg.handle, self.name),
+                    );
+                }
+            }
+        }
+    }
+
+    /// Called by the broker when `stream` has disconnected.
+    pub(crate) fn on_disconnect(self: Arc<Self>, stream: &Arc<Stream>) {
+        let mut gone = Vec::new();
+        self.routes
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|id, s| {
+                if Arc::ptr_eq(s, stream) {
+                    gone.push(*id);
+                    false
+                } else {
+                    true
+                }
+            });
+        tracing::debug!(stream = %stream.name(), contexts = ?gone, "stream disconnected");
+        for id in &gone {
+            self.disconnect_latch(*id).close("disconnected");
+        }
+        let mut dead = Vec::new();
+        self.lock_handles().retain(|handle, e| match e.respondent {
+            Some(r) if gone.contains(&r) => {
+                dead.push((*handle, r, e.sink.clone()));
+                false
+            }
+            _ => true,
+        });
+        for (handle, r, sink) in dead {
+            let msg = Message::disconnected(self.id, r, handle, &self.disconnect_reason(r));
+            match sink {
+                Sink::Latch(l) => {
+                    l.put(msg);
+                }
+                Sink::Func(f) => f(msg),
+            }
+        }
+        if stream.is_parent {
+            let hook = self
+                .parent_lost
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take();
+            if let Some(f) = hook {
+                f();
+            }
+        }
+    }
+
+    /// Forwards a line of this process's stdout/stderr to the master.
+    pub(crate) fn forward_output(&self, stream: &str, level: tracing::Level, line: &str) {
+        self.forward_log(&LogRecord::new(level, stream, line));
+    }
+
+    /// Sends a log record towards the master.
+    pub(crate) fn forward_log(&self, rec: &LogRecord) {
+        if self.parent.is_none() {
+            log::emit_remote(&self.name, rec);
+            return;
+        }
+        let Ok(body) = postcard::to_allocvec(rec) else {
+            return;
+        };
+        self.send(Message {
+            dst: super::message::MASTER_ID,
+            handle: handles::FORWARD_LOG,
+            body: Bytes::from(body),
+            ..Default::default()
+        });
+    }
+
+    /// Installs the master's handler that turns forwarded records into events.
+    pub(crate) fn install_log_receiver(self: &Arc<Self>) {
+        let weak = Arc::downgrade(self);
+        self.add_handler_at(
+            handles::FORWARD_LOG,
+            Sink::Func(Arc::new(move |msg: Message| {
+                let Some(router) = weak.upgrade() else { return };
+                match postcard::from_bytes::<LogRecord>(&msg.body) {
+                    Ok(rec) => log::emit_remote(&router.name_of(msg.src), &rec),
+                    Err(e) => tracing::warn!(src = msg.src, "undecodable log record: {e}"),
+                }
+            })),
+            None,
+            false,
+            Policy::Any,
+        );
+    }
+
+    /// Marks the router shut down; returns `false` if it already was.
+    pub(crate) fn begin_shutdown(&self) -> bool {
+        !self.shut.swap(true, Ordering::AcqRel)
+    }
+
+    /// True once shutdown has begun.
+    pub(crate) fn is_shut_down(&self) -> bool {
+        self.shut.load(Ordering::Acquire)
+    }
+
+    /// Stops the broker (disconnecting every stream) and fails every handle.
+    pub(crate) fn stop(&self) {
+        self.broker.stop();
+        let entries: Vec<HandleEntry> = self.lock_handles().drain().map(|(_, e)| e).collect();
+        for e in entries {
+            if let Sink::Latch(l) = e.sink {
+                l.close("router shut down");
+            }
+        }
+    }
+
+    /// Keeps `ctx` for shutdown; forgets children that are already gone.
+    pub(crate) fn remember_child(&self, ctx: crate::core::context::Context) {
+        let mut children = self.children.lock().unwrap_or_else(|e| e.into_inner());
+        children.retain(|c| !(c.is_disconnected() && c.exit_status().is_some()));
+        children.push(ctx);
+    }
+
+    /// Takes the list of contexts this router started.
+    pub(crate) fn take_children(&self) -> Vec<crate::core::context::Context> {
+        std::mem::take(&mut *self.children.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}

@@ -1,0 +1,84 @@
+//! The `local` method: a new process of this program on this machine.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::core::context::Context;
+use crate::core::error::{Error, Result};
+use crate::core::router::RouterInner;
+
+/// Default time allowed for a context to start and greet.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Options of a local context (the seed's `fork`/`local` streams).
+///
+/// ```no_run
+/// # fn demo(router: mitogen::Router) -> mitogen::Result<()> {
+/// use mitogen::Local;
+/// let ctx = router.local_with(Local::new().name("worker-1").env("RUST_BACKTRACE", "1"))?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct Local {
+    name: Option<String>,
+    program: Option<PathBuf>,
+    env: Vec<(OsString, OsString)>,
+    connect_timeout: Option<Duration>,
+}
+
+impl Local {
+    /// Default options: this executable, an automatic name.
+    pub fn new() -> Local {
+        Local::default()
+    }
+
+    /// Names the context (default `local.<pid>`).
+    pub fn name(mut self, name: impl Into<String>) -> Local {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// Runs another build of this program instead of the current executable.
+    pub fn program(mut self, path: impl Into<PathBuf>) -> Local {
+        self.program = Some(path.into());
+        self
+    }
+
+    /// Sets an environment variable in the child.
+    pub fn env(mut self, key: impl Into<OsString>, value: impl Into<OsString>) -> Local {
+        self.env.push((key.into(), value.into()));
+        self
+    }
+
+    /// Time allowed to start (default 30 s).
+    pub fn connect_timeout(mut self, t: Duration) -> Local {
+        self.connect_timeout = Some(t);
+        self
+    }
+
+    pub(crate) fn connect(self, router: &Arc<RouterInner>) -> Result<Context> {
+        static SEQ: AtomicU32 = AtomicU32::new(1);
+        let program = match self.program {
+            Some(p) => p,
+            None => std::env::current_exe()
+                .map_err(|e| Error::io("finding the current executable", e))?,
+        };
+        let name = self
+            .name
+            .unwrap_or_else(|| format!("local.{}", SEQ.fetch_add(1, Ordering::Relaxed)));
+        let mut cmd = Command::new(&program);
+        // Show what the process is in `ps` output.
+        std::os::unix::process::CommandExt::arg0(&mut cmd, format!("mitogen:{name}"));
+        cmd.envs(self.env);
+        crate::parent::connect_command(
+            router,
+            cmd,
+            &name,
+            self.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT),
+        )
+    }
+}

@@ -1,0 +1,203 @@
+//! The blocking phase of connecting a child: greeting and configuration.
+//!
+//! ```text
+//! parent                                   child
+//!   |  (transport starts the program)        |
+//!   |  <------------- "MITOGEN-RS/1\n" ------ |  greeting: the child is running
+//!   |  -- frame BOOTSTRAP(ChildConfig) ---->  |  id, name, ancestors, limits
+//!   |  <========== framed messages =========> |  the broker takes over
+//! ```
+//!
+//! Anything before the greeting (a login banner, a shell's noise) is discarded
+//! and kept for the error message if no greeting comes. Every wait here has a
+//! deadline: these helpers are the seed's `discard_until`, `iter_read` and
+//! `write_all`.
+
+use std::mem::MaybeUninit;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+
+use crate::core::message::{ContextId, Header, HEADER_LEN};
+
+/// The line a child writes when it is ready for its configuration.
+pub const GREETING: &[u8] = b"MITOGEN-RS/1\n";
+
+/// Most bytes of noise accepted before the greeting.
+const MAX_NOISE: usize = 64 * 1024;
+
+/// Settings a parent sends to a new child.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ChildConfig {
+    /// The child's context id.
+    pub id: ContextId,
+    /// The child's name.
+    pub name: String,
+    /// Parent first, up to the master.
+    pub ancestors: Vec<ContextId>,
+    /// Largest message body accepted.
+    pub max_message_size: u64,
+    /// Most verbose level forwarded to the master (0 = trace .. 4 = error, 5 = off).
+    pub log_level: u8,
+}
+
+/// Why a blocking bootstrap step failed.
+#[derive(Debug)]
+pub(crate) enum StepError {
+    /// The deadline passed.
+    Timeout,
+    /// The other end closed; what it printed is attached.
+    Eof,
+    /// An OS error.
+    Io(std::io::Error),
+}
+
+impl std::fmt::Display for StepError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StepError::Timeout => write!(f, "timed out"),
+            StepError::Eof => write!(f, "connection closed"),
+            StepError::Io(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+fn wait_fd(fd: BorrowedFd<'_>, out: bool, deadline: Instant) -> Result<(), StepError> {
+    use rustix::event::{poll, PollFd, PollFlags, Timespec};
+    loop {
+        let now = Instant::now();
+        if now >= deadline {
+            return Err(StepError::Timeout);
+        }
+        let left = deadline - now;
+        let ts = Timespec {
+            tv_sec: left.as_secs() as i64,
+            tv_nsec: left.subsec_nanos() as i64,
+        };
+        let flags = if out { PollFlags::OUT } else { PollFlags::IN };
+        let mut pfd = [PollFd::new(&fd, flags)];
+        match poll(&mut pfd, Some(&ts)) {
+            Ok(0) => continue,
+            Ok(_) => return Ok(()),
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(StepError::Io(e.into())),
+        }
+    }
+}
+
+/// Reads once (waiting for readability until `deadline`) into `out`.
+pub(crate) fn read_some(
+    fd: BorrowedFd<'_>,
+    out: &mut Vec<u8>,
+    deadline: Instant,
+) -> Result<(), StepError> {
+    let mut buf = [MaybeUninit::<u8>::uninit(); 16 * 1024];
+    loop {
+        wait_fd(fd, false, deadline)?;
+        match rustix::io::read(fd, &mut buf) {
+            Ok((init, _)) if init.is_empty() => return Err(StepError::Eof),
+            Ok((init, _)) => {
+                out.extend_from_slice(init);
+                return Ok(());
+            }
+            Err(rustix::io::Errno::AGAIN) | Err(rustix::io::Errno::INTR) => continue,
+            Err(rustix::io::Errno::IO) | Err(rustix::io::Errno::CONNRESET) => {
+                return Err(StepError::Eof)
+            }
+            Err(e) => return Err(StepError::Io(e.into())),
+        }
+    }
+}
+
+/// Reads until `marker`, returning (discarded noise, bytes after the marker).
+pub(crate) fn discard_until(
+    fd: BorrowedFd<'_>,
+    marker: &[u8],
+    deadline: Instant,
+) -> Result<(Vec<u8>, Vec<u8>), (StepError, Vec<u8>)> {
+    let mut seen = Vec::new();
+    loop {
+        if let Some(pos) = seen.windows(marker.len()).position(|w| w == marker) {
+            let rest = seen.split_off(pos + marker.len());
+            seen.truncate(pos);
+            return Ok((seen, rest));
+        }
+        if seen.len() > MAX_NOISE {
+            return Err((
+                StepError::Io(std::io::Error::other("no greeting in 64 KiB of output")),
+                seen,
+            ));
+        }
+        if let Err(e) = read_some(fd, &mut seen, deadline) {
+            return Err((e, seen));
+        }
+    }
+}
+
+/// Writes all of `data`, waiting for writability until `deadline`.
+pub(crate) fn write_all(
+    fd: BorrowedFd<'_>,
+    mut data: &[u8],
+    deadline: Instant,
+) -> Result<(), StepError> {
+    while !data.is_empty() {
+        match rustix::io::write(fd, data) {
+            Ok(n) => data = &data[n..],
+            Err(rustix::io::Errno::AGAIN) => wait_fd(fd, true, deadline)?,
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(rustix::io::Errno::PIPE) | Err(rustix::io::Errno::CONNRESET) => {
+                return Err(StepError::Eof)
+            }
+            Err(e) => return Err(StepError::Io(e.into())),
+        }
+    }
+    Ok(())
+}
+
+/// Reads exactly one frame (header and body) from a blocking or non-blocking
+/// descriptor; used by the child for its configuration.
+pub(crate) fn read_frame(
+    fd: impl AsFd,
+    max: usize,
+    deadline: Instant,
+) -> Result<(Header, Vec<u8>), StepError> {
+    let fd = fd.as_fd();
+    let mut buf = Vec::new();
+    let header = loop {
+        if buf.len() >= HEADER_LEN {
+            break Header::parse(&buf[..HEADER_LEN], max)
+                .map_err(|e| StepError::Io(std::io::Error::other(e.to_string())))?;
+        }
+        read_exact_more(fd, &mut buf, HEADER_LEN, deadline)?;
+    };
+    let total = HEADER_LEN + header.len;
+    while buf.len() < total {
+        read_exact_more(fd, &mut buf, total, deadline)?;
+    }
+    buf.drain(..HEADER_LEN);
+    Ok((header, buf))
+}
+
+/// Reads more bytes without reading past `limit` in total (so nothing that
+/// belongs to the next frame is consumed).
+fn read_exact_more(
+    fd: BorrowedFd<'_>,
+    buf: &mut Vec<u8>,
+    limit: usize,
+    deadline: Instant,
+) -> Result<(), StepError> {
+    let mut tmp = vec![MaybeUninit::<u8>::uninit(); limit - buf.len()];
+    loop {
+        wait_fd(fd, false, deadline)?;
+        match rustix::io::read(fd, &mut tmp[..]) {
+            Ok((init, _)) if init.is_empty() => return Err(StepError::Eof),
+            Ok((init, _)) => {
+                buf.extend_from_slice(init);
+                return Ok(());
+            }
+            Err(rustix::io::Errno::AGAIN) | Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(StepError::Io(e.into())),
+        }
+    }
+}

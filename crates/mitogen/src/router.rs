@@ -1,0 +1,219 @@
+//! [`Router`]: the program's entry into the tree of contexts.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock, Weak};
+use std::time::{Duration, Instant};
+
+use crate::core::channel::{Receiver, Sender};
+use crate::core::context::{Context, DEFAULT_SHUTDOWN_TIMEOUT};
+use crate::core::error::{Error, Result};
+use crate::core::message::{ContextId, DEFAULT_MAX_MESSAGE_SIZE, MASTER_ID};
+use crate::core::payload::Payload;
+use crate::core::router::RouterInner;
+use crate::methods::local::Local;
+use crate::target::{Hop, Target};
+
+static CURRENT: OnceLock<Weak<RouterInner>> = OnceLock::new();
+
+/// Set by [`crate::run`]: children can only be started by a program whose
+/// `main` goes through the entry point, or the child would run `main` again.
+pub(crate) static ENTERED: AtomicBool = AtomicBool::new(false);
+
+pub(crate) fn set_current(inner: &Arc<RouterInner>) {
+    let _ = CURRENT.set(Arc::downgrade(inner));
+}
+
+pub(crate) fn current_inner() -> Option<Arc<RouterInner>> {
+    CURRENT.get().and_then(Weak::upgrade)
+}
+
+/// Shuts the router down when the last user-held [`Router`] clone goes.
+struct Owner(Arc<RouterInner>);
+
+impl Drop for Owner {
+    fn drop(&mut self) {
+        shutdown_inner(&self.0, DEFAULT_SHUTDOWN_TIMEOUT);
+    }
+}
+
+fn shutdown_inner(inner: &Arc<RouterInner>, timeout: Duration) {
+    if !inner.begin_shutdown() {
+        return;
+    }
+    let deadline = Instant::now() + timeout;
+    let children: Vec<Context> = inner.take_children();
+    for c in &children {
+        c.request_shutdown();
+    }
+    for c in &children {
+        c.finish_shutdown(deadline);
+    }
+    inner.stop();
+}
+
+/// Settings of a master router.
+#[derive(Clone, Debug)]
+pub struct RouterBuilder {
+    max_message_size: usize,
+}
+
+impl Default for RouterBuilder {
+    fn default() -> Self {
+        RouterBuilder {
+            max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+        }
+    }
+}
+
+impl RouterBuilder {
+    /// Largest message body sent or accepted (default 128 MiB); children get
+    /// the same limit.
+    pub fn max_message_size(mut self, bytes: usize) -> Self {
+        self.max_message_size = bytes;
+        self
+    }
+
+    /// Starts the router's broker thread.
+    pub fn build(self) -> Result<Router> {
+        let inner = RouterInner::start(
+            MASTER_ID,
+            "master".into(),
+            Vec::new(),
+            None,
+            self.max_message_size,
+        )
+        .map_err(|e| Error::io("starting the broker", e))?;
+        inner.install_log_receiver();
+        set_current(&inner);
+        Ok(Router {
+            owner: Some(Arc::new(Owner(inner.clone()))),
+            inner,
+        })
+    }
+}
+
+/// The master's router: starts contexts and makes channels.
+///
+/// A program gets one from [`#[mitogen::main]`](crate::main) (or [`crate::run`]).
+/// Clones share it; when the last clone is dropped, every context it started is
+/// shut down (asked politely, then killed after a grace period) and reaped.
+#[derive(Clone)]
+pub struct Router {
+    inner: Arc<RouterInner>,
+    /// Held only for its `Drop`: the last user-held clone shuts the router down.
+    #[allow(dead_code)]
+    owner: Option<Arc<Owner>>,
+}
+
+impl std::fmt::Debug for Router {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Router")
+            .field("id", &self.inner.id)
+            .field("name", &self.inner.name)
+            .finish()
+    }
+}
+
+impl Router {
+    /// A master router with default settings; see [`RouterBuilder`].
+    pub fn new() -> Result<Router> {
+        RouterBuilder::default().build()
+    }
+
+    /// Settings for a master router.
+    pub fn builder() -> RouterBuilder {
+        RouterBuilder::default()
+    }
+
+    /// The router of this process when it runs as a child context.
+    pub fn current() -> Option<Router> {
+        current_inner().map(|inner| Router { inner, owner: None })
+    }
+
+    /// This process's context id (0 in the master).
+    pub fn id(&self) -> ContextId {
+        self.inner.id
+    }
+
+    /// This process's context name.
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// Largest message body this router sends or accepts.
+    pub fn max_message_size(&self) -> usize {
+        self.inner.max_message_size
+    }
+
+    fn check_can_spawn(&self) -> Result<()> {
+        if !ENTERED.load(Ordering::Relaxed) {
+            return Err(Error::Connect {
+                context: "local".into(),
+                reason: "the program's main must go through #[mitogen::main] or mitogen::run, \
+                         so that a copy of it started as a child becomes a context"
+                    .into(),
+            });
+        }
+        if self.inner.id != MASTER_ID {
+            return Err(Error::Connect {
+                context: "local".into(),
+                reason: "starting contexts from a child is not supported yet".into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Starts a new process of this program on this machine and returns its
+    /// context.
+    pub fn local(&self) -> Result<Context> {
+        self.local_with(Local::new())
+    }
+
+    /// [`local`](Self::local) with options.
+    pub fn local_with(&self, opts: Local) -> Result<Context> {
+        self.check_can_spawn()?;
+        let ctx = opts.connect(&self.inner)?;
+        self.inner.remember_child(ctx.clone());
+        Ok(ctx)
+    }
+
+    /// Connects a context described by a target string such as `local`
+    /// (see [`Target`]).
+    pub fn connect(&self, target: &Target) -> Result<Context> {
+        let mut ctx: Option<Context> = None;
+        for hop in target.hops() {
+            if ctx.is_some() {
+                return Err(Error::BadTarget {
+                    target: target.to_string(),
+                    reason: "chains of several hops are not supported yet".into(),
+                });
+            }
+            ctx = Some(match hop {
+                Hop::Local => self.local_with(Local::new().name(target.to_string()))?,
+                other => {
+                    return Err(Error::BadTarget {
+                        target: target.to_string(),
+                        reason: format!("the {} method is not available yet", other.method()),
+                    })
+                }
+            });
+        }
+        ctx.ok_or_else(|| Error::BadTarget {
+            target: target.to_string(),
+            reason: "empty target".into(),
+        })
+    }
+
+    /// A channel whose receiver lives in this process; hand the sender to a
+    /// remote function to stream values back.
+    pub fn channel<T: Payload>(&self) -> (Sender<T>, Receiver<T>) {
+        let rx = Receiver::new(self.inner.clone(), None);
+        (rx.sender(), rx)
+    }
+
+    /// Shuts down every context this router started and stops its broker.
+    /// Dropping the last clone does the same.
+    pub fn shutdown(&self) {
+        shutdown_inner(&self.inner, DEFAULT_SHUTDOWN_TIMEOUT);
+    }
+}

@@ -1,0 +1,238 @@
+//! Target strings: one syntax for a context anywhere in the tree.
+//!
+//! A target is a chain of hops separated by `/`, each hop started from the
+//! previous one:
+//!
+//! | hop | meaning |
+//! |---|---|
+//! | `local` | a new process of the program on the previous hop's machine |
+//! | `[user@]host[:port]` | ssh to `host` with the system `ssh` |
+//! | `sudo[:user]`, `su[:user]`, `doas[:user]` | switch user (default root) |
+//!
+//! ```
+//! use mitogen::target::{Hop, Target};
+//! let t: Target = "deploy@web1:2222/sudo:app".parse().unwrap();
+//! assert_eq!(t.hops()[0], Hop::Ssh { user: Some("deploy".into()), host: "web1".into(), port: Some(2222) });
+//! assert_eq!(t.hops()[1], Hop::Sudo { user: Some("app".into()) });
+//! assert_eq!(t.to_string(), "deploy@web1:2222/sudo:app");
+//! ```
+
+use std::fmt;
+use std::str::FromStr;
+
+use crate::core::error::Error;
+
+/// One hop of a [`Target`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Hop {
+    /// A new process of the program.
+    Local,
+    /// ssh to a host.
+    Ssh {
+        /// Login user (default: ssh's own choice, e.g. from `~/.ssh/config`).
+        user: Option<String>,
+        /// Host name or address, as ssh understands it.
+        host: String,
+        /// Port (default: ssh's own choice).
+        port: Option<u16>,
+    },
+    /// `sudo` to a user (default root).
+    Sudo {
+        /// Target user.
+        user: Option<String>,
+    },
+    /// `su` to a user (default root).
+    Su {
+        /// Target user.
+        user: Option<String>,
+    },
+    /// `doas` to a user (default root).
+    Doas {
+        /// Target user.
+        user: Option<String>,
+    },
+}
+
+impl Hop {
+    /// The connection method's name (`local`, `ssh`, `sudo`, ...).
+    pub fn method(&self) -> &'static str {
+        match self {
+            Hop::Local => "local",
+            Hop::Ssh { .. } => "ssh",
+            Hop::Sudo { .. } => "sudo",
+            Hop::Su { .. } => "su",
+            Hop::Doas { .. } => "doas",
+        }
+    }
+}
+
+fn valid_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '$'))
+        && !s.starts_with('-')
+}
+
+fn parse_hop(text: &str, whole: &str) -> Result<Hop, Error> {
+    let bad = |reason: String| Error::BadTarget {
+        target: whole.to_owned(),
+        reason,
+    };
+    let (method, arg) = match text.split_once(':') {
+        Some((m, a)) => (m, Some(a)),
+        None => (text, None),
+    };
+    let user = |arg: Option<&str>| -> Result<Option<String>, Error> {
+        match arg {
+            None => Ok(None),
+            Some(u) if valid_name(u) => Ok(Some(u.to_owned())),
+            Some(u) => Err(bad(format!("{u:?} is not a valid user name"))),
+        }
+    };
+    match method {
+        "local" if arg.is_none() => return Ok(Hop::Local),
+        "sudo" => return Ok(Hop::Sudo { user: user(arg)? }),
+        "su" => return Ok(Hop::Su { user: user(arg)? }),
+        "doas" => return Ok(Hop::Doas { user: user(arg)? }),
+        _ => {}
+    }
+    // [user@]host[:port]
+    let (user_part, host_port) = match text.rsplit_once('@') {
+        Some((u, h)) => (Some(u), h),
+        None => (None, text),
+    };
+    let (host, port) = match host_port.rsplit_once(':') {
+        Some((h, p)) => {
+            let port = p
+                .parse::<u16>()
+                .ok()
+                .filter(|p| *p != 0)
+                .ok_or_else(|| bad(format!("{p:?} is not a port number")))?;
+            (h, Some(port))
+        }
+        None => (host_port, None),
+    };
+    if !valid_name(host) {
+        return Err(bad(format!("{host:?} is not a host name")));
+    }
+    Ok(Hop::Ssh {
+        user: user(user_part)?,
+        host: host.to_owned(),
+        port,
+    })
+}
+
+/// A chain of hops, parsed from text such as `bastion/web1/sudo:app`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Target {
+    hops: Vec<Hop>,
+}
+
+impl Target {
+    /// The hops, first (nearest the master) first.
+    pub fn hops(&self) -> &[Hop] {
+        &self.hops
+    }
+}
+
+impl FromStr for Target {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Target, Error> {
+        if s.is_empty() {
+            return Err(Error::BadTarget {
+                target: s.into(),
+                reason: "empty target".into(),
+            });
+        }
+        let hops = s
+            .split('/')
+            .map(|h| {
+                if h.is_empty() {
+                    Err(Error::BadTarget {
+                        target: s.into(),
+                        reason: "empty hop (two '/' in a row, or a '/' at an end)".into(),
+                    })
+                } else {
+                    parse_hop(h, s)
+                }
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Target { hops })
+    }
+}
+
+impl fmt::Display for Hop {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let switch = |f: &mut fmt::Formatter<'_>, m: &str, u: &Option<String>| match u {
+            Some(u) => write!(f, "{m}:{u}"),
+            None => write!(f, "{m}"),
+        };
+        match self {
+            Hop::Local => write!(f, "local"),
+            Hop::Ssh { user, host, port } => {
+                if let Some(u) = user {
+                    write!(f, "{u}@")?;
+                }
+                write!(f, "{host}")?;
+                if let Some(p) = port {
+                    write!(f, ":{p}")?;
+                }
+                Ok(())
+            }
+            Hop::Sudo { user } => switch(f, "sudo", user),
+            Hop::Su { user } => switch(f, "su", user),
+            Hop::Doas { user } => switch(f, "doas", user),
+        }
+    }
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, h) in self.hops.iter().enumerate() {
+            if i > 0 {
+                write!(f, "/")?;
+            }
+            write!(f, "{h}")?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_documented_examples() {
+        for s in [
+            "local",
+            "web1",
+            "deploy@web1:2222/sudo",
+            "bastion/web1/sudo:app",
+            "local/local/local",
+            "10.0.0.1/su:bob/doas",
+        ] {
+            let t: Target = s.parse().unwrap();
+            assert_eq!(t.to_string(), s);
+        }
+        let t: Target = "local/local/local".parse().unwrap();
+        assert_eq!(t.hops(), &[Hop::Local, Hop::Local, Hop::Local]);
+    }
+
+    #[test]
+    fn rejects_garbage() {
+        for s in [
+            "",
+            "/",
+            "a//b",
+            "web1:0",
+            "web1:http",
+            "-oProxyCommand=x",
+            "a b",
+            "sudo:ro ot",
+            "local:x",
+        ] {
+            assert!(s.parse::<Target>().is_err(), "{s:?} should be refused");
+        }
+    }
+}
