@@ -1,2 +1,60 @@
+//! The `mitogen` command: run commands in contexts and measure them.
+//!
+//! Layout: [`args`] parses the command line, [`run`] and [`bench`] do the work
+//! and produce reports, [`printer`] formats them. This file only wires them
+//! together. `main` goes through `#[mitogen::main]` because this executable is
+//! also what runs in every context it starts.
+
+mod args;
+mod bench;
+mod logging;
+mod printer;
+mod run;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use args::{Cli, Command};
+
+/// Exit status for a target or benchmark that failed (see `mitogen run --help`).
+const EXIT_FAILED: u8 = 3;
+
 #[mitogen::main]
-fn main(_router: mitogen::Router) {}
+fn main(router: mitogen::Router) -> ExitCode {
+    let cli = Cli::parse();
+    logging::init(cli.verbose);
+    match dispatch(&router, cli) {
+        Ok(status) => ExitCode::from(status),
+        // The reader went away (e.g. `| head`): stop quietly, as other tools do.
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("mitogen: {e:#}");
+            ExitCode::from(EXIT_FAILED)
+        }
+    }
+}
+
+/// Runs the chosen subcommand and returns the process exit status.
+fn dispatch(router: &mitogen::Router, cli: Cli) -> anyhow::Result<u8> {
+    match cli.command {
+        Command::Run(args) => {
+            let mut printer = printer::new(args.json);
+            run::run(router, args, printer.as_mut())
+        }
+        Command::Bench(args) => {
+            let report = bench::run(router, &args)?;
+            let mut printer = printer::new(args.json);
+            printer.bench(&args.target.to_string(), &report)?;
+            printer.finish()?;
+            Ok(0)
+        }
+    }
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}

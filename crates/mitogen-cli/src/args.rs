@@ -1,0 +1,159 @@
+//! Command-line arguments: what the user asked for, and nothing about how it is
+//! done. Building and running live in [`crate::run`] and [`crate::bench`].
+
+use std::time::Duration;
+
+use clap::{ArgAction, Args, Parser, Subcommand};
+use mitogen::Target;
+
+/// Exit codes of `mitogen run`, shown in its `--help`.
+const RUN_EXIT_CODES: &str = "\
+Exit status:
+  0  every target ran the command and it exited with status 0
+  1  every target ran the command, and at least one command exited non-zero
+     or was killed by a signal
+  2  usage error (bad option, bad target syntax, no command)
+  3  at least one target could not be connected, failed, or timed out
+     (takes precedence over 1)
+
+Examples:
+  mitogen run local -- uname -a
+  mitogen run local local --json -- sh -c 'echo $$'
+  mitogen run --timeout 5 local -- sleep 10";
+
+/// Exit codes of `mitogen bench`, shown in its `--help`.
+const BENCH_AFTER_HELP: &str = "\
+Keys (medians; the same definitions as benches/python/bench_mitogen.py):
+  connect_ms             start a new context and get its first call's result
+  rtt_us                 one sequential no-op call
+  pipelined_calls_per_s  many no-op calls issued at once, then all collected
+  throughput_mib_s       --mib MiB streamed child to master in 1 MiB chunks
+  child_rss_kib          the child's VmRSS after the calls, before streaming
+
+Exit status: 0 measured, 2 usage error, 3 the target failed.";
+
+/// Run commands in and measure mitogen contexts.
+///
+/// A TARGET is a chain of hops separated by '/': `local` (a new process of
+/// this program), `[user@]host[:port]` (ssh), `sudo[:user]`, `su[:user]`,
+/// `doas[:user]`. Only `local` is available so far.
+#[derive(Debug, Parser)]
+#[command(name = "mitogen", version, propagate_version = true)]
+pub struct Cli {
+    /// More log output on stderr: -v info, -vv debug, -vvv trace. The
+    /// MITOGEN_LOG (or RUST_LOG) environment variable adds tracing filter
+    /// directives on top.
+    #[arg(short, long, action = ArgAction::Count, global = true)]
+    pub verbose: u8,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a command in each target and print its output and exit status.
+    #[command(after_help = RUN_EXIT_CODES)]
+    Run(RunArgs),
+    /// Measure connect time, call latency, call rate, throughput and child memory.
+    #[command(after_help = BENCH_AFTER_HELP)]
+    Bench(BenchArgs),
+}
+
+/// Arguments of `mitogen run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Where to run the command (one or more; all are connected concurrently).
+    #[arg(required = true, value_name = "TARGET", value_parser = parse_target)]
+    pub targets: Vec<Target>,
+
+    /// The command and its arguments, after `--`. It is executed directly,
+    /// not through a shell: use `sh -c '...'` for pipes and redirections.
+    #[arg(last = true, required = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
+
+    /// Print one JSON object per target per line instead of prefixed text.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Give up on a target after this many seconds (connecting plus running);
+    /// a target that times out counts as failed (exit status 3).
+    #[arg(long, value_name = "SECS", value_parser = parse_secs)]
+    pub timeout: Option<Duration>,
+}
+
+/// Arguments of `mitogen bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// The context to measure.
+    #[arg(long, default_value = "local", value_parser = parse_target)]
+    pub target: Target,
+
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Fewer repetitions (a smoke test, not a measurement).
+    #[arg(long)]
+    pub quick: bool,
+
+    /// MiB streamed per throughput run.
+    #[arg(long, value_name = "N", default_value_t = 256,
+          value_parser = clap::value_parser!(u32).range(1..=65536))]
+    pub mib: u32,
+}
+
+/// Parses a target with the library's parser, so the CLI accepts exactly what
+/// programs using the library accept.
+fn parse_target(s: &str) -> Result<Target, String> {
+    s.parse::<Target>().map_err(|e| e.to_string())
+}
+
+/// Parses a positive, finite number of seconds (fractions allowed).
+fn parse_secs(s: &str) -> Result<Duration, String> {
+    let secs: f64 = s
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number of seconds"))?;
+    if !(secs.is_finite() && secs > 0.0) {
+        return Err(format!("{s:?} must be a positive number of seconds"));
+    }
+    Duration::try_from_secs_f64(secs).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn parses_run() {
+        let cli =
+            Cli::try_parse_from(["mitogen", "run", "local", "local", "--", "echo", "-n", "hi"])
+                .unwrap();
+        let Command::Run(run) = cli.command else {
+            panic!("not run")
+        };
+        assert_eq!(run.targets.len(), 2);
+        assert_eq!(run.command, ["echo", "-n", "hi"]);
+    }
+
+    #[test]
+    fn refuses_bad_input() {
+        for argv in [
+            &["mitogen", "run", "local"][..],
+            &["mitogen", "run", "--", "true"],
+            &["mitogen", "run", "a//b", "--", "true"],
+            &["mitogen", "run", "--timeout", "0", "local", "--", "true"],
+            &["mitogen", "bench", "--mib", "0"],
+        ] {
+            assert!(Cli::try_parse_from(argv).is_err(), "{argv:?}");
+        }
+    }
+}

@@ -1,0 +1,38 @@
+//! Log output: `tracing` events to stderr, plus the library's per-process log
+//! files when `MITOGEN_LOG_DIR` is set.
+
+use tracing_subscriber::filter::{EnvFilter, LevelFilter};
+use tracing_subscriber::prelude::*;
+
+/// Installs the global subscriber.
+///
+/// The default level is `warn` so that normal output stays clean; each `-v`
+/// raises it one step. `MITOGEN_LOG` (or, if unset, `RUST_LOG`) adds filter
+/// directives on top, e.g. `MITOGEN_LOG=mitogen::core=trace`.
+///
+/// This must run before any context is started: children inherit the most
+/// verbose level wanted here and forward only what the master will show.
+pub fn init(verbose: u8) {
+    let level = match verbose {
+        0 => LevelFilter::WARN,
+        1 => LevelFilter::INFO,
+        2 => LevelFilter::DEBUG,
+        _ => LevelFilter::TRACE,
+    };
+    let directives = std::env::var("MITOGEN_LOG")
+        .or_else(|_| std::env::var("RUST_LOG"))
+        .unwrap_or_default();
+    let filter = EnvFilter::builder()
+        .with_default_directive(level.into())
+        .parse_lossy(directives);
+    tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_target(verbose > 0)
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+                .with_filter(filter),
+        )
+        .with(mitogen::core::log::log_dir_layer())
+        .init();
+}

@@ -1,0 +1,142 @@
+//! Text for people: output lines prefixed with the target (as pssh and
+//! ansible do, so output from many targets can be told apart and grepped),
+//! then a status line per target.
+
+use std::io::{self, Write};
+
+use super::Printer;
+use crate::bench::BenchReport;
+use crate::run::{Outcome, TargetReport};
+
+/// Writes command output and statuses to `out`, a command's stderr and
+/// failures to `err`.
+pub struct HumanPrinter<O, E> {
+    out: O,
+    err: E,
+}
+
+impl<O: Write, E: Write> HumanPrinter<O, E> {
+    /// A printer writing to `out` and `err`.
+    pub fn new(out: O, err: E) -> HumanPrinter<O, E> {
+        HumanPrinter { out, err }
+    }
+}
+
+/// Writes every line of `data` as `label: line`; a last line without a
+/// newline still gets one, so the next target's output starts on its own line.
+fn prefixed(w: &mut impl Write, label: &str, data: &[u8]) -> io::Result<()> {
+    for line in data.split_inclusive(|b| *b == b'\n') {
+        let line = line.strip_suffix(b"\n").unwrap_or(line);
+        write!(w, "{label}: ")?;
+        w.write_all(line)?;
+        w.write_all(b"\n")?;
+    }
+    Ok(())
+}
+
+fn millis(d: std::time::Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1e3)
+}
+
+impl<O: Write, E: Write> Printer for HumanPrinter<O, E> {
+    fn target(&mut self, r: &TargetReport) -> io::Result<()> {
+        let label = &r.target;
+        match &r.outcome {
+            Outcome::Ran(out) => {
+                prefixed(&mut self.out, label, &out.stdout)?;
+                self.out.flush()?;
+                prefixed(&mut self.err, label, &out.stderr)?;
+                self.err.flush()?;
+                match (out.code, out.signal) {
+                    (Some(code), _) => {
+                        writeln!(self.out, "[{label}] exit {code} in {}", millis(r.duration))?
+                    }
+                    (None, Some(sig)) => writeln!(
+                        self.out,
+                        "[{label}] killed by signal {sig} in {}",
+                        millis(r.duration)
+                    )?,
+                    (None, None) => writeln!(
+                        self.out,
+                        "[{label}] ended without a status in {}",
+                        millis(r.duration)
+                    )?,
+                }
+                self.out.flush()
+            }
+            Outcome::Failed(e) => {
+                writeln!(self.err, "[{label}] failed: {e}")?;
+                self.err.flush()
+            }
+            Outcome::TimedOut => {
+                writeln!(self.err, "[{label}] timed out after {}", millis(r.duration))?;
+                self.err.flush()
+            }
+        }
+    }
+
+    fn bench(&mut self, target: &str, r: &BenchReport) -> io::Result<()> {
+        let rows = [
+            (
+                "connect_ms",
+                format!("{:.3} ms", r.connect_ms),
+                "start a context, get its first call's result",
+            ),
+            (
+                "rtt_us",
+                format!("{:.2} µs", r.rtt_us),
+                "one sequential no-op call",
+            ),
+            (
+                "pipelined_calls_per_s",
+                format!("{:.0} /s", r.pipelined_calls_per_s),
+                "no-op calls issued at once, then collected",
+            ),
+            (
+                "throughput_mib_s",
+                format!("{:.1} MiB/s", r.throughput_mib_s),
+                "streamed child to master in 1 MiB chunks",
+            ),
+            (
+                "child_rss_kib",
+                format!("{} KiB", r.child_rss_kib),
+                "child's VmRSS after the calls",
+            ),
+        ];
+        writeln!(self.out, "mitogen bench, target {target} (medians)")?;
+        for (key, value, what) in rows {
+            writeln!(self.out, "  {key:<22} {value:>14}   {what}")?;
+        }
+        self.out.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mitogen::builtins::CommandOutput;
+    use std::time::Duration;
+
+    #[test]
+    fn prefixes_every_line_and_ends_the_last() {
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let report = TargetReport {
+            target: "local".into(),
+            outcome: Outcome::Ran(CommandOutput {
+                code: Some(3),
+                signal: None,
+                stdout: b"a\n\nb".to_vec(),
+                stderr: b"oops\n".to_vec(),
+            }),
+            duration: Duration::from_millis(2),
+        };
+        HumanPrinter::new(&mut out, &mut err)
+            .target(&report)
+            .unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "local: a\nlocal: \nlocal: b\n[local] exit 3 in 2.0 ms\n"
+        );
+        assert_eq!(String::from_utf8(err).unwrap(), "local: oops\n");
+    }
+}

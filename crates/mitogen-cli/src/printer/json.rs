@@ -1,0 +1,104 @@
+//! JSON lines: one object per target of `mitogen run`, one object for
+//! `mitogen bench`. Each object is written and flushed whole, so a consumer
+//! reading line by line sees complete records as they happen.
+
+use std::io::{self, Write};
+
+use serde::Serialize;
+
+use super::Printer;
+use crate::bench::BenchReport;
+use crate::run::{Outcome, TargetReport};
+
+/// The JSON record of one target; field names are part of the CLI's interface
+/// (documented in docs/cli.md).
+#[derive(Debug, Serialize)]
+struct TargetRecord<'a> {
+    target: &'a str,
+    exit_code: Option<i32>,
+    signal: Option<i32>,
+    /// Output as text; bytes that are not UTF-8 become U+FFFD.
+    stdout: Option<String>,
+    stderr: Option<String>,
+    error: Option<String>,
+    duration_ms: f64,
+}
+
+impl<'a> From<&'a TargetReport> for TargetRecord<'a> {
+    fn from(r: &'a TargetReport) -> TargetRecord<'a> {
+        let text = |b: &[u8]| Some(String::from_utf8_lossy(b).into_owned());
+        let (exit_code, signal, stdout, stderr) = match &r.outcome {
+            Outcome::Ran(out) => (out.code, out.signal, text(&out.stdout), text(&out.stderr)),
+            _ => (None, None, None, None),
+        };
+        TargetRecord {
+            target: &r.target,
+            exit_code,
+            signal,
+            stdout,
+            stderr,
+            error: r.outcome.error(),
+            duration_ms: (r.duration.as_secs_f64() * 1e6).round() / 1e3,
+        }
+    }
+}
+
+/// Writes JSON lines to `out`.
+pub struct JsonPrinter<W> {
+    out: W,
+}
+
+impl<W: Write> JsonPrinter<W> {
+    /// A printer writing to `out`.
+    pub fn new(out: W) -> JsonPrinter<W> {
+        JsonPrinter { out }
+    }
+
+    fn line(&mut self, value: &impl Serialize) -> io::Result<()> {
+        serde_json::to_writer(&mut self.out, value)?;
+        self.out.write_all(b"\n")?;
+        self.out.flush()
+    }
+}
+
+impl<W: Write> Printer for JsonPrinter<W> {
+    fn target(&mut self, report: &TargetReport) -> io::Result<()> {
+        self.line(&TargetRecord::from(report))
+    }
+
+    fn bench(&mut self, _target: &str, report: &BenchReport) -> io::Result<()> {
+        self.line(report)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mitogen::builtins::CommandOutput;
+    use std::time::Duration;
+
+    #[test]
+    fn target_record_has_every_field() {
+        let mut buf = Vec::new();
+        let report = TargetReport {
+            target: "local".into(),
+            outcome: Outcome::Ran(CommandOutput {
+                code: Some(0),
+                signal: None,
+                stdout: b"hi\n".to_vec(),
+                stderr: vec![0xff],
+            }),
+            duration: Duration::from_micros(1500),
+        };
+        JsonPrinter::new(&mut buf).target(&report).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&buf).unwrap();
+        assert_eq!(v["target"], "local");
+        assert_eq!(v["exit_code"], 0);
+        assert!(v["signal"].is_null());
+        assert_eq!(v["stdout"], "hi\n");
+        assert_eq!(v["stderr"], "\u{fffd}");
+        assert!(v["error"].is_null());
+        assert_eq!(v["duration_ms"], 1.5);
+        assert!(buf.ends_with(b"}\n"));
+    }
+}

@@ -1,0 +1,34 @@
+//! Printers: how results reach the user. The commands produce reports; a
+//! printer chooses the format ([`human`] text or [`json`] lines), so each
+//! format is defined in one place.
+
+pub mod human;
+pub mod json;
+
+use std::io;
+
+use crate::bench::BenchReport;
+use crate::run::TargetReport;
+
+/// Something that writes reports to the terminal or a pipe.
+pub trait Printer {
+    /// Writes one target's result of `mitogen run`, as soon as it is known.
+    fn target(&mut self, report: &TargetReport) -> io::Result<()>;
+
+    /// Writes the result of `mitogen bench` against `target`.
+    fn bench(&mut self, target: &str, report: &BenchReport) -> io::Result<()>;
+
+    /// Called once after the last report, e.g. to flush.
+    fn finish(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The printer chosen by `--json`.
+pub fn new(json: bool) -> Box<dyn Printer> {
+    if json {
+        Box::new(json::JsonPrinter::new(io::stdout()))
+    } else {
+        Box::new(human::HumanPrinter::new(io::stdout(), io::stderr()))
+    }
+}
