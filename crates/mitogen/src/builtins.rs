@@ -53,9 +53,26 @@ pub fn run_command(argv: Vec<String>) -> std::io::Result<CommandOutput> {
     let (program, args) = argv
         .split_first()
         .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "empty command"))?;
-    let out = std::process::Command::new(program)
-        .args(args)
-        .stdin(std::process::Stdio::null())
+    let mut cmd = std::process::Command::new(program);
+    cmd.args(args).stdin(std::process::Stdio::null());
+    // The command must not outlive the context: a context killed because its
+    // caller gave up (or lost its parent) takes the command with it. Calls run
+    // on the context's main thread, which lives as long as the process, so the
+    // signal (sent when the forking *thread* exits) means the process is gone.
+    let parent = std::process::id();
+    // SAFETY: the closure runs between fork and exec and makes only
+    // async-signal-safe system calls (prctl, getppid).
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
+            rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))?;
+            // The parent may have died before the prctl took effect.
+            if rustix::process::getppid().map(|p| p.as_raw_nonzero().get() as u32) != Some(parent) {
+                return Err(std::io::Error::other("the context exited"));
+            }
+            Ok(())
+        });
+    }
+    let out = cmd
         .output()
         .map_err(|e| std::io::Error::new(e.kind(), format!("cannot run {program:?}: {e}")))?;
     Ok(CommandOutput {

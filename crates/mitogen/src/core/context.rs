@@ -186,8 +186,15 @@ impl Context {
         self.shutdown_timeout(DEFAULT_SHUTDOWN_TIMEOUT)
     }
 
-    /// [`shutdown`](Self::shutdown) with a chosen grace period.
+    /// [`shutdown`](Self::shutdown) with a chosen grace period. A zero period
+    /// kills a local process at once (the caller has given up on it, so this
+    /// is not logged as a fault).
     pub fn shutdown_timeout(&self, timeout: Duration) -> Result<()> {
+        if let (true, Some(p)) = (timeout.is_zero(), &self.process) {
+            p.kill();
+            p.exit.wait(Duration::from_secs(2));
+            return Ok(());
+        }
         let deadline = Instant::now() + timeout;
         self.request_shutdown();
         self.finish_shutdown(deadline);
