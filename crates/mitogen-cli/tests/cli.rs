@@ -1,0 +1,192 @@
+//! Drives the built `mitogen` binary the way a user does. The binary is a real
+//! mitogen program, so the contexts it starts are copies of itself.
+
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+fn mitogen(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_mitogen"))
+        .args(args)
+        // Keep the user's log settings from changing what the tests read.
+        .env_remove("MITOGEN_LOG")
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("starting mitogen")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[track_caller]
+fn assert_status(out: &Output, code: i32) {
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "stdout:\n{}\nstderr:\n{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn run_prints_prefixed_output_and_status() {
+    let out = mitogen(&["run", "local", "--", "echo", "hi"]);
+    assert_status(&out, 0);
+    let stdout = text(&out.stdout);
+    let mut lines = stdout.lines();
+    assert_eq!(lines.next(), Some("local: hi"));
+    assert!(
+        lines.next().unwrap().starts_with("[local] exit 0 in "),
+        "{stdout}"
+    );
+    assert_eq!(lines.next(), None);
+    assert_eq!(text(&out.stderr), "");
+}
+
+#[test]
+fn a_failing_command_gives_exit_status_1() {
+    let out = mitogen(&["run", "local", "--", "sh", "-c", "echo oops >&2; exit 5"]);
+    assert_status(&out, 1);
+    assert!(text(&out.stdout).contains("[local] exit 5 in "));
+    assert_eq!(text(&out.stderr), "local: oops\n");
+}
+
+#[test]
+fn json_has_one_object_per_target() {
+    let out = mitogen(&[
+        "run",
+        "--json",
+        "local",
+        "local",
+        "--",
+        "sh",
+        "-c",
+        "echo out; echo err >&2; exit 3",
+    ]);
+    assert_status(&out, 1);
+    let stdout = text(&out.stdout);
+    let records: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert_eq!(records.len(), 2, "{stdout}");
+    let mut targets: Vec<&str> = records
+        .iter()
+        .map(|r| r["target"].as_str().unwrap())
+        .collect();
+    targets.sort();
+    assert_eq!(targets, ["local#1", "local#2"]);
+    for r in &records {
+        assert_eq!(r["exit_code"], 3);
+        assert!(r["signal"].is_null());
+        assert_eq!(r["stdout"], "out\n");
+        assert_eq!(r["stderr"], "err\n");
+        assert!(r["error"].is_null());
+        assert!(r["duration_ms"].as_f64().unwrap() > 0.0);
+    }
+}
+
+#[test]
+fn json_reports_a_signal() {
+    let out = mitogen(&["run", "--json", "local", "--", "sh", "-c", "kill -9 $$"]);
+    assert_status(&out, 1);
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(r["exit_code"].is_null());
+    assert_eq!(r["signal"], 9);
+}
+
+#[test]
+fn bad_target_syntax_is_a_usage_error() {
+    let out = mitogen(&["run", "a//b", "--", "true"]);
+    assert_status(&out, 2);
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("bad target \"a//b\""), "{stderr}");
+    assert!(stderr.contains("empty hop"), "{stderr}");
+}
+
+#[test]
+fn missing_command_is_a_usage_error() {
+    assert_status(&mitogen(&["run", "local"]), 2);
+    assert_status(&mitogen(&["run", "local", "--"]), 2);
+}
+
+#[test]
+fn an_unavailable_method_fails_the_target_clearly() {
+    let out = mitogen(&["run", "--json", "web1", "local", "--", "true"]);
+    assert_status(&out, 3);
+    let by_target: Vec<serde_json::Value> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let web1 = by_target.iter().find(|r| r["target"] == "web1").unwrap();
+    let error = web1["error"].as_str().unwrap();
+    assert!(error.contains("ssh method is not available"), "{error}");
+    let local = by_target.iter().find(|r| r["target"] == "local").unwrap();
+    assert_eq!(local["exit_code"], 0);
+
+    let out = mitogen(&["run", "web1", "--", "true"]);
+    assert_status(&out, 3);
+    assert!(text(&out.stderr).contains("[web1] failed: bad target \"web1\""));
+}
+
+#[test]
+fn a_command_that_cannot_start_fails_the_target() {
+    let out = mitogen(&["run", "local", "--", "/nonexistent/command"]);
+    assert_status(&out, 3);
+    assert!(text(&out.stderr).contains("cannot run \"/nonexistent/command\""));
+}
+
+#[test]
+fn timeout_stops_a_slow_command() {
+    let t0 = Instant::now();
+    let out = mitogen(&["run", "--timeout", "0.5", "local", "--", "sleep", "30"]);
+    assert_status(&out, 3);
+    assert!(t0.elapsed() < Duration::from_secs(10), "{:?}", t0.elapsed());
+    assert!(text(&out.stderr).contains("[local] timed out after"));
+}
+
+#[test]
+fn bench_quick_json_prints_every_key() {
+    let out = mitogen(&["bench", "--quick", "--json"]);
+    assert_status(&out, 0);
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for key in [
+        "connect_ms",
+        "rtt_us",
+        "pipelined_calls_per_s",
+        "throughput_mib_s",
+        "child_rss_kib",
+    ] {
+        let v = r[key]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{key} missing in {r}"));
+        assert!(v > 0.0, "{key} = {v}");
+    }
+    assert_eq!(r.as_object().unwrap().len(), 5, "{r}");
+}
+
+#[test]
+fn bench_table_names_every_key() {
+    let out = mitogen(&["bench", "--quick", "--mib", "4"]);
+    assert_status(&out, 0);
+    let stdout = text(&out.stdout);
+    for key in [
+        "connect_ms",
+        "rtt_us",
+        "pipelined_calls_per_s",
+        "throughput_mib_s",
+        "child_rss_kib",
+    ] {
+        assert!(stdout.contains(key), "{stdout}");
+    }
+}
+
+#[test]
+fn help_documents_exit_codes() {
+    let out = mitogen(&["run", "--help"]);
+    assert_status(&out, 0);
+    let help = text(&out.stdout);
+    assert!(help.contains("Exit status:"), "{help}");
+    assert!(help.contains("3  at least one target"), "{help}");
+}
