@@ -13,15 +13,15 @@ Exit status:
   1  every target ran the command, and at least one command exited non-zero
      or was killed by a signal
   2  usage error (bad option, bad target syntax, no command)
-  3  at least one target could not be connected, failed, or timed out
-     (takes precedence over 1)
+  3  at least one target could not be connected, could not start the
+     command, or timed out (takes precedence over 1)
 
 Examples:
   mitogen run local -- uname -a
   mitogen run local local --json -- sh -c 'echo $$'
   mitogen run --timeout 5 local -- sleep 10";
 
-/// Exit codes of `mitogen bench`, shown in its `--help`.
+/// The keys and exit codes of `mitogen bench`, shown in its `--help`.
 const BENCH_AFTER_HELP: &str = "\
 Keys (medians; the same definitions as benches/python/bench_mitogen.py):
   connect_ms             start a new context and get its first call's result
