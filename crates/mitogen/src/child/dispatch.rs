@@ -72,7 +72,7 @@ impl Dispatcher {
                     format!("undecodable call: {e}"),
                     vec![],
                 );
-                self.reply(&msg, Err(err));
+                self.reply(&msg, "?", Err(err));
                 return;
             }
         };
@@ -88,7 +88,7 @@ impl Dispatcher {
             e.message = format!("earlier call {} failed: {}", e.function, e.message);
             e.function = head.function.to_owned();
             e.kind = CallErrorKind::ChainFailed;
-            self.reply(&msg, Err(e));
+            self.reply(&msg, head.function, Err(e));
             return;
         }
         let result = match lookup(head.function) {
@@ -132,7 +132,7 @@ impl Dispatcher {
             }
             return;
         }
-        self.reply(&msg, result);
+        self.reply(&msg, head.function, result);
     }
 
     fn error(
@@ -151,7 +151,9 @@ impl Dispatcher {
         }
     }
 
-    fn reply(&self, msg: &Message, result: Result<Vec<u8>, CallError>) {
+    /// Sends the result of `function` back; a result too large to send is
+    /// replaced by an error naming the function.
+    fn reply(&self, msg: &Message, function: &str, result: Result<Vec<u8>, CallError>) {
         if msg.reply_to == 0 {
             return;
         }
@@ -163,7 +165,7 @@ impl Dispatcher {
                 };
                 if out.len() + body.len() > self.router.max_message_size {
                     let e = self.error(
-                        "?",
+                        function,
                         CallErrorKind::Returned,
                         format!(
                             "result of {} bytes exceeds the message limit of {} bytes",

@@ -98,7 +98,15 @@ impl<T: Payload> Receiver<T> {
 
     fn finish(&self, r: Result<Message, LatchError>, waited: Option<Duration>) -> Result<T> {
         match r {
-            Ok(msg) => message_to_value(&self.router, msg),
+            Ok(msg) => {
+                if msg.is_dead() && msg.is_disconnect() {
+                    // The router has dropped the handle: nothing can arrive any
+                    // more, so every later wait must end the same way at once
+                    // instead of blocking forever.
+                    self.latch.put(msg.clone());
+                }
+                message_to_value(&self.router, msg)
+            }
             Err(e) => Err(e.into_error(waited)),
         }
     }

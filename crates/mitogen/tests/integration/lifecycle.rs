@@ -1,0 +1,279 @@
+//! Shutdown, router drop, parent death, killed children, reaping.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::process::ExitStatusExt;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context as _, Result};
+use mitogen::{Error, Router};
+
+use crate::calls::{add, sleep_ms};
+use crate::util::{self, kill9, local, pid_of, proc_state, wait_dead, wait_gone, wait_until};
+
+/// Set in the environment of a copy of this program that acts as an
+/// intermediate master: it starts one context, prints its pid and sleeps.
+pub const INTERMEDIATE_ENV: &str = "MITOGEN_TEST_INTERMEDIATE";
+
+/// `main` of the intermediate master.
+pub fn intermediate_main(router: &Router) -> usize {
+    match router.local() {
+        Ok(ctx) => {
+            let pid = ctx.pid().unwrap_or(0);
+            let ok = ctx.call(add, (1, 1)).is_ok();
+            println!("grandchild {pid} {ok}");
+            let _ = std::io::stdout().flush();
+            std::thread::sleep(Duration::from_secs(120));
+            0
+        }
+        Err(e) => {
+            println!("error {e}");
+            1
+        }
+    }
+}
+
+pub fn shutdown_ends_process(router: &Router) -> Result<()> {
+    let ctx = router.local()?;
+    let pid = pid_of(&ctx)?;
+    ensure!(proc_state(pid).is_some(), "child {pid} is not running");
+    ensure!(ctx.exit_status().is_none());
+    // Queued calls finish before the context exits.
+    let queued = ctx.call_async(sleep_ms, (300,));
+    ctx.shutdown()?;
+    ensure!(queued.get_timeout(Duration::from_secs(1))? == 300);
+    let status = ctx.exit_status().context("no exit status after shutdown")?;
+    ensure!(status.code() == Some(0), "exit status {status}");
+    ensure!(ctx.is_disconnected());
+    // Reaped: not even a zombie is left.
+    ensure!(
+        proc_state(pid).is_none(),
+        "pid {pid} still in state {:?}",
+        proc_state(pid)
+    );
+    Ok(())
+}
+
+pub fn calls_after_shutdown_fail_cleanly(router: &Router) -> Result<()> {
+    let ctx = router.local()?;
+    ctx.shutdown()?;
+    let started = Instant::now();
+    match ctx.call_timeout(add, (1, 1), Duration::from_secs(5)) {
+        Err(Error::Disconnected { context, .. }) if context == ctx.name() => {}
+        other => bail!("expected Disconnected, got {other:?}"),
+    }
+    ensure!(
+        started.elapsed() < Duration::from_secs(1),
+        "took {:?}",
+        started.elapsed()
+    );
+    // A second shutdown is harmless.
+    ctx.shutdown()?;
+    Ok(())
+}
+
+pub fn dropping_last_router_clone_shuts_children_down(_: &Router) -> Result<()> {
+    let r1 = Router::builder().build()?;
+    let r2 = r1.clone();
+    let a = r1.local()?;
+    let b = r2.local()?;
+    let (pa, pb) = (pid_of(&a)?, pid_of(&b)?);
+    drop(r1);
+    // A clone is still alive: nothing happens yet.
+    ensure!(a.call_timeout(add, (1, 1), Duration::from_secs(10))? == 2);
+    ensure!(proc_state(pa).is_some() && proc_state(pb).is_some());
+    let started = Instant::now();
+    drop(r2);
+    ensure!(
+        started.elapsed() < Duration::from_secs(4),
+        "shutting down took {:?}, so the children were killed rather than asked",
+        started.elapsed()
+    );
+    for (ctx, pid) in [(&a, pa), (&b, pb)] {
+        ensure!(
+            ctx.exit_status().is_some(),
+            "{} has no exit status",
+            ctx.name()
+        );
+        ensure!(
+            wait_gone(pid, Duration::from_secs(1)),
+            "pid {pid} in state {:?}",
+            proc_state(pid)
+        );
+    }
+    // Contexts outliving their router fail cleanly instead of hanging.
+    match a.call_timeout(add, (1, 1), Duration::from_secs(5)) {
+        Err(Error::RouterShutdown | Error::Disconnected { .. }) => Ok(()),
+        other => bail!("expected RouterShutdown or Disconnected, got {other:?}"),
+    }
+}
+
+pub fn child_exits_when_parent_dies(_: &Router) -> Result<()> {
+    let exe = std::env::current_exe()?;
+    let mut mid = Command::new(exe)
+        .env(INTERMEDIATE_ENV, "1")
+        .env_remove(mitogen::parent::CHILD_ENV)
+        .env_remove(mitogen::parent::PARENT_PID_ENV)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()?;
+    let mid_pid = mid.id();
+    let out = mid.stdout.take().context("no stdout")?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(out).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    let line = match rx.recv_timeout(Duration::from_secs(30)) {
+        Ok(l) => l,
+        Err(_) => {
+            let _ = mid.kill();
+            let _ = mid.wait();
+            bail!("the intermediate master printed nothing");
+        }
+    };
+    let r = (|| -> Result<()> {
+        let mut words = line.split_whitespace();
+        ensure!(
+            words.next() == Some("grandchild"),
+            "intermediate said {line:?}"
+        );
+        let gpid: u32 = words.next().context("no pid")?.parse()?;
+        ensure!(
+            words.next() == Some("true"),
+            "the grandchild did not answer: {line:?}"
+        );
+        ensure!(
+            util::proc_ppid(gpid) == Some(mid_pid),
+            "{gpid} is not a child of {mid_pid}"
+        );
+        kill9(mid_pid)?;
+        let _ = mid.wait();
+        let started = Instant::now();
+        ensure!(
+            wait_dead(gpid, Duration::from_secs(2)),
+            "grandchild {gpid} still {:?} 2 s after its parent died",
+            proc_state(gpid)
+        );
+        println!(
+            "    (grandchild exited {:?} after its parent)",
+            started.elapsed()
+        );
+        Ok(())
+    })();
+    let _ = mid.kill();
+    let _ = mid.wait();
+    r
+}
+
+pub fn killed_child_fails_pending_call_at_once(router: &Router) -> Result<()> {
+    let other = local(router)?;
+    let ctx = local(router)?;
+    let pid = pid_of(&ctx)?;
+    let running = ctx.call_async(sleep_ms, (30_000,));
+    let queued = ctx.call_async(add, (1, 2));
+    std::thread::sleep(Duration::from_millis(100));
+    kill9(pid)?;
+    let started = Instant::now();
+    for (what, r) in [
+        ("running", running.get_timeout(Duration::from_secs(10))),
+        ("queued", queued.get_timeout(Duration::from_secs(10))),
+    ] {
+        match r {
+            Err(Error::Disconnected { context, .. }) if context == ctx.name() => {}
+            other => bail!(
+                "{what} call: expected Disconnected naming {:?}, got {other:?}",
+                ctx.name()
+            ),
+        }
+    }
+    ensure!(
+        started.elapsed() < Duration::from_secs(1),
+        "took {:?}",
+        started.elapsed()
+    );
+    match ctx.call_timeout(add, (1, 2), Duration::from_secs(5)) {
+        Err(Error::Disconnected { context, .. }) if context == ctx.name() => {}
+        other => bail!("a new call: expected Disconnected, got {other:?}"),
+    }
+    ensure!(
+        wait_until(Duration::from_secs(2), || ctx.exit_status().is_some()),
+        "killed child not reaped"
+    );
+    ensure!(ctx.exit_status().and_then(|s| s.signal()) == Some(9));
+    ensure!(
+        proc_state(pid).is_none(),
+        "pid {pid} in state {:?}",
+        proc_state(pid)
+    );
+    ensure!(
+        other.call(add, (2, 2))? == 4,
+        "another context was affected"
+    );
+    Ok(())
+}
+
+pub fn killed_child_ends_its_channels(router: &Router) -> Result<()> {
+    let ctx = local(router)?;
+    let (_tx, rx) = ctx.channel::<u64>();
+    kill9(pid_of(&ctx)?)?;
+    match rx.recv_timeout(Duration::from_secs(5)) {
+        Err(Error::Disconnected { context, .. }) if context == ctx.name() => {}
+        other => bail!("expected Disconnected, got {other:?}"),
+    }
+    // Every later wait ends the same way at once: nothing can arrive any more.
+    for _ in 0..2 {
+        let started = Instant::now();
+        match rx.recv_timeout(Duration::from_secs(2)) {
+            Err(Error::Disconnected { .. }) => {}
+            other => bail!("a later recv: expected Disconnected, got {other:?}"),
+        }
+        ensure!(
+            started.elapsed() < Duration::from_millis(500),
+            "a later recv blocked"
+        );
+    }
+    // A channel made after the context died fails at once too.
+    let (_tx, late) = ctx.channel::<u64>();
+    match late.recv_timeout(Duration::from_secs(2)) {
+        Err(Error::Disconnected { .. }) => Ok(()),
+        other => bail!("a channel made after the disconnect: expected Disconnected, got {other:?}"),
+    }
+}
+
+pub fn no_zombies_after_shutdowns(router: &Router) -> Result<()> {
+    let mut pids = Vec::new();
+    for how in 0..4 {
+        let ctx = router.local()?;
+        pids.push(pid_of(&ctx)?);
+        ctx.call(add, (1, 1))?;
+        match how {
+            0 => ctx.shutdown()?,
+            1 => ctx.shutdown_timeout(Duration::from_millis(1))?,
+            2 => {
+                kill9(pid_of(&ctx)?)?;
+                ctx.wait_disconnect(Duration::from_secs(5));
+            }
+            _ => {
+                // Busy past the grace period: killed by shutdown.
+                let _busy = ctx.call_async(sleep_ms, (30_000,));
+                ctx.shutdown_timeout(Duration::from_millis(300))?;
+            }
+        }
+    }
+    for pid in pids {
+        ensure!(
+            wait_gone(pid, Duration::from_secs(3)),
+            "pid {pid} left in state {:?}",
+            proc_state(pid)
+        );
+    }
+    let zombies: Vec<_> = util::child_processes()
+        .into_iter()
+        .filter(|(_, s)| *s == 'Z')
+        .collect();
+    ensure!(zombies.is_empty(), "zombies: {zombies:?}");
+    Ok(())
+}

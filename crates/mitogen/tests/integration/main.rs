@@ -1,0 +1,74 @@
+//! Integration tests of the core against real processes: every context here is
+//! this test executable started again in child mode, so `main` goes through
+//! `mitogen::run` and runs the tests itself (see `harness`).
+//!
+//! Run with `cargo test -p mitogen --test integration [-- NAME]`.
+//! `MITOGEN_TEST_LOG=1` echoes every event of the master to stderr.
+
+mod bad_input;
+mod calls;
+mod capture;
+mod errors;
+mod harness;
+mod leaks;
+mod lifecycle;
+mod logging;
+mod util;
+
+use tracing_subscriber::prelude::*;
+
+fn main() {
+    let code = mitogen::run(|router| {
+        if std::env::var_os(lifecycle::INTERMEDIATE_ENV).is_some() {
+            return lifecycle::intermediate_main(&router);
+        }
+        // Children take their log level from the master's subscriber: debug
+        // keeps the per-message trace events off while still forwarding logs.
+        tracing_subscriber::registry()
+            .with(capture::CaptureLayer::new())
+            .with(tracing_subscriber::filter::LevelFilter::DEBUG)
+            .init();
+        let tests = [
+            test!(calls::typed_call),
+            test!(calls::call_async_blocking),
+            test!(calls::call_async_awaited_under_tokio),
+            test!(calls::call_no_reply_runs_in_order),
+            test!(calls::call_timeout_then_context_still_works),
+            test!(calls::many_pipelined_calls),
+            test!(calls::call_chain_fails_after_first_error_and_resets),
+            test!(calls::context_channel_streams_values),
+            test!(calls::router_channel_streams_values),
+            test!(calls::blob_bulk_chunks),
+            test!(calls::select_over_two_receivers),
+            test!(errors::io_error_comes_back),
+            test!(errors::error_source_chain_comes_back),
+            test!(errors::anyhow_context_chain_comes_back),
+            test!(errors::panic_comes_back_with_message),
+            test!(errors::unknown_function),
+            test!(errors::arguments_that_do_not_decode),
+            test!(errors::oversized_message_refused_at_sender),
+            test!(errors::result_too_large),
+            test!(logging::child_stdout_and_stderr_reach_master),
+            test!(logging::subprocess_output_reaches_master),
+            test!(logging::child_tracing_events_reach_master),
+            test!(logging::failed_call_no_reply_is_logged),
+            test!(lifecycle::shutdown_ends_process),
+            test!(lifecycle::dropping_last_router_clone_shuts_children_down),
+            test!(lifecycle::child_exits_when_parent_dies),
+            test!(lifecycle::killed_child_fails_pending_call_at_once),
+            test!(lifecycle::killed_child_ends_its_channels),
+            test!(lifecycle::no_zombies_after_shutdowns),
+            test!(lifecycle::calls_after_shutdown_fail_cleanly),
+            test!(bad_input::bad_magic),
+            test!(bad_input::truncated_frame_then_eof),
+            test!(bad_input::length_over_limit),
+            test!(bad_input::message_to_unknown_handle),
+            test!(bad_input::undecodable_channel_body),
+            test!(bad_input::undecodable_log_record),
+            test!(bad_input::spoofed_source_is_dropped),
+            test!(leaks::connect_call_shutdown_cycles_leak_nothing, 300),
+        ];
+        harness::run_tests(&router, &tests)
+    });
+    std::process::exit(if code == 0 { 0 } else { 1 });
+}
