@@ -171,13 +171,21 @@ pub fn run(router: &Router, args: RunArgs, printer: &mut dyn Printer) -> anyhow:
         reports[i] = Some(report);
         left -= 1;
     }
-    // Targets still silent here are stuck (typically while connecting): report
-    // them, and leave their threads behind rather than wait on them.
+    // Targets still silent here are stuck (typically while connecting) or their
+    // thread died: report them, and leave their threads behind rather than
+    // wait on them.
+    let expired = deadline.is_some_and(|d| Instant::now() >= d);
     for (i, slot) in reports.iter_mut().enumerate() {
         if slot.is_none() {
             let report = TargetReport {
                 target: labels[i].clone(),
-                outcome: Outcome::TimedOut,
+                outcome: if expired {
+                    Outcome::TimedOut
+                } else {
+                    Outcome::Failed(
+                        "internal error: the target's thread ended without a report".into(),
+                    )
+                },
                 duration: started.elapsed(),
             };
             printer.target(&report)?;
