@@ -36,7 +36,8 @@ Exit status: 0 measured, 2 usage error, 3 the target failed.";
 ///
 /// A TARGET is a chain of hops separated by '/': `local` (a new process of
 /// this program), `[user@]host[:port]` (ssh), `sudo[:user]`, `su[:user]`,
-/// `doas[:user]`. Only `local` is available so far.
+/// `doas[:user]`. A method this build does not have yet fails its target with
+/// a clear message.
 #[derive(Debug, Parser)]
 #[command(name = "mitogen", version, propagate_version = true)]
 pub struct Cli {
