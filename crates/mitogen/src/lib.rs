@@ -46,7 +46,7 @@ pub mod builtins;
 pub(crate) mod child;
 pub mod core;
 mod entry;
-pub(crate) mod master;
+pub mod master;
 pub mod methods;
 pub mod parent;
 mod router;
@@ -55,7 +55,7 @@ pub mod target;
 pub use crate::core::call::{CallChain, PendingCall};
 pub use crate::core::channel::{Receiver, Recv, Sender};
 pub use crate::core::context::Context;
-pub use crate::core::error::{CallError, CallErrorKind, Error, Result};
+pub use crate::core::error::{CallError, CallErrorKind, Error, Result, TransportFailure};
 pub use crate::core::latch::Latch;
 pub use crate::core::message::ContextId;
 pub use crate::core::payload::{Blob, Payload};
@@ -64,7 +64,8 @@ pub use crate::core::select::{Select, Selectable};
 pub use entry::{is_child, run};
 pub use methods::local::Local;
 pub use mitogen_macros::{main, remote};
-pub use router::{Router, RouterBuilder};
+pub use methods::ssh::Ssh;
+pub use router::{ConnectOptions, Router, RouterBuilder};
 pub use target::Target;
 
 /// Items used by the code `#[mitogen::remote]` generates. Not a public API.

@@ -11,6 +11,7 @@ use crate::core::message::{ContextId, DEFAULT_MAX_MESSAGE_SIZE, MASTER_ID};
 use crate::core::payload::Payload;
 use crate::core::router::RouterInner;
 use crate::methods::local::Local;
+use crate::methods::ssh::Ssh;
 use crate::target::{Hop, Target};
 
 static CURRENT: OnceLock<Weak<RouterInner>> = OnceLock::new();
@@ -51,16 +52,29 @@ fn shutdown_inner(inner: &Arc<RouterInner>, timeout: Duration) {
     inner.stop();
 }
 
+/// Options for [`Router::connect_with`] that apply to the hops of a target.
+#[derive(Clone, Debug, Default)]
+pub struct ConnectOptions {
+    /// ssh configuration file (`ssh -F`).
+    pub ssh_config: Option<std::path::PathBuf>,
+    /// ssh options (`ssh -o OPTION`), e.g. `StrictHostKeyChecking=accept-new`.
+    pub ssh_options: Vec<String>,
+    /// Time allowed for each hop to start.
+    pub connect_timeout: Option<Duration>,
+}
+
 /// Settings of a master router.
 #[derive(Clone, Debug)]
 pub struct RouterBuilder {
     max_message_size: usize,
+    binaries: Vec<(String, std::path::PathBuf)>,
 }
 
 impl Default for RouterBuilder {
     fn default() -> Self {
         RouterBuilder {
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+            binaries: Vec::new(),
         }
     }
 }
@@ -70,6 +84,18 @@ impl RouterBuilder {
     /// the same limit.
     pub fn max_message_size(mut self, bytes: usize) -> Self {
         self.max_message_size = bytes;
+        self
+    }
+
+    /// Gives the router a build of this program for another system, named as
+    /// `uname -sm` prints it there (`"Linux aarch64"`); hosts of that system
+    /// get it instead of the master's own executable.
+    pub fn binary(
+        mut self,
+        system: impl Into<String>,
+        path: impl Into<std::path::PathBuf>,
+    ) -> Self {
+        self.binaries.push((system.into(), path.into()));
         self
     }
 
@@ -84,6 +110,9 @@ impl RouterBuilder {
         )
         .map_err(|e| Error::io("starting the broker", e))?;
         inner.install_log_receiver();
+        for (system, path) in &self.binaries {
+            inner.binaries.add(system, path)?;
+        }
         set_current(&inner);
         Ok(Router {
             owner: Some(Arc::new(Owner(inner.clone()))),
@@ -177,9 +206,23 @@ impl Router {
         Ok(ctx)
     }
 
-    /// Connects a context described by a target string such as `local`
-    /// (see [`Target`]).
+    /// Starts a context on another host over ssh, shipping this program there
+    /// if that host does not have this build cached yet.
+    pub fn ssh(&self, opts: Ssh) -> Result<Context> {
+        self.check_can_spawn()?;
+        let ctx = opts.connect(&self.inner)?;
+        self.inner.remember_child(ctx.clone());
+        Ok(ctx)
+    }
+
+    /// Connects a context described by a target string such as `local` or
+    /// `deploy@web1:2222` (see [`Target`]).
     pub fn connect(&self, target: &Target) -> Result<Context> {
+        self.connect_with(target, &ConnectOptions::default())
+    }
+
+    /// [`connect`](Self::connect) with options that apply to every hop.
+    pub fn connect_with(&self, target: &Target, options: &ConnectOptions) -> Result<Context> {
         let mut ctx: Option<Context> = None;
         for hop in target.hops() {
             if ctx.is_some() {
@@ -190,6 +233,25 @@ impl Router {
             }
             ctx = Some(match hop {
                 Hop::Local => self.local_with(Local::new().name(target.to_string()))?,
+                Hop::Ssh { user, host, port } => {
+                    let mut ssh = Ssh::new(host.clone()).name(target.to_string());
+                    if let Some(u) = user {
+                        ssh = ssh.user(u.clone());
+                    }
+                    if let Some(p) = port {
+                        ssh = ssh.port(*p);
+                    }
+                    if let Some(f) = &options.ssh_config {
+                        ssh = ssh.config_file(f.clone());
+                    }
+                    for o in &options.ssh_options {
+                        ssh = ssh.ssh_args(["-o".to_owned(), o.clone()]);
+                    }
+                    if let Some(t) = options.connect_timeout {
+                        ssh = ssh.connect_timeout(t);
+                    }
+                    self.ssh(ssh)?
+                }
                 other => {
                     return Err(Error::BadTarget {
                         target: target.to_string(),

@@ -23,7 +23,8 @@ use crate::core::router::{Policy, RouterInner, Sink};
 use crate::core::side::Side;
 use crate::core::stream::{FrameReader, Stream};
 use crate::parent::bootstrap::{self, ChildConfig, GREETING};
-use crate::parent::PARENT_PID_ENV;
+use crate::parent::first_stage::BAD_HASH;
+use crate::parent::{CHILD_ENV, HASH_ENV, PARENT_PID_ENV};
 
 /// How long a child waits for its configuration after greeting.
 const CONFIG_TIMEOUT: Duration = Duration::from_secs(60);
@@ -94,11 +95,44 @@ fn arm_parent_death_signal() {
     }
 }
 
+/// With `MITOGEN_HASH` set (started by the first stage from a cache), checks
+/// that our own executable is the build the master meant: a truncated or
+/// corrupt cache entry must be replaced, never run further.
+fn own_hash_is_right() -> bool {
+    let Some(expected) = std::env::var_os(HASH_ENV) else {
+        return true;
+    };
+    match std::fs::read("/proc/self/exe") {
+        Ok(bytes) => {
+            crate::master::binary::content_hash(&bytes).as_bytes() == expected.as_encoded_bytes()
+        }
+        Err(_) => false,
+    }
+}
+
 fn run() -> std::io::Result<()> {
     arm_parent_death_signal();
+    let hash_ok = own_hash_is_right();
+    // Commands the child runs must not mistake themselves for contexts. No other
+    // thread exists yet, so changing the environment is safe.
+    for var in [CHILD_ENV, HASH_ENV, PARENT_PID_ENV] {
+        std::env::remove_var(var);
+    }
     let (rx, tx, out_r, err_r) = take_stdio()?;
     let deadline = Instant::now() + CONFIG_TIMEOUT;
     let step = |e: bootstrap::StepError| std::io::Error::other(format!("bootstrap: {e}"));
+    if !hash_ok {
+        let mut line = BAD_HASH.to_vec();
+        line.push(b'\n');
+        let _ = bootstrap::write_all(tx.as_fd(), &line, deadline);
+        if let Ok(path) = std::fs::read_link("/proc/self/exe") {
+            // Out of the way, so the next start finds no entry and uploads.
+            let _ = std::fs::remove_file(path);
+        }
+        return Err(std::io::Error::other(
+            "own executable does not match its hash",
+        ));
+    }
     bootstrap::write_all(tx.as_fd(), GREETING, deadline).map_err(step)?;
     let (header, body) =
         bootstrap::read_frame(rx.as_fd(), DEFAULT_MAX_MESSAGE_SIZE, deadline).map_err(step)?;

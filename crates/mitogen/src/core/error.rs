@@ -65,6 +65,22 @@ pub enum Error {
         /// Why, including the tail of anything the transport printed.
         reason: String,
     },
+    /// A transport (ssh, sudo, …) failed to reach the far side; `kind` says how,
+    /// `stderr` is the tail of what the transport printed.
+    #[error(
+        "connecting {context:?} failed: {kind}: {detail}; {}",
+        stderr_line(stderr)
+    )]
+    Transport {
+        /// Name of the context being started (the hop that failed).
+        context: String,
+        /// What kind of failure the transport's messages show.
+        kind: TransportFailure,
+        /// What was observed on our side.
+        detail: String,
+        /// The tail of the transport's stderr.
+        stderr: String,
+    },
     /// A target string could not be parsed.
     #[error("bad target {target:?}: {reason}")]
     BadTarget {
@@ -84,6 +100,54 @@ pub enum Error {
         /// The OS error.
         source: std::io::Error,
     },
+}
+
+fn stderr_line(s: &str) -> String {
+    if s.is_empty() {
+        "it printed nothing".to_owned()
+    } else {
+        format!("it said: {}", s.trim().replace('\n', " | "))
+    }
+}
+
+/// Why a transport could not connect, as far as its messages tell.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TransportFailure {
+    /// The host name does not resolve.
+    UnknownHost,
+    /// Nothing listens on the port.
+    ConnectionRefused,
+    /// The network or host is unreachable, or the connection timed out.
+    Unreachable,
+    /// Authentication failed (wrong key or password).
+    AuthenticationFailed,
+    /// A password is needed and none was given.
+    PasswordRequired,
+    /// The host key differs from the known one.
+    HostKeyMismatch,
+    /// The host key is not known and the policy refuses unknown keys.
+    HostKeyUnknown,
+    /// The remote has no usable POSIX shell.
+    NoShell,
+    /// Something else; see the transport's messages.
+    Other,
+}
+
+impl fmt::Display for TransportFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            TransportFailure::UnknownHost => "unknown host",
+            TransportFailure::ConnectionRefused => "connection refused",
+            TransportFailure::Unreachable => "host unreachable",
+            TransportFailure::AuthenticationFailed => "authentication failed",
+            TransportFailure::PasswordRequired => "a password is required",
+            TransportFailure::HostKeyMismatch => "host key mismatch",
+            TransportFailure::HostKeyUnknown => "host key unknown",
+            TransportFailure::NoShell => "no POSIX shell on the remote",
+            TransportFailure::Other => "transport failed",
+        })
+    }
 }
 
 impl Error {

@@ -74,6 +74,8 @@ pub(crate) struct RouterInner {
     next_context_id: AtomicU32,
     shut: AtomicBool,
     parent_lost: Mutex<Option<Box<dyn FnOnce() + Send>>>,
+    /// The builds of the program this router can ship.
+    pub(crate) binaries: crate::master::binary::Binaries,
     /// Contexts this router started, for shutdown.
     children: Mutex<Vec<crate::core::context::Context>>,
 }
@@ -103,6 +105,7 @@ impl RouterInner {
             next_context_id: AtomicU32::new(id + 1),
             shut: AtomicBool::new(false),
             parent_lost: Mutex::new(None),
+            binaries: Default::default(),
             children: Mutex::new(Vec::new()),
         });
         inner.broker.start(poll, inner.clone())?;

@@ -1,3 +1,5 @@
-//! Master-side services: watching the processes a router started.
+//! Master-side services: the program's own binary for shipping, and watching the
+//! processes a router started.
 
 pub(crate) mod process_monitor;
+pub mod binary;

@@ -70,15 +70,22 @@ impl Local {
         let name = self
             .name
             .unwrap_or_else(|| format!("local.{}", SEQ.fetch_add(1, Ordering::Relaxed)));
-        let mut cmd = Command::new(&program);
-        // Show what the process is in `ps` output.
-        std::os::unix::process::CommandExt::arg0(&mut cmd, format!("mitogen:{name}"));
-        cmd.envs(self.env);
-        crate::parent::connect_command(
+        let build = |_force: bool| {
+            let mut cmd = Command::new(&program);
+            // Show what the process is in `ps` output.
+            std::os::unix::process::CommandExt::arg0(&mut cmd, format!("mitogen:{name}"));
+            cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
+            cmd
+        };
+        crate::parent::connect(
             router,
-            cmd,
-            &name,
-            self.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT),
+            &crate::parent::Launch {
+                command: &build,
+                name: &name,
+                timeout: self.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT),
+                stage: None,
+                classify: &|_| crate::TransportFailure::Other,
+            },
         )
     }
 }

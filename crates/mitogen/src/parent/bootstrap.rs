@@ -110,13 +110,14 @@ pub(crate) fn read_some(
     }
 }
 
-/// Reads until `marker`, returning (discarded noise, bytes after the marker).
+/// Reads until `marker`, starting with bytes already read (`seen`), and
+/// returns (discarded noise, bytes after the marker).
 pub(crate) fn discard_until(
     fd: BorrowedFd<'_>,
+    mut seen: Vec<u8>,
     marker: &[u8],
     deadline: Instant,
 ) -> Result<(Vec<u8>, Vec<u8>), (StepError, Vec<u8>)> {
-    let mut seen = Vec::new();
     loop {
         if let Some(pos) = seen.windows(marker.len()).position(|w| w == marker) {
             let rest = seen.split_off(pos + marker.len());

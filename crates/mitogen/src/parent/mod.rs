@@ -1,14 +1,15 @@
 //! The parent side of a connection: starting a child and bootstrapping it.
 //!
-//! Every connection method ends up here: it prepares a command (the program
-//! itself for `local`; later `ssh … sh -c STAGE`, `sudo …`), and
-//! [`connect_command`] starts it, waits for the child's greeting, sends its
-//! configuration and hands the stream to the broker.
+//! Every connection method ends up here: it prepares a [`Launch`] (the program
+//! itself for `local`; `ssh … sh -c STAGE` for ssh), and [`connect`] starts it,
+//! runs the first stage when there is one, waits for the child's greeting, sends
+//! its configuration and hands the stream to the broker.
 
 pub mod bootstrap;
+pub mod first_stage;
 pub(crate) mod spawn;
 
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,7 +17,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use crate::core::context::{ChildProcess, Context};
-use crate::core::error::{Error, Result};
+use crate::core::error::{Error, Result, TransportFailure};
 use crate::core::latch::Latch;
 use crate::core::log::current_max_level;
 use crate::core::message::{handles, Message};
@@ -25,6 +26,7 @@ use crate::core::side::Side;
 use crate::core::stream::{FrameReader, Stream};
 use crate::master::process_monitor::{ExitCell, ProcessWatch};
 use bootstrap::{ChildConfig, StepError, GREETING};
+use first_stage::{Compression, BAD_HASH};
 use spawn::{create_child, Spawned};
 
 /// Environment variable that starts the program in child mode.
@@ -33,6 +35,24 @@ pub const CHILD_ENV: &str = "MITOGEN_CHILD";
 /// Environment variable naming the parent's pid, so the child can arm its
 /// parent-death signal without a race.
 pub const PARENT_PID_ENV: &str = "MITOGEN_PARENT_PID";
+
+/// Environment variable with the hash a child started by the first stage must
+/// have; it checks its own executable against it before greeting.
+pub const HASH_ENV: &str = "MITOGEN_HASH";
+
+/// How a method starts its child.
+pub(crate) struct Launch<'a> {
+    /// Builds the command; the flag asks the first stage to force an upload.
+    pub command: &'a dyn Fn(bool) -> Command,
+    /// Context name.
+    pub name: &'a str,
+    /// Time allowed from start to greeting.
+    pub timeout: Duration,
+    /// `Some` when the command runs the first stage rather than the program.
+    pub stage: Option<Compression>,
+    /// Classifies the transport's stderr on failure (e.g. ssh's messages).
+    pub classify: &'a dyn Fn(&str) -> TransportFailure,
+}
 
 /// Runs `f` on the broker thread and returns its result. Children are started
 /// there because Linux's parent-death signal follows the *thread* that forked:
@@ -56,56 +76,150 @@ fn on_broker<T: Send + 'static>(
         .map_err(|_| Error::RouterShutdown)
 }
 
-/// Starts `cmd` as a child context named `name` and bootstraps it.
-pub(crate) fn connect_command(
-    router: &Arc<RouterInner>,
-    mut cmd: Command,
-    name: &str,
-    timeout: Duration,
-) -> Result<Context> {
+/// Reads whatever `fd` (a captured stderr) has without waiting.
+fn drain(fd: &Option<OwnedFd>) -> String {
+    let Some(fd) = fd else { return String::new() };
+    let _ = crate::core::side::set_nonblock(fd.as_fd(), true);
+    let mut out = Vec::new();
+    let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 8192];
+    while let Ok((init, _)) = rustix::io::read(fd, &mut buf) {
+        if init.is_empty() || out.len() > 64 * 1024 {
+            break;
+        }
+        out.extend_from_slice(init);
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn tail(s: &str, n: usize) -> &str {
+    let s = s.trim();
+    let mut start = s.len().saturating_sub(n);
+    while !s.is_char_boundary(start) {
+        start += 1;
+    }
+    &s[start..]
+}
+
+/// One attempt failed; `retry` asks for another with a forced upload.
+struct Failed {
+    error: Error,
+    retry: bool,
+}
+
+/// Starts a child context as `launch` says and bootstraps it.
+pub(crate) fn connect(router: &Arc<RouterInner>, launch: &Launch<'_>) -> Result<Context> {
     if router.is_shut_down() {
         return Err(Error::RouterShutdown);
     }
-    let deadline = Instant::now() + timeout;
-    let id = router.alloc_context_id();
-    cmd.env(CHILD_ENV, "1")
-        .env(PARENT_PID_ENV, std::process::id().to_string());
-    let fail = |reason: String| Error::Connect {
-        context: name.to_owned(),
-        reason,
-    };
-    let Spawned { mut child, fd } = on_broker(router, deadline, move || create_child(cmd))?
-        .map_err(|e| fail(format!("cannot start the program: {e}")))?;
+    let deadline = Instant::now() + launch.timeout;
+    match attempt(router, launch, false, deadline) {
+        Ok(ctx) => Ok(ctx),
+        Err(Failed { retry: true, error }) => {
+            tracing::info!(
+                context = launch.name,
+                "cached program is unusable ({error}); uploading it again"
+            );
+            attempt(router, launch, true, deadline).map_err(|f| f.error)
+        }
+        Err(f) => Err(f.error),
+    }
+}
 
-    let abort = |child: &mut std::process::Child, why: String, noise: &[u8]| {
+fn attempt(
+    router: &Arc<RouterInner>,
+    launch: &Launch<'_>,
+    force: bool,
+    deadline: Instant,
+) -> Result<Context, Failed> {
+    let name = launch.name;
+    let id = router.alloc_context_id();
+    let mut cmd = (launch.command)(force);
+    if launch.stage.is_none() {
+        cmd.env(CHILD_ENV, "1")
+            .env(PARENT_PID_ENV, std::process::id().to_string());
+    }
+    let capture = launch.stage.is_some();
+    let spawned =
+        on_broker(router, deadline, move || create_child(cmd, capture)).map_err(|error| {
+            Failed {
+                error,
+                retry: false,
+            }
+        })?;
+    let Spawned {
+        mut child,
+        fd,
+        stderr,
+    } = spawned.map_err(|e| Failed {
+        error: Error::Connect {
+            context: name.to_owned(),
+            reason: format!("cannot start the program: {e}"),
+        },
+        retry: false,
+    })?;
+
+    // Kills the half-started child and builds an error from everything it said.
+    let mut abort = |why: String, noise: &[u8], retry: bool| -> Failed {
         let _ = child.kill();
         let status = child.wait().ok();
-        let mut reason = why;
+        let errors = drain(&stderr);
+        let mut detail = why.clone();
         if let Some(s) = status {
-            reason.push_str(&format!(" (process {s})"));
+            detail.push_str(&format!(" (transport {s})"));
         }
-        if !noise.is_empty() {
-            let tail = String::from_utf8_lossy(&noise[noise.len().saturating_sub(512)..]);
-            reason.push_str(&format!("; it printed: {:?}", tail.trim()));
+        let noise = String::from_utf8_lossy(noise);
+        if !noise.trim().is_empty() {
+            detail.push_str(&format!("; it printed: {:?}", tail(&noise, 400)));
         }
-        fail(reason)
+        let error = if launch.stage.is_some() && !errors.trim().is_empty() {
+            Error::Transport {
+                context: name.to_owned(),
+                kind: (launch.classify)(&errors),
+                detail,
+                stderr: tail(&errors, 1000).to_owned(),
+            }
+        } else {
+            Error::Connect {
+                context: name.to_owned(),
+                reason: detail,
+            }
+        };
+        Failed { error, retry }
     };
 
-    let rest = match bootstrap::discard_until(fd.as_fd(), GREETING, deadline) {
-        Ok((_noise, rest)) => rest,
-        Err((StepError::Timeout, noise)) => {
-            return Err(abort(
-                &mut child,
-                format!("no greeting within {timeout:?}"),
-                &noise,
-            ))
+    let mut rest = Vec::new();
+    let mut cached = false;
+    if let Some(compression) = launch.stage {
+        let binaries = &router.binaries;
+        match first_stage::run(fd.as_fd(), binaries, compression, deadline) {
+            Ok(outcome) => {
+                cached = outcome.uploaded == 0;
+                tracing::debug!(
+                    context = name,
+                    uploaded = outcome.uploaded,
+                    "first stage done"
+                );
+                rest = outcome.rest;
+            }
+            Err((why, noise)) => return Err(abort(why, &noise, false)),
         }
+    }
+
+    let (_noise, after) = match bootstrap::discard_until(fd.as_fd(), rest, GREETING, deadline) {
+        Ok(x) => x,
         Err((e, noise)) => {
-            return Err(abort(
-                &mut child,
-                format!("before its greeting: {e}"),
-                &noise,
-            ))
+            let bad_hash = noise.windows(BAD_HASH.len()).any(|w| w == BAD_HASH);
+            // A cached binary that does not run or hashes wrong is replaced once.
+            let retry = !force && cached && matches!(e, StepError::Eof);
+            let why = if bad_hash {
+                "the cached program is corrupt".to_owned()
+            } else {
+                match e {
+                    StepError::Timeout => format!("no greeting within {:?}", launch.timeout),
+                    e => format!("before its greeting: {e}"),
+                }
+            };
+            return Err(abort(why, &noise, retry));
         }
     };
 
@@ -118,7 +232,10 @@ pub(crate) fn connect_command(
         max_message_size: router.max_message_size as u64,
         log_level: current_max_level(),
     };
-    let body = postcard::to_allocvec(&config).map_err(|e| Error::encode("child config", e))?;
+    let body = match postcard::to_allocvec(&config) {
+        Ok(b) => b,
+        Err(e) => return Err(abort(format!("encoding configuration: {e}"), &[], false)),
+    };
     let msg = Message {
         dst: id,
         src: router.id,
@@ -130,14 +247,13 @@ pub(crate) fn connect_command(
     let mut frame = msg.encode_header().to_vec();
     frame.extend_from_slice(&msg.body);
     if let Err(e) = bootstrap::write_all(fd.as_fd(), &frame, deadline) {
-        return Err(abort(
-            &mut child,
-            format!("sending configuration: {e}"),
-            &[],
-        ));
+        return Err(abort(format!("sending configuration: {e}"), &[], false));
     }
 
-    let side = Arc::new(Side::new(fd).map_err(|e| Error::io("stream setup", e))?);
+    let side = match Side::new(fd) {
+        Ok(s) => Arc::new(s),
+        Err(e) => return Err(abort(format!("stream setup: {e}"), &[], false)),
+    };
     let stream = Arc::new(Stream::new(name.to_owned(), side.clone(), side, false));
     stream.set_remote_id(id);
 
@@ -149,10 +265,14 @@ pub(crate) fn connect_command(
         Ok(w) => router.broker.add_process(w),
         Err(e) => tracing::warn!(context = name, "cannot watch process {pid}: {e}"),
     }
+    if let Some(err) = stderr {
+        // The transport's own later messages (e.g. ssh's) become log records.
+        router.broker.add_log_pipe(err, "transport");
+    }
     router.add_route(id, name, stream.clone());
     router
         .broker
-        .add_stream(stream, FrameReader::new(router.max_message_size, &rest));
+        .add_stream(stream, FrameReader::new(router.max_message_size, &after));
     tracing::debug!(context = name, id, pid, "connected");
     Ok(Context::new(
         router.clone(),

@@ -15,16 +15,32 @@ use crate::core::side::socketpair;
 pub(crate) struct Spawned {
     pub child: Child,
     pub fd: OwnedFd,
+    /// The read end of its stderr, when captured.
+    pub stderr: Option<OwnedFd>,
 }
 
-/// Starts `cmd` with a socketpair on its stdin and stdout.
-pub(crate) fn create_child(mut cmd: Command) -> io::Result<Spawned> {
+/// Starts `cmd` with a socketpair on its stdin and stdout. With
+/// `capture_stderr`, its stderr is a pipe whose read end is returned (a
+/// transport's diagnostics, for error messages and logs); otherwise it is
+/// inherited.
+pub(crate) fn create_child(mut cmd: Command, capture_stderr: bool) -> io::Result<Spawned> {
     let (ours, theirs) = socketpair()?;
     cmd.stdin(Stdio::from(theirs.try_clone()?))
-        .stdout(Stdio::from(theirs))
-        .stderr(Stdio::inherit());
+        .stdout(Stdio::from(theirs));
+    let stderr = if capture_stderr {
+        let (r, w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
+        cmd.stderr(Stdio::from(w));
+        Some(r)
+    } else {
+        cmd.stderr(Stdio::inherit());
+        None
+    };
     let child = cmd.spawn()?;
-    // Dropping `cmd` closes our copies of the child's end, so its exit is our EOF.
+    // Dropping `cmd` closes our copies of the child's ends, so its exit is our EOF.
     drop(cmd);
-    Ok(Spawned { child, fd: ours })
+    Ok(Spawned {
+        child,
+        fd: ours,
+        stderr,
+    })
 }

@@ -1,0 +1,271 @@
+//! The `ssh` method: a context on another host, through the system `ssh`.
+//!
+//! The system client is driven (not a library), so the user's
+//! `~/.ssh/config`, agent, `ProxyJump`, `ControlMaster` and `known_hosts` work
+//! unchanged. ssh runs the [first stage](crate::parent::first_stage), which
+//! starts the cached program or takes an upload of it.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::core::context::Context;
+use crate::core::error::{Result, TransportFailure};
+use crate::core::router::RouterInner;
+use crate::parent::first_stage::{self, Compression};
+
+/// What to do about the remote's host key.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum HostKeyPolicy {
+    /// Whatever the user's ssh configuration says (ssh's default refuses
+    /// unknown keys when it cannot ask).
+    #[default]
+    FromConfig,
+    /// Refuse unknown and changed keys (`StrictHostKeyChecking=yes`).
+    Enforce,
+    /// Accept and remember unknown keys, refuse changed ones
+    /// (`StrictHostKeyChecking=accept-new`).
+    AcceptNew,
+    /// Accept any key and remember none. Only for throw-away test hosts.
+    Ignore,
+}
+
+/// Options of an ssh context (at least those of the Python original).
+///
+/// ```no_run
+/// # fn demo(router: mitogen::Router) -> mitogen::Result<()> {
+/// use mitogen::methods::ssh::Ssh;
+/// let web = router.ssh(Ssh::new("web1").user("deploy").port(2222))?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Debug)]
+pub struct Ssh {
+    host: String,
+    user: Option<String>,
+    port: Option<u16>,
+    identity_file: Option<PathBuf>,
+    ssh_path: PathBuf,
+    ssh_args: Vec<String>,
+    config_file: Option<PathBuf>,
+    host_key: HostKeyPolicy,
+    compression: bool,
+    keepalive: Option<(u32, u32)>,
+    connect_timeout: Duration,
+    upload: Compression,
+    name: Option<String>,
+}
+
+/// Default time allowed for ssh to connect and the program to start.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl Ssh {
+    /// Connect to `host` (a name from `~/.ssh/config`, a host name or an
+    /// address) with ssh's defaults for everything else.
+    pub fn new(host: impl Into<String>) -> Ssh {
+        Ssh {
+            host: host.into(),
+            user: None,
+            port: None,
+            identity_file: None,
+            ssh_path: PathBuf::from("ssh"),
+            ssh_args: Vec::new(),
+            config_file: None,
+            host_key: HostKeyPolicy::default(),
+            compression: false,
+            keepalive: Some((15, 3)),
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            upload: Compression::Auto,
+            name: None,
+        }
+    }
+
+    /// Login user (default: ssh's choice).
+    pub fn user(mut self, user: impl Into<String>) -> Ssh {
+        self.user = Some(user.into());
+        self
+    }
+
+    /// Port (default: ssh's choice).
+    pub fn port(mut self, port: u16) -> Ssh {
+        self.port = Some(port);
+        self
+    }
+
+    /// Private key file (`-i`).
+    pub fn identity_file(mut self, path: impl Into<PathBuf>) -> Ssh {
+        self.identity_file = Some(path.into());
+        self
+    }
+
+    /// The ssh program (default `ssh` from `PATH`).
+    pub fn ssh_path(mut self, path: impl Into<PathBuf>) -> Ssh {
+        self.ssh_path = path.into();
+        self
+    }
+
+    /// Extra arguments placed before the host, e.g. `["-o", "Ciphers=aes128-ctr"]`.
+    pub fn ssh_args<I, S>(mut self, args: I) -> Ssh
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.ssh_args.extend(args.into_iter().map(Into::into));
+        self
+    }
+
+    /// Use this ssh configuration file (`-F`).
+    pub fn config_file(mut self, path: impl Into<PathBuf>) -> Ssh {
+        self.config_file = Some(path.into());
+        self
+    }
+
+    /// Host key policy (default: the ssh configuration's).
+    pub fn host_key_policy(mut self, policy: HostKeyPolicy) -> Ssh {
+        self.host_key = policy;
+        self
+    }
+
+    /// ssh's own stream compression (default off: it slows fast links).
+    pub fn compression(mut self, on: bool) -> Ssh {
+        self.compression = on;
+        self
+    }
+
+    /// Keepalive probes every `interval` seconds, giving up after `count`
+    /// unanswered ones (default 15 s × 3); `None` leaves ssh's setting.
+    pub fn keepalive(mut self, keepalive: Option<(u32, u32)>) -> Ssh {
+        self.keepalive = keepalive;
+        self
+    }
+
+    /// Time allowed for ssh to connect and the program to start (default 30 s).
+    pub fn connect_timeout(mut self, t: Duration) -> Ssh {
+        self.connect_timeout = t;
+        self
+    }
+
+    /// Whether the program's upload may be gzip-compressed (default: when the
+    /// remote has `gzip`).
+    pub fn upload_compression(mut self, c: Compression) -> Ssh {
+        self.upload = c;
+        self
+    }
+
+    /// Names the context (default `[user@]host[:port]`).
+    pub fn name(mut self, name: impl Into<String>) -> Ssh {
+        self.name = Some(name.into());
+        self
+    }
+
+    fn default_name(&self) -> String {
+        let mut n = String::new();
+        if let Some(u) = &self.user {
+            n.push_str(u);
+            n.push('@');
+        }
+        n.push_str(&self.host);
+        if let Some(p) = self.port {
+            n.push_str(&format!(":{p}"));
+        }
+        n
+    }
+
+    /// The ssh command running `remote_command`.
+    pub(crate) fn command(&self, remote_command: &str) -> Command {
+        let mut cmd = Command::new(&self.ssh_path);
+        let o = |cmd: &mut Command, opt: String| {
+            cmd.arg("-o").arg(opt);
+        };
+        // No password support yet: never let ssh wait on a prompt.
+        o(&mut cmd, "BatchMode=yes".into());
+        o(&mut cmd, "LogLevel=ERROR".into());
+        o(
+            &mut cmd,
+            format!(
+                "Compression={}",
+                if self.compression { "yes" } else { "no" }
+            ),
+        );
+        o(
+            &mut cmd,
+            format!("ConnectTimeout={}", self.connect_timeout.as_secs().max(1)),
+        );
+        if let Some((interval, count)) = self.keepalive {
+            o(&mut cmd, format!("ServerAliveInterval={interval}"));
+            o(&mut cmd, format!("ServerAliveCountMax={count}"));
+        }
+        match self.host_key {
+            HostKeyPolicy::FromConfig => {}
+            HostKeyPolicy::Enforce => o(&mut cmd, "StrictHostKeyChecking=yes".into()),
+            HostKeyPolicy::AcceptNew => o(&mut cmd, "StrictHostKeyChecking=accept-new".into()),
+            HostKeyPolicy::Ignore => {
+                o(&mut cmd, "StrictHostKeyChecking=no".into());
+                o(&mut cmd, "UserKnownHostsFile=/dev/null".into());
+            }
+        }
+        if let Some(f) = &self.config_file {
+            cmd.arg("-F").arg(f);
+        }
+        if let Some(i) = &self.identity_file {
+            cmd.arg("-i").arg(i);
+            o(&mut cmd, "IdentitiesOnly=yes".into());
+        }
+        if let Some(u) = &self.user {
+            cmd.arg("-l").arg(u);
+        }
+        if let Some(p) = self.port {
+            cmd.arg("-p").arg(p.to_string());
+        }
+        cmd.args(&self.ssh_args);
+        cmd.arg("--").arg(&self.host).arg(remote_command);
+        cmd
+    }
+
+    pub(crate) fn connect(self, router: &Arc<RouterInner>) -> Result<Context> {
+        let hash = router.binaries.own()?.hash.clone();
+        let name = self.name.clone().unwrap_or_else(|| self.default_name());
+        let build = |force: bool| self.command(&first_stage::command_line(&hash, force));
+        crate::parent::connect(
+            router,
+            &crate::parent::Launch {
+                command: &build,
+                name: &name,
+                timeout: self.connect_timeout,
+                stage: Some(self.upload),
+                classify: &classify,
+            },
+        )
+    }
+}
+
+/// Reads ssh's error messages.
+pub fn classify(stderr: &str) -> TransportFailure {
+    let s = stderr;
+    if s.contains("REMOTE HOST IDENTIFICATION HAS CHANGED")
+        || s.contains("Host key for") && s.contains("has changed")
+    {
+        TransportFailure::HostKeyMismatch
+    } else if s.contains("Host key verification failed") || s.contains("host key is known") {
+        TransportFailure::HostKeyUnknown
+    } else if s.contains("Could not resolve hostname") || s.contains("Name or service not known") {
+        TransportFailure::UnknownHost
+    } else if s.contains("Connection refused") {
+        TransportFailure::ConnectionRefused
+    } else if s.contains("No route to host")
+        || s.contains("Network is unreachable")
+        || s.contains("timed out")
+    {
+        TransportFailure::Unreachable
+    } else if s.contains("Permission denied") || s.contains("Too many authentication failures") {
+        TransportFailure::AuthenticationFailed
+    } else if s.contains("sh: not found")
+        || s.contains("sh: command not found")
+        || s.contains("exec: sh")
+        || s.contains("sh: No such file")
+    {
+        TransportFailure::NoShell
+    } else {
+        TransportFailure::Other
+    }
+}

@@ -1,0 +1,189 @@
+//! The first stage: a short POSIX `sh` script that gets the program running on
+//! a host where nothing of ours is installed.
+//!
+//! The transport (`ssh host`, `sudo -u bob`, …) runs `sh -c 'SCRIPT'`. The
+//! script needs only `sh`, `uname`, `mkdir`, `head`, `chmod` and `mv` (and
+//! `gzip`, if present, to take a compressed upload):
+//!
+//! 1. It knows the hash of the master's own build and the system it is for. If
+//!    that system matches `uname -sm` and the binary is in one of the cache
+//!    directories, it prints `MITOGEN-STAGE cached` and `exec`s it at once: no
+//!    round trip.
+//! 2. Otherwise it finds a private cache directory (`$XDG_CACHE_HOME/mitogen` or
+//!    `~/.cache/mitogen`, else `$TMPDIR/mitogen-$USER` or `/dev/shm/mitogen-$USER`;
+//!    made 0700, owned by the user, writable, and not mounted `noexec`, which it
+//!    checks by running a tiny script there) and prints
+//!    `MITOGEN-STAGE need GZIP DIR SYSTEM`.
+//! 3. The master answers with one line `HASH SIZE COMPRESSED` for the build that
+//!    matches SYSTEM, then exactly SIZE bytes. The script stores them under a
+//!    temporary name, makes them executable, renames them into place (atomic:
+//!    two connections filling one cache both succeed) and `exec`s.
+//!
+//! The master sends nothing beyond those bytes until the child greets, so no
+//! tool in the script can read something meant for the child. The child is
+//! started with `MITOGEN_HASH`, hashes its own executable before it greets, and
+//! reports `MITOGEN-RS/BADHASH` if the file is corrupt or truncated; the master
+//! then connects once more forcing a fresh upload. The script is one line with
+//! no `'` or `!`, so every login shell (sh, bash, zsh, fish, csh) passes it on
+//! unchanged.
+
+use std::os::fd::BorrowedFd;
+use std::time::Instant;
+
+use super::bootstrap::{discard_until, read_some, write_all, StepError};
+use crate::master::binary::{own_system, Binaries};
+
+/// Marker that starts the stage's status line.
+pub const STAGE_MARKER: &[u8] = b"MITOGEN-STAGE ";
+
+/// What a child prints instead of its greeting when its own hash is wrong.
+pub const BAD_HASH: &[u8] = b"MITOGEN-RS/BADHASH";
+
+const SCRIPT: &str = concat!(
+    "H=@H@; A=\"@A@\"; F=@F@; U=\"${USER:-${LOGNAME:-user}}\"; u=$(uname -sm); ",
+    "set -- \"${XDG_CACHE_HOME:-${HOME:-/nonexistent}/.cache}/mitogen\" \"${TMPDIR:-/tmp}/mitogen-$U\" \"/dev/shm/mitogen-$U\"; ",
+    "if [ \"$F\" = 0 ] && [ \"$u\" = \"$A\" ]; then for d do ",
+    "if [ -f \"$d/$H\" ] && [ -x \"$d/$H\" ] && [ -O \"$d\" ]; then ",
+    "echo \"MITOGEN-STAGE cached\"; MITOGEN_CHILD=1 MITOGEN_HASH=$H exec \"$d/$H\"; fi; done; fi; ",
+    "w=; for d do ",
+    "if mkdir -p \"$d\" 2>/dev/null && chmod 700 \"$d\" 2>/dev/null && [ -O \"$d\" ] && [ -w \"$d\" ]; then ",
+    "if [ -x \"$d/.probe\" ] || { echo \"exit 0\" > \"$d/.probe\" && chmod 700 \"$d/.probe\"; }; then ",
+    "if \"$d/.probe\" 2>/dev/null; then w=\"$d\"; break; fi; fi; fi; done; ",
+    "z=0; command -v gzip >/dev/null 2>&1 && z=1; ",
+    "echo \"MITOGEN-STAGE need $z ${w:-none} $u\"; ",
+    "[ -n \"$w\" ] || exit 1; ",
+    "read -r h s c || exit 1; [ \"$h\" = none ] && exit 1; ",
+    "t=\"$w/.$h.$$\"; ",
+    "if [ \"$c\" = 1 ]; then head -c \"$s\" | gzip -dc > \"$t\"; else head -c \"$s\" > \"$t\"; fi || exit 1; ",
+    "chmod 700 \"$t\" && mv -f \"$t\" \"$w/$h\" && MITOGEN_CHILD=1 MITOGEN_HASH=$h exec \"$w/$h\""
+);
+
+/// The script for a master whose own build has `hash`, optionally forcing a
+/// fresh upload.
+pub fn script(hash: &str, force: bool) -> String {
+    SCRIPT
+        .replace("@H@", hash)
+        .replace("@A@", &own_system())
+        .replace("@F@", if force { "1" } else { "0" })
+}
+
+/// The script as one shell word for a login shell: `sh -c '…'`.
+pub fn command_line(hash: &str, force: bool) -> String {
+    format!("sh -c '{}'", script(hash, force))
+}
+
+/// How to upload, when the stage asks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Compression {
+    /// gzip when the remote has `gzip`.
+    #[default]
+    Auto,
+    /// Never compress.
+    Never,
+}
+
+/// What the stage dialog did.
+#[derive(Debug)]
+pub(crate) struct StageOutcome {
+    /// Bytes of the program sent (0 when cached).
+    pub uploaded: usize,
+    /// Bytes read after the status line (the start of the child's output).
+    pub rest: Vec<u8>,
+}
+
+/// Runs the master's side of the dialog on `fd` (the transport's stdout and
+/// stdin, a socket) until the child has been started.
+pub(crate) fn run(
+    fd: BorrowedFd<'_>,
+    binaries: &Binaries,
+    compression: Compression,
+    deadline: Instant,
+) -> Result<StageOutcome, (String, Vec<u8>)> {
+    let (_noise, mut rest) =
+        discard_until(fd, Vec::new(), STAGE_MARKER, deadline).map_err(|(e, noise)| {
+            let why = match e {
+                StepError::Eof => "the first stage did not start (is there a POSIX sh?)".to_owned(),
+                StepError::Timeout => "no answer from the first stage".to_owned(),
+                e => format!("first stage: {e}"),
+            };
+            (why, noise)
+        })?;
+    while !rest.contains(&b'\n') {
+        if let Err(e) = read_some(fd, &mut rest, deadline) {
+            return Err((format!("first stage: {e}"), rest));
+        }
+    }
+    let nl = rest.iter().position(|&b| b == b'\n').unwrap_or(rest.len());
+    let line = String::from_utf8_lossy(&rest[..nl]).into_owned();
+    let after = rest[nl + 1..].to_vec();
+    let mut words = line.splitn(4, ' ');
+    match words.next() {
+        Some("cached") => Ok(StageOutcome {
+            uploaded: 0,
+            rest: after,
+        }),
+        Some("need") => {
+            let gzip = words.next() == Some("1");
+            let dir = words.next().unwrap_or("none");
+            let system = words.next().unwrap_or("").trim().to_owned();
+            if dir == "none" {
+                return Err((
+                    "no writable, executable cache directory (tried ~/.cache, $TMPDIR, /dev/shm)"
+                        .to_owned(),
+                    after,
+                ));
+            }
+            let binary = match binaries.for_system(&system) {
+                Ok(b) => b,
+                Err(why) => {
+                    let _ = write_all(fd, b"none 0 0\n", deadline);
+                    return Err((why, after));
+                }
+            };
+            let compress = gzip && compression == Compression::Auto;
+            let data = if compress {
+                binary.gzipped()
+            } else {
+                binary.bytes.clone()
+            };
+            let head = format!("{} {} {}\n", binary.hash, data.len(), u8::from(compress));
+            write_all(fd, head.as_bytes(), deadline)
+                .and_then(|()| write_all(fd, &data, deadline))
+                .map_err(|e| (format!("uploading the program: {e}"), Vec::new()))?;
+            Ok(StageOutcome {
+                uploaded: data.len(),
+                rest: after,
+            })
+        }
+        _ => Err((format!("unexpected first-stage status {line:?}"), after)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn script_is_safe_for_any_login_shell() {
+        let s = command_line("0123456789abcdef0123456789abcdef", false);
+        let inner = &s["sh -c '".len()..s.len() - 1];
+        assert!(!inner.contains('\''), "single quote inside the script");
+        assert!(!inner.contains('!'), "csh history expansion");
+        assert!(!inner.contains('\n'), "csh cannot take newlines in quotes");
+    }
+
+    #[test]
+    fn script_parses_in_sh() {
+        let out = std::process::Command::new("sh")
+            .arg("-n")
+            .arg("-c")
+            .arg(script("0123456789abcdef0123456789abcdef", true))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
