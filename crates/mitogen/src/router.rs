@@ -174,6 +174,12 @@ impl Router {
         self.inner.max_message_size
     }
 
+    /// Bytes of the program this router has uploaded to remote caches so far
+    /// (0 while every host had this build cached).
+    pub fn uploaded_bytes(&self) -> u64 {
+        self.inner.uploaded.load(Ordering::Relaxed)
+    }
+
     fn check_can_spawn(&self) -> Result<()> {
         if !ENTERED.load(Ordering::Relaxed) {
             return Err(Error::Connect {

@@ -76,6 +76,8 @@ pub(crate) struct RouterInner {
     parent_lost: Mutex<Option<Box<dyn FnOnce() + Send>>>,
     /// The builds of the program this router can ship.
     pub(crate) binaries: crate::master::binary::Binaries,
+    /// Bytes of the program uploaded by first stages so far.
+    pub(crate) uploaded: std::sync::atomic::AtomicU64,
     /// Contexts this router started, for shutdown.
     children: Mutex<Vec<crate::core::context::Context>>,
 }
@@ -106,6 +108,7 @@ impl RouterInner {
             shut: AtomicBool::new(false),
             parent_lost: Mutex::new(None),
             binaries: Default::default(),
+            uploaded: Default::default(),
             children: Mutex::new(Vec::new()),
         });
         inner.broker.start(poll, inner.clone())?;
