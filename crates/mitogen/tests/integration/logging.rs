@@ -127,3 +127,24 @@ pub fn failed_call_no_reply_is_logged(router: &Router) -> Result<()> {
     ensure!(e.level == Level::ERROR, "{e}");
     Ok(())
 }
+
+pub fn log_dir_gets_a_file_per_process(router: &Router) -> Result<()> {
+    let dir = std::env::temp_dir().join(token("mitogen-logs"));
+    std::fs::create_dir_all(&dir)?;
+    let r = (|| -> Result<()> {
+        let ctx = crate::util::Guard(
+            router.local_with(mitogen::Local::new().env("MITOGEN_LOG_DIR", &dir))?,
+        );
+        let pid = crate::util::pid_of(&ctx)?;
+        let tok = token("file");
+        ctx.call(emit_events, (tok.clone(),))?;
+        let path = dir.join(format!("mitogen.{pid}.log"));
+        let found = crate::util::wait_until(Duration::from_secs(5), || {
+            std::fs::read_to_string(&path).is_ok_and(|s| s.contains(&format!("warn {tok}")))
+        });
+        ensure!(found, "{} does not hold the child's events", path.display());
+        Ok(())
+    })();
+    let _ = std::fs::remove_dir_all(&dir);
+    r
+}

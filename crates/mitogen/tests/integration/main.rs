@@ -52,6 +52,7 @@ fn main() {
             test!(logging::subprocess_output_reaches_master),
             test!(logging::child_tracing_events_reach_master),
             test!(logging::failed_call_no_reply_is_logged),
+            test!(logging::log_dir_gets_a_file_per_process),
             test!(lifecycle::shutdown_ends_process),
             test!(lifecycle::dropping_last_router_clone_shuts_children_down),
             test!(lifecycle::child_exits_when_parent_dies),
@@ -67,6 +68,7 @@ fn main() {
             test!(bad_input::undecodable_log_record),
             test!(bad_input::spoofed_source_is_dropped),
             test!(leaks::connect_call_shutdown_cycles_leak_nothing, 300),
+            test!(leaks::abnormal_endings_leak_nothing, 300),
         ];
         harness::run_tests(&router, &tests)
     });
