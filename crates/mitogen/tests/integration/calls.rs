@@ -332,3 +332,45 @@ pub fn select_over_two_receivers(router: &Router) -> Result<()> {
     ensure!(select.ready().is_none());
     Ok(())
 }
+
+pub fn calls_from_many_threads(router: &Router) -> Result<()> {
+    let ctx = local(router)?;
+    let ctx: &mitogen::Context = &ctx;
+    std::thread::scope(|s| {
+        let workers: Vec<_> = (0..8u64)
+            .map(|t| {
+                s.spawn(move || -> Result<()> {
+                    for i in 0..200u64 {
+                        let n = t * 1000 + i;
+                        if i % 2 == 0 {
+                            ensure!(ctx.call(add, (n, 1))? == n + 1);
+                        } else {
+                            let p = ctx.call_async(add, (n, 2));
+                            ensure!(p.get_timeout(Duration::from_secs(30))? == n + 2);
+                        }
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        for w in workers {
+            w.join()
+                .map_err(|_| anyhow::anyhow!("a worker panicked"))??;
+        }
+        Ok(())
+    })
+}
+
+pub fn select_over_pending_calls(router: &Router) -> Result<()> {
+    let ctx_a = local(router)?;
+    let ctx_b = local(router)?;
+    let slow = ctx_a.call_async(sleep_ms, (300,));
+    let fast = ctx_b.call_async(sleep_ms, (10,));
+    let mut select = Select::new();
+    select.add(&slow)?;
+    let ifast = select.add(&fast)?;
+    ensure!(select.wait_timeout(Duration::from_secs(10))? == ifast);
+    drop(select);
+    ensure!(fast.get()? == 10 && slow.get()? == 300);
+    Ok(())
+}

@@ -40,6 +40,8 @@ fn main() {
             test!(calls::router_channel_streams_values),
             test!(calls::blob_bulk_chunks),
             test!(calls::select_over_two_receivers),
+            test!(calls::select_over_pending_calls),
+            test!(calls::calls_from_many_threads),
             test!(errors::io_error_comes_back),
             test!(errors::error_source_chain_comes_back),
             test!(errors::anyhow_context_chain_comes_back),
