@@ -31,10 +31,19 @@ const WAKER: Token = Token(0);
 const READS_PER_TURN: usize = 16;
 
 /// How long the broker keeps polling without sleeping after it had work: the
-/// next message of a conversation usually comes within this, and catching it
-/// awake avoids a cross-CPU wake-up, which costs tens of microseconds on
-/// virtual machines.
-const BUSY_POLL: Duration = Duration::from_micros(200);
+/// next message of a conversation with a local context usually comes within
+/// this, and catching it awake avoids a cross-CPU wake-up, which costs tens of
+/// microseconds on virtual machines.
+const BUSY_POLL: Duration = Duration::from_micros(100);
+
+/// Busy polling is only worth it while events come this close together on
+/// average; otherwise (a remote peer, an idle program) the broker sleeps at
+/// once and leaves the CPU to others.
+const BUSY_WORTH: Duration = Duration::from_micros(50);
+
+/// Longest gap counted in the average, so one pause does not stop busy
+/// polling for long.
+const GAP_SAMPLE_CAP: Duration = Duration::from_millis(1);
 
 /// Work queued for the broker thread.
 pub(crate) type Task = Box<dyn FnOnce(&mut Core) + Send>;
@@ -239,8 +248,10 @@ impl Core {
     fn run(&mut self, mut poll: Poll) {
         let mut events = Events::with_capacity(256);
         let mut last_busy = Instant::now();
+        let mut avg_gap = GAP_SAMPLE_CAP;
         loop {
-            let timeout = if !self.again.is_empty() || last_busy.elapsed() < BUSY_POLL {
+            let busy = avg_gap < BUSY_WORTH && last_busy.elapsed() < BUSY_POLL;
+            let timeout = if !self.again.is_empty() || busy {
                 if self.again.is_empty() {
                     std::thread::yield_now();
                 }
@@ -257,6 +268,8 @@ impl Core {
                 }
             }
             if !events.is_empty() {
+                let gap = last_busy.elapsed().min(GAP_SAMPLE_CAP);
+                avg_gap = (avg_gap * 7 + gap) / 8;
                 last_busy = Instant::now();
             }
             for ev in events.iter() {

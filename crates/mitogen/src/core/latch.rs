@@ -58,12 +58,30 @@ pub struct Latch<T> {
     queued: AtomicUsize,
 }
 
-/// How long a waiter polls before it sleeps. A reply to a small call usually
-/// arrives within this; a thread that is still running when the value arrives
-/// needs no wake-up, and on virtual machines a cross-CPU wake-up costs tens of
-/// microseconds, several times the rest of a round trip. Polling yields the CPU
-/// between checks, so the threads producing the value can run on it.
-const SPIN: Duration = Duration::from_micros(200);
+/// How long a waiter polls before it sleeps. A reply from a local context
+/// usually arrives within this; a thread that is still running when the value
+/// arrives needs no wake-up, and on virtual machines a cross-CPU wake-up costs
+/// tens of microseconds, several times the rest of a round trip.
+const SPIN: Duration = Duration::from_micros(100);
+
+/// Polling is only worth it for threads whose recent waits were shorter than
+/// this: over ssh, a reply takes longer, and a polling thread would only take
+/// the CPU from the processes (ssh, sshd) that carry the reply.
+const SPIN_WORTH_NS: u64 = 50_000;
+
+/// Longest wait counted in a thread's average, so one long call does not stop
+/// polling for long.
+const WAIT_SAMPLE_CAP_NS: u64 = 1_000_000;
+
+thread_local! {
+    /// Moving average of how long this thread's recent waits took.
+    static AVG_WAIT_NS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+fn record_wait(started: Instant) {
+    let ns = (started.elapsed().as_nanos() as u64).min(WAIT_SAMPLE_CAP_NS);
+    AVG_WAIT_NS.with(|a| a.set((a.get() * 7 + ns) / 8));
+}
 
 impl<T> Default for Latch<T> {
     fn default() -> Self {
@@ -177,10 +195,12 @@ impl<T> Latch<T> {
 
     /// Waits until `deadline` (`None`: until a value arrives or the latch closes).
     pub fn get_deadline(&self, deadline: Option<Instant>) -> Result<T, LatchError> {
+        let started = Instant::now();
         self.spin(deadline);
         let mut st = self.lock();
         loop {
             if let Some(v) = self.pop(&mut st) {
+                record_wait(started);
                 return Ok(v);
             }
             if let Some(r) = &st.closed {
@@ -231,7 +251,8 @@ impl<T> Latch<T> {
 
     /// Polls briefly for a value before the caller goes to sleep (see [`SPIN`]).
     fn spin(&self, deadline: Option<Instant>) {
-        if self.queued.load(Ordering::Acquire) > 0 {
+        if self.queued.load(Ordering::Acquire) > 0 || AVG_WAIT_NS.with(|a| a.get()) > SPIN_WORTH_NS
+        {
             return;
         }
         let start = Instant::now();
