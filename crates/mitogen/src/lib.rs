@@ -63,8 +63,8 @@ pub use crate::core::remote::RemoteFn;
 pub use crate::core::select::{Select, Selectable};
 pub use entry::{is_child, run};
 pub use methods::local::Local;
-pub use mitogen_macros::{main, remote};
 pub use methods::ssh::Ssh;
+pub use mitogen_macros::{main, remote};
 pub use router::{ConnectOptions, Router, RouterBuilder};
 pub use target::Target;
 

@@ -389,7 +389,18 @@ impl Core {
             match status {
                 ReadStatus::WouldBlock => return,
                 ReadStatus::Eof => {
-                    tracing::debug!(stream = %stream.name(), "end of stream");
+                    let left = match self.sources.get(&token) {
+                        Some(Source::StreamRx(_, reader)) => reader.buffered(),
+                        _ => 0,
+                    };
+                    if left > 0 {
+                        tracing::error!(
+                            stream = %stream.name(),
+                            "stream ended inside a frame ({left} bytes of it arrived); disconnecting"
+                        );
+                    } else {
+                        tracing::debug!(stream = %stream.name(), "end of stream");
+                    }
                     self.disconnect(stream);
                     return;
                 }

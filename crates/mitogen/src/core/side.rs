@@ -51,7 +51,7 @@ impl Side {
     pub fn read(&self, buf: &mut [MaybeUninit<u8>]) -> io::Result<IoStatus> {
         loop {
             match rustix::io::read(&self.fd, &mut *buf) {
-                Ok((init, _)) if init.is_empty() => return Ok(IoStatus::Disconnected),
+                Ok(([], _)) => return Ok(IoStatus::Disconnected),
                 Ok((init, _)) => return Ok(IoStatus::Done(init.len())),
                 Err(Errno::INTR) => continue,
                 Err(Errno::AGAIN) => return Ok(IoStatus::WouldBlock),

@@ -1,5 +1,5 @@
 //! Master-side services: the program's own binary for shipping, and watching the
 //! processes a router started.
 
-pub(crate) mod process_monitor;
 pub mod binary;
+pub(crate) mod process_monitor;

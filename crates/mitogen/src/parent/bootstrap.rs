@@ -96,7 +96,7 @@ pub(crate) fn read_some(
     loop {
         wait_fd(fd, false, deadline)?;
         match rustix::io::read(fd, &mut buf) {
-            Ok((init, _)) if init.is_empty() => return Err(StepError::Eof),
+            Ok(([], _)) => return Err(StepError::Eof),
             Ok((init, _)) => {
                 out.extend_from_slice(init);
                 return Ok(());
@@ -110,14 +110,17 @@ pub(crate) fn read_some(
     }
 }
 
-/// Reads until `marker`, starting with bytes already read (`seen`), and
-/// returns (discarded noise, bytes after the marker).
+/// What [`discard_until`] returns: (discarded noise, bytes after the marker), or
+/// the failure with everything read so far.
+pub(crate) type Discarded = Result<(Vec<u8>, Vec<u8>), (StepError, Vec<u8>)>;
+
+/// Reads until `marker`, starting with bytes already read (`seen`).
 pub(crate) fn discard_until(
     fd: BorrowedFd<'_>,
     mut seen: Vec<u8>,
     marker: &[u8],
     deadline: Instant,
-) -> Result<(Vec<u8>, Vec<u8>), (StepError, Vec<u8>)> {
+) -> Discarded {
     loop {
         if let Some(pos) = seen.windows(marker.len()).position(|w| w == marker) {
             let rest = seen.split_off(pos + marker.len());
@@ -192,7 +195,7 @@ fn read_exact_more(
     loop {
         wait_fd(fd, false, deadline)?;
         match rustix::io::read(fd, &mut tmp[..]) {
-            Ok((init, _)) if init.is_empty() => return Err(StepError::Eof),
+            Ok(([], _)) => return Err(StepError::Eof),
             Ok((init, _)) => {
                 buf.extend_from_slice(init);
                 return Ok(());

@@ -194,9 +194,10 @@ fn attempt(
         match first_stage::run(fd.as_fd(), binaries, compression, deadline) {
             Ok(outcome) => {
                 cached = outcome.uploaded == 0;
-                router
-                    .uploaded
-                    .fetch_add(outcome.uploaded as u64, std::sync::atomic::Ordering::Relaxed);
+                router.uploaded.fetch_add(
+                    outcome.uploaded as u64,
+                    std::sync::atomic::Ordering::Relaxed,
+                );
                 tracing::debug!(
                     context = name,
                     uploaded = outcome.uploaded,
