@@ -13,6 +13,8 @@ mod harness;
 mod leaks;
 mod lifecycle;
 mod logging;
+mod ssh;
+mod sshd;
 mod util;
 
 use tracing_subscriber::prelude::*;
@@ -71,6 +73,19 @@ fn main() {
             test!(bad_input::spoofed_source_is_dropped),
             test!(leaks::connect_call_shutdown_cycles_leak_nothing, 300),
             test!(leaks::abnormal_endings_leak_nothing, 300),
+            test!(ssh::connects_as_root_and_as_a_user),
+            test!(ssh::second_connection_uploads_nothing, 180),
+            test!(ssh::corrupt_cache_entry_is_replaced, 180),
+            test!(ssh::read_only_or_noexec_home_falls_back, 180),
+            test!(ssh::two_connections_fill_an_empty_cache_at_once, 120),
+            test!(ssh::wrong_key_is_authentication_failed),
+            test!(ssh::closed_port_is_connection_refused),
+            test!(ssh::host_key_policies),
+            test!(ssh::login_shell_that_is_not_a_shell),
+            test!(ssh::banner_on_stdout_before_the_stage),
+            test!(ssh::remote_that_hangs_times_out),
+            test!(ssh::ssh_dying_or_stalling_mid_upload, 120),
+            test!(ssh::rtt_and_streaming),
         ];
         harness::run_tests(&router, &tests)
     });

@@ -1,0 +1,772 @@
+//! The ssh method against a real sshd on loopback (see `sshd`): the program
+//! ships itself to each user's cache, runs there, and every failure is a
+//! typed error naming the hop.
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, Barrier, OnceLock};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, ensure, Context as _, Result};
+use mitogen::master::binary::Binary;
+use mitogen::methods::ssh::HostKeyPolicy;
+use mitogen::parent::first_stage::Compression;
+use mitogen::{Blob, Error, Router, Sender, Ssh, TransportFailure};
+use serde::{Deserialize, Serialize};
+
+use crate::sshd::{self, Sshd, User};
+use crate::util::{kill9, proc_state, wait_gone, wait_until, Guard};
+
+/// Who and where a context runs.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Whoami {
+    pub pid: u32,
+    pub uid: u32,
+    pub home: String,
+    pub exe: String,
+}
+
+#[mitogen::remote]
+pub fn whoami() -> Whoami {
+    Whoami {
+        pid: std::process::id(),
+        uid: rustix::process::getuid().as_raw(),
+        home: std::env::var("HOME").unwrap_or_default(),
+        exe: std::fs::read_link("/proc/self/exe")
+            .map(|p| p.display().to_string())
+            .unwrap_or_default(),
+    }
+}
+
+#[mitogen::remote]
+pub fn plus_one(v: u64) -> u64 {
+    v + 1
+}
+
+/// Streams `n` blobs of `size` bytes, blob `i` filled with the byte `i`.
+#[mitogen::remote]
+pub fn blobs(n: u32, size: u32, out: Sender<Blob>) -> mitogen::Result<()> {
+    for i in 0..n {
+        out.send(Blob::from(vec![i as u8; size as usize]))?;
+    }
+    out.close()
+}
+
+/// This program as the router ships it (read and compressed once).
+fn own() -> &'static Binary {
+    static OWN: OnceLock<Binary> = OnceLock::new();
+    OWN.get_or_init(|| {
+        let b = Binary::load(Path::new("/proc/self/exe")).expect("reading own executable");
+        b.gzipped();
+        b
+    })
+}
+
+/// Connects, and shuts the context down when the test is done with it.
+fn connect(router: &Router, ssh: Ssh) -> Result<Guard> {
+    Ok(Guard(router.ssh(ssh)?))
+}
+
+/// Connects and checks who and where the context runs.
+fn connect_as(router: &Router, ssh: Ssh, user: &User) -> Result<(Guard, Whoami)> {
+    let ctx = connect(router, ssh)?;
+    let w = ctx.call_timeout(whoami, (), Duration::from_secs(20))?;
+    ensure!(
+        w.uid == user.uid,
+        "runs as uid {} instead of {}",
+        w.uid,
+        user.uid
+    );
+    ensure!(
+        Path::new(&w.home) == user.home,
+        "HOME {} instead of {}",
+        w.home,
+        user.home.display()
+    );
+    ensure!(
+        Some(w.pid) != ctx.pid(),
+        "the context's pid is the ssh client's"
+    );
+    ensure!(
+        w.exe.ends_with(&format!("/{}", own().hash)),
+        "runs {} rather than the cached build {}",
+        w.exe,
+        own().hash
+    );
+    Ok((ctx, w))
+}
+
+/// The cache entry of this build in `dir`.
+fn entry(dir: &Path) -> PathBuf {
+    dir.join(&own().hash)
+}
+
+fn check_entry(user: &User, dir: &Path) -> Result<()> {
+    let path = entry(dir);
+    let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+    ensure!(
+        bytes == **own().bytes,
+        "{} differs from the program ({} bytes, expected {})",
+        path.display(),
+        bytes.len(),
+        own().bytes.len()
+    );
+    let dm = std::fs::metadata(dir)?;
+    ensure!(
+        dm.permissions().mode() & 0o777 == 0o700,
+        "{} has mode {:o}",
+        dir.display(),
+        dm.permissions().mode()
+    );
+    ensure!(
+        dm.uid() == user.uid,
+        "{} not owned by the user",
+        dir.display()
+    );
+    let fm = std::fs::metadata(&path)?;
+    ensure!(
+        fm.uid() == user.uid,
+        "{} not owned by the user",
+        path.display()
+    );
+    ensure!(
+        fm.permissions().mode() & 0o100 != 0,
+        "{} not executable",
+        path.display()
+    );
+    // No half-written temporary files left behind.
+    let leftovers: Vec<String> = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(&format!(".{}", own().hash)))
+        .collect();
+    ensure!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
+    Ok(())
+}
+
+fn uploaded_during<T>(router: &Router, f: impl FnOnce() -> Result<T>) -> Result<(T, u64)> {
+    let before = router.uploaded_bytes();
+    let t = f()?;
+    Ok((t, router.uploaded_bytes() - before))
+}
+
+/// The transport error kind of a connection that must fail, after checking
+/// that its message names the hop.
+fn failure(r: mitogen::Result<mitogen::Context>, hop: &str) -> Result<(Error, String)> {
+    match r {
+        Ok(ctx) => {
+            let _ = ctx.shutdown_timeout(Duration::from_secs(5));
+            bail!("connecting {hop} succeeded but must fail")
+        }
+        Err(e) => {
+            let text = e.to_string();
+            ensure!(
+                text.contains(hop),
+                "the error does not name the hop {hop:?}: {text}"
+            );
+            Ok((e, text))
+        }
+    }
+}
+
+fn expect_kind(
+    r: mitogen::Result<mitogen::Context>,
+    hop: &str,
+    want: TransportFailure,
+) -> Result<()> {
+    let (e, text) = failure(r, hop)?;
+    match e {
+        Error::Transport { kind, .. } if kind == want => Ok(()),
+        _ => bail!("expected a {want:?} transport error, got: {text}"),
+    }
+}
+
+fn hop(user: &str, sshd: &Sshd) -> String {
+    format!("{user}@127.0.0.1:{}", sshd.port)
+}
+
+pub fn connects_as_root_and_as_a_user(router: &Router) -> Result<()> {
+    let sshd = Sshd::start()?;
+    for user in [sshd::root()?, sshd::user("mitogen-t1", "/bin/sh")?] {
+        let (ctx, w) = connect_as(router, sshd.ssh(&user.name)?, &user)
+            .with_context(|| format!("as {}; sshd log:\n{}", user.name, sshd.log_tail()))?;
+        ensure!(
+            ctx.name() == hop(&user.name, &sshd),
+            "context named {:?}",
+            ctx.name()
+        );
+        ensure!(
+            user.cache_dirs()
+                .iter()
+                .any(|d| Path::new(&w.exe) == entry(d)),
+            "runs {} which is in none of the user's cache dirs",
+            w.exe
+        );
+        ensure!(
+            proc_state(w.pid).is_some(),
+            "remote pid {} not found",
+            w.pid
+        );
+        ctx.shutdown_timeout(Duration::from_secs(10))?;
+        ensure!(
+            wait_gone(w.pid, Duration::from_secs(10)),
+            "the remote process {} of {} outlived its shutdown",
+            w.pid,
+            user.name
+        );
+    }
+    Ok(())
+}
+
+pub fn second_connection_uploads_nothing(router: &Router) -> Result<()> {
+    let sshd = Sshd::start()?;
+    let user = sshd::user("mitogen-t1", "/bin/sh")?;
+    user.clear_cache()?;
+    let home_cache = &user.cache_dirs()[0];
+
+    let started = Instant::now();
+    let ((ctx, _), up) =
+        uploaded_during(router, || connect_as(router, sshd.ssh(&user.name)?, &user))?;
+    let cold = started.elapsed();
+    ensure!(
+        up == own().gzipped().len() as u64,
+        "the first connection uploaded {up} bytes; the gzipped program has {} (raw {})",
+        own().gzipped().len(),
+        own().bytes.len()
+    );
+    check_entry(&user, home_cache)?;
+    drop(ctx);
+
+    let started = Instant::now();
+    let ((ctx, _), up) =
+        uploaded_during(router, || connect_as(router, sshd.ssh(&user.name)?, &user))?;
+    let warm = started.elapsed();
+    ensure!(up == 0, "the second connection uploaded {up} bytes");
+    drop(ctx);
+    println!(
+        "    cold connect {cold:?} ({} bytes gzipped), warm {warm:?}",
+        own().gzipped().len()
+    );
+
+    // Without compression the program goes as it is.
+    user.clear_cache()?;
+    let ssh = sshd.ssh(&user.name)?.upload_compression(Compression::Never);
+    let ((ctx, _), up) = uploaded_during(router, || connect_as(router, ssh, &user))?;
+    ensure!(
+        up == own().bytes.len() as u64,
+        "an uncompressed upload sent {up} bytes for a {}-byte program",
+        own().bytes.len()
+    );
+    check_entry(&user, home_cache)?;
+    drop(ctx);
+    Ok(())
+}
+
+pub fn corrupt_cache_entry_is_replaced(router: &Router) -> Result<()> {
+    let sshd = Sshd::start()?;
+    let user = sshd::user("mitogen-t1", "/bin/sh")?;
+    let dir = user.cache_dirs()[0].clone();
+    let path = entry(&dir);
+    let len = own().bytes.len() as u64;
+    if !path.exists() {
+        connect_as(router, sshd.ssh(&user.name)?, &user)?;
+    }
+    check_entry(&user, &dir)?;
+
+    type Damage = fn(&Path, u64) -> std::io::Result<()>;
+    let cases: [(&str, Damage); 3] = [
+        ("truncated to half", |p, len| {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(p)?
+                .set_len(len / 2)
+        }),
+        ("emptied", |p, _| {
+            std::fs::OpenOptions::new().write(true).open(p)?.set_len(0)
+        }),
+        ("overwritten in the middle", |p, len| {
+            use std::io::{Seek, SeekFrom, Write};
+            let mut f = std::fs::OpenOptions::new().write(true).open(p)?;
+            f.seek(SeekFrom::Start(len / 2))?;
+            f.write_all(&[0xa5; 4096])
+        }),
+    ];
+    for (what, damage) in cases {
+        damage(&path, len)?;
+        ensure!(
+            std::fs::read(&path)? != **own().bytes,
+            "damaging the entry ({what}) changed nothing"
+        );
+        let ((ctx, _), up) =
+            uploaded_during(router, || connect_as(router, sshd.ssh(&user.name)?, &user))
+                .with_context(|| format!("cache entry {what}"))?;
+        ensure!(
+            up == own().gzipped().len() as u64,
+            "cache entry {what}: uploaded {up} bytes, expected a fresh upload"
+        );
+        check_entry(&user, &dir).with_context(|| format!("cache entry {what}"))?;
+        drop(ctx);
+    }
+    Ok(())
+}
+
+/// A tmpfs mounted `noexec`, unmounted on drop.
+struct NoexecMount(PathBuf);
+
+impl NoexecMount {
+    fn new(at: &Path, user: &User) -> Result<NoexecMount> {
+        std::fs::create_dir_all(at)?;
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o"])
+            .arg(format!(
+                "noexec,nosuid,size=256m,mode=0700,uid={0},gid={0}",
+                user.uid
+            ))
+            .arg("mitogen-test")
+            .arg(at)
+            .output()?;
+        ensure!(
+            out.status.success(),
+            "mount -t tmpfs -o noexec {}: {}",
+            at.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+        Ok(NoexecMount(at.to_owned()))
+    }
+}
+
+impl Drop for NoexecMount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// Puts a home back to 0755 whatever happens in the test.
+struct RestoreHome(PathBuf);
+
+impl Drop for RestoreHome {
+    fn drop(&mut self) {
+        let _ = std::fs::set_permissions(&self.0, std::fs::Permissions::from_mode(0o755));
+    }
+}
+
+pub fn read_only_or_noexec_home_falls_back(router: &Router) -> Result<()> {
+    let sshd = Sshd::start()?;
+
+    // Read-only home without ~/.cache: /tmp/mitogen-USER.
+    let ro = sshd::user("mitogen-ro", "/bin/sh")?;
+    ro.clear_cache()?;
+    let _ = std::fs::remove_dir_all(ro.home.join(".cache"));
+    std::fs::set_permissions(&ro.home, std::fs::Permissions::from_mode(0o555))?;
+    let _restore = RestoreHome(ro.home.clone());
+    let (ctx, w) = connect_as(router, sshd.ssh(&ro.name)?, &ro).context("read-only home")?;
+    ensure!(
+        Path::new(&w.exe) == entry(&ro.cache_dirs()[1]),
+        "read-only home: runs {}",
+        w.exe
+    );
+    ensure!(
+        !ro.home.join(".cache").exists(),
+        "~/.cache appeared in a read-only home"
+    );
+    check_entry(&ro, &ro.cache_dirs()[1])?;
+    drop(ctx);
+
+    // ~/.cache on a noexec file system: skipped for /tmp/mitogen-USER; with that
+    // noexec too, /dev/shm/mitogen-USER; with all three noexec, a clear error.
+    let nx = sshd::user("mitogen-nx", "/bin/sh")?;
+    for d in nx.cache_dirs() {
+        let _ = Command::new("umount").arg("-l").arg(&d).status();
+    }
+    let _ = Command::new("umount")
+        .arg("-l")
+        .arg(nx.home.join(".cache"))
+        .status();
+    nx.clear_cache()?;
+    let _ = std::fs::remove_dir_all(nx.home.join(".cache"));
+    let home_cache = nx.home.join(".cache");
+    let _m1 = match NoexecMount::new(&home_cache, &nx) {
+        Ok(m) => m,
+        Err(e) => {
+            println!("    SKIPPED the noexec sub-cases: {e:#}");
+            return Ok(());
+        }
+    };
+    let (ctx, w) = connect_as(router, sshd.ssh(&nx.name)?, &nx).context("noexec ~/.cache")?;
+    ensure!(
+        Path::new(&w.exe) == entry(&nx.cache_dirs()[1]),
+        "noexec ~/.cache: runs {}",
+        w.exe
+    );
+    drop(ctx);
+
+    nx.clear_cache()?;
+    let _m2 = NoexecMount::new(&nx.cache_dirs()[1], &nx)?;
+    let (ctx, w) = connect_as(router, sshd.ssh(&nx.name)?, &nx).context("noexec /tmp too")?;
+    ensure!(
+        Path::new(&w.exe) == entry(&nx.cache_dirs()[2]),
+        "noexec ~/.cache and /tmp/mitogen-USER: runs {}",
+        w.exe
+    );
+    drop(ctx);
+
+    let _ = std::fs::remove_dir_all(&nx.cache_dirs()[2]);
+    let _m3 = NoexecMount::new(&nx.cache_dirs()[2], &nx)?;
+    let name = hop(&nx.name, &sshd);
+    let (_, text) = failure(router.ssh(sshd.ssh(&nx.name)?), &name)?;
+    ensure!(
+        text.contains("cache directory"),
+        "every cache dir noexec: unclear error: {text}"
+    );
+    Ok(())
+}
+
+pub fn two_connections_fill_an_empty_cache_at_once(router: &Router) -> Result<()> {
+    let sshd = Arc::new(Sshd::start()?);
+    let user = sshd::user("mitogen-t2", "/bin/sh")?;
+    user.clear_cache()?;
+    let before = router.uploaded_bytes();
+    let barrier = Arc::new(Barrier::new(2));
+    let threads: Vec<_> = (0..2)
+        .map(|_| {
+            let (router, sshd, user, barrier) =
+                (router.clone(), sshd.clone(), user.clone(), barrier.clone());
+            std::thread::spawn(move || -> Result<u32> {
+                let ssh = sshd.ssh(&user.name)?;
+                barrier.wait();
+                let (ctx, w) = connect_as(&router, ssh, &user)?;
+                drop(ctx);
+                Ok(w.pid)
+            })
+        })
+        .collect();
+    let mut pids = Vec::new();
+    for (i, t) in threads.into_iter().enumerate() {
+        let r = t.join().map_err(|_| anyhow!("connection {i} panicked"))?;
+        pids.push(r.with_context(|| format!("connection {i}"))?);
+    }
+    ensure!(pids[0] != pids[1], "both connections reached one process");
+    let up = router.uploaded_bytes() - before;
+    let gz = own().gzipped().len() as u64;
+    ensure!(
+        up == gz || up == 2 * gz,
+        "uploaded {up} bytes, not one or two programs of {gz}"
+    );
+    if up == gz {
+        println!("    note: the second connection found the first one's upload");
+    }
+    check_entry(&user, &user.cache_dirs()[0])
+}
+
+pub fn wrong_key_is_authentication_failed(router: &Router) -> Result<()> {
+    let sshd = Sshd::start()?;
+    let ssh = sshd.ssh("root")?.identity_file(&sshd.wrong_key);
+    expect_kind(
+        router.ssh(ssh),
+        &hop("root", &sshd),
+        TransportFailure::AuthenticationFailed,
+    )
+}
+
+pub fn closed_port_is_connection_refused(router: &Router) -> Result<()> {
+    let sshd = Sshd::start()?;
+    let port = sshd::closed_port()?;
+    let ssh = sshd.ssh("root")?.port(port);
+    expect_kind(
+        router.ssh(ssh),
+        &format!("root@127.0.0.1:{port}"),
+        TransportFailure::ConnectionRefused,
+    )
+}
+
+pub fn host_key_policies(router: &Router) -> Result<()> {
+    let sshd = Sshd::start()?;
+    let root = sshd::root()?;
+    let name = hop("root", &sshd);
+    let enforce = |known: &Path| -> Result<Ssh> {
+        Ok(sshd
+            .ssh("root")?
+            .host_key_policy(HostKeyPolicy::Enforce)
+            .ssh_args([
+                "-o".to_owned(),
+                format!("UserKnownHostsFile={}", known.display()),
+                "-o".to_owned(),
+                "GlobalKnownHostsFile=/dev/null".to_owned(),
+            ]))
+    };
+
+    // The right key is accepted, so the two refusals below are about the key.
+    let right = sshd.known_hosts("known_right", Some(&sshd.host_pub))?;
+    connect_as(router, enforce(&right)?, &root).context("known host key under Enforce")?;
+
+    let wrong = sshd.known_hosts("known_wrong", Some(&sshd.other_pub))?;
+    expect_kind(
+        router.ssh(enforce(&wrong)?),
+        &name,
+        TransportFailure::HostKeyMismatch,
+    )
+    .context("a different key in known_hosts")?;
+
+    let empty = sshd.known_hosts("known_empty", None)?;
+    expect_kind(
+        router.ssh(enforce(&empty)?),
+        &name,
+        TransportFailure::HostKeyUnknown,
+    )
+    .context("an empty known_hosts")?;
+
+    // AcceptNew takes the unknown key and remembers it.
+    let fresh = sshd.known_hosts("known_fresh", None)?;
+    let accept = sshd
+        .ssh("root")?
+        .host_key_policy(HostKeyPolicy::AcceptNew)
+        .ssh_args([
+            "-o".to_owned(),
+            format!("UserKnownHostsFile={}", fresh.display()),
+        ]);
+    connect_as(router, accept, &root).context("AcceptNew")?;
+    let remembered = std::fs::read_to_string(&fresh)?;
+    let key_b64 = sshd.host_pub.split_whitespace().nth(1).unwrap_or("?");
+    ensure!(
+        remembered.contains(key_b64),
+        "AcceptNew did not remember the key: {remembered:?}"
+    );
+    Ok(())
+}
+
+pub fn login_shell_that_is_not_a_shell(router: &Router) -> Result<()> {
+    let sshd = Sshd::start()?;
+    for (name, shell) in [
+        ("mitogen-false", "/bin/false"),
+        ("mitogen-nologin", "/usr/sbin/nologin"),
+    ] {
+        sshd::user(name, shell)?;
+        let started = Instant::now();
+        let ssh = sshd.ssh(name)?.connect_timeout(Duration::from_secs(20));
+        let (_, text) = failure(router.ssh(ssh), &hop(name, &sshd))?;
+        let took = started.elapsed();
+        ensure!(
+            took < Duration::from_secs(10),
+            "login shell {shell}: the error took {took:?}: {text}"
+        );
+        ensure!(
+            text.contains("first stage did not start"),
+            "login shell {shell}: unclear error: {text}"
+        );
+        println!("    {shell}: {text}");
+    }
+    Ok(())
+}
+
+pub fn banner_on_stdout_before_the_stage(router: &Router) -> Result<()> {
+    let sshd = Sshd::start()?;
+    let user = sshd::user("mitogen-noisy", "/bin/bash")?;
+    let rc = user.home.join(".bashrc");
+    std::fs::write(
+        &rc,
+        "echo 'Welcome to the noisy host'\n\
+         printf 'MITOGEN garbage \\001\\002\\377 no newline'\n\
+         echo 'to stderr as well' >&2\n",
+    )?;
+    user.chown(&rc)?;
+    // The noise must really reach ssh's stdout, or this test shows nothing.
+    let out = sshd.plain_ssh(&user.name, "echo END")?;
+    ensure!(
+        out.contains("Welcome to the noisy host") && out.contains("END"),
+        "bash did not print the banner over ssh: {out:?}"
+    );
+    let (ctx, _) = connect_as(router, sshd.ssh(&user.name)?, &user)?;
+    ensure!(ctx.call(plus_one, (41,))? == 42, "wrong answer");
+    Ok(())
+}
+
+pub fn remote_that_hangs_times_out(router: &Router) -> Result<()> {
+    let sshd = Sshd::start()?;
+    let user = sshd::user("mitogen-slow", "/bin/bash")?;
+    let rc = user.home.join(".bashrc");
+    std::fs::write(&rc, "sleep 8\n")?;
+    user.chown(&rc)?;
+    let timeout = Duration::from_secs(2);
+    let started = Instant::now();
+    let ssh = sshd.ssh(&user.name)?.connect_timeout(timeout);
+    let (_, text) = failure(router.ssh(ssh), &hop(&user.name, &sshd))?;
+    let took = started.elapsed();
+    ensure!(
+        took >= timeout && took < timeout + Duration::from_secs(3),
+        "the error came after {took:?} with a {timeout:?} connect timeout: {text}"
+    );
+    ensure!(
+        text.contains("no answer") || text.contains("timed out"),
+        "unclear error: {text}"
+    );
+    Ok(())
+}
+
+/// Processes of `uid` whose command name is `comm`.
+fn processes(uid: u32, comm: &str) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == comm)
+                && std::fs::metadata(format!("/proc/{pid}")).is_ok_and(|m| m.uid() == uid)
+        })
+        .collect()
+}
+
+/// This process's `ssh` children that talk to `port`.
+fn ssh_clients(port: u16) -> Vec<u32> {
+    let needle = format!("\0-p\0{port}\0");
+    crate::util::child_processes()
+        .into_iter()
+        .map(|(pid, _)| pid)
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(&needle))
+        })
+        .collect()
+}
+
+fn signal(pid: u32, sig: rustix::process::Signal) {
+    if let Some(p) = rustix::process::Pid::from_raw(pid as i32) {
+        let _ = rustix::process::kill_process(p, sig);
+    }
+}
+
+/// Starts an uncompressed upload in a thread and stops the remote `head` that
+/// stores it, so that the upload stalls half-way; returns the thread and the
+/// stopped processes.
+fn stalled_upload(
+    router: &Router,
+    sshd: &Sshd,
+    user: &User,
+    timeout: Duration,
+) -> Result<(
+    std::thread::JoinHandle<mitogen::Result<mitogen::Context>>,
+    Vec<u32>,
+)> {
+    user.clear_cache()?;
+    let ssh = sshd
+        .ssh(&user.name)?
+        .upload_compression(Compression::Never)
+        .connect_timeout(timeout);
+    let r = router.clone();
+    let t = std::thread::spawn(move || r.ssh(ssh));
+    let mut heads = Vec::new();
+    let found = wait_until(Duration::from_secs(15), || {
+        heads = processes(user.uid, "head");
+        for &h in &heads {
+            signal(h, rustix::process::Signal::STOP);
+        }
+        !heads.is_empty() || t.is_finished()
+    });
+    ensure!(
+        found && !heads.is_empty(),
+        "the remote head never ran (the upload did not start or ended at once)"
+    );
+    Ok((t, heads))
+}
+
+pub fn ssh_dying_or_stalling_mid_upload(router: &Router) -> Result<()> {
+    let sshd = Sshd::start()?;
+    let user = sshd::user("mitogen-t3", "/bin/sh")?;
+    let name = hop(&user.name, &sshd);
+
+    // The ssh client dies: a clear error at once.
+    let (t, heads) = stalled_upload(router, &sshd, &user, Duration::from_secs(30))?;
+    std::thread::sleep(Duration::from_millis(200));
+    ensure!(
+        !t.is_finished(),
+        "the connection ended before ssh was killed"
+    );
+    let clients = ssh_clients(sshd.port);
+    ensure!(clients.len() == 1, "ssh clients to kill: {clients:?}");
+    let killed = Instant::now();
+    kill9(clients[0])?;
+    ensure!(
+        wait_until(Duration::from_secs(10), || t.is_finished()),
+        "no error 10 s after ssh died mid-upload"
+    );
+    let took = killed.elapsed();
+    for h in heads {
+        signal(h, rustix::process::Signal::KILL);
+    }
+    let r = t.join().map_err(|_| anyhow!("connect panicked"))?;
+    let (_, text) = failure(r, &name).context("ssh killed mid-upload")?;
+    ensure!(
+        took < Duration::from_secs(5),
+        "the error came {took:?} after ssh died"
+    );
+    println!("    ssh killed: {text}");
+
+    // The upload stalls: a time-out error at the connect timeout.
+    let timeout = Duration::from_secs(3);
+    let started = Instant::now();
+    let (t, heads) = stalled_upload(router, &sshd, &user, timeout)?;
+    let finished = wait_until(timeout + Duration::from_secs(5), || t.is_finished());
+    let took = started.elapsed();
+    for h in heads {
+        signal(h, rustix::process::Signal::KILL);
+    }
+    ensure!(finished, "no error {took:?} into a stalled upload");
+    let r = t.join().map_err(|_| anyhow!("connect panicked"))?;
+    let (_, text) = failure(r, &name).context("stalled upload")?;
+    ensure!(
+        text.contains("timed out") || text.contains("no answer") || text.contains("no greeting"),
+        "a stalled upload gave: {text}"
+    );
+    println!("    stalled: {text} after {took:?}");
+
+    // Nothing half-written stops the next connection.
+    connect_as(router, sshd.ssh(&user.name)?, &user).context("after the failed uploads")?;
+    Ok(())
+}
+
+pub fn rtt_and_streaming(router: &Router) -> Result<()> {
+    let sshd = Sshd::start()?;
+    let user = sshd::user("mitogen-t1", "/bin/sh")?;
+    let (ctx, _) = connect_as(router, sshd.ssh(&user.name)?, &user)?;
+
+    let n = 300u64;
+    let started = Instant::now();
+    for i in 0..n {
+        let got = ctx.call(plus_one, (i,))?;
+        ensure!(got == i + 1, "call {i} returned {got}");
+    }
+    let rtt = started.elapsed() / n as u32;
+    let pending: Vec<_> = (0..n).map(|i| ctx.call_async(plus_one, (i,))).collect();
+    for (i, p) in pending.into_iter().enumerate() {
+        ensure!(
+            p.get_timeout(Duration::from_secs(30))? == i as u64 + 1,
+            "pipelined call {i}"
+        );
+    }
+
+    let (count, size) = (32u32, 256 * 1024u32);
+    let (tx, rx) = ctx.channel::<Blob>();
+    let started = Instant::now();
+    let done = ctx.call_async(blobs, (count, size, tx));
+    let mut got = 0u32;
+    loop {
+        match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(b) => {
+                ensure!(b.len() == size as usize, "blob {got} has {} bytes", b.len());
+                ensure!(b.iter().all(|&x| x == got as u8), "blob {got} corrupt");
+                got += 1;
+            }
+            Err(Error::ChannelClosed(_)) => break,
+            Err(e) => bail!("after {got} blobs: {e}"),
+        }
+    }
+    done.get()?;
+    ensure!(got == count, "received {got} of {count} blobs");
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "    rtt {rtt:?}; {} MiB streamed at {:.0} MiB/s",
+        count * size / (1024 * 1024),
+        f64::from(count * size) / (1024.0 * 1024.0) / secs
+    );
+    Ok(())
+}

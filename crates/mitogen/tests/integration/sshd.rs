@@ -1,0 +1,361 @@
+//! A real `sshd` on a random 127.0.0.1 port, and the local users the ssh tests
+//! log in as.
+//!
+//! [`Sshd::start`] makes a fresh temp dir with a host key and client keys
+//! (`ssh-keygen`), writes a config (`AuthorizedKeysFile DIR/keys/%u.keys`,
+//! `StrictModes no`, `UsePAM no`, no passwords, root allowed), starts
+//! `/usr/sbin/sshd -D -e -f CONFIG` and waits until the port accepts. Dropping
+//! it kills sshd and removes the dir. sshd gets a parent-death signal, so a
+//! test run that dies leaves no daemon behind.
+//!
+//! This needs root (sshd, `useradd`, `mount`) and openssh-server; without them
+//! the ssh tests fail with a message saying so, they never pass silently.
+
+use std::io::{BufRead, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, ensure, Context as _, Result};
+use mitogen::methods::ssh::HostKeyPolicy;
+use mitogen::Ssh;
+
+/// Where the ssh server binary is (Debian's openssh-server).
+pub const SSHD: &str = "/usr/sbin/sshd";
+
+/// A running sshd and the keys to reach it.
+pub struct Sshd {
+    /// Temp dir holding keys, config, logs.
+    pub dir: PathBuf,
+    /// Port it listens on, on 127.0.0.1.
+    pub port: u16,
+    /// The client key every test user accepts.
+    pub client_key: PathBuf,
+    /// A second client key that no user accepts.
+    pub wrong_key: PathBuf,
+    /// The server's host public key (`ssh-ed25519 AAAA…`).
+    pub host_pub: String,
+    /// Some other ed25519 public key, for a host key that does not match.
+    pub other_pub: String,
+    child: Child,
+}
+
+fn run(cmd: &mut Command) -> Result<String> {
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("running {cmd:?}"))?;
+    ensure!(
+        out.status.success(),
+        "{cmd:?} failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Fails unless this process can run the ssh tests (root, sshd installed).
+pub fn require_root_and_sshd() -> Result<()> {
+    if !rustix::process::geteuid().is_root() {
+        bail!(
+            "the ssh tests need root (they start sshd and create users); \
+             CI runs them as root on a fresh Debian machine"
+        );
+    }
+    if !Path::new(SSHD).exists() {
+        bail!("{SSHD} is missing: install openssh-server (.ci/run does)");
+    }
+    for tool in ["ssh", "ssh-keygen", "useradd"] {
+        let found = std::env::var_os("PATH")
+            .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).exists()))
+            .unwrap_or(false)
+            || Path::new("/usr/sbin").join(tool).exists();
+        ensure!(
+            found,
+            "{tool} is missing: the ssh tests need openssh and passwd"
+        );
+    }
+    Ok(())
+}
+
+fn keygen(path: &Path) -> Result<String> {
+    run(Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", "mitogen-test", "-f"])
+        .arg(path))?;
+    let public = std::fs::read_to_string(path.with_extension("pub"))?;
+    // "ssh-ed25519 AAAA… comment" -> type and key only.
+    Ok(public
+        .split_whitespace()
+        .take(2)
+        .collect::<Vec<_>>()
+        .join(" "))
+}
+
+fn free_port() -> Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// A port on 127.0.0.1 where nothing listens (bound, then released).
+pub fn closed_port() -> Result<u16> {
+    free_port()
+}
+
+fn temp_dir(prefix: &str) -> Result<PathBuf> {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let dir = std::env::temp_dir().join(format!(
+        "{prefix}-{}-{}-{nanos:x}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::create_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    // Users other than root read their authorized keys from here.
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))?;
+    Ok(dir)
+}
+
+impl Sshd {
+    /// Starts a fresh sshd; fails with a clear message when that is impossible.
+    pub fn start() -> Result<Sshd> {
+        require_root_and_sshd()?;
+        std::fs::create_dir_all("/run/sshd").context("creating /run/sshd")?;
+        let dir = temp_dir("mitogen-sshd")?;
+        let cleanup = |e: anyhow::Error, dir: &Path| {
+            let _ = std::fs::remove_dir_all(dir);
+            e
+        };
+        let keys = (|| -> Result<_> {
+            let host_pub = keygen(&dir.join("host_ed25519"))?;
+            keygen(&dir.join("client"))?;
+            let other_pub = keygen(&dir.join("wrong"))?;
+            std::fs::create_dir(dir.join("keys"))?;
+            Ok((host_pub, other_pub))
+        })();
+        let (host_pub, other_pub) = keys.map_err(|e| cleanup(e, &dir))?;
+        let mut last = None;
+        for _ in 0..5 {
+            match Self::spawn(&dir) {
+                Ok((child, port)) => {
+                    return Ok(Sshd {
+                        client_key: dir.join("client"),
+                        wrong_key: dir.join("wrong"),
+                        dir,
+                        port,
+                        host_pub,
+                        other_pub,
+                        child,
+                    })
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        let e = last.unwrap_or_else(|| anyhow!("sshd did not start"));
+        Err(cleanup(e, &dir))
+    }
+
+    fn spawn(dir: &Path) -> Result<(Child, u16)> {
+        let port = free_port()?;
+        let config = dir.join("sshd_config");
+        let d = dir.display();
+        std::fs::write(
+            &config,
+            format!(
+                "Port {port}\n\
+                 ListenAddress 127.0.0.1\n\
+                 HostKey {d}/host_ed25519\n\
+                 PidFile {d}/sshd.pid\n\
+                 AuthorizedKeysFile {d}/keys/%u.keys\n\
+                 StrictModes no\n\
+                 UsePAM no\n\
+                 PasswordAuthentication no\n\
+                 KbdInteractiveAuthentication no\n\
+                 PubkeyAuthentication yes\n\
+                 PermitRootLogin yes\n\
+                 MaxStartups 50\n\
+                 MaxSessions 50\n\
+                 LogLevel INFO\n"
+            ),
+        )?;
+        let log = std::fs::File::create(dir.join("sshd.log"))?;
+        let mut cmd = Command::new(SSHD);
+        cmd.arg("-D")
+            .arg("-e")
+            .arg("-f")
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log);
+        // SAFETY: only an async-signal-safe prctl between fork and exec.
+        unsafe {
+            cmd.pre_exec(|| {
+                rustix::process::set_parent_process_death_signal(Some(
+                    rustix::process::Signal::TERM,
+                ))?;
+                Ok(())
+            });
+        }
+        let mut child = cmd.spawn().with_context(|| format!("starting {SSHD}"))?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Ok((child, port));
+            }
+            if let Some(status) = child.try_wait()? {
+                let log = std::fs::read_to_string(dir.join("sshd.log")).unwrap_or_default();
+                bail!("sshd exited ({status}) before listening on {port}: {log}");
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                bail!("sshd did not listen on {port} within 10 s");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Lets `user` log in with [`client_key`](Self::client_key).
+    pub fn authorize(&self, user: &str) -> Result<()> {
+        let public = std::fs::read_to_string(self.client_key.with_extension("pub"))?;
+        let path = self.dir.join("keys").join(format!("{user}.keys"));
+        std::fs::write(&path, public)?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644))?;
+        Ok(())
+    }
+
+    /// ssh options for `user` at this server: the client key, no host key
+    /// checks, no user or system ssh configuration.
+    pub fn ssh(&self, user: &str) -> Result<Ssh> {
+        self.authorize(user)?;
+        Ok(Ssh::new("127.0.0.1")
+            .user(user)
+            .port(self.port)
+            .identity_file(&self.client_key)
+            .config_file("/dev/null")
+            .host_key_policy(HostKeyPolicy::Ignore))
+    }
+
+    /// A `known_hosts` file whose entry for this server has `key`.
+    pub fn known_hosts(&self, name: &str, key: Option<&str>) -> Result<PathBuf> {
+        let path = self.dir.join(name);
+        let mut f = std::fs::File::create(&path)?;
+        if let Some(key) = key {
+            writeln!(f, "[127.0.0.1]:{} {key}", self.port)?;
+        }
+        Ok(path)
+    }
+
+    /// The last lines sshd logged (for failure messages).
+    pub fn log_tail(&self) -> String {
+        let log = std::fs::read_to_string(self.dir.join("sshd.log")).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(15)..].join("\n")
+    }
+
+    /// Runs plain `ssh user@server COMMAND` and returns its stdout.
+    pub fn plain_ssh(&self, user: &str, command: &str) -> Result<String> {
+        self.authorize(user)?;
+        let out = Command::new("ssh")
+            .args(["-F", "/dev/null", "-o", "BatchMode=yes"])
+            .args(["-o", "StrictHostKeyChecking=no"])
+            .args(["-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR"])
+            .arg("-i")
+            .arg(&self.client_key)
+            .args(["-p", &self.port.to_string(), "-l", user, "127.0.0.1"])
+            .arg(command)
+            .stdin(Stdio::null())
+            .output()?;
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+}
+
+impl Drop for Sshd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A local account for the tests.
+#[derive(Clone, Debug)]
+pub struct User {
+    pub name: String,
+    pub uid: u32,
+    pub home: PathBuf,
+}
+
+impl User {
+    /// The per-user cache directories the first stage tries, in order.
+    pub fn cache_dirs(&self) -> [PathBuf; 3] {
+        [
+            self.home.join(".cache/mitogen"),
+            PathBuf::from(format!("/tmp/mitogen-{}", self.name)),
+            PathBuf::from(format!("/dev/shm/mitogen-{}", self.name)),
+        ]
+    }
+
+    /// Empties every cache directory of this user.
+    pub fn clear_cache(&self) -> Result<()> {
+        for d in self.cache_dirs() {
+            match std::fs::remove_dir_all(&d) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e).with_context(|| format!("removing {}", d.display())),
+            }
+        }
+        Ok(())
+    }
+
+    /// Files in the user's home as the user owns them.
+    pub fn chown(&self, path: &Path) -> Result<()> {
+        std::os::unix::fs::chown(path, Some(self.uid), Some(self.uid))?;
+        Ok(())
+    }
+}
+
+fn lookup(name: &str) -> Result<Option<User>> {
+    let f = std::fs::File::open("/etc/passwd")?;
+    for line in std::io::BufReader::new(f).lines() {
+        let line = line?;
+        let fields: Vec<&str> = line.split(':').collect();
+        if fields.len() >= 7 && fields[0] == name {
+            return Ok(Some(User {
+                name: name.to_owned(),
+                uid: fields[2].parse()?,
+                home: PathBuf::from(fields[5]),
+            }));
+        }
+    }
+    Ok(None)
+}
+
+/// The root account.
+pub fn root() -> Result<User> {
+    lookup("root")?.ok_or_else(|| anyhow!("no root in /etc/passwd"))
+}
+
+/// Makes sure the account `name` exists with login shell `shell` and a home
+/// owned by it, mode 0755, and that sshd accepts it (an account that
+/// `useradd` creates is "locked", which sshd refuses without PAM).
+pub fn user(name: &str, shell: &str) -> Result<User> {
+    require_root_and_sshd()?;
+    if lookup(name)?.is_none() {
+        let r = run(Command::new("useradd").args(["-m", "-s", shell, name]));
+        // Another run may have created it meanwhile.
+        if r.is_err() && lookup(name)?.is_none() {
+            r?;
+        }
+    }
+    run(Command::new("usermod").args(["-s", shell, "-p", "*", name]))?;
+    let u = lookup(name)?.ok_or_else(|| anyhow!("useradd made no {name}"))?;
+    std::fs::create_dir_all(&u.home)?;
+    u.chown(&u.home)?;
+    std::fs::set_permissions(&u.home, std::fs::Permissions::from_mode(0o755))?;
+    Ok(u)
+}
