@@ -6,10 +6,10 @@
 //! close-on-exec, so nothing else leaks into the child.
 
 use std::io;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::process::{Child, Command, Stdio};
 
-use crate::core::side::socketpair;
+use crate::core::side::{set_nonblock, socketpair};
 
 /// A started child and our end of its stream.
 pub(crate) struct Spawned {
@@ -25,6 +25,10 @@ pub(crate) struct Spawned {
 /// inherited.
 pub(crate) fn create_child(mut cmd: Command, capture_stderr: bool) -> io::Result<Spawned> {
     let (ours, theirs) = socketpair()?;
+    // The bootstrap's waits have deadlines only if no write can block: a blocking
+    // write of an upload to a remote that stopped reading would never return.
+    // (The flag belongs to our end's open file description, not the child's.)
+    set_nonblock(ours.as_fd(), true)?;
     cmd.stdin(Stdio::from(theirs.try_clone()?))
         .stdout(Stdio::from(theirs));
     let stderr = if capture_stderr {

@@ -70,8 +70,24 @@ fn connect(router: &Router, ssh: Ssh) -> Result<Guard> {
 
 /// Connects and checks who and where the context runs.
 fn connect_as(router: &Router, ssh: Ssh, user: &User) -> Result<(Guard, Whoami)> {
+    connect_checked(router, ssh, user, false)
+}
+
+/// [`connect_as`]; with `replaced_ok`, the file the context runs may have been
+/// replaced since it started (by another connection's upload of the same build).
+fn connect_checked(
+    router: &Router,
+    ssh: Ssh,
+    user: &User,
+    replaced_ok: bool,
+) -> Result<(Guard, Whoami)> {
     let ctx = connect(router, ssh)?;
-    let w = ctx.call_timeout(whoami, (), Duration::from_secs(20))?;
+    let mut w = ctx.call_timeout(whoami, (), Duration::from_secs(20))?;
+    if replaced_ok {
+        if let Some(live) = w.exe.strip_suffix(" (deleted)") {
+            w.exe = live.to_owned();
+        }
+    }
     ensure!(
         w.uid == user.uid,
         "runs as uid {} instead of {}",
@@ -338,8 +354,18 @@ impl NoexecMount {
 
 impl Drop for NoexecMount {
     fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+        quiet_umount(&self.0);
     }
+}
+
+/// Unmounts whatever is mounted at `at`, if anything (left by an earlier run).
+fn quiet_umount(at: &Path) {
+    let _ = Command::new("umount")
+        .arg("-l")
+        .arg(at)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status();
 }
 
 /// Puts a home back to 0755 whatever happens in the test.
@@ -377,12 +403,9 @@ pub fn read_only_or_noexec_home_falls_back(router: &Router) -> Result<()> {
     // noexec too, /dev/shm/mitogen-USER; with all three noexec, a clear error.
     let nx = sshd::user("mitogen-nx", "/bin/sh")?;
     for d in nx.cache_dirs() {
-        let _ = Command::new("umount").arg("-l").arg(&d).status();
+        quiet_umount(&d);
     }
-    let _ = Command::new("umount")
-        .arg("-l")
-        .arg(nx.home.join(".cache"))
-        .status();
+    quiet_umount(&nx.home.join(".cache"));
     nx.clear_cache()?;
     let _ = std::fs::remove_dir_all(nx.home.join(".cache"));
     let home_cache = nx.home.join(".cache");
@@ -435,7 +458,7 @@ pub fn two_connections_fill_an_empty_cache_at_once(router: &Router) -> Result<()
             std::thread::spawn(move || -> Result<u32> {
                 let ssh = sshd.ssh(&user.name)?;
                 barrier.wait();
-                let (ctx, w) = connect_as(&router, ssh, &user)?;
+                let (ctx, w) = connect_checked(&router, ssh, &user, true)?;
                 drop(ctx);
                 Ok(w.pid)
             })
