@@ -1,10 +1,11 @@
 //! Command-line arguments: what the user asked for, and nothing about how it is
 //! done. Building and running live in [`crate::run`] and [`crate::bench`].
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{ArgAction, Args, Parser, Subcommand};
-use mitogen::Target;
+use mitogen::{ConnectOptions, Target};
 
 /// Exit codes of `mitogen run`, shown in its `--help`.
 const RUN_EXIT_CODES: &str = "\
@@ -19,7 +20,9 @@ Exit status:
 Examples:
   mitogen run local -- uname -a
   mitogen run local local --json -- sh -c 'echo $$'
-  mitogen run --timeout 5 local -- sleep 10";
+  mitogen run --timeout 5 local -- sleep 10
+  mitogen run deploy@web1:2222 -o IdentityFile=~/.ssh/deploy -- df -h /
+  mitogen run -F ./ssh_config web1 web2 -- uptime";
 
 /// The keys and exit codes of `mitogen bench`, shown in its `--help`.
 const BENCH_AFTER_HELP: &str = "\
@@ -29,6 +32,14 @@ Keys (medians; the same definitions as benches/python/bench_mitogen.py):
   pipelined_calls_per_s  many no-op calls issued at once, then all collected
   throughput_mib_s       --mib MiB streamed child to master in 1 MiB chunks
   child_rss_kib          the child's VmRSS after the calls, before streaming
+
+For an ssh target ([user@]host[:port]), connect_ms is with the program
+already in the remote cache, and these keys are added (same ssh options):
+  connect_cold_ms        connect_ms with the remote cache emptied before each
+                         sample (with `ssh HOST rm -rf ...`, untimed)
+  ssh_floor_ms           `ssh HOST true`, interleaved with the connect samples
+  cat_mib_s              MiB/s that `ssh HOST 'cat > /dev/null'` moves (--mib
+                         MiB, timed from the remote shell's start to ssh's exit)
 
 Exit status: 0 measured, 2 usage error, 3 the target failed.";
 
@@ -83,6 +94,10 @@ pub struct RunArgs {
     /// a target that times out counts as failed (exit status 3).
     #[arg(long, value_name = "SECS", value_parser = parse_secs)]
     pub timeout: Option<Duration>,
+
+    /// How ssh hops are made.
+    #[command(flatten)]
+    pub connect: ConnectArgs,
 }
 
 /// Arguments of `mitogen bench`.
@@ -104,6 +119,41 @@ pub struct BenchArgs {
     #[arg(long, value_name = "N", default_value_t = 256,
           value_parser = clap::value_parser!(u32).range(1..=65536))]
     pub mib: u32,
+
+    /// How ssh hops are made.
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+}
+
+/// Options for ssh hops, shared by `run` and `bench`. `-F` and `-o` are
+/// spelled as ssh's own flags so that users can carry them over unchanged.
+#[derive(Clone, Debug, Default, Args)]
+pub struct ConnectArgs {
+    /// ssh configuration file, passed to ssh as `-F FILE`.
+    #[arg(short = 'F', value_name = "FILE")]
+    pub ssh_config: Option<PathBuf>,
+
+    /// An ssh option, passed to ssh as `-o OPTION` (repeatable), e.g.
+    /// `-o IdentityFile=~/.ssh/deploy -o StrictHostKeyChecking=accept-new`.
+    #[arg(short = 'o', value_name = "OPTION", action = ArgAction::Append)]
+    pub ssh_options: Vec<String>,
+
+    /// Seconds allowed for each hop to connect and start the program
+    /// (default 30; ssh's own connect timeout takes whole seconds).
+    #[arg(long, value_name = "SECS", value_parser = parse_secs)]
+    pub connect_timeout: Option<Duration>,
+}
+
+impl ConnectArgs {
+    /// The library's options for these flags, so the CLI reaches hosts
+    /// exactly as `Router::connect_with` does for any program.
+    pub fn options(&self) -> ConnectOptions {
+        ConnectOptions {
+            ssh_config: self.ssh_config.clone(),
+            ssh_options: self.ssh_options.clone(),
+            connect_timeout: self.connect_timeout,
+        }
+    }
 }
 
 /// Parses a target with the library's parser, so the CLI accepts exactly what
@@ -146,6 +196,47 @@ mod tests {
     }
 
     #[test]
+    fn ssh_flags_map_to_connect_options() {
+        let cli = Cli::try_parse_from([
+            "mitogen",
+            "run",
+            "-F",
+            "/etc/cfg",
+            "-o",
+            "Port=2",
+            "root@web1:2222",
+            "-o",
+            "IdentityFile=/k",
+            "--connect-timeout",
+            "1.5",
+            "--",
+            "true",
+        ])
+        .unwrap();
+        let Command::Run(run) = cli.command else {
+            panic!("not run")
+        };
+        let o = run.connect.options();
+        assert_eq!(
+            o.ssh_config.as_deref(),
+            Some(std::path::Path::new("/etc/cfg"))
+        );
+        assert_eq!(o.ssh_options, ["Port=2", "IdentityFile=/k"]);
+        assert_eq!(o.connect_timeout, Some(Duration::from_millis(1500)));
+        // After `--`, ssh-like flags belong to the command.
+        assert_eq!(run.command, ["true"]);
+
+        let cli = Cli::try_parse_from(["mitogen", "bench", "--target", "web1", "-oBatchMode=yes"])
+            .unwrap();
+        let Command::Bench(bench) = cli.command else {
+            panic!("not bench")
+        };
+        assert_eq!(bench.connect.options().ssh_options, ["BatchMode=yes"]);
+        assert!(bench.connect.options().ssh_config.is_none());
+        assert!(bench.connect.options().connect_timeout.is_none());
+    }
+
+    #[test]
     fn refuses_bad_input() {
         for argv in [
             &["mitogen", "run", "local"][..],
@@ -153,6 +244,8 @@ mod tests {
             &["mitogen", "run", "a//b", "--", "true"],
             &["mitogen", "run", "--timeout", "0", "local", "--", "true"],
             &["mitogen", "bench", "--mib", "0"],
+            &["mitogen", "bench", "--connect-timeout", "-1"],
+            &["mitogen", "run", "-o", "--", "true"],
         ] {
             assert!(Cli::try_parse_from(argv).is_err(), "{argv:?}");
         }

@@ -6,7 +6,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use mitogen::builtins::{run_command, CommandOutput};
-use mitogen::{Context, Router, Target};
+use mitogen::{ConnectOptions, Context, Router, Target};
 
 use crate::args::RunArgs;
 use crate::printer::Printer;
@@ -93,6 +93,7 @@ fn labels(targets: &[Target]) -> Vec<String> {
 fn run_one(
     router: &Router,
     target: &Target,
+    options: &ConnectOptions,
     label: String,
     argv: Vec<String>,
     deadline: Option<Instant>,
@@ -103,7 +104,7 @@ fn run_one(
         outcome,
         duration: started.elapsed(),
     };
-    let ctx = match router.connect(target) {
+    let ctx = match router.connect_with(target, options) {
         Ok(ctx) => ctx,
         Err(e) => return (report(Outcome::Failed(e.to_string())), None),
     };
@@ -126,6 +127,7 @@ pub fn run(router: &Router, args: RunArgs, printer: &mut dyn Printer) -> anyhow:
     let started = Instant::now();
     let deadline = args.timeout.map(|t| started + t);
     let labels = labels(&args.targets);
+    let options = args.connect.options();
     let (tx, rx) = mpsc::channel::<(usize, TargetReport)>();
     let mut workers = Vec::with_capacity(args.targets.len());
     for (i, (target, label)) in args
@@ -135,10 +137,11 @@ pub fn run(router: &Router, args: RunArgs, printer: &mut dyn Printer) -> anyhow:
         .enumerate()
     {
         let (router, argv, tx) = (router.clone(), args.command.clone(), tx.clone());
+        let options = options.clone();
         let worker = std::thread::Builder::new()
             .name(format!("run:{label}"))
             .spawn(move || {
-                let (report, ctx) = run_one(&router, &target, label, argv, deadline);
+                let (report, ctx) = run_one(&router, &target, &options, label, argv, deadline);
                 let timed_out = matches!(report.outcome, Outcome::TimedOut);
                 // Report first: shutting the context down is not the user's wait.
                 let _ = tx.send((i, report));

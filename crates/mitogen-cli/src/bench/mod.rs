@@ -3,15 +3,17 @@
 //! can be compared key by key (`benches/compare.py`).
 
 mod remote;
+pub mod ssh;
 
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
 use mitogen::builtins::{noop, rss_kib};
-use mitogen::{Blob, Context, Router, Target};
+use mitogen::{Blob, ConnectOptions, Context, Router, Target};
 use serde::Serialize;
 
 use crate::args::BenchArgs;
+use ssh::SshFloor;
 
 /// One mebibyte: the chunk size of the throughput test.
 const MIB: u32 = 1024 * 1024;
@@ -22,16 +24,29 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 const CHUNK_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The result of `mitogen bench`: every figure is a median over repetitions.
+/// The `Option` fields exist for ssh targets only and are left out of the
+/// JSON otherwise, so a local bench has exactly the Python script's keys.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct BenchReport {
-    /// Start a new context and get its first no-op call's result (warm master).
+    /// Start a new context and get its first no-op call's result (warm
+    /// master; for ssh, the program already in the remote cache).
     pub connect_ms: f64,
+    /// `connect_ms` with the remote cache emptied before each sample.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connect_cold_ms: Option<f64>,
+    /// `ssh HOST true` with the same options, interleaved with the connects.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ssh_floor_ms: Option<f64>,
     /// One sequential no-op call.
     pub rtt_us: f64,
     /// No-op calls per second when many are issued at once, then collected.
     pub pipelined_calls_per_s: f64,
     /// MiB per second streamed child to master in 1 MiB chunks.
     pub throughput_mib_s: f64,
+    /// MiB per second `ssh HOST 'cat > /dev/null'` takes in, same MiB,
+    /// interleaved with the throughput runs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cat_mib_s: Option<f64>,
     /// The child's VmRSS in KiB after the rtt and pipelined calls, before
     /// streaming.
     pub child_rss_kib: u64,
@@ -99,9 +114,9 @@ fn round(x: f64, places: i32) -> f64 {
     (x * m).round() / m
 }
 
-fn connect(router: &Router, target: &Target) -> anyhow::Result<Context> {
+fn connect(router: &Router, target: &Target, options: &ConnectOptions) -> anyhow::Result<Context> {
     router
-        .connect(target)
+        .connect_with(target, options)
         .with_context(|| format!("connecting {target}"))
 }
 
@@ -110,22 +125,59 @@ fn call_noop(ctx: &Context) -> anyhow::Result<()> {
         .with_context(|| format!("calling noop in {}", ctx.name()))
 }
 
-fn measure_connect_ms(router: &Router, target: &Target, reps: usize) -> anyhow::Result<f64> {
-    // A first context warms the master (executable pages, broker, allocator)
-    // before timing starts.
-    let warm = connect(router, target)?;
-    call_noop(&warm)?;
-    warm.shutdown()?;
+/// Milliseconds from starting to connect until the first no-op call's result.
+fn connect_sample(
+    router: &Router,
+    target: &Target,
+    options: &ConnectOptions,
+) -> anyhow::Result<f64> {
+    let t0 = Instant::now();
+    let ctx = connect(router, target, options)?;
+    call_noop(&ctx)?;
+    let ms = t0.elapsed().as_secs_f64() * 1e3;
+    ctx.shutdown()?;
+    Ok(ms)
+}
 
-    let mut samples = Vec::with_capacity(reps);
+/// The connect figures: warm always; cold and the ssh floor for ssh targets.
+struct ConnectFigures {
+    warm_ms: f64,
+    cold_ms: Option<f64>,
+    floor_ms: Option<f64>,
+}
+
+fn measure_connect(
+    router: &Router,
+    target: &Target,
+    options: &ConnectOptions,
+    floor: Option<&SshFloor>,
+    reps: usize,
+) -> anyhow::Result<ConnectFigures> {
+    // A first context warms the master (executable pages, broker, allocator)
+    // and, for ssh, fills the remote cache, before timing starts.
+    connect_sample(router, target, options)?;
+
+    let (mut warm, mut cold, mut floors) = (vec![], vec![], vec![]);
     for _ in 0..reps {
-        let t0 = Instant::now();
-        let ctx = connect(router, target)?;
-        call_noop(&ctx)?;
-        samples.push(t0.elapsed().as_secs_f64() * 1e3);
-        ctx.shutdown()?;
+        if let Some(floor) = floor {
+            // Interleaved, so that drift in the machine's or the network's
+            // state affects ssh alone and mitogen over ssh alike.
+            floors.push(floor.true_ms()?);
+            floor.clear_cache()?;
+            let uploaded = router.uploaded_bytes();
+            cold.push(connect_sample(router, target, options)?);
+            if router.uploaded_bytes() == uploaded {
+                bail!("the cold connect uploaded nothing: the remote cache was not emptied");
+            }
+        }
+        warm.push(connect_sample(router, target, options)?);
     }
-    Ok(median(samples))
+    let opt_median = |v: Vec<f64>| (!v.is_empty()).then(|| median(v));
+    Ok(ConnectFigures {
+        warm_ms: median(warm),
+        cold_ms: opt_median(cold),
+        floor_ms: opt_median(floors),
+    })
 }
 
 fn measure_rtt_us(ctx: &Context, calls: usize, warmup: usize) -> anyhow::Result<f64> {
@@ -157,40 +209,57 @@ fn measure_pipelined(ctx: &Context, calls: usize, runs: usize) -> anyhow::Result
     Ok(median(rates))
 }
 
-fn measure_throughput(ctx: &Context, mib: u32, runs: usize) -> anyhow::Result<f64> {
+/// MiB per second of one streaming run of `mib` 1 MiB chunks.
+fn throughput_sample(ctx: &Context, mib: u32) -> anyhow::Result<f64> {
     let expected = u64::from(mib) * u64::from(MIB);
-    let mut rates = Vec::with_capacity(runs);
-    for _ in 0..runs {
-        let (tx, rx) = ctx.channel::<Blob>();
-        let t0 = Instant::now();
-        let call = ctx.call_async(remote::stream_chunks, (tx, mib, MIB));
-        let mut received = 0u64;
-        loop {
-            match rx.recv_timeout(CHUNK_TIMEOUT) {
-                Ok(chunk) => received += chunk.len() as u64,
-                Err(mitogen::Error::ChannelClosed(_)) => break,
-                Err(e) => return Err(e).context("receiving streamed chunks"),
-            }
+    let (tx, rx) = ctx.channel::<Blob>();
+    let t0 = Instant::now();
+    let call = ctx.call_async(remote::stream_chunks, (tx, mib, MIB));
+    let mut received = 0u64;
+    loop {
+        match rx.recv_timeout(CHUNK_TIMEOUT) {
+            Ok(chunk) => received += chunk.len() as u64,
+            Err(mitogen::Error::ChannelClosed(_)) => break,
+            Err(e) => return Err(e).context("receiving streamed chunks"),
         }
-        let pid = call
-            .get_timeout(CALL_TIMEOUT)
-            .context("finishing the stream")?;
-        let elapsed = t0.elapsed().as_secs_f64();
-        if received != expected {
-            bail!("received {received} bytes from pid {pid}, expected {expected}");
-        }
-        rates.push(f64::from(mib) / elapsed);
     }
-    Ok(median(rates))
+    let pid = call
+        .get_timeout(CALL_TIMEOUT)
+        .context("finishing the stream")?;
+    let elapsed = t0.elapsed().as_secs_f64();
+    if received != expected {
+        bail!("received {received} bytes from pid {pid}, expected {expected}");
+    }
+    Ok(f64::from(mib) / elapsed)
+}
+
+/// Median streaming rate, and for ssh targets the median `ssh cat` rate of
+/// the same amount, one run of each alternately.
+fn measure_throughput(
+    ctx: &Context,
+    floor: Option<&SshFloor>,
+    mib: u32,
+    runs: usize,
+) -> anyhow::Result<(f64, Option<f64>)> {
+    let (mut ours, mut cat) = (Vec::with_capacity(runs), Vec::with_capacity(runs));
+    for _ in 0..runs {
+        ours.push(throughput_sample(ctx, mib)?);
+        if let Some(floor) = floor {
+            cat.push(floor.cat_mib_s(mib).context("timing ssh cat")?);
+        }
+    }
+    Ok((median(ours), (!cat.is_empty()).then(|| median(cat))))
 }
 
 /// Runs every measurement against `args.target`.
 pub fn run(router: &Router, args: &BenchArgs) -> anyhow::Result<BenchReport> {
     let plan = Plan::new(args.quick, args.mib);
     let target = &args.target;
-    let connect_ms = measure_connect_ms(router, target, plan.reps)?;
+    let options = args.connect.options();
+    let floor = SshFloor::for_target(target, &options);
+    let connect_figures = measure_connect(router, target, &options, floor.as_ref(), plan.reps)?;
 
-    let ctx = connect(router, target)?;
+    let ctx = connect(router, target, &options)?;
     let measured = (|| {
         let rtt_us = measure_rtt_us(&ctx, plan.calls, plan.warmup)?;
         let pipelined = measure_pipelined(&ctx, plan.pipeline, plan.pipeline_runs)?;
@@ -199,12 +268,16 @@ pub fn run(router: &Router, args: &BenchArgs) -> anyhow::Result<BenchReport> {
         let rss = ctx
             .call_timeout(rss_kib, (), CALL_TIMEOUT)
             .context("reading the child's VmRSS")?;
-        let throughput = measure_throughput(&ctx, plan.mib, plan.throughput_runs)?;
+        let (throughput, cat) =
+            measure_throughput(&ctx, floor.as_ref(), plan.mib, plan.throughput_runs)?;
         Ok::<_, anyhow::Error>(BenchReport {
-            connect_ms: round(connect_ms, 3),
+            connect_ms: round(connect_figures.warm_ms, 3),
+            connect_cold_ms: connect_figures.cold_ms.map(|v| round(v, 3)),
+            ssh_floor_ms: connect_figures.floor_ms.map(|v| round(v, 3)),
             rtt_us: round(rtt_us, 2),
             pipelined_calls_per_s: round(pipelined, 1),
             throughput_mib_s: round(throughput, 1),
+            cat_mib_s: cat.map(|v| round(v, 1)),
             child_rss_kib: rss,
         })
     })();

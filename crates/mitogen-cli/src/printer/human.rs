@@ -76,12 +76,25 @@ impl<O: Write, E: Write> Printer for HumanPrinter<O, E> {
     }
 
     fn bench(&mut self, target: &str, r: &BenchReport) -> io::Result<()> {
-        let rows = [
-            (
-                "connect_ms",
-                format!("{:.3} ms", r.connect_ms),
-                "start a context, get its first call's result",
-            ),
+        let ms = |v: f64| format!("{v:.3} ms");
+        let mib_s = |v: f64| format!("{v:.1} MiB/s");
+        let connect_what = if r.ssh_floor_ms.is_some() {
+            "start a context (program cached), first call"
+        } else {
+            "start a context, get its first call's result"
+        };
+        let mut rows = vec![("connect_ms", ms(r.connect_ms), connect_what)];
+        if let Some(v) = r.connect_cold_ms {
+            rows.push((
+                "connect_cold_ms",
+                ms(v),
+                "the same with the remote cache empty",
+            ));
+        }
+        if let Some(v) = r.ssh_floor_ms {
+            rows.push(("ssh_floor_ms", ms(v), "plain `ssh HOST true`, same options"));
+        }
+        rows.extend([
             (
                 "rtt_us",
                 format!("{:.2} µs", r.rtt_us),
@@ -94,15 +107,18 @@ impl<O: Write, E: Write> Printer for HumanPrinter<O, E> {
             ),
             (
                 "throughput_mib_s",
-                format!("{:.1} MiB/s", r.throughput_mib_s),
+                mib_s(r.throughput_mib_s),
                 "streamed child to master in 1 MiB chunks",
             ),
-            (
-                "child_rss_kib",
-                format!("{} KiB", r.child_rss_kib),
-                "child's VmRSS after the calls",
-            ),
-        ];
+        ]);
+        if let Some(v) = r.cat_mib_s {
+            rows.push(("cat_mib_s", mib_s(v), "plain `ssh HOST 'cat > /dev/null'`"));
+        }
+        rows.push((
+            "child_rss_kib",
+            format!("{} KiB", r.child_rss_kib),
+            "child's VmRSS after the calls",
+        ));
         writeln!(self.out, "mitogen bench, target {target} (medians)")?;
         for (key, value, what) in rows {
             writeln!(self.out, "  {key:<22} {value:>14}   {what}")?;

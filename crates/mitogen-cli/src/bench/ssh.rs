@@ -1,0 +1,263 @@
+//! The floors of an ssh target: what the system `ssh` itself costs with the
+//! same options, measured in the same run as the context, so that the figures
+//! above those floors are the part mitogen adds.
+//!
+//! Every command here runs under a deadline and is killed when it passes: a
+//! wedged ssh turns into an error, never a hang.
+
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::process::{Child, ChildStderr, Command, ExitStatus, Stdio};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+use mitogen::methods::ssh::DEFAULT_CONNECT_TIMEOUT;
+use mitogen::target::Hop;
+use mitogen::{ConnectOptions, Target};
+
+/// How often a running ssh is checked for its exit: short next to the
+/// hundreds of milliseconds an ssh login takes, cheap on the CPU.
+const POLL: Duration = Duration::from_micros(100);
+
+/// Time allowed past the connect timeout for a short remote command.
+const COMMAND_GRACE: Duration = Duration::from_secs(30);
+
+/// Time allowed past the connect timeout for `cat` to take the streamed bytes.
+const STREAM_GRACE: Duration = Duration::from_secs(120);
+
+/// Empties every cache directory the first stage may use
+/// (`crates/mitogen/src/parent/first_stage.rs`), so the next connection
+/// uploads the program.
+const CLEAR_CACHE: &str = "U=\"${USER:-${LOGNAME:-user}}\"; \
+     rm -rf \"${XDG_CACHE_HOME:-${HOME:-/nonexistent}/.cache}/mitogen\" \
+     \"${TMPDIR:-/tmp}/mitogen-$U\" \"/dev/shm/mitogen-$U\"";
+
+/// What the remote shell prints before `cat` starts: the timed region of the
+/// cat floor begins when it arrives, so the login is not counted as transfer.
+const READY: &[u8] = b"ready\n";
+
+/// Plain ssh commands to the host of a one-hop ssh target, with the options
+/// that the library's ssh method gives ssh for the same target.
+#[derive(Clone, Debug)]
+pub struct SshFloor {
+    /// Everything before the remote command: program, options, `--`, host.
+    argv: Vec<String>,
+    config: Option<PathBuf>,
+    connect_timeout: Duration,
+}
+
+impl SshFloor {
+    /// The floor of `target` when it is a single ssh hop; `None` otherwise
+    /// (a local target has no ssh to compare with).
+    pub fn for_target(target: &Target, options: &ConnectOptions) -> Option<SshFloor> {
+        let [Hop::Ssh { user, host, port }] = target.hops() else {
+            return None;
+        };
+        let connect_timeout = options.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT);
+        // The same fixed options as `mitogen::methods::ssh::Ssh` sets, in the
+        // same order (ssh keeps the first value it sees of an option), so the
+        // floor differs from a mitogen connection only in the remote command.
+        let mut argv: Vec<String> = vec!["ssh".into()];
+        let mut o = |opt: String| {
+            argv.push("-o".into());
+            argv.push(opt);
+        };
+        o("BatchMode=yes".into());
+        o("LogLevel=ERROR".into());
+        o("Compression=no".into());
+        o(format!(
+            "ConnectTimeout={}",
+            connect_timeout.as_secs().max(1)
+        ));
+        o("ServerAliveInterval=15".into());
+        o("ServerAliveCountMax=3".into());
+        if let Some(u) = user {
+            argv.extend(["-l".into(), u.clone()]);
+        }
+        if let Some(p) = port {
+            argv.extend(["-p".into(), p.to_string()]);
+        }
+        for opt in &options.ssh_options {
+            argv.extend(["-o".into(), opt.clone()]);
+        }
+        argv.extend(["--".into(), host.clone()]);
+        Some(SshFloor {
+            argv,
+            config: options.ssh_config.clone(),
+            connect_timeout,
+        })
+    }
+
+    /// The ssh command line that runs `remote` (a shell command) on the host.
+    pub fn command_line(&self, remote: &str) -> Vec<String> {
+        let mut argv = self.argv.clone();
+        if let Some(f) = &self.config {
+            // `-F` must come before `--`; it is placed first, as ssh allows.
+            argv.splice(1..1, ["-F".into(), f.display().to_string()]);
+        }
+        argv.push(remote.into());
+        argv
+    }
+
+    fn command(&self, remote: &str) -> Command {
+        let argv = self.command_line(remote);
+        let mut cmd = Command::new(&argv[0]);
+        cmd.args(&argv[1..]);
+        cmd
+    }
+
+    /// Milliseconds `ssh HOST true` takes, from spawning ssh to its exit.
+    pub fn true_ms(&self) -> anyhow::Result<f64> {
+        let t0 = Instant::now();
+        let ended = self.run_short("true")?;
+        Ok((ended - t0).as_secs_f64() * 1e3)
+    }
+
+    /// Removes the program from every remote cache directory.
+    pub fn clear_cache(&self) -> anyhow::Result<()> {
+        self.run_short(CLEAR_CACHE)
+            .context("emptying the remote cache")?;
+        Ok(())
+    }
+
+    /// Runs a short remote command; returns when it ended.
+    fn run_short(&self, remote: &str) -> anyhow::Result<Instant> {
+        let mut child = self
+            .command(remote)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("starting ssh")?;
+        let stderr = collect(child.stderr.take());
+        let deadline = Instant::now() + self.connect_timeout + COMMAND_GRACE;
+        let (status, ended) = wait_until(&mut child, deadline)?;
+        check(status, stderr, remote)?;
+        Ok(ended)
+    }
+
+    /// MiB per second that `ssh HOST 'cat > /dev/null'` takes in: `mib` MiB
+    /// written in 1 MiB chunks, timed from the remote shell's first output
+    /// (so not the login) until ssh has exited (so every byte has arrived).
+    pub fn cat_mib_s(&self, mib: u32) -> anyhow::Result<f64> {
+        let remote = "echo ready && exec cat > /dev/null";
+        let mut child = self
+            .command(remote)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("starting ssh")?;
+        let stderr = collect(child.stderr.take());
+        let (mut stdin, mut stdout) = (child.stdin.take(), child.stdout.take());
+        // A thread feeds ssh so that this one can enforce the deadline: if
+        // ssh wedges, killing it unblocks the feeder with EPIPE.
+        let feeder = std::thread::spawn(move || -> std::io::Result<Instant> {
+            let mut ready = [0u8; READY.len()];
+            stdout
+                .as_mut()
+                .expect("piped stdout")
+                .read_exact(&mut ready)?;
+            if ready != READY {
+                return Err(std::io::Error::other("unexpected output before cat"));
+            }
+            let chunk = vec![0u8; 1 << 20];
+            let t0 = Instant::now();
+            let mut w = stdin.take().expect("piped stdin");
+            for _ in 0..mib {
+                w.write_all(&chunk)?;
+            }
+            // Closing stdin is what lets `cat` (and then ssh) finish.
+            drop(w);
+            Ok(t0)
+        });
+        let deadline = Instant::now() + self.connect_timeout + STREAM_GRACE;
+        let (status, ended) = wait_until(&mut child, deadline)?;
+        let t0 = feeder.join().expect("feeder thread panicked");
+        check(status, stderr, remote)?;
+        let t0 = t0.context("feeding ssh")?;
+        Ok(f64::from(mib) / (ended - t0).as_secs_f64())
+    }
+}
+
+/// Reads a child's stderr to its end on a thread, for error messages.
+fn collect(stderr: Option<ChildStderr>) -> Option<JoinHandle<String>> {
+    let mut stderr = stderr?;
+    Some(std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stderr.read_to_string(&mut s);
+        s
+    }))
+}
+
+/// Fails with ssh's own words when the command did not succeed.
+fn check(
+    status: ExitStatus,
+    stderr: Option<JoinHandle<String>>,
+    remote: &str,
+) -> anyhow::Result<()> {
+    if status.success() {
+        return Ok(());
+    }
+    let said = stderr
+        .and_then(|h| h.join().ok())
+        .unwrap_or_default()
+        .trim()
+        .to_owned();
+    bail!("ssh {remote:?} failed ({status}): {said}")
+}
+
+/// Waits for `child` to exit and returns when it did; kills it once
+/// `deadline` has passed.
+fn wait_until(child: &mut Child, deadline: Instant) -> anyhow::Result<(ExitStatus, Instant)> {
+    loop {
+        if let Some(status) = child.try_wait().context("waiting for ssh")? {
+            return Ok((status, Instant::now()));
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!("ssh did not finish in time; killed it");
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn floor(target: &str, options: &ConnectOptions) -> Option<SshFloor> {
+        SshFloor::for_target(&target.parse().unwrap(), options)
+    }
+
+    #[test]
+    fn only_a_single_ssh_hop_has_a_floor() {
+        let none = ConnectOptions::default();
+        assert!(floor("local", &none).is_none());
+        assert!(floor("web1", &none).is_some());
+    }
+
+    #[test]
+    fn options_reach_ssh_in_its_own_syntax() {
+        let options = ConnectOptions {
+            ssh_config: Some("/etc/cfg".into()),
+            ssh_options: vec!["IdentityFile=/k".into(), "Port=9".into()],
+            connect_timeout: Some(Duration::from_millis(2500)),
+        };
+        let argv = floor("root@web1:2222", &options)
+            .unwrap()
+            .command_line("true");
+        let text = argv.join(" ");
+        assert!(
+            text.starts_with("ssh -F /etc/cfg -o BatchMode=yes"),
+            "{text}"
+        );
+        assert!(text.contains("-o ConnectTimeout=2 "), "{text}");
+        assert!(
+            text.ends_with("-l root -p 2222 -o IdentityFile=/k -o Port=9 -- web1 true"),
+            "{text}"
+        );
+    }
+}
