@@ -60,6 +60,7 @@ pub use crate::core::latch::Latch;
 pub use crate::core::message::ContextId;
 pub use crate::core::payload::{Blob, Payload};
 pub use crate::core::remote::RemoteFn;
+pub use crate::core::secret::Secret;
 pub use crate::core::select::{Select, Selectable};
 pub use entry::{is_child, run};
 pub use methods::local::Local;

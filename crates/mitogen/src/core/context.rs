@@ -21,6 +21,9 @@ pub(crate) struct ChildProcess {
     pub pid: u32,
     pub pidfd: Option<OwnedFd>,
     pub exit: Arc<ExitCell>,
+    /// The transport's prompt terminal, held open while it runs (closing it
+    /// would hang the transport up).
+    pub _pty: Option<OwnedFd>,
 }
 
 impl ChildProcess {

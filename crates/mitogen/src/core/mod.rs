@@ -26,6 +26,7 @@ pub mod message;
 pub(crate) mod payload;
 pub mod remote;
 pub(crate) mod router;
+pub(crate) mod secret;
 pub(crate) mod select;
 pub mod side;
 pub mod stream;

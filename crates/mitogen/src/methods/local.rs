@@ -85,6 +85,7 @@ impl Local {
                 timeout: self.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT),
                 stage: None,
                 classify: &|_| crate::TransportFailure::Other,
+                prompt: None,
             },
         )
     }

@@ -13,7 +13,10 @@ use std::time::Duration;
 use crate::core::context::Context;
 use crate::core::error::{Result, TransportFailure};
 use crate::core::router::RouterInner;
+use crate::core::secret::Secret;
 use crate::parent::first_stage::{self, Compression};
+use crate::parent::prompt::PromptStyle;
+use crate::parent::PromptSpec;
 
 /// What to do about the remote's host key.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -54,6 +57,7 @@ pub struct Ssh {
     connect_timeout: Duration,
     upload: Compression,
     name: Option<String>,
+    password: Option<Secret>,
 }
 
 /// Default time allowed for ssh to connect and the program to start.
@@ -77,6 +81,7 @@ impl Ssh {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             upload: Compression::Auto,
             name: None,
+            password: None,
         }
     }
 
@@ -152,6 +157,14 @@ impl Ssh {
         self
     }
 
+    /// Password for password or keyboard-interactive authentication. It is
+    /// typed into ssh's prompt on a private pty, never passed in arguments or
+    /// the environment. Without one, ssh runs in batch mode and never prompts.
+    pub fn password(mut self, password: impl Into<Secret>) -> Ssh {
+        self.password = Some(password.into());
+        self
+    }
+
     /// Names the context (default `[user@]host[:port]`).
     pub fn name(mut self, name: impl Into<String>) -> Ssh {
         self.name = Some(name.into());
@@ -177,8 +190,13 @@ impl Ssh {
         let o = |cmd: &mut Command, opt: String| {
             cmd.arg("-o").arg(opt);
         };
-        // No password support yet: never let ssh wait on a prompt.
-        o(&mut cmd, "BatchMode=yes".into());
+        if self.password.is_some() {
+            // One try: a wrong password fails at once instead of re-prompting.
+            o(&mut cmd, "NumberOfPasswordPrompts=1".into());
+        } else {
+            // Nobody could answer a prompt: ssh must fail instead of waiting.
+            o(&mut cmd, "BatchMode=yes".into());
+        }
         o(&mut cmd, "LogLevel=ERROR".into());
         o(
             &mut cmd,
@@ -233,11 +251,28 @@ impl Ssh {
                 name: &name,
                 timeout: self.connect_timeout,
                 stage: Some(self.upload),
-                classify: &classify,
+                classify: &|stderr: &str| match classify(stderr) {
+                    TransportFailure::AuthenticationFailed
+                        if self.password.is_none() && stderr.contains("password") =>
+                    {
+                        TransportFailure::PasswordRequired
+                    }
+                    kind => kind,
+                },
+                prompt: self.password.as_ref().map(|p| PromptSpec {
+                    password: Some(p.clone()),
+                    style: PROMPTS,
+                }),
             },
         )
     }
 }
+
+/// ssh's password and keyboard-interactive prompts.
+const PROMPTS: PromptStyle = PromptStyle {
+    prompts: &["password:"],
+    failures: &[("permission denied", TransportFailure::AuthenticationFailed)],
+};
 
 /// Reads ssh's error messages.
 pub fn classify(stderr: &str) -> TransportFailure {

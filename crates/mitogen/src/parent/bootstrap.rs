@@ -19,6 +19,7 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
+use super::prompt::Prompter;
 use crate::core::message::{ContextId, Header, HEADER_LEN};
 
 /// The line a child writes when it is ready for its configuration.
@@ -51,6 +52,8 @@ pub(crate) enum StepError {
     Eof,
     /// An OS error.
     Io(std::io::Error),
+    /// The transport's prompt showed a failure (wrong password, …).
+    Refused(crate::core::error::TransportFailure, String),
 }
 
 impl std::fmt::Display for StepError {
@@ -59,11 +62,23 @@ impl std::fmt::Display for StepError {
             StepError::Timeout => write!(f, "timed out"),
             StepError::Eof => write!(f, "connection closed"),
             StepError::Io(e) => write!(f, "{e}"),
+            StepError::Refused(kind, text) => write!(f, "{kind}: {text}"),
         }
     }
 }
 
 fn wait_fd(fd: BorrowedFd<'_>, out: bool, deadline: Instant) -> Result<(), StepError> {
+    wait_any(fd, out, None, deadline).map(|_| ())
+}
+
+/// Waits until `fd` is ready (readable, or writable with `out`) or `pty` is
+/// readable; returns whether the pty is.
+fn wait_any(
+    fd: BorrowedFd<'_>,
+    out: bool,
+    pty: Option<BorrowedFd<'_>>,
+    deadline: Instant,
+) -> Result<bool, StepError> {
     use rustix::event::{poll, PollFd, PollFlags, Timespec};
     loop {
         let now = Instant::now();
@@ -76,25 +91,36 @@ fn wait_fd(fd: BorrowedFd<'_>, out: bool, deadline: Instant) -> Result<(), StepE
             tv_nsec: left.subsec_nanos() as i64,
         };
         let flags = if out { PollFlags::OUT } else { PollFlags::IN };
-        let mut pfd = [PollFd::new(&fd, flags)];
-        match poll(&mut pfd, Some(&ts)) {
+        let mut pfds = vec![PollFd::new(&fd, flags)];
+        if let Some(p) = &pty {
+            pfds.push(PollFd::new(p, PollFlags::IN));
+        }
+        match poll(&mut pfds, Some(&ts)) {
             Ok(0) => continue,
-            Ok(_) => return Ok(()),
+            Ok(_) => return Ok(pfds.get(1).is_some_and(|p| !p.revents().is_empty())),
             Err(rustix::io::Errno::INTR) => continue,
             Err(e) => return Err(StepError::Io(e.into())),
         }
     }
 }
 
-/// Reads once (waiting for readability until `deadline`) into `out`.
+/// Reads once (waiting for readability until `deadline`) into `out`,
+/// answering the transport's prompts on `prompter`'s pty meanwhile.
 pub(crate) fn read_some(
     fd: BorrowedFd<'_>,
     out: &mut Vec<u8>,
     deadline: Instant,
+    mut prompter: Option<&mut Prompter>,
 ) -> Result<(), StepError> {
     let mut buf = [MaybeUninit::<u8>::uninit(); 16 * 1024];
     loop {
-        wait_fd(fd, false, deadline)?;
+        let pty = prompter.as_deref().and_then(Prompter::fd);
+        if wait_any(fd, false, pty, deadline)? {
+            if let Some(p) = prompter.as_deref_mut() {
+                p.on_readable()?;
+            }
+            continue;
+        }
         match rustix::io::read(fd, &mut buf) {
             Ok(([], _)) => return Err(StepError::Eof),
             Ok((init, _)) => {
@@ -120,6 +146,7 @@ pub(crate) fn discard_until(
     mut seen: Vec<u8>,
     marker: &[u8],
     deadline: Instant,
+    mut prompter: Option<&mut Prompter>,
 ) -> Discarded {
     loop {
         if let Some(pos) = seen.windows(marker.len()).position(|w| w == marker) {
@@ -133,7 +160,7 @@ pub(crate) fn discard_until(
                 seen,
             ));
         }
-        if let Err(e) = read_some(fd, &mut seen, deadline) {
+        if let Err(e) = read_some(fd, &mut seen, deadline, prompter.as_deref_mut()) {
             return Err((e, seen));
         }
     }

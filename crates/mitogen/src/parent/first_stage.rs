@@ -31,6 +31,8 @@ use std::os::fd::BorrowedFd;
 use std::time::Instant;
 
 use super::bootstrap::{discard_until, read_some, write_all, StepError};
+use super::prompt::Prompter;
+use crate::core::error::TransportFailure;
 use crate::master::binary::{own_system, Binaries};
 
 /// Marker that starts the stage's status line.
@@ -98,24 +100,44 @@ pub(crate) fn run(
     binaries: &Binaries,
     compression: Compression,
     deadline: Instant,
-) -> Result<StageOutcome, (String, Vec<u8>)> {
-    let (_noise, mut rest) =
-        discard_until(fd, Vec::new(), STAGE_MARKER, deadline).map_err(|(e, noise)| {
-            let why = match e {
-                StepError::Eof => "the first stage did not start (is there a POSIX sh?)".to_owned(),
-                StepError::Timeout => "no answer from the first stage".to_owned(),
-                e => format!("first stage: {e}"),
-            };
-            (why, noise)
-        })?;
+    mut prompter: Option<&mut Prompter>,
+) -> Result<StageOutcome, StageError> {
+    let fail = |e: &StepError, why: String, noise: Vec<u8>| StageError {
+        refused: match e {
+            StepError::Refused(kind, _) => Some(*kind),
+            _ => None,
+        },
+        why,
+        noise,
+    };
+    let (_noise, mut rest) = discard_until(
+        fd,
+        Vec::new(),
+        STAGE_MARKER,
+        deadline,
+        prompter.as_deref_mut(),
+    )
+    .map_err(|(e, noise)| {
+        let why = match &e {
+            StepError::Eof => "the transport ended before the first stage started".to_owned(),
+            StepError::Timeout => "no answer from the first stage".to_owned(),
+            e => format!("first stage: {e}"),
+        };
+        fail(&e, why, noise)
+    })?;
     while !rest.contains(&b'\n') {
-        if let Err(e) = read_some(fd, &mut rest, deadline) {
-            return Err((format!("first stage: {e}"), rest));
+        if let Err(e) = read_some(fd, &mut rest, deadline, prompter.as_deref_mut()) {
+            return Err(fail(&e, format!("first stage: {e}"), rest));
         }
     }
     let nl = rest.iter().position(|&b| b == b'\n').unwrap_or(rest.len());
     let line = String::from_utf8_lossy(&rest[..nl]).into_owned();
     let after = rest[nl + 1..].to_vec();
+    let plain = |why: String, noise: Vec<u8>| StageError {
+        refused: None,
+        why,
+        noise,
+    };
     let mut words = line.splitn(4, ' ');
     match words.next() {
         Some("cached") => Ok(StageOutcome {
@@ -127,7 +149,7 @@ pub(crate) fn run(
             let dir = words.next().unwrap_or("none");
             let system = words.next().unwrap_or("").trim().to_owned();
             if dir == "none" {
-                return Err((
+                return Err(plain(
                     "no writable, executable cache directory (tried ~/.cache, $TMPDIR, /dev/shm)"
                         .to_owned(),
                     after,
@@ -137,7 +159,7 @@ pub(crate) fn run(
                 Ok(b) => b,
                 Err(why) => {
                     let _ = write_all(fd, b"none 0 0\n", deadline);
-                    return Err((why, after));
+                    return Err(plain(why, after));
                 }
             };
             let compress = gzip && compression == Compression::Auto;
@@ -149,14 +171,28 @@ pub(crate) fn run(
             let head = format!("{} {} {}\n", binary.hash, data.len(), u8::from(compress));
             write_all(fd, head.as_bytes(), deadline)
                 .and_then(|()| write_all(fd, &data, deadline))
-                .map_err(|e| (format!("uploading the program: {e}"), Vec::new()))?;
+                .map_err(|e| plain(format!("uploading the program: {e}"), Vec::new()))?;
             Ok(StageOutcome {
                 uploaded: data.len(),
                 rest: after,
             })
         }
-        _ => Err((format!("unexpected first-stage status {line:?}"), after)),
+        _ => Err(plain(
+            format!("unexpected first-stage status {line:?}"),
+            after,
+        )),
     }
+}
+
+/// Why the stage dialog failed.
+#[derive(Debug)]
+pub(crate) struct StageError {
+    /// Set when a prompt showed how the transport refused us.
+    pub refused: Option<TransportFailure>,
+    /// What went wrong.
+    pub why: String,
+    /// What the transport printed meanwhile.
+    pub noise: Vec<u8>,
 }
 
 #[cfg(test)]

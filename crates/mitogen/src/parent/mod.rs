@@ -7,6 +7,8 @@
 
 pub mod bootstrap;
 pub mod first_stage;
+pub(crate) mod prompt;
+pub(crate) mod pty;
 pub(crate) mod spawn;
 
 use std::os::fd::{AsFd, OwnedFd};
@@ -52,6 +54,17 @@ pub(crate) struct Launch<'a> {
     pub stage: Option<Compression>,
     /// Classifies the transport's stderr on failure (e.g. ssh's messages).
     pub classify: &'a dyn Fn(&str) -> TransportFailure,
+    /// `Some` when the transport may prompt for a password on its terminal.
+    pub prompt: Option<PromptSpec>,
+}
+
+/// How a method's transport prompts.
+#[derive(Clone, Debug)]
+pub(crate) struct PromptSpec {
+    /// The answer, if the caller gave one.
+    pub password: Option<crate::core::secret::Secret>,
+    /// What prompts and failures look like.
+    pub style: prompt::PromptStyle,
 }
 
 /// Runs `f` on the broker thread and returns its result. Children are started
@@ -139,6 +152,21 @@ fn attempt(
             .env(PARENT_PID_ENV, std::process::id().to_string());
     }
     let capture = launch.stage.is_some();
+    let mut prompter = None;
+    if let Some(spec) = &launch.prompt {
+        let (master, s) = pty::open_pty()
+            .and_then(|(m, s)| pty::attach(&mut cmd, &s).map(|()| (m, s)))
+            .map_err(|e| Failed {
+                error: Error::io("opening a pty for the password prompt", e),
+                retry: false,
+            })?;
+        prompter = Some(prompt::Prompter::new(
+            master,
+            s,
+            spec.password.clone(),
+            spec.style,
+        ));
+    }
     let spawned =
         on_broker(router, deadline, move || create_child(cmd, capture)).map_err(|error| {
             Failed {
@@ -159,39 +187,47 @@ fn attempt(
     })?;
 
     // Kills the half-started child and builds an error from everything it said.
-    let mut abort = |why: String, noise: &[u8], retry: bool| -> Failed {
-        let _ = child.kill();
-        let status = child.wait().ok();
-        let errors = drain(&stderr);
-        let mut detail = why.clone();
-        if let Some(s) = status {
-            detail.push_str(&format!(" (transport {s})"));
-        }
-        let noise = String::from_utf8_lossy(noise);
-        if !noise.trim().is_empty() {
-            detail.push_str(&format!("; it printed: {:?}", tail(&noise, 400)));
-        }
-        let error = if launch.stage.is_some() && !errors.trim().is_empty() {
-            Error::Transport {
-                context: name.to_owned(),
-                kind: (launch.classify)(&errors),
-                detail,
-                stderr: tail(&errors, 1000).to_owned(),
+    let mut abort =
+        |why: String, noise: &[u8], retry: bool, refused: Option<TransportFailure>| -> Failed {
+            let _ = child.kill();
+            let status = child.wait().ok();
+            let errors = drain(&stderr);
+            let mut detail = why.clone();
+            if let Some(s) = status {
+                detail.push_str(&format!(" (transport {s})"));
             }
-        } else {
-            Error::Connect {
-                context: name.to_owned(),
-                reason: detail,
+            let noise = String::from_utf8_lossy(noise);
+            if !noise.trim().is_empty() {
+                detail.push_str(&format!("; it printed: {:?}", tail(&noise, 400)));
             }
+            let error =
+                if refused.is_some() || (launch.stage.is_some() && !errors.trim().is_empty()) {
+                    Error::Transport {
+                        context: name.to_owned(),
+                        kind: refused.unwrap_or_else(|| (launch.classify)(&errors)),
+                        detail,
+                        stderr: tail(&errors, 1000).to_owned(),
+                    }
+                } else {
+                    Error::Connect {
+                        context: name.to_owned(),
+                        reason: detail,
+                    }
+                };
+            Failed { error, retry }
         };
-        Failed { error, retry }
-    };
 
     let mut rest = Vec::new();
     let mut cached = false;
     if let Some(compression) = launch.stage {
         let binaries = &router.binaries;
-        match first_stage::run(fd.as_fd(), binaries, compression, deadline) {
+        match first_stage::run(
+            fd.as_fd(),
+            binaries,
+            compression,
+            deadline,
+            prompter.as_mut(),
+        ) {
             Ok(outcome) => {
                 cached = outcome.uploaded == 0;
                 router.uploaded.fetch_add(
@@ -205,27 +241,32 @@ fn attempt(
                 );
                 rest = outcome.rest;
             }
-            Err((why, noise)) => return Err(abort(why, &noise, false)),
+            Err(e) => return Err(abort(e.why, &e.noise, false, e.refused)),
         }
     }
 
-    let (_noise, after) = match bootstrap::discard_until(fd.as_fd(), rest, GREETING, deadline) {
-        Ok(x) => x,
-        Err((e, noise)) => {
-            let bad_hash = noise.windows(BAD_HASH.len()).any(|w| w == BAD_HASH);
-            // A cached binary that does not run or hashes wrong is replaced once.
-            let retry = !force && cached && matches!(e, StepError::Eof);
-            let why = if bad_hash {
-                "the cached program is corrupt".to_owned()
-            } else {
-                match e {
-                    StepError::Timeout => format!("no greeting within {:?}", launch.timeout),
-                    e => format!("before its greeting: {e}"),
-                }
-            };
-            return Err(abort(why, &noise, retry));
-        }
-    };
+    let (_noise, after) =
+        match bootstrap::discard_until(fd.as_fd(), rest, GREETING, deadline, prompter.as_mut()) {
+            Ok(x) => x,
+            Err((e, noise)) => {
+                let refused = match &e {
+                    StepError::Refused(kind, _) => Some(*kind),
+                    _ => None,
+                };
+                let bad_hash = noise.windows(BAD_HASH.len()).any(|w| w == BAD_HASH);
+                // A cached binary that does not run or hashes wrong is replaced once.
+                let retry = !force && cached && matches!(e, StepError::Eof);
+                let why = if bad_hash {
+                    "the cached program is corrupt".to_owned()
+                } else {
+                    match e {
+                        StepError::Timeout => format!("no greeting within {:?}", launch.timeout),
+                        e => format!("before its greeting: {e}"),
+                    }
+                };
+                return Err(abort(why, &noise, retry, refused));
+            }
+        };
 
     let mut ancestors = vec![router.id];
     ancestors.extend_from_slice(&router.ancestors);
@@ -238,7 +279,14 @@ fn attempt(
     };
     let body = match postcard::to_allocvec(&config) {
         Ok(b) => b,
-        Err(e) => return Err(abort(format!("encoding configuration: {e}"), &[], false)),
+        Err(e) => {
+            return Err(abort(
+                format!("encoding configuration: {e}"),
+                &[],
+                false,
+                None,
+            ))
+        }
     };
     let msg = Message {
         dst: id,
@@ -251,12 +299,17 @@ fn attempt(
     let mut frame = msg.encode_header().to_vec();
     frame.extend_from_slice(&msg.body);
     if let Err(e) = bootstrap::write_all(fd.as_fd(), &frame, deadline) {
-        return Err(abort(format!("sending configuration: {e}"), &[], false));
+        return Err(abort(
+            format!("sending configuration: {e}"),
+            &[],
+            false,
+            None,
+        ));
     }
 
     let side = match Side::new(fd) {
         Ok(s) => Arc::new(s),
-        Err(e) => return Err(abort(format!("stream setup: {e}"), &[], false)),
+        Err(e) => return Err(abort(format!("stream setup: {e}"), &[], false, None)),
     };
     let stream = Arc::new(Stream::new(name.to_owned(), side.clone(), side, false));
     stream.set_remote_id(id);
@@ -282,6 +335,11 @@ fn attempt(
         router.clone(),
         id,
         name,
-        Some(Arc::new(ChildProcess { pid, pidfd, exit })),
+        Some(Arc::new(ChildProcess {
+            pid,
+            pidfd,
+            exit,
+            _pty: prompter.map(prompt::Prompter::into_master),
+        })),
     ))
 }
