@@ -40,7 +40,14 @@ pub(crate) fn main() -> ! {
     let code = match run() {
         Ok(()) => 0,
         Err(e) => {
-            eprintln!("mitogen child {}: {e}", std::process::id());
+            // stderr may be a pipe nobody reads any more: a failed write must
+            // not turn a clean exit into a panic.
+            use std::io::Write;
+            let _ = writeln!(
+                std::io::stderr(),
+                "mitogen child {}: {e}",
+                std::process::id()
+            );
             1
         }
     };

@@ -314,6 +314,7 @@ pub fn corrupt_cache_entry_is_replaced(router: &Router) -> Result<()> {
             std::fs::read(&path)? != **own().bytes,
             "damaging the entry ({what}) changed nothing"
         );
+        let mark = crate::capture::mark();
         let ((ctx, _), up) =
             uploaded_during(router, || connect_as(router, sshd.ssh(&user.name)?, &user))
                 .with_context(|| format!("cache entry {what}"))?;
@@ -321,6 +322,20 @@ pub fn corrupt_cache_entry_is_replaced(router: &Router) -> Result<()> {
             up == own().gzipped().len() as u64,
             "cache entry {what}: uploaded {up} bytes, expected a fresh upload"
         );
+        // The master noticed and said why it uploaded again.
+        let name = hop(&user.name, &sshd);
+        let noticed = crate::capture::since(mark)
+            .into_iter()
+            .find(|e| e.field("context") == Some(name.as_str()) && e.message.contains("again"))
+            .ok_or_else(|| anyhow!("cache entry {what}: no log of a second attempt"))?;
+        if what.contains("middle") {
+            // The program starts and its own hash check finds the damage.
+            ensure!(
+                noticed.message.contains("corrupt"),
+                "cache entry {what}: {noticed}"
+            );
+        }
+        println!("    {what}: {}", noticed.message);
         check_entry(&user, &dir).with_context(|| format!("cache entry {what}"))?;
         drop(ctx);
     }
