@@ -37,6 +37,21 @@ impl std::fmt::Debug for Secret {
     }
 }
 
+/// A secret crosses the wire only inside the connection request for the hop
+/// that needs it (e.g. the sudo password for a sudo hop started by an
+/// intermediate context); it is never logged on either side.
+impl serde::Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Secret {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Secret, D::Error> {
+        String::deserialize(d).map(Secret::new)
+    }
+}
+
 impl From<&str> for Secret {
     fn from(s: &str) -> Secret {
         Secret::new(s)
