@@ -17,7 +17,8 @@
 //! 3. The master answers with one line `HASH SIZE COMPRESSED` for the build that
 //!    matches SYSTEM, then exactly SIZE bytes. The script stores them under a
 //!    temporary name, makes them executable, renames them into place (atomic:
-//!    two connections filling one cache both succeed) and `exec`s.
+//!    two connections filling one cache both succeed) and `exec`s. An upload
+//!    that fails half-way leaves no temporary file behind.
 //!
 //! The master sends nothing beyond those bytes until the child greets, so no
 //! tool in the script can read something meant for the child. The child is
@@ -55,7 +56,7 @@ const SCRIPT: &str = concat!(
     "echo \"MITOGEN-STAGE need $z ${w:-none} $u\"; ",
     "[ -n \"$w\" ] || exit 1; ",
     "read -r h s c || exit 1; [ \"$h\" = none ] && exit 1; ",
-    "t=\"$w/.$h.$$\"; ",
+    "t=\"$w/.$h.$$\"; trap \"rm -f \\\"\\$t\\\"\" EXIT; trap \"exit 1\" HUP INT TERM PIPE; ",
     "if [ \"$c\" = 1 ]; then head -c \"$s\" | gzip -dc > \"$t\"; else head -c \"$s\" > \"$t\"; fi || exit 1; ",
     "chmod 700 \"$t\" && mv -f \"$t\" \"$w/$h\" && MITOGEN_CHILD=1 MITOGEN_HASH=$h exec \"$w/$h\""
 );

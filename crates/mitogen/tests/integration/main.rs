@@ -86,6 +86,7 @@ fn main() {
             test!(ssh::remote_that_hangs_times_out),
             test!(ssh::ssh_dying_or_stalling_mid_upload, 120),
             test!(ssh::rtt_and_streaming),
+            test!(ssh::target_string_with_connect_options),
         ];
         harness::run_tests(&router, &tests)
     });
