@@ -789,17 +789,17 @@ pub fn target_string_with_connect_options(router: &Router) -> Result<()> {
     sshd.authorize(&user.name)?;
     let text = format!("{}@127.0.0.1:{}", user.name, sshd.port);
     let target: mitogen::Target = text.parse()?;
-    let options = mitogen::ConnectOptions {
+    let mut options = mitogen::ConnectOptions {
         ssh_config: Some("/dev/null".into()),
-        ssh_options: vec![
-            format!("IdentityFile={}", sshd.client_key.display()),
-            "IdentitiesOnly=yes".into(),
-            "StrictHostKeyChecking=no".into(),
-            "UserKnownHostsFile=/dev/null".into(),
-        ],
-        connect_timeout: Some(Duration::from_secs(20)),
         ..Default::default()
     };
+    options.ssh_options = vec![
+        format!("IdentityFile={}", sshd.client_key.display()),
+        "IdentitiesOnly=yes".into(),
+        "StrictHostKeyChecking=no".into(),
+        "UserKnownHostsFile=/dev/null".into(),
+    ];
+    options.connect_timeout = Some(Duration::from_secs(20));
     let ctx = Guard(router.connect_with(&target, &options)?);
     ensure!(ctx.name() == text, "context named {:?}", ctx.name());
     let w = ctx.call(whoami, ())?;
