@@ -12,6 +12,7 @@ use crate::core::payload::Payload;
 use crate::core::router::RouterInner;
 use crate::methods::local::Local;
 use crate::methods::ssh::Ssh;
+use crate::methods::Method;
 use crate::target::{Hop, Target};
 
 static CURRENT: OnceLock<Weak<RouterInner>> = OnceLock::new();
@@ -63,6 +64,44 @@ pub struct ConnectOptions {
     pub connect_timeout: Option<Duration>,
 }
 
+/// The method that starts `hop`, with the options that apply to it.
+fn hop_method(hop: &Hop, options: &ConnectOptions) -> std::result::Result<Method, String> {
+    Ok(match hop {
+        Hop::Local => {
+            let mut local = Local::new();
+            if let Some(t) = options.connect_timeout {
+                local = local.connect_timeout(t);
+            }
+            Method::Local(local)
+        }
+        Hop::Ssh { user, host, port } => {
+            let mut ssh = Ssh::new(host.clone());
+            if let Some(u) = user {
+                ssh = ssh.user(u.clone());
+            }
+            if let Some(p) = port {
+                ssh = ssh.port(*p);
+            }
+            if let Some(f) = &options.ssh_config {
+                ssh = ssh.config_file(f.clone());
+            }
+            for o in &options.ssh_options {
+                ssh = ssh.ssh_args(["-o".to_owned(), o.clone()]);
+            }
+            if let Some(t) = options.connect_timeout {
+                ssh = ssh.connect_timeout(t);
+            }
+            Method::Ssh(ssh)
+        }
+        other => {
+            return Err(format!(
+                "the {} method is not available yet",
+                other.method()
+            ))
+        }
+    })
+}
+
 /// Settings of a master router.
 #[derive(Clone, Debug)]
 pub struct RouterBuilder {
@@ -110,6 +149,7 @@ impl RouterBuilder {
         )
         .map_err(|e| Error::io("starting the broker", e))?;
         inner.install_log_receiver();
+        crate::core::route_control::install(&inner);
         for (system, path) in &self.binaries {
             inner.binaries.add(system, path)?;
         }
@@ -189,12 +229,6 @@ impl Router {
                     .into(),
             });
         }
-        if self.inner.id != MASTER_ID {
-            return Err(Error::Connect {
-                context: "local".into(),
-                reason: "starting contexts from a child is not supported yet".into(),
-            });
-        }
         Ok(())
     }
 
@@ -206,23 +240,48 @@ impl Router {
 
     /// [`local`](Self::local) with options.
     pub fn local_with(&self, opts: Local) -> Result<Context> {
-        self.check_can_spawn()?;
-        let ctx = opts.connect(&self.inner)?;
-        self.inner.remember_child(ctx.clone());
-        Ok(ctx)
+        self.start(None, opts)
     }
 
     /// Starts a context on another host over ssh, shipping this program there
     /// if that host does not have this build cached yet.
     pub fn ssh(&self, opts: Ssh) -> Result<Context> {
+        self.start(None, opts)
+    }
+
+    /// Starts a context with any method, from this process (`via` = `None`) or
+    /// as a child of another context, which then ships the program onwards
+    /// itself:
+    ///
+    /// ```no_run
+    /// # fn demo(router: mitogen::Router) -> mitogen::Result<()> {
+    /// use mitogen::{Local, Ssh};
+    /// let bastion = router.ssh(Ssh::new("bastion"))?;
+    /// let web = router.start(Some(&bastion), Ssh::new("web1"))?;   // bastion → web1
+    /// let worker = router.start(Some(&web), Local::new())?;        // a second process on web1
+    /// # Ok(()) }
+    /// ```
+    pub fn start(&self, via: Option<&Context>, method: impl Into<Method>) -> Result<Context> {
         self.check_can_spawn()?;
-        let ctx = opts.connect(&self.inner)?;
+        let method = method.into();
+        let ctx = match via {
+            None => method.connect(&self.inner, None)?,
+            Some(via) => {
+                let name = method
+                    .name()
+                    .map(str::to_owned)
+                    .unwrap_or_else(|| format!("{}/{}", via.name(), method.default_name()));
+                let timeout = method.connect_timeout() + Duration::from_secs(5);
+                crate::parent::via::connect_via(&self.inner, via, method, &name, timeout)?
+            }
+        };
         self.inner.remember_child(ctx.clone());
         Ok(ctx)
     }
 
-    /// Connects a context described by a target string such as `local` or
-    /// `deploy@web1:2222` (see [`Target`]).
+    /// Connects a context described by a target string such as `local`,
+    /// `deploy@web1:2222` or `bastion/web1/local` (see [`Target`]); each hop
+    /// after the first is started by the one before it.
     pub fn connect(&self, target: &Target) -> Result<Context> {
         self.connect_with(target, &ConnectOptions::default())
     }
@@ -230,41 +289,17 @@ impl Router {
     /// [`connect`](Self::connect) with options that apply to every hop.
     pub fn connect_with(&self, target: &Target, options: &ConnectOptions) -> Result<Context> {
         let mut ctx: Option<Context> = None;
+        let mut name = String::new();
         for hop in target.hops() {
-            if ctx.is_some() {
-                return Err(Error::BadTarget {
-                    target: target.to_string(),
-                    reason: "chains of several hops are not supported yet".into(),
-                });
+            if !name.is_empty() {
+                name.push('/');
             }
-            ctx = Some(match hop {
-                Hop::Local => self.local_with(Local::new().name(target.to_string()))?,
-                Hop::Ssh { user, host, port } => {
-                    let mut ssh = Ssh::new(host.clone()).name(target.to_string());
-                    if let Some(u) = user {
-                        ssh = ssh.user(u.clone());
-                    }
-                    if let Some(p) = port {
-                        ssh = ssh.port(*p);
-                    }
-                    if let Some(f) = &options.ssh_config {
-                        ssh = ssh.config_file(f.clone());
-                    }
-                    for o in &options.ssh_options {
-                        ssh = ssh.ssh_args(["-o".to_owned(), o.clone()]);
-                    }
-                    if let Some(t) = options.connect_timeout {
-                        ssh = ssh.connect_timeout(t);
-                    }
-                    self.ssh(ssh)?
-                }
-                other => {
-                    return Err(Error::BadTarget {
-                        target: target.to_string(),
-                        reason: format!("the {} method is not available yet", other.method()),
-                    })
-                }
-            });
+            name.push_str(&hop.to_string());
+            let method = hop_method(hop, options).map_err(|reason| Error::BadTarget {
+                target: target.to_string(),
+                reason,
+            })?;
+            ctx = Some(self.start(ctx.as_ref(), method.named(name.clone()))?);
         }
         ctx.ok_or_else(|| Error::BadTarget {
             target: target.to_string(),

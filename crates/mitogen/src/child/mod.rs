@@ -161,6 +161,10 @@ fn run() -> std::io::Result<()> {
         config.max_message_size as usize,
     )?;
     crate::router::set_current(&router);
+    // This process is the program started through its entry point, so it may
+    // start children of its own (they enter child mode the same way).
+    crate::router::ENTERED.store(true, std::sync::atomic::Ordering::Relaxed);
+    crate::core::route_control::install(&router);
     install_logging(&router, &config);
 
     let calls: Arc<Latch<Message>> = Arc::new(Latch::new());

@@ -111,7 +111,7 @@ fn stderr_line(s: &str) -> String {
 }
 
 /// Why a transport could not connect, as far as its messages tell.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub enum TransportFailure {
     /// The host name does not resolve.

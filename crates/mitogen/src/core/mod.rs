@@ -25,6 +25,7 @@ pub mod log;
 pub mod message;
 pub(crate) mod payload;
 pub mod remote;
+pub(crate) mod route_control;
 pub(crate) mod router;
 pub(crate) mod secret;
 pub(crate) mod select;

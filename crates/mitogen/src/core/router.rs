@@ -78,6 +78,9 @@ pub(crate) struct RouterInner {
     pub(crate) binaries: crate::master::binary::Binaries,
     /// Bytes of the program uploaded by first stages so far.
     pub(crate) uploaded: std::sync::atomic::AtomicU64,
+    /// The parent of every context below us that we know of (the master's
+    /// picture of the tree; direct children are absent, their parent is us).
+    parents: Mutex<HashMap<ContextId, ContextId>>,
     /// Contexts this router started, for shutdown.
     children: Mutex<Vec<crate::core::context::Context>>,
 }
@@ -110,6 +113,7 @@ impl RouterInner {
             binaries: Default::default(),
             uploaded: Default::default(),
             children: Mutex::new(Vec::new()),
+            parents: Mutex::new(HashMap::new()),
         });
         inner.broker.start(poll, inner.clone())?;
         Ok(inner)
@@ -382,20 +386,81 @@ impl RouterInner {
 
     /// Called by the broker when `stream` has disconnected.
     pub(crate) fn on_disconnect(self: Arc<Self>, stream: &Arc<Stream>) {
-        let mut gone = Vec::new();
-        self.routes
-            .write()
+        let gone: Vec<ContextId> = self
+            .routes
+            .read()
             .unwrap_or_else(|e| e.into_inner())
-            .retain(|id, s| {
-                if Arc::ptr_eq(s, stream) {
-                    gone.push(*id);
-                    false
-                } else {
-                    true
-                }
-            });
+            .iter()
+            .filter(|(_, s)| Arc::ptr_eq(s, stream))
+            .map(|(id, _)| *id)
+            .collect();
         tracing::debug!(stream = %stream.name(), contexts = ?gone, "stream disconnected");
-        for id in &gone {
+        // Ancestors above us route to these contexts through us: tell them.
+        self.forget_routes(&gone, !stream.is_parent);
+        if stream.is_parent {
+            let hook = self
+                .parent_lost
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take();
+            if let Some(f) = hook {
+                f();
+            }
+        }
+    }
+
+    /// True when messages to `id` leave on the same stream as messages to `via`.
+    pub(crate) fn routes_alike(&self, id: ContextId, via: ContextId) -> bool {
+        let routes = self.routes.read().unwrap_or_else(|e| e.into_inner());
+        match (routes.get(&id), routes.get(&via)) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
+
+    /// Records that `id` was started by `parent`.
+    pub(crate) fn set_parent_of(&self, id: ContextId, parent: ContextId) {
+        self.parents
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, parent);
+    }
+
+    /// The parent of `id` (this router's own id for a direct child), if known.
+    pub(crate) fn parent_of(&self, id: ContextId) -> Option<ContextId> {
+        if id == self.id {
+            return None;
+        }
+        let parents = self.parents.lock().unwrap_or_else(|e| e.into_inner());
+        Some(parents.get(&id).copied().unwrap_or(self.id))
+    }
+
+    /// The stream messages to `id` leave on, if `id` is below us.
+    pub(crate) fn route_to(&self, id: ContextId) -> Option<Arc<Stream>> {
+        self.routes
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&id)
+            .cloned()
+    }
+
+    /// Drops the routes to `gone`: every waiter on them fails at once, their
+    /// disconnect latches close, and (with `tell_parent`) our parent hears of it
+    /// so the whole path up to the master forgets them too.
+    pub(crate) fn forget_routes(&self, gone: &[ContextId], tell_parent: bool) {
+        if gone.is_empty() {
+            return;
+        }
+        {
+            let mut routes = self.routes.write().unwrap_or_else(|e| e.into_inner());
+            for id in gone {
+                routes.remove(id);
+            }
+        }
+        if tell_parent && self.parent.is_some() {
+            super::route_control::send_del_route(self, gone);
+        }
+        for id in gone {
             self.disconnect_latch(*id).close("disconnected");
         }
         let mut dead = Vec::new();
@@ -413,16 +478,6 @@ impl RouterInner {
                     l.put(msg);
                 }
                 Sink::Func(f) => f(msg),
-            }
-        }
-        if stream.is_parent {
-            let hook = self
-                .parent_lost
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .take();
-            if let Some(f) = hook {
-                f();
             }
         }
     }

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use crate::core::context::Context;
 use crate::core::error::{Error, Result};
+use crate::core::message::ContextId;
 use crate::core::router::RouterInner;
 
 /// Default time allowed for a context to start and greet.
@@ -22,7 +23,7 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// let ctx = router.local_with(Local::new().name("worker-1").env("RUST_BACKTRACE", "1"))?;
 /// # Ok(()) }
 /// ```
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct Local {
     name: Option<String>,
     program: Option<PathBuf>,
@@ -60,7 +61,19 @@ impl Local {
         self
     }
 
-    pub(crate) fn connect(self, router: &Arc<RouterInner>) -> Result<Context> {
+    pub(crate) fn name_ref(&self) -> Option<&str> {
+        self.name.as_deref()
+    }
+
+    pub(crate) fn timeout(&self) -> Duration {
+        self.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT)
+    }
+
+    pub(crate) fn connect(
+        self,
+        router: &Arc<RouterInner>,
+        id: Option<ContextId>,
+    ) -> Result<Context> {
         static SEQ: AtomicU32 = AtomicU32::new(1);
         let program = match self.program {
             Some(p) => p,
@@ -84,6 +97,7 @@ impl Local {
                 name: &name,
                 timeout: self.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT),
                 stage: None,
+                id,
                 classify: &|_| crate::TransportFailure::Other,
                 prompt: None,
             },

@@ -3,6 +3,88 @@
 //! `local` starts the program itself; `ssh` runs the first stage through the
 //! system ssh client. `sudo`, `su`, `doas` and the container methods build on
 //! the same bootstrap in [`crate::parent`].
+//!
+//! Every method's options are a plain serializable value, so a context can be
+//! asked to start a child of its own with them ([`Method`], used by
+//! [`Router::connect_via`](crate::Router::connect_via)).
 
 pub mod local;
 pub mod ssh;
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::core::context::Context;
+use crate::core::error::Result;
+use crate::core::message::ContextId;
+use crate::core::router::RouterInner;
+
+/// Any connection method with its options.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum Method {
+    /// A new process of the program on the same machine.
+    Local(local::Local),
+    /// A process on another host, over ssh.
+    Ssh(ssh::Ssh),
+}
+
+impl From<local::Local> for Method {
+    fn from(l: local::Local) -> Method {
+        Method::Local(l)
+    }
+}
+
+impl From<ssh::Ssh> for Method {
+    fn from(s: ssh::Ssh) -> Method {
+        Method::Ssh(s)
+    }
+}
+
+impl Method {
+    /// Names the context to be started.
+    pub fn named(self, name: impl Into<String>) -> Method {
+        match self {
+            Method::Local(l) => Method::Local(l.name(name)),
+            Method::Ssh(s) => Method::Ssh(s.name(name)),
+        }
+    }
+
+    /// The name given with [`named`](Self::named) or the method's own builder.
+    pub fn name(&self) -> Option<&str> {
+        match self {
+            Method::Local(l) => l.name_ref(),
+            Method::Ssh(s) => s.name_ref(),
+        }
+    }
+
+    /// A name for the hop when none was given (`local`, the host name, …).
+    pub fn default_name(&self) -> String {
+        match self {
+            Method::Local(_) => "local".to_owned(),
+            Method::Ssh(s) => s.default_name(),
+        }
+    }
+
+    /// Time allowed for the context to start.
+    pub fn connect_timeout(&self) -> std::time::Duration {
+        match self {
+            Method::Local(l) => l.timeout(),
+            Method::Ssh(s) => s.timeout(),
+        }
+    }
+
+    /// Starts the context from this process, with the id the master chose
+    /// (`None`: this router picks one).
+    pub(crate) fn connect(
+        self,
+        router: &Arc<RouterInner>,
+        id: Option<ContextId>,
+    ) -> Result<Context> {
+        match self {
+            Method::Local(l) => l.connect(router, id),
+            Method::Ssh(s) => s.connect(router, id),
+        }
+    }
+}

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use crate::core::context::Context;
 use crate::core::error::{Result, TransportFailure};
+use crate::core::message::ContextId;
 use crate::core::router::RouterInner;
 use crate::core::secret::Secret;
 use crate::parent::first_stage::{self, Compression};
@@ -19,7 +20,7 @@ use crate::parent::prompt::PromptStyle;
 use crate::parent::PromptSpec;
 
 /// What to do about the remote's host key.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum HostKeyPolicy {
     /// Whatever the user's ssh configuration says (ssh's default refuses
     /// unknown keys when it cannot ask).
@@ -42,7 +43,7 @@ pub enum HostKeyPolicy {
 /// let web = router.ssh(Ssh::new("web1").user("deploy").port(2222))?;
 /// # Ok(()) }
 /// ```
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct Ssh {
     host: String,
     user: Option<String>,
@@ -171,7 +172,15 @@ impl Ssh {
         self
     }
 
-    fn default_name(&self) -> String {
+    pub(crate) fn name_ref(&self) -> Option<&str> {
+        self.name.as_deref()
+    }
+
+    pub(crate) fn timeout(&self) -> Duration {
+        self.connect_timeout
+    }
+
+    pub(crate) fn default_name(&self) -> String {
         let mut n = String::new();
         if let Some(u) = &self.user {
             n.push_str(u);
@@ -240,7 +249,11 @@ impl Ssh {
         cmd
     }
 
-    pub(crate) fn connect(self, router: &Arc<RouterInner>) -> Result<Context> {
+    pub(crate) fn connect(
+        self,
+        router: &Arc<RouterInner>,
+        id: Option<ContextId>,
+    ) -> Result<Context> {
         let hash = router.binaries.own()?.hash.clone();
         let name = self.name.clone().unwrap_or_else(|| self.default_name());
         let build = |force: bool| self.command(&first_stage::command_line(&hash, force));
@@ -251,6 +264,7 @@ impl Ssh {
                 name: &name,
                 timeout: self.connect_timeout,
                 stage: Some(self.upload),
+                id,
                 classify: &|stderr: &str| match classify(stderr) {
                     TransportFailure::AuthenticationFailed
                         if self.password.is_none() && stderr.contains("password") =>

@@ -76,7 +76,7 @@ pub fn command_line(hash: &str, force: bool) -> String {
 }
 
 /// How to upload, when the stage asks.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub enum Compression {
     /// gzip when the remote has `gzip`.
     #[default]

@@ -10,6 +10,7 @@ pub mod first_stage;
 pub(crate) mod prompt;
 pub(crate) mod pty;
 pub(crate) mod spawn;
+pub mod via;
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::process::Command;
@@ -54,6 +55,9 @@ pub(crate) struct Launch<'a> {
     pub stage: Option<Compression>,
     /// Classifies the transport's stderr on failure (e.g. ssh's messages).
     pub classify: &'a dyn Fn(&str) -> TransportFailure,
+    /// The new context's id, when the master chose it (a context started by an
+    /// intermediate); otherwise this router allocates one.
+    pub id: Option<crate::core::message::ContextId>,
     /// `Some` when the transport may prompt for a password on its terminal.
     pub prompt: Option<PromptSpec>,
 }
@@ -145,7 +149,7 @@ fn attempt(
     deadline: Instant,
 ) -> Result<Context, Failed> {
     let name = launch.name;
-    let id = router.alloc_context_id();
+    let id = launch.id.unwrap_or_else(|| router.alloc_context_id());
     let mut cmd = (launch.command)(force);
     if launch.stage.is_none() {
         cmd.env(CHILD_ENV, "1")
