@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
-"""Benchmark Python Mitogen local contexts, as a baseline for `mitogen bench`.
+"""Benchmark Python Mitogen contexts, as a baseline for `mitogen bench`.
 
 Run with the interpreter printed by setup_venv.sh:
 
     PY=$(benches/python/setup_venv.sh | tail -n1)
     "$PY" benches/python/bench_mitogen.py [--quick] [--reps N] [--mib N] [--via N]
+    "$PY" benches/python/bench_mitogen.py --ssh HOST [--ssh-port N] [--ssh-user U]
+        [--identity FILE] [--ssh-option OPT]... [--quick] [--mib N]
 
 Prints one JSON object on stdout with the same keys and definitions as
 `mitogen bench --json` (every figure is a median over repetitions):
@@ -18,6 +20,20 @@ Prints one JSON object on stdout with the same keys and definitions as
 
 With --via N every figure is taken against a context reached through a chain
 of N intermediate local contexts instead of a direct child.
+
+With --ssh HOST the measured contexts are made with `router.ssh()` (host keys
+ignored, no compression, as `mitogen bench` over ssh), and two keys are added,
+measured with the same ssh options in the same run:
+
+    ssh_floor_ms           `ssh HOST true`, one sample before each timed connect
+    cat_mib_s              MiB/s `ssh HOST 'cat > /dev/null'` takes in (--mib
+                           MiB, timed from the remote shell's first output until
+                           ssh exits), one run after each throughput run
+    pull_mib_s             the same from the remote to the master (`dd` of
+                           /dev/zero), the streaming benchmark's direction
+
+Python Mitogen has no remote cache (it sends its modules on every connection),
+so there is no cold/warm distinction and no connect_cold_ms.
 
 The functions called remotely live in this file: the children import it as
 `__main__`, which Mitogen serves with everything below the
@@ -83,26 +99,155 @@ def shutdown(context):
     context.shutdown().get(timeout=SHUTDOWN_TIMEOUT)
 
 
-def connect(router, chain):
+def connect(router, chain, ssh=None):
     via = chain[-1] if chain else None
+    if ssh is not None:
+        return router.ssh(via=via, connect_timeout=CONNECT_TIMEOUT, **ssh.kwargs())
     return router.local(via=via, connect_timeout=CONNECT_TIMEOUT)
 
 
-def measure_connect_ms(router, chain, reps):
+class SshFloor(object):
+    """Plain ssh to the benchmarked host, with the options Python Mitogen's
+    ssh method gives ssh (mitogen/ssh.py, get_boot_command), so that it
+    differs from a mitogen connection only in the remote command."""
+
+    def __init__(self, args):
+        self.host = args.ssh
+        self.port = args.ssh_port
+        self.user = args.ssh_user
+        self.identity = args.identity
+        self.options = list(args.ssh_option or [])
+
+    def kwargs(self):
+        ssh_args = []
+        for opt in self.options:
+            ssh_args += ['-o', opt]
+        return dict(hostname=self.host, port=self.port, username=self.user,
+                    identity_file=self.identity, check_host_keys='ignore',
+                    ssh_args=ssh_args, compression=False)
+
+    def argv(self, remote):
+        bits = ['ssh', '-o', 'LogLevel ERROR']
+        if self.user:
+            bits += ['-l', self.user]
+        if self.port is not None:
+            bits += ['-p', str(self.port)]
+        if self.identity:
+            bits += ['-o', 'IdentitiesOnly yes', '-i', self.identity]
+        bits += ['-o', 'ServerAliveInterval 15', '-o', 'ServerAliveCountMax 3',
+                 '-o', 'BatchMode yes',
+                 '-o', 'StrictHostKeyChecking no',
+                 '-o', 'UserKnownHostsFile /dev/null',
+                 '-o', 'GlobalKnownHostsFile /dev/null']
+        for opt in self.options:
+            bits += ['-o', opt]
+        return bits + [self.host, remote]
+
+    def true_ms(self):
+        import subprocess
+        t0 = time.perf_counter()
+        subprocess.run(self.argv('true'), stdin=subprocess.DEVNULL,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                       timeout=CONNECT_TIMEOUT + CALL_TIMEOUT, check=True)
+        return (time.perf_counter() - t0) * 1e3
+
+    def cat_mib_s(self, total_mib):
+        """MiB/s `ssh HOST 'cat > /dev/null'` takes in (master -> remote)."""
+        chunk = b'\0' * MIB
+
+        def feed(proc):
+            for _ in range(total_mib):
+                proc.stdin.write(chunk)
+        return self.transfer('echo ready && exec cat > /dev/null', total_mib, feed)
+
+    def pull_mib_s(self, total_mib):
+        """MiB/s plain ssh delivers from the remote to the master: the
+        direction of the streaming benchmark."""
+        def drain(proc):
+            received = 0
+            while True:
+                got = proc.stdout.read(MIB)
+                if not got:
+                    break
+                received += len(got)
+            if received != total_mib * MIB:
+                raise RuntimeError('received %d bytes, expected %d'
+                                   % (received, total_mib * MIB))
+        remote = ('echo ready && exec dd if=/dev/zero bs=%d count=%d 2>/dev/null'
+                  % (MIB, total_mib))
+        return self.transfer(remote, total_mib, drain)
+
+    def transfer(self, remote, total_mib, work):
+        """Runs `remote`, which prints 'ready' and then moves the bytes that
+        `work(proc)` feeds or drains; MiB/s from 'ready' until ssh exits."""
+        import subprocess
+        import threading
+        proc = subprocess.Popen(self.argv(remote), stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                bufsize=0)
+        started = []
+        failed = []
+
+        # A thread does the work so that the main thread can enforce a
+        # deadline: killing a wedged ssh unblocks the thread.
+        def run():
+            try:
+                ready = b''
+                while len(ready) < 6:
+                    got = proc.stdout.read(6 - len(ready))
+                    if not got:
+                        raise RuntimeError('ssh ended before the transfer')
+                    ready += got
+                if ready != b'ready\n':
+                    raise RuntimeError('unexpected output %r' % ready)
+                started.append(time.perf_counter())
+                work(proc)
+            except Exception as e:
+                failed.append(e)
+            finally:
+                # Closing stdin is what lets `cat` (and then ssh) finish.
+                try:
+                    proc.stdin.close()
+                except OSError:
+                    pass
+        worker = threading.Thread(target=run, daemon=True)
+        worker.start()
+        try:
+            status = proc.wait(timeout=CONNECT_TIMEOUT + 4 * CHUNK_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            raise RuntimeError('ssh %r did not finish in time; killed it' % remote)
+        ended = time.perf_counter()
+        worker.join(CALL_TIMEOUT)
+        if failed:
+            raise failed[0]
+        if status != 0 or not started:
+            raise RuntimeError('ssh %r failed with status %s' % (remote, status))
+        return total_mib / (ended - started[0])
+
+
+def measure_connect_ms(router, chain, reps, ssh=None):
+    """Median connect time, and the median ssh floor when over ssh."""
     # A first context primes the master: module source caches, importer
     # state and the broker are all warm before timing starts.
-    warm = connect(router, chain)
+    warm = connect(router, chain, ssh)
     call(warm, noop)
     shutdown(warm)
 
     samples = []
+    floors = []
     for _ in range(reps):
+        if ssh is not None:
+            # Interleaved, so that drift affects ssh alone and mitogen over
+            # ssh alike.
+            floors.append(ssh.true_ms())
         t0 = time.perf_counter()
-        context = connect(router, chain)
+        context = connect(router, chain, ssh)
         call(context, noop)
         samples.append((time.perf_counter() - t0) * 1e3)
         shutdown(context)
-    return median(samples)
+    return median(samples), (median(floors) if floors else None)
 
 
 def measure_rtt_us(context, calls, warmup):
@@ -129,8 +274,11 @@ def measure_pipelined(context, calls, runs):
     return median(rates)
 
 
-def measure_throughput(router, context, total_mib, runs):
+def measure_throughput(router, context, total_mib, runs, ssh=None):
+    """Median streaming rate, and the median ssh cat rate when over ssh."""
     rates = []
+    cat = []
+    pull = []
     for _ in range(runs):
         receiver = mitogen.core.Receiver(router)
         try:
@@ -151,18 +299,23 @@ def measure_throughput(router, context, total_mib, runs):
             raise RuntimeError('received %d bytes, expected %d'
                                % (received, total_mib * MIB))
         rates.append(total_mib / elapsed)
-    return median(rates)
+        if ssh is not None:
+            cat.append(ssh.cat_mib_s(total_mib))
+            pull.append(ssh.pull_mib_s(total_mib))
+    return (median(rates), (median(cat) if cat else None),
+            (median(pull) if pull else None))
 
 
 def run(router, args):
+    ssh = SshFloor(args) if args.ssh else None
     chain = []
     try:
         for _ in range(args.via):
             chain.append(connect(router, chain))
 
-        connect_ms = measure_connect_ms(router, chain, args.reps)
+        connect_ms, floor_ms = measure_connect_ms(router, chain, args.reps, ssh)
 
-        context = connect(router, chain)
+        context = connect(router, chain, ssh)
         try:
             rtt_us = measure_rtt_us(context, args.calls, args.warmup)
             pipelined = measure_pipelined(context, args.pipeline,
@@ -170,8 +323,8 @@ def run(router, args):
             # Taken before streaming so it reflects a context that has served
             # calls, not one still holding freed megabyte buffers.
             rss_kib = call(context, vm_rss_kib)
-            throughput = measure_throughput(router, context, args.mib,
-                                            args.throughput_runs)
+            throughput, cat, pull = measure_throughput(router, context, args.mib,
+                                                 args.throughput_runs, ssh)
         finally:
             shutdown(context)
     finally:
@@ -180,13 +333,18 @@ def run(router, args):
         for hop in reversed(chain):
             shutdown(hop)
 
-    return {
+    result = {
         'connect_ms': round(connect_ms, 3),
         'rtt_us': round(rtt_us, 2),
         'pipelined_calls_per_s': round(pipelined, 1),
         'throughput_mib_s': round(throughput, 1),
         'child_rss_kib': rss_kib,
     }
+    if ssh is not None:
+        result['ssh_floor_ms'] = round(floor_ms, 3)
+        result['cat_mib_s'] = round(cat, 1)
+        result['pull_mib_s'] = round(pull, 1)
+    return result
 
 
 def parse_args():
@@ -201,6 +359,13 @@ def parse_args():
     parser.add_argument('--via', type=int, default=0,
                         help='intermediate local contexts between master '
                              'and the measured context (default 0)')
+    parser.add_argument('--ssh', metavar='HOST',
+                        help='measure ssh contexts on HOST instead of local ones')
+    parser.add_argument('--ssh-port', type=int, metavar='N', help='ssh port')
+    parser.add_argument('--ssh-user', metavar='U', help='ssh login user')
+    parser.add_argument('--identity', metavar='FILE', help='ssh private key')
+    parser.add_argument('--ssh-option', action='append', metavar='OPT',
+                        help='ssh option (ssh -o OPT), repeatable')
     parser.add_argument('--timeout', type=float, default=900.0,
                         help='abort the whole run after this many seconds')
     args = parser.parse_args()
@@ -216,6 +381,11 @@ def parse_args():
             setattr(args, key, value)
     if args.reps < 1 or args.mib < 1 or args.via < 0:
         parser.error('--reps and --mib must be >= 1, --via >= 0')
+    if args.ssh and args.via:
+        parser.error('--ssh and --via cannot be combined')
+    if not args.ssh and (args.ssh_port or args.ssh_user or args.identity
+                         or args.ssh_option):
+        parser.error('ssh options need --ssh HOST')
     return args
 
 

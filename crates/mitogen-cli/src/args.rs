@@ -38,8 +38,10 @@ already in the remote cache, and these keys are added (same ssh options):
   connect_cold_ms        connect_ms with the remote cache emptied before each
                          sample (with `ssh HOST rm -rf ...`, untimed)
   ssh_floor_ms           `ssh HOST true`, interleaved with the connect samples
-  cat_mib_s              MiB/s that `ssh HOST 'cat > /dev/null'` moves (--mib
+  cat_mib_s              MiB/s that `ssh HOST 'cat > /dev/null'` takes in (--mib
                          MiB, timed from the remote shell's start to ssh's exit)
+  pull_mib_s             the same from the remote to the master (`dd` of
+                         /dev/zero), the streaming benchmark's direction
 
 Exit status: 0 measured, 2 usage error, 3 the target failed.";
 

@@ -43,10 +43,14 @@ pub struct BenchReport {
     pub pipelined_calls_per_s: f64,
     /// MiB per second streamed child to master in 1 MiB chunks.
     pub throughput_mib_s: f64,
-    /// MiB per second `ssh HOST 'cat > /dev/null'` takes in, same MiB,
-    /// interleaved with the throughput runs.
+    /// MiB per second `ssh HOST 'cat > /dev/null'` takes in (master to
+    /// remote), same MiB, interleaved with the throughput runs.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cat_mib_s: Option<f64>,
+    /// MiB per second plain ssh delivers from the remote to the master (the
+    /// streaming benchmark's direction), interleaved likewise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pull_mib_s: Option<f64>,
     /// The child's VmRSS in KiB after the rtt and pipelined calls, before
     /// streaming.
     pub child_rss_kib: u64,
@@ -233,22 +237,35 @@ fn throughput_sample(ctx: &Context, mib: u32) -> anyhow::Result<f64> {
     Ok(f64::from(mib) / elapsed)
 }
 
-/// Median streaming rate, and for ssh targets the median `ssh cat` rate of
-/// the same amount, one run of each alternately.
+/// The streaming figures: ours always; plain ssh's for ssh targets.
+struct ThroughputFigures {
+    ours: f64,
+    cat: Option<f64>,
+    pull: Option<f64>,
+}
+
+/// Median streaming rate, and for ssh targets the median rates of plain ssh
+/// moving the same amount each way, one run of each alternately.
 fn measure_throughput(
     ctx: &Context,
     floor: Option<&SshFloor>,
     mib: u32,
     runs: usize,
-) -> anyhow::Result<(f64, Option<f64>)> {
-    let (mut ours, mut cat) = (Vec::with_capacity(runs), Vec::with_capacity(runs));
+) -> anyhow::Result<ThroughputFigures> {
+    let (mut ours, mut cat, mut pull) = (vec![], vec![], vec![]);
     for _ in 0..runs {
         ours.push(throughput_sample(ctx, mib)?);
         if let Some(floor) = floor {
             cat.push(floor.cat_mib_s(mib).context("timing ssh cat")?);
+            pull.push(floor.pull_mib_s(mib).context("timing ssh dd")?);
         }
     }
-    Ok((median(ours), (!cat.is_empty()).then(|| median(cat))))
+    let opt_median = |v: Vec<f64>| (!v.is_empty()).then(|| median(v));
+    Ok(ThroughputFigures {
+        ours: median(ours),
+        cat: opt_median(cat),
+        pull: opt_median(pull),
+    })
 }
 
 /// Runs every measurement against `args.target`.
@@ -268,16 +285,16 @@ pub fn run(router: &Router, args: &BenchArgs) -> anyhow::Result<BenchReport> {
         let rss = ctx
             .call_timeout(rss_kib, (), CALL_TIMEOUT)
             .context("reading the child's VmRSS")?;
-        let (throughput, cat) =
-            measure_throughput(&ctx, floor.as_ref(), plan.mib, plan.throughput_runs)?;
+        let throughput = measure_throughput(&ctx, floor.as_ref(), plan.mib, plan.throughput_runs)?;
         Ok::<_, anyhow::Error>(BenchReport {
             connect_ms: round(connect_figures.warm_ms, 3),
             connect_cold_ms: connect_figures.cold_ms.map(|v| round(v, 3)),
             ssh_floor_ms: connect_figures.floor_ms.map(|v| round(v, 3)),
             rtt_us: round(rtt_us, 2),
             pipelined_calls_per_s: round(pipelined, 1),
-            throughput_mib_s: round(throughput, 1),
-            cat_mib_s: cat.map(|v| round(v, 1)),
+            throughput_mib_s: round(throughput.ours, 1),
+            cat_mib_s: throughput.cat.map(|v| round(v, 1)),
+            pull_mib_s: throughput.pull.map(|v| round(v, 1)),
             child_rss_kib: rss,
         })
     })();

@@ -7,7 +7,7 @@
 
 use std::io::{Read, Write};
 use std::path::PathBuf;
-use std::process::{Child, ChildStderr, Command, ExitStatus, Stdio};
+use std::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command, ExitStatus, Stdio};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -23,7 +23,10 @@ const POLL: Duration = Duration::from_micros(100);
 /// Time allowed past the connect timeout for a short remote command.
 const COMMAND_GRACE: Duration = Duration::from_secs(30);
 
-/// Time allowed past the connect timeout for `cat` to take the streamed bytes.
+/// Bytes per chunk of the transfers: the streaming benchmark's chunk size.
+const MIB: usize = 1 << 20;
+
+/// Time allowed past the connect timeout for a transfer of the streamed bytes.
 const STREAM_GRACE: Duration = Duration::from_secs(120);
 
 /// Empties every cache directory the first stage may use
@@ -141,7 +144,44 @@ impl SshFloor {
     /// written in 1 MiB chunks, timed from the remote shell's first output
     /// (so not the login) until ssh has exited (so every byte has arrived).
     pub fn cat_mib_s(&self, mib: u32) -> anyhow::Result<f64> {
-        let remote = "echo ready && exec cat > /dev/null";
+        self.transfer(
+            "echo ready && exec cat > /dev/null",
+            mib,
+            move |stdin, _| {
+                let chunk = vec![0u8; MIB];
+                for _ in 0..mib {
+                    stdin.write_all(&chunk)?;
+                }
+                Ok(())
+            },
+        )
+    }
+
+    /// MiB per second that `ssh HOST 'dd if=/dev/zero bs=1M count=N'`
+    /// delivers to the master: the direction of the streaming benchmark
+    /// (remote to master), timed as [`cat_mib_s`](Self::cat_mib_s).
+    pub fn pull_mib_s(&self, mib: u32) -> anyhow::Result<f64> {
+        let remote = format!("echo ready && exec dd if=/dev/zero bs={MIB} count={mib} 2>/dev/null");
+        self.transfer(&remote, mib, move |_, stdout| {
+            let expected = u64::from(mib) * MIB as u64;
+            let got = std::io::copy(stdout, &mut std::io::sink())?;
+            if got != expected {
+                return Err(std::io::Error::other(format!(
+                    "received {got} bytes, expected {expected}"
+                )));
+            }
+            Ok(())
+        })
+    }
+
+    /// Runs `remote`, which prints [`READY`] and then moves `mib` MiB;
+    /// `work` feeds or drains ssh on a thread (so that this one can enforce
+    /// the deadline: killing a wedged ssh unblocks it). Returns MiB/s from
+    /// READY to ssh's exit.
+    fn transfer<F>(&self, remote: &str, mib: u32, work: F) -> anyhow::Result<f64>
+    where
+        F: FnOnce(&mut ChildStdin, &mut ChildStdout) -> std::io::Result<()> + Send + 'static,
+    {
         let mut child = self
             .command(remote)
             .stdin(Stdio::piped())
@@ -150,33 +190,27 @@ impl SshFloor {
             .spawn()
             .context("starting ssh")?;
         let stderr = collect(child.stderr.take());
-        let (mut stdin, mut stdout) = (child.stdin.take(), child.stdout.take());
-        // A thread feeds ssh so that this one can enforce the deadline: if
-        // ssh wedges, killing it unblocks the feeder with EPIPE.
-        let feeder = std::thread::spawn(move || -> std::io::Result<Instant> {
+        let mut stdin = child.stdin.take().expect("piped stdin");
+        let mut stdout = child.stdout.take().expect("piped stdout");
+        let worker = std::thread::spawn(move || -> std::io::Result<Instant> {
             let mut ready = [0u8; READY.len()];
-            stdout
-                .as_mut()
-                .expect("piped stdout")
-                .read_exact(&mut ready)?;
+            stdout.read_exact(&mut ready)?;
             if ready != READY {
-                return Err(std::io::Error::other("unexpected output before cat"));
+                return Err(std::io::Error::other(
+                    "unexpected output before the transfer",
+                ));
             }
-            let chunk = vec![0u8; 1 << 20];
             let t0 = Instant::now();
-            let mut w = stdin.take().expect("piped stdin");
-            for _ in 0..mib {
-                w.write_all(&chunk)?;
-            }
+            work(&mut stdin, &mut stdout)?;
             // Closing stdin is what lets `cat` (and then ssh) finish.
-            drop(w);
+            drop(stdin);
             Ok(t0)
         });
         let deadline = Instant::now() + self.connect_timeout + STREAM_GRACE;
         let (status, ended) = wait_until(&mut child, deadline)?;
-        let t0 = feeder.join().expect("feeder thread panicked");
+        let t0 = worker.join().expect("transfer thread panicked");
         check(status, stderr, remote)?;
-        let t0 = t0.context("feeding ssh")?;
+        let t0 = t0.with_context(|| format!("moving bytes through ssh {remote:?}"))?;
         Ok(f64::from(mib) / (ended - t0).as_secs_f64())
     }
 }

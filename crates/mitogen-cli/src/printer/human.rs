@@ -114,6 +114,9 @@ impl<O: Write, E: Write> Printer for HumanPrinter<O, E> {
         if let Some(v) = r.cat_mib_s {
             rows.push(("cat_mib_s", mib_s(v), "plain `ssh HOST 'cat > /dev/null'`"));
         }
+        if let Some(v) = r.pull_mib_s {
+            rows.push(("pull_mib_s", mib_s(v), "plain ssh, remote to master"));
+        }
         rows.push((
             "child_rss_kib",
             format!("{} KiB", r.child_rss_kib),
