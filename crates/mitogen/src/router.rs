@@ -106,6 +106,7 @@ fn hop_method(hop: &Hop, options: &ConnectOptions) -> std::result::Result<Method
 #[derive(Clone, Debug)]
 pub struct RouterBuilder {
     max_message_size: usize,
+    allow_lateral: bool,
     binaries: Vec<(String, std::path::PathBuf)>,
 }
 
@@ -113,6 +114,7 @@ impl Default for RouterBuilder {
     fn default() -> Self {
         RouterBuilder {
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+            allow_lateral: false,
             binaries: Vec::new(),
         }
     }
@@ -138,6 +140,15 @@ impl RouterBuilder {
         self
     }
 
+    /// Lets contexts send messages to contexts outside their own subtree (a
+    /// sibling, a cousin). Off by default: a child may only message its
+    /// ancestors and its own descendants. Calls and shutdowns still need parent
+    /// authority either way.
+    pub fn allow_lateral_messages(mut self, on: bool) -> Self {
+        self.allow_lateral = on;
+        self
+    }
+
     /// Starts the router's broker thread.
     pub fn build(self) -> Result<Router> {
         let inner = RouterInner::start(
@@ -150,6 +161,7 @@ impl RouterBuilder {
         .map_err(|e| Error::io("starting the broker", e))?;
         inner.install_log_receiver();
         crate::core::route_control::install(&inner);
+        inner.set_allow_lateral(self.allow_lateral);
         for (system, path) in &self.binaries {
             inner.binaries.add(system, path)?;
         }

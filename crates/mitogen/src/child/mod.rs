@@ -165,6 +165,7 @@ fn run() -> std::io::Result<()> {
     // start children of its own (they enter child mode the same way).
     crate::router::ENTERED.store(true, std::sync::atomic::Ordering::Relaxed);
     crate::core::route_control::install(&router);
+    router.set_allow_lateral(config.allow_lateral);
     install_logging(&router, &config);
 
     let calls: Arc<Latch<Message>> = Arc::new(Latch::new());

@@ -81,6 +81,8 @@ pub(crate) struct RouterInner {
     /// The parent of every context below us that we know of (the master's
     /// picture of the tree; direct children are absent, their parent is us).
     parents: Mutex<HashMap<ContextId, ContextId>>,
+    /// Whether children may send to contexts outside their own subtree.
+    allow_lateral: AtomicBool,
     /// Contexts this router started, for shutdown.
     children: Mutex<Vec<crate::core::context::Context>>,
 }
@@ -113,6 +115,7 @@ impl RouterInner {
             binaries: Default::default(),
             uploaded: Default::default(),
             children: Mutex::new(Vec::new()),
+            allow_lateral: AtomicBool::new(false),
             parents: Mutex::new(HashMap::new()),
         });
         inner.broker.start(poll, inner.clone())?;
@@ -309,7 +312,23 @@ impl RouterInner {
             .get(&msg.dst)
             .cloned();
         let stream = match stream {
-            Some(s) => s,
+            Some(s) => {
+                if let Some(f) = from {
+                    if !f.is_parent && !Arc::ptr_eq(f, &s) && !self.allow_lateral() {
+                        // From one subtree into another: a child may talk to its
+                        // ancestors and its own descendants, not its siblings.
+                        tracing::warn!(
+                            src = msg.src,
+                            dst = msg.dst,
+                            handle = msg.handle,
+                            "refused: message from one child's subtree to another's"
+                        );
+                        self.bounce(&msg, "refused: contexts may not message other subtrees");
+                        return;
+                    }
+                }
+                s
+            }
             None => match &self.parent {
                 Some(p) if from.is_none_or(|f| !Arc::ptr_eq(f, p)) => p.clone(),
                 _ => {
@@ -416,6 +435,16 @@ impl RouterInner {
             (Some(a), Some(b)) => Arc::ptr_eq(a, b),
             _ => false,
         }
+    }
+
+    /// Whether messages may cross from one child's subtree into another's.
+    pub(crate) fn allow_lateral(&self) -> bool {
+        self.allow_lateral.load(Ordering::Relaxed)
+    }
+
+    /// Allows (or refuses) messages between subtrees.
+    pub(crate) fn set_allow_lateral(&self, on: bool) {
+        self.allow_lateral.store(on, Ordering::Relaxed);
     }
 
     /// Records that `id` was started by `parent`.

@@ -41,6 +41,8 @@ pub struct ChildConfig {
     pub max_message_size: u64,
     /// Most verbose level forwarded to the master (0 = trace .. 4 = error, 5 = off).
     pub log_level: u8,
+    /// Whether messages may cross between subtrees (the master's choice).
+    pub allow_lateral: bool,
 }
 
 /// Why a blocking bootstrap step failed.

@@ -280,6 +280,7 @@ fn attempt(
         ancestors,
         max_message_size: router.max_message_size as u64,
         log_level: current_max_level(),
+        allow_lateral: router.allow_lateral(),
     };
     let body = match postcard::to_allocvec(&config) {
         Ok(b) => b,
