@@ -13,6 +13,7 @@ mod harness;
 mod leaks;
 mod lifecycle;
 mod logging;
+mod routing;
 mod ssh;
 mod sshd;
 mod util;
@@ -71,6 +72,11 @@ fn main() {
             test!(bad_input::undecodable_channel_body),
             test!(bad_input::undecodable_log_record),
             test!(bad_input::spoofed_source_is_dropped),
+            test!(routing::calls_through_chain),
+            test!(routing::channels_through_chain),
+            test!(routing::shutdown_through_chain),
+            test!(routing::dropping_router_ends_whole_chain),
+            test!(routing::two_chains_side_by_side),
             test!(leaks::connect_call_shutdown_cycles_leak_nothing, 300),
             test!(leaks::abnormal_endings_leak_nothing, 300),
             test!(ssh::connects_as_root_and_as_a_user),
