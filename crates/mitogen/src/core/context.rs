@@ -184,7 +184,7 @@ impl Context {
     }
 
     /// Asks the context to finish its queued calls and exit, waiting up to
-    /// [`DEFAULT_SHUTDOWN_TIMEOUT`]; a local process still running then is killed.
+    /// `DEFAULT_SHUTDOWN_TIMEOUT` (5 s); a local process still running then is killed.
     pub fn shutdown(&self) -> Result<()> {
         self.shutdown_timeout(DEFAULT_SHUTDOWN_TIMEOUT)
     }

@@ -4,7 +4,7 @@
 //! [`LogRecord`] and sends it to the master, where [`emit_remote`] re-emits it as
 //! an event with target `mitogen::remote` and a `context` field naming where it
 //! happened. Lines a child writes to stdout/stderr travel the same way (see
-//! [`IoLogger`](super::io_logger)). Setting `MITOGEN_LOG_DIR` also gives every
+//! the `IoLogger`). Setting `MITOGEN_LOG_DIR` also gives every
 //! process its own log file there, `mitogen.<pid>.log` (the seed's
 //! `PidfulStreamHandler`), for debugging many contexts at once.
 

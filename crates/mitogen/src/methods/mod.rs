@@ -6,7 +6,7 @@
 //!
 //! Every method's options are a plain serializable value, so a context can be
 //! asked to start a child of its own with them ([`Method`], used by
-//! [`Router::connect_via`](crate::Router::connect_via)).
+//! [`Router::start`](crate::Router::start)).
 
 pub mod local;
 pub mod ssh;

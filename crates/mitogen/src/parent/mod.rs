@@ -1,7 +1,7 @@
 //! The parent side of a connection: starting a child and bootstrapping it.
 //!
-//! Every connection method ends up here: it prepares a [`Launch`] (the program
-//! itself for `local`; `ssh … sh -c STAGE` for ssh), and [`connect`] starts it,
+//! Every connection method ends up here: it prepares a `Launch` (the program
+//! itself for `local`; `ssh … sh -c STAGE` for ssh), and `connect` starts it,
 //! runs the first stage when there is one, waits for the child's greeting, sends
 //! its configuration and hands the stream to the broker.
 
@@ -63,12 +63,22 @@ pub(crate) struct Launch<'a> {
 }
 
 /// How a method's transport prompts.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub(crate) struct PromptSpec {
     /// The answer, if the caller gave one.
     pub password: Option<crate::core::secret::Secret>,
     /// What prompts and failures look like.
     pub style: prompt::PromptStyle,
+    /// More prompt endings, given by the caller (e.g. a localised `su`).
+    pub extra_prompts: Vec<String>,
+    /// More failure phrases, given by the caller; checked before the style's.
+    pub extra_failures: Vec<(String, TransportFailure)>,
+    /// The transport reads its password from stdin, which must be a terminal
+    /// (su): the child gets a full pty, in raw mode, as stdin, stdout and
+    /// stderr, and the stream runs over it (the seed's `tty_create_child`).
+    /// Otherwise the pty is only its controlling terminal and the stream runs
+    /// over a socketpair (`hybrid_tty_create_child`).
+    pub full_pty: bool,
 }
 
 /// Runs `f` on the broker thread and returns its result. Children are started
@@ -156,36 +166,53 @@ fn attempt(
             .env(PARENT_PID_ENV, std::process::id().to_string());
     }
     let capture = launch.stage.is_some();
+    let cmd_program = cmd.get_program().to_owned();
     let mut prompter = None;
+    let mut full_pty = None;
     if let Some(spec) = &launch.prompt {
+        let pty_error = |e| Failed {
+            error: Error::io("opening a pty for the password prompt", e),
+            retry: false,
+        };
         let (master, s) = pty::open_pty()
             .and_then(|(m, s)| pty::attach(&mut cmd, &s).map(|()| (m, s)))
-            .map_err(|e| Failed {
-                error: Error::io("opening a pty for the password prompt", e),
-                retry: false,
-            })?;
-        prompter = Some(prompt::Prompter::new(
-            master,
-            s,
-            spec.password.clone(),
-            spec.style,
-        ));
+            .map_err(pty_error)?;
+        if spec.full_pty {
+            pty::make_raw(&s).map_err(pty_error)?;
+            let writer = master.try_clone().map_err(pty_error)?;
+            prompter = Some(prompt::Prompter::new(writer, None, spec, true));
+            full_pty = Some((master, s));
+        } else {
+            prompter = Some(prompt::Prompter::new(master, Some(s), spec, false));
+        }
     }
-    let spawned =
-        on_broker(router, deadline, move || create_child(cmd, capture)).map_err(|error| {
-            Failed {
-                error,
-                retry: false,
-            }
-        })?;
+    let spawned = on_broker(router, deadline, move || match full_pty {
+        Some((master, slave)) => spawn::create_child_on_pty(cmd, master, slave),
+        None => create_child(cmd, capture),
+    })
+    .map_err(|error| Failed {
+        error,
+        retry: false,
+    })?;
     let Spawned {
         mut child,
         fd,
         stderr,
     } = spawned.map_err(|e| Failed {
-        error: Error::Connect {
-            context: name.to_owned(),
-            reason: format!("cannot start the program: {e}"),
+        // A transport's program (ssh, sudo, …) that is missing is a typed
+        // error; a missing program of our own stays a plain one.
+        error: if launch.stage.is_some() && e.kind() == std::io::ErrorKind::NotFound {
+            Error::Transport {
+                context: name.to_owned(),
+                kind: TransportFailure::NotInstalled,
+                detail: format!("cannot start {:?}: {e}", cmd_program),
+                stderr: String::new(),
+            }
+        } else {
+            Error::Connect {
+                context: name.to_owned(),
+                reason: format!("cannot start the program: {e}"),
+            }
         },
         retry: false,
     })?;
@@ -195,7 +222,11 @@ fn attempt(
         |why: String, noise: &[u8], retry: bool, refused: Option<TransportFailure>| -> Failed {
             let _ = child.kill();
             let status = child.wait().ok();
-            let errors = drain(&stderr);
+            // On a full pty the transport's messages are in the stream itself.
+            let errors = match (&stderr, launch.stage) {
+                (None, Some(_)) => String::from_utf8_lossy(noise).into_owned(),
+                _ => drain(&stderr),
+            };
             let mut detail = why.clone();
             if let Some(s) = status {
                 detail.push_str(&format!(" (transport {s})"));
@@ -344,7 +375,7 @@ fn attempt(
             pid,
             pidfd,
             exit,
-            _pty: prompter.map(prompt::Prompter::into_master),
+            _pty: prompter.and_then(prompt::Prompter::into_master),
         })),
     ))
 }
