@@ -130,6 +130,15 @@ pub enum TransportFailure {
     HostKeyUnknown,
     /// The remote has no usable POSIX shell.
     NoShell,
+    /// The switch-user tool's policy refuses this user the switch (not in the
+    /// sudoers file, no `permit` rule in `doas.conf`, or a policy that demands
+    /// a terminal); a password would not help.
+    PolicyRefused,
+    /// The user to switch to does not exist.
+    NoSuchUser,
+    /// The transport's program (ssh, sudo, su, doas) is not installed or not
+    /// at the path given.
+    NotInstalled,
     /// Something else; see the transport's messages.
     Other,
 }
@@ -145,6 +154,9 @@ impl fmt::Display for TransportFailure {
             TransportFailure::HostKeyMismatch => "host key mismatch",
             TransportFailure::HostKeyUnknown => "host key unknown",
             TransportFailure::NoShell => "no POSIX shell on the remote",
+            TransportFailure::PolicyRefused => "refused by policy",
+            TransportFailure::NoSuchUser => "no such user",
+            TransportFailure::NotInstalled => "not installed",
             TransportFailure::Other => "transport failed",
         })
     }

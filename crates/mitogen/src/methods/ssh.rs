@@ -276,6 +276,7 @@ impl Ssh {
                 prompt: self.password.as_ref().map(|p| PromptSpec {
                     password: Some(p.clone()),
                     style: PROMPTS,
+                    ..Default::default()
                 }),
             },
         )

@@ -127,6 +127,10 @@ pub(crate) fn read_some(
             Ok(([], _)) => return Err(StepError::Eof),
             Ok((init, _)) => {
                 out.extend_from_slice(init);
+                // On a full pty the prompts come in the stream itself.
+                if let Some(p) = prompter.as_deref_mut() {
+                    p.observe(init)?;
+                }
                 return Ok(());
             }
             Err(rustix::io::Errno::AGAIN) | Err(rustix::io::Errno::INTR) => continue,

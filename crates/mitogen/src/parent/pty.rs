@@ -46,3 +46,15 @@ pub(crate) fn attach(cmd: &mut Command, slave: &OwnedFd) -> io::Result<()> {
     }
     Ok(())
 }
+
+/// Puts the terminal in raw mode (`cfmakeraw`): no echo, no line editing, no
+/// signal characters, no CR/NL translation. A full pty carries the program's
+/// upload and its binary frames, which the line discipline would otherwise
+/// mangle; a password prompt still works, as the answer is written whole,
+/// newline included.
+pub(crate) fn make_raw(tty: &OwnedFd) -> io::Result<()> {
+    let mut t = rustix::termios::tcgetattr(tty)?;
+    t.make_raw();
+    rustix::termios::tcsetattr(tty, rustix::termios::OptionalActions::Now, &t)?;
+    Ok(())
+}

@@ -4,6 +4,9 @@
 //! takes over as its message stream; its stderr is inherited until the child
 //! redirects it into its own log forwarding. Every other descriptor of ours is
 //! close-on-exec, so nothing else leaks into the child.
+//!
+//! [`create_child_on_pty`] is the seed's `tty_create_child`, for transports
+//! (su) that insist on a terminal for stdin: the pty's master is the stream.
 
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
@@ -46,5 +49,28 @@ pub(crate) fn create_child(mut cmd: Command, capture_stderr: bool) -> io::Result
         child,
         fd: ours,
         stderr,
+    })
+}
+
+/// Starts `cmd` with the pty `slave` as its stdin, stdout and stderr; `master`
+/// becomes our end of its stream. The caller puts the pty in raw mode and
+/// makes it the child's controlling terminal ([`super::pty::attach`]).
+pub(crate) fn create_child_on_pty(
+    mut cmd: Command,
+    master: OwnedFd,
+    slave: OwnedFd,
+) -> io::Result<Spawned> {
+    set_nonblock(master.as_fd(), true)?;
+    cmd.stdin(Stdio::from(slave.try_clone()?))
+        .stdout(Stdio::from(slave.try_clone()?))
+        .stderr(Stdio::from(slave));
+    let child = cmd.spawn()?;
+    // No copy of the terminal side may stay here: the child's exit must read
+    // as end-of-file (EIO) on the master.
+    drop(cmd);
+    Ok(Spawned {
+        child,
+        fd: master,
+        stderr: None,
     })
 }
