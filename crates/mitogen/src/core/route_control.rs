@@ -7,8 +7,9 @@
 //! context's first messages already find their way. When a context goes away,
 //! the router that saw its stream close tells its parent (`DEL_ROUTE`), and so on
 //! up to the master; each router accepts a `DEL_ROUTE` from below only for
-//! contexts that it routes through the sender, so a child can never make its
-//! parent forget a sibling.
+//! contexts inside the sender's own subtree (every router knows the parent of
+//! each context below it: `ADD_ROUTE` names it), so a child can never make its
+//! parent forget a sibling, a cousin or the parent itself.
 
 use std::sync::Arc;
 
@@ -81,7 +82,12 @@ pub(crate) fn install(router: &Arc<RouterInner>) {
                 }
             };
             match router.route_to(add.via) {
-                Some(stream) => router.add_route(add.id, &add.name, stream),
+                Some(stream) => {
+                    router.add_route(add.id, &add.name, stream);
+                    // Who the new context's parent is decides, later, whose
+                    // DEL_ROUTE and replies may speak for it.
+                    router.set_parent_of(add.id, add.via);
+                }
                 None => tracing::warn!(
                     id = add.id,
                     via = add.via,
@@ -110,7 +116,10 @@ pub(crate) fn install(router: &Arc<RouterInner>) {
                 .ids
                 .into_iter()
                 .filter(|id| {
-                    let ok = from_above || router.routes_alike(*id, msg.src);
+                    // From below, only for contexts strictly inside the
+                    // sender's subtree: a context that lost a child reports it,
+                    // nothing else does.
+                    let ok = from_above || (*id != msg.src && router.descends_from(*id, msg.src));
                     if !ok {
                         tracing::warn!(
                             src = msg.src,

@@ -78,8 +78,9 @@ pub(crate) struct RouterInner {
     pub(crate) binaries: crate::master::binary::Binaries,
     /// Bytes of the program uploaded by first stages so far.
     pub(crate) uploaded: std::sync::atomic::AtomicU64,
-    /// The parent of every context below us that we know of (the master's
-    /// picture of the tree; direct children are absent, their parent is us).
+    /// The parent of every context below us that we did not start ourselves
+    /// (from `connect_via` in the master, from `ADD_ROUTE` elsewhere); direct
+    /// children are absent, their parent is us.
     parents: Mutex<HashMap<ContextId, ContextId>>,
     /// Whether children may send to contexts outside their own subtree.
     allow_lateral: AtomicBool,
@@ -374,6 +375,24 @@ impl RouterInner {
                         self.bounce(&msg, "refused: sender lacks parent authority");
                         return;
                     }
+                    // Reply and channel handles are numbered in order, so any
+                    // context could guess one. A handle waiting on a context
+                    // takes messages only from that context's subtree (a
+                    // sender may be handed down), or from this process:
+                    // otherwise a child could answer calls made to its sibling.
+                    if let Some(r) = e.respondent {
+                        if msg.src != self.id && !self.descends_from(msg.src, r) {
+                            drop(handles);
+                            tracing::warn!(
+                                src = msg.src,
+                                respondent = r,
+                                handle = msg.handle,
+                                "refused: reply or channel message not from the context it waits on"
+                            );
+                            self.bounce(&msg, "refused: not from the context this handle waits on");
+                            return;
+                        }
+                    }
                     let sink = e.sink.clone();
                     if e.once {
                         handles.remove(&msg.handle);
@@ -428,13 +447,29 @@ impl RouterInner {
         }
     }
 
-    /// True when messages to `id` leave on the same stream as messages to `via`.
-    pub(crate) fn routes_alike(&self, id: ContextId, via: ContextId) -> bool {
-        let routes = self.routes.read().unwrap_or_else(|e| e.into_inner());
-        match (routes.get(&id), routes.get(&via)) {
-            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
-            _ => false,
+    /// True when `id` is `ancestor` or lives in `ancestor`'s subtree, as far as
+    /// this router knows the tree below it.
+    ///
+    /// Sharing a stream is not enough: every context behind one child shares
+    /// that child's stream, and a context must not speak for its cousins or
+    /// its own parent. The parent of every context below this router is known
+    /// (contexts it started itself, and every `ADD_ROUTE`, which names the new
+    /// context's parent), so the walk is exact; anything not below us ends
+    /// the walk at our own id.
+    pub(crate) fn descends_from(&self, id: ContextId, ancestor: ContextId) -> bool {
+        let parents = self.parents.lock().unwrap_or_else(|e| e.into_inner());
+        let mut at = id;
+        // Bounded, so a corrupt map can never loop forever.
+        for _ in 0..=parents.len() + 1 {
+            if at == ancestor {
+                return true;
+            }
+            if at == self.id {
+                return false;
+            }
+            at = parents.get(&at).copied().unwrap_or(self.id);
         }
+        false
     }
 
     /// Whether messages may cross from one child's subtree into another's.
@@ -484,6 +519,12 @@ impl RouterInner {
             let mut routes = self.routes.write().unwrap_or_else(|e| e.into_inner());
             for id in gone {
                 routes.remove(id);
+            }
+        }
+        {
+            let mut parents = self.parents.lock().unwrap_or_else(|e| e.into_inner());
+            for id in gone {
+                parents.remove(id);
             }
         }
         if tell_parent && self.parent.is_some() {

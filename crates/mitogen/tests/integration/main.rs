@@ -14,6 +14,7 @@ mod leaks;
 mod lifecycle;
 mod logging;
 mod routing;
+mod security;
 mod ssh;
 mod sshd;
 mod util;
@@ -77,6 +78,18 @@ fn main() {
             test!(routing::shutdown_through_chain),
             test!(routing::dropping_router_ends_whole_chain),
             test!(routing::two_chains_side_by_side),
+            test!(security::spoofed_source),
+            test!(security::spoofed_auth_id),
+            test!(security::call_into_parent),
+            test!(security::call_into_sibling),
+            test!(security::shutdown_of_sibling),
+            test!(security::add_route_from_child),
+            test!(security::del_route_from_child),
+            test!(security::forged_reply_to_anothers_call),
+            test!(security::oversized_frame),
+            test!(security::flood, 120),
+            test!(security::lateral_refused_by_default),
+            test!(security::lateral_allowed_when_enabled),
             test!(leaks::connect_call_shutdown_cycles_leak_nothing, 300),
             test!(leaks::abnormal_endings_leak_nothing, 300),
             test!(ssh::connects_as_root_and_as_a_user),
