@@ -22,7 +22,9 @@ Examples:
   mitogen run local local --json -- sh -c 'echo $$'
   mitogen run --timeout 5 local -- sleep 10
   mitogen run deploy@web1:2222 -o IdentityFile=~/.ssh/deploy -- df -h /
-  mitogen run -F ./ssh_config web1 web2 -- uptime";
+  mitogen run -F ./ssh_config web1 web2 -- uptime
+  mitogen run --ask-password sudo:app -- id
+  mitogen run --password-file ~/.pw deploy@web1/sudo -- id";
 
 /// The keys and exit codes of `mitogen bench`, shown in its `--help`.
 const BENCH_AFTER_HELP: &str = "\
@@ -127,8 +129,9 @@ pub struct BenchArgs {
     pub connect: ConnectArgs,
 }
 
-/// Options for ssh hops, shared by `run` and `bench`. `-F` and `-o` are
-/// spelled as ssh's own flags so that users can carry them over unchanged.
+/// Options for ssh and switch-user hops, shared by `run` and `bench`. `-F`
+/// and `-o` are spelled as ssh's own flags so that users can carry them over
+/// unchanged.
 #[derive(Clone, Debug, Default, Args)]
 pub struct ConnectArgs {
     /// ssh configuration file, passed to ssh as `-F FILE`.
@@ -144,9 +147,34 @@ pub struct ConnectArgs {
     /// (default 30; ssh's own connect timeout takes whole seconds).
     #[arg(long, value_name = "SECS", value_parser = parse_secs)]
     pub connect_timeout: Option<Duration>,
+
+    /// Read the password for sudo, su and doas hops from the first line of
+    /// FILE (never give a password on the command line).
+    #[arg(long, value_name = "FILE", conflicts_with = "ask_password")]
+    pub password_file: Option<PathBuf>,
+
+    /// Ask for the password for sudo, su and doas hops on the terminal, with
+    /// echo off, before connecting.
+    #[arg(long)]
+    pub ask_password: bool,
 }
 
 impl ConnectArgs {
+    /// [`options`](Self::options) with the password, read from
+    /// `--password-file` or asked for with `--ask-password`.
+    pub fn connect_options(&self) -> anyhow::Result<ConnectOptions> {
+        let mut options = self.options();
+        if let Some(f) = &self.password_file {
+            options.password = Some(
+                mitogen::Secret::from_file(f)
+                    .map_err(|e| anyhow::anyhow!("reading {}: {e}", f.display()))?,
+            );
+        } else if self.ask_password {
+            options.password = Some(crate::password::ask("Password for sudo/su/doas: ")?);
+        }
+        Ok(options)
+    }
+
     /// The library's options for these flags, so the CLI reaches hosts
     /// exactly as `Router::connect_with` does for any program.
     pub fn options(&self) -> ConnectOptions {
@@ -154,6 +182,7 @@ impl ConnectArgs {
             ssh_config: self.ssh_config.clone(),
             ssh_options: self.ssh_options.clone(),
             connect_timeout: self.connect_timeout,
+            password: None,
         }
     }
 }

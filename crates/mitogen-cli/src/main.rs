@@ -8,6 +8,7 @@
 mod args;
 mod bench;
 mod logging;
+mod password;
 mod printer;
 mod run;
 

@@ -62,6 +62,9 @@ pub struct ConnectOptions {
     pub ssh_options: Vec<String>,
     /// Time allowed for each hop to start.
     pub connect_timeout: Option<Duration>,
+    /// Password for the `sudo`, `su` and `doas` hops that ask for one. It
+    /// travels only to the context that runs that hop's tool.
+    pub password: Option<crate::core::secret::Secret>,
 }
 
 /// The method that starts `hop`, with the options that apply to it.
@@ -93,11 +96,41 @@ fn hop_method(hop: &Hop, options: &ConnectOptions) -> std::result::Result<Method
             }
             Method::Ssh(ssh)
         }
-        other => {
-            return Err(format!(
-                "the {} method is not available yet",
-                other.method()
-            ))
+        Hop::Sudo { user } => {
+            let mut sudo = crate::methods::sudo::Sudo::new();
+            if let Some(u) = user {
+                sudo = sudo.user(u.clone());
+            }
+            if let Some(p) = &options.password {
+                sudo = sudo.password(p.clone());
+            }
+            if let Some(t) = options.connect_timeout {
+                sudo = sudo.connect_timeout(t);
+            }
+            Method::Sudo(sudo)
+        }
+        Hop::Su { user } => {
+            let mut su = crate::methods::su::Su::user(user.as_deref().unwrap_or("root"));
+            if let Some(p) = &options.password {
+                su = su.password(p.clone());
+            }
+            if let Some(t) = options.connect_timeout {
+                su = su.connect_timeout(t);
+            }
+            Method::Su(su)
+        }
+        Hop::Doas { user } => {
+            let mut doas = crate::methods::doas::Doas::new();
+            if let Some(u) = user {
+                doas = doas.user(u.clone());
+            }
+            if let Some(p) = &options.password {
+                doas = doas.password(p.clone());
+            }
+            if let Some(t) = options.connect_timeout {
+                doas = doas.connect_timeout(t);
+            }
+            Method::Doas(doas)
         }
     })
 }

@@ -279,6 +279,7 @@ mod tests {
             ssh_config: Some("/etc/cfg".into()),
             ssh_options: vec!["IdentityFile=/k".into(), "Port=9".into()],
             connect_timeout: Some(Duration::from_millis(2500)),
+            ..Default::default()
         };
         let argv = floor("root@web1:2222", &options)
             .unwrap()

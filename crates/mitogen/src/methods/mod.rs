@@ -1,15 +1,19 @@
 //! Connection methods: how a child context is started.
 //!
 //! `local` starts the program itself; `ssh` runs the first stage through the
-//! system ssh client. `sudo`, `su`, `doas` and the container methods build on
-//! the same bootstrap in [`crate::parent`].
+//! system ssh client; `sudo`, `su` and `doas` run the same first stage as
+//! another user. The container methods will build on the same bootstrap in
+//! [`crate::parent`].
 //!
 //! Every method's options are a plain serializable value, so a context can be
 //! asked to start a child of its own with them ([`Method`], used by
 //! [`Router::start`](crate::Router::start)).
 
+pub mod doas;
 pub mod local;
 pub mod ssh;
+pub mod su;
+pub mod sudo;
 
 use std::sync::Arc;
 
@@ -28,6 +32,12 @@ pub enum Method {
     Local(local::Local),
     /// A process on another host, over ssh.
     Ssh(ssh::Ssh),
+    /// Another user on the same machine, with sudo.
+    Sudo(sudo::Sudo),
+    /// Another user on the same machine, with su.
+    Su(su::Su),
+    /// Another user on the same machine, with doas.
+    Doas(doas::Doas),
 }
 
 impl From<local::Local> for Method {
@@ -48,6 +58,9 @@ impl Method {
         match self {
             Method::Local(l) => Method::Local(l.name(name)),
             Method::Ssh(s) => Method::Ssh(s.name(name)),
+            Method::Sudo(s) => Method::Sudo(s.name(name)),
+            Method::Su(s) => Method::Su(s.name(name)),
+            Method::Doas(d) => Method::Doas(d.name(name)),
         }
     }
 
@@ -56,6 +69,9 @@ impl Method {
         match self {
             Method::Local(l) => l.name_ref(),
             Method::Ssh(s) => s.name_ref(),
+            Method::Sudo(s) => s.name_ref(),
+            Method::Su(s) => s.name_ref(),
+            Method::Doas(d) => d.name_ref(),
         }
     }
 
@@ -64,6 +80,9 @@ impl Method {
         match self {
             Method::Local(_) => "local".to_owned(),
             Method::Ssh(s) => s.default_name(),
+            Method::Sudo(s) => s.default_name(),
+            Method::Su(s) => s.default_name(),
+            Method::Doas(d) => d.default_name(),
         }
     }
 
@@ -72,6 +91,9 @@ impl Method {
         match self {
             Method::Local(l) => l.timeout(),
             Method::Ssh(s) => s.timeout(),
+            Method::Sudo(s) => s.timeout(),
+            Method::Su(s) => s.timeout(),
+            Method::Doas(d) => d.timeout(),
         }
     }
 
@@ -85,6 +107,9 @@ impl Method {
         match self {
             Method::Local(l) => l.connect(router, id),
             Method::Ssh(s) => s.connect(router, id),
+            Method::Sudo(s) => s.connect(router, id),
+            Method::Su(s) => s.connect(router, id),
+            Method::Doas(d) => d.connect(router, id),
         }
     }
 }
