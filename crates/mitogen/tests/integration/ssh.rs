@@ -309,7 +309,16 @@ pub fn corrupt_cache_entry_is_replaced(router: &Router) -> Result<()> {
         }),
     ];
     for (what, damage) in cases {
-        damage(&path, len)?;
+        // A file being executed cannot be written (ETXTBSY): contexts of earlier
+        // connections must be gone first.
+        let running = || running_from(&path);
+        ensure!(
+            wait_until(Duration::from_secs(10), || running().is_empty()),
+            "processes {:?} still run {} 10 s after their shutdown",
+            running(),
+            path.display()
+        );
+        damage(&path, len).with_context(|| format!("damaging the entry ({what})"))?;
         ensure!(
             std::fs::read(&path)? != **own().bytes,
             "damaging the entry ({what}) changed nothing"
@@ -340,6 +349,16 @@ pub fn corrupt_cache_entry_is_replaced(router: &Router) -> Result<()> {
         drop(ctx);
     }
     Ok(())
+}
+
+/// Processes whose executable is `path`.
+fn running_from(path: &Path) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|e| e == path))
+        .collect()
 }
 
 /// A tmpfs mounted `noexec`, unmounted on drop.
