@@ -16,6 +16,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use mio::Poll;
@@ -57,6 +58,52 @@ struct HandleEntry {
     policy: Policy,
 }
 
+/// Refusals logged per second and source at most; the rest are counted.
+const REFUSALS_LOGGED_PER_SEC: u32 = 50;
+
+/// Limits how many refused or undeliverable messages a router logs, so that a
+/// flood of forged messages does not become a flood of log records (which a
+/// child forwards to the master, multiplying the traffic). The budget is per
+/// source, so one noisy context does not silence the refusals of another; the
+/// first record after a quiet spell says how many were left out
+/// (`suppressed`).
+struct LogBudget(Mutex<HashMap<ContextId, (Instant, u32, u64)>>);
+
+/// Sources tracked at once; beyond this, stale entries are dropped.
+const LOG_BUDGET_SOURCES: usize = 1024;
+
+impl LogBudget {
+    fn new() -> LogBudget {
+        LogBudget(Mutex::new(HashMap::new()))
+    }
+
+    /// `Some(number left out before this one)` when an event about a message
+    /// from `source` may be logged.
+    fn take(&self, source: ContextId) -> Option<u64> {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        let second = Duration::from_secs(1);
+        if map.len() >= LOG_BUDGET_SOURCES && !map.contains_key(&source) {
+            map.retain(|_, b| now.duration_since(b.0) < second);
+            if map.len() >= LOG_BUDGET_SOURCES {
+                map.clear();
+            }
+        }
+        let b = map.entry(source).or_insert((now, 0, 0));
+        if now.duration_since(b.0) >= second {
+            b.0 = now;
+            b.1 = 0;
+        }
+        if b.1 < REFUSALS_LOGGED_PER_SEC {
+            b.1 += 1;
+            Some(std::mem::take(&mut b.2))
+        } else {
+            b.2 += 1;
+            None
+        }
+    }
+}
+
 /// Shared state of one process's router.
 pub(crate) struct RouterInner {
     pub(crate) id: ContextId,
@@ -84,6 +131,8 @@ pub(crate) struct RouterInner {
     parents: Mutex<HashMap<ContextId, ContextId>>,
     /// Whether children may send to contexts outside their own subtree.
     allow_lateral: AtomicBool,
+    /// Rate limit of the logs of refused messages.
+    log_budget: LogBudget,
     /// Contexts this router started, for shutdown.
     children: Mutex<Vec<crate::core::context::Context>>,
 }
@@ -116,6 +165,7 @@ impl RouterInner {
             binaries: Default::default(),
             uploaded: Default::default(),
             children: Mutex::new(Vec::new()),
+            log_budget: LogBudget::new(),
             allow_lateral: AtomicBool::new(false),
             parents: Mutex::new(HashMap::new()),
         });
@@ -288,12 +338,15 @@ impl RouterInner {
                     .get(&msg.src)
                     .is_some_and(|s| Arc::ptr_eq(s, stream));
                 if !behind {
-                    tracing::warn!(
-                        stream = %stream.name(),
-                        src = msg.src,
-                        handle = msg.handle,
-                        "dropping message whose source is not behind the stream it came from"
-                    );
+                    if let Some(suppressed) = self.log_budget.take(stream.remote_id()) {
+                        tracing::warn!(
+                            suppressed,
+                            stream = %stream.name(),
+                            src = msg.src,
+                            handle = msg.handle,
+                            "dropping message whose source is not behind the stream it came from"
+                        );
+                    }
                     return;
                 }
                 msg.auth_id = msg.src;
@@ -318,12 +371,15 @@ impl RouterInner {
                     if !f.is_parent && !Arc::ptr_eq(f, &s) && !self.allow_lateral() {
                         // From one subtree into another: a child may talk to its
                         // ancestors and its own descendants, not its siblings.
-                        tracing::warn!(
-                            src = msg.src,
-                            dst = msg.dst,
-                            handle = msg.handle,
-                            "refused: message from one child's subtree to another's"
-                        );
+                        if let Some(suppressed) = self.log_budget.take(msg.src) {
+                            tracing::warn!(
+                                suppressed,
+                                src = msg.src,
+                                dst = msg.dst,
+                                handle = msg.handle,
+                                "refused: message from one child's subtree to another's"
+                            );
+                        }
                         self.bounce(&msg, "refused: contexts may not message other subtrees");
                         return;
                     }
@@ -366,12 +422,15 @@ impl RouterInner {
                 Some(e) => {
                     if e.policy == Policy::ParentsOnly && !self.has_parent_authority(&msg) {
                         drop(handles);
-                        tracing::warn!(
-                            src = msg.src,
-                            auth_id = msg.auth_id,
-                            handle = msg.handle,
-                            "refused: message lacks parent authority"
-                        );
+                        if let Some(suppressed) = self.log_budget.take(msg.src) {
+                            tracing::warn!(
+                                suppressed,
+                                src = msg.src,
+                                auth_id = msg.auth_id,
+                                handle = msg.handle,
+                                "refused: message lacks parent authority"
+                            );
+                        }
                         self.bounce(&msg, "refused: sender lacks parent authority");
                         return;
                     }
@@ -383,12 +442,15 @@ impl RouterInner {
                     if let Some(r) = e.respondent {
                         if msg.src != self.id && !self.descends_from(msg.src, r) {
                             drop(handles);
-                            tracing::warn!(
-                                src = msg.src,
-                                respondent = r,
-                                handle = msg.handle,
-                                "refused: reply or channel message not from the context it waits on"
-                            );
+                            if let Some(suppressed) = self.log_budget.take(msg.src) {
+                                tracing::warn!(
+                                    suppressed,
+                                    src = msg.src,
+                                    respondent = r,
+                                    handle = msg.handle,
+                                    "refused: reply or channel message not from the context it waits on"
+                                );
+                            }
                             self.bounce(&msg, "refused: not from the context this handle waits on");
                             return;
                         }
@@ -408,11 +470,14 @@ impl RouterInner {
             Some(Sink::Func(f)) => f(msg),
             None => {
                 if !msg.is_dead() {
-                    tracing::debug!(
-                        handle = msg.handle,
-                        src = msg.src,
-                        "message for unknown handle"
-                    );
+                    if let Some(suppressed) = self.log_budget.take(msg.src) {
+                        tracing::debug!(
+                            suppressed,
+                            handle = msg.handle,
+                            src = msg.src,
+                            "message for unknown handle"
+                        );
+                    }
                     self.bounce(
                         &msg,
                         &format!("no handle {} in {:?}", msg.handle, self.name),

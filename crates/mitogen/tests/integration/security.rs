@@ -508,12 +508,15 @@ pub fn flood(router: &Router) -> Result<()> {
         started.elapsed()
     );
     t.honest_ones_work()?;
-    ensure!(
-        capture::since(mark)
-            .iter()
-            .any(|e| e.message.contains("unknown handle") && e.field("handle") == Some("999999")),
-        "the flood was not logged"
-    );
+    // Logged, but not once per message: every router on the way limits the
+    // records of refused and undeliverable messages.
+    std::thread::sleep(Duration::from_millis(200));
+    let logged = capture::since(mark)
+        .iter()
+        .filter(|e| e.field("handle") == Some("999999") || e.message.contains("handle=999999"))
+        .count();
+    ensure!(logged > 0, "the flood was not logged");
+    ensure!(logged < 2_000, "{logged} records for {N} messages");
     Ok(())
 }
 
