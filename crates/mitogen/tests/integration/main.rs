@@ -17,6 +17,7 @@ mod routing;
 mod security;
 mod ssh;
 mod sshd;
+mod switch_user;
 mod util;
 
 use tracing_subscriber::prelude::*;
@@ -25,6 +26,9 @@ fn main() {
     let code = mitogen::run(|router| {
         if std::env::var_os(lifecycle::INTERMEDIATE_ENV).is_some() {
             return lifecycle::intermediate_main(&router);
+        }
+        if let Ok(scenario) = std::env::var(switch_user::SCENARIO_ENV) {
+            return switch_user::inner_main(&router, &scenario);
         }
         // Children take their log level from the master's subscriber: debug
         // keeps the per-message trace events off while still forwarding logs.
@@ -106,8 +110,20 @@ fn main() {
             test!(ssh::ssh_dying_or_stalling_mid_upload, 120),
             test!(ssh::rtt_and_streaming),
             test!(ssh::target_string_with_connect_options),
+            test!(switch_user::sudo_with_password),
+            test!(switch_user::sudo_wrong_password_fails_at_the_second_prompt),
+            test!(switch_user::sudo_without_password_is_password_required),
+            test!(switch_user::sudo_nopasswd),
+            test!(switch_user::sudo_refused_by_policy),
+            test!(switch_user::sudo_as_root_and_errors),
+            test!(switch_user::su_as_root_needs_no_password),
+            test!(switch_user::su_to_another_user_with_password),
+            test!(switch_user::doas_with_and_without_nopass),
+            test!(switch_user::doas_wrong_password),
         ];
-        harness::run_tests(&router, &tests)
+        let failed = harness::run_tests(&router, &tests);
+        switch_user::cleanup();
+        failed
     });
     std::process::exit(if code == 0 { 0 } else { 1 });
 }
