@@ -272,7 +272,7 @@ fn measure_throughput(
 pub fn run(router: &Router, args: &BenchArgs) -> anyhow::Result<BenchReport> {
     let plan = Plan::new(args.quick, args.mib);
     let target = &args.target;
-    let options = args.connect.options();
+    let options = args.connect.connect_options()?;
     let floor = SshFloor::for_target(target, &options);
     let connect_figures = measure_connect(router, target, &options, floor.as_ref(), plan.reps)?;
 
