@@ -9,6 +9,7 @@ use anyhow::{bail, ensure, Context as _, Result};
 use mitogen::{Error, Router};
 
 use crate::calls::{add, sleep_ms};
+use crate::routing::Chain;
 use crate::util::{self, kill9, local, pid_of, proc_state, wait_dead, wait_gone, wait_until};
 
 /// Set in the environment of a copy of this program that acts as an
@@ -276,4 +277,92 @@ pub fn no_zombies_after_shutdowns(router: &Router) -> Result<()> {
         .collect();
     ensure!(zombies.is_empty(), "zombies: {zombies:?}");
     Ok(())
+}
+
+/// Kills hop `victim` of a fresh 3-hop chain with SIGKILL and checks that
+/// nothing below it survives or hangs, and nothing above it notices.
+fn kill_hop(router: &Router, victim: usize) -> Result<()> {
+    let tag = format!("lc-kill{victim}");
+    let chain = Chain::new(router, &tag, 3)?;
+    let pids = chain.pids()?;
+    // A long call pending in the victim and in every hop below it.
+    let doomed: Vec<_> = chain.hops[victim..]
+        .iter()
+        .map(|h| (h.name().to_owned(), h.call_async(sleep_ms, (30_000,))))
+        .collect();
+    // A short call in every hop above it, which must still complete.
+    let fine: Vec<_> = chain.hops[..victim]
+        .iter()
+        .map(|h| h.call_async(sleep_ms, (300,)))
+        .collect();
+    std::thread::sleep(Duration::from_millis(100));
+    kill9(pids[victim])?;
+    let started = Instant::now();
+    for (name, call) in doomed {
+        match call.get_timeout(Duration::from_secs(10)) {
+            Err(Error::Disconnected { context, .. }) if context == name => {}
+            other => {
+                bail!("pending call in {name:?}: expected Disconnected naming it, got {other:?}")
+            }
+        }
+    }
+    ensure!(
+        started.elapsed() < Duration::from_secs(1),
+        "pending calls took {:?} to fail",
+        started.elapsed()
+    );
+    // The master has forgotten every context from the victim down.
+    for h in &chain.hops[victim..] {
+        ensure!(
+            h.wait_disconnect(Duration::from_secs(1)),
+            "{} is not disconnected",
+            h.name()
+        );
+    }
+    // No process below the victim outlives it.
+    for (i, &pid) in pids.iter().enumerate().skip(victim) {
+        ensure!(
+            wait_dead(pid, Duration::from_secs(2)),
+            "hop {} ({pid}) still {:?} 2 s after hop {} was killed",
+            i + 1,
+            proc_state(pid),
+            victim + 1
+        );
+    }
+    let mut left = crate::routing::processes_named(&format!("{tag}-"));
+    left.sort_unstable();
+    ensure!(
+        left == pids[..victim],
+        "processes left: {left:?}, expected {:?}",
+        &pids[..victim]
+    );
+    // Everything above goes on as before, and can start children again.
+    for call in fine {
+        ensure!(call.get_timeout(Duration::from_secs(10))? == 300);
+    }
+    for h in &chain.hops[..victim] {
+        ensure!(h.call(add, (1, 2))? == 3, "{} stopped answering", h.name());
+        ensure!(!h.is_disconnected());
+    }
+    if let Some(last) = chain.hops[..victim].last() {
+        let again = router.start(
+            Some(last),
+            mitogen::Local::new().name(format!("{tag}-again")),
+        )?;
+        ensure!(again.call(add, (2, 2))? == 4);
+        again.shutdown()?;
+    }
+    Ok(())
+}
+
+pub fn killing_first_hop_leaves_no_orphans(router: &Router) -> Result<()> {
+    kill_hop(router, 0)
+}
+
+pub fn killing_middle_hop_leaves_no_orphans(router: &Router) -> Result<()> {
+    kill_hop(router, 1)
+}
+
+pub fn killing_last_hop_leaves_no_orphans(router: &Router) -> Result<()> {
+    kill_hop(router, 2)
 }
