@@ -62,6 +62,7 @@ pub use crate::core::payload::{Blob, Payload};
 pub use crate::core::remote::RemoteFn;
 pub use crate::core::secret::Secret;
 pub use crate::core::select::{Select, Selectable};
+pub use crate::core::signals::{Signal, Subscription};
 pub use entry::{is_child, run};
 pub use methods::doas::Doas;
 pub use methods::local::Local;

@@ -10,6 +10,7 @@ use crate::core::error::{Error, Result};
 use crate::core::message::{ContextId, DEFAULT_MAX_MESSAGE_SIZE, MASTER_ID};
 use crate::core::payload::Payload;
 use crate::core::router::RouterInner;
+use crate::core::signals::Subscription;
 use crate::methods::local::Local;
 use crate::methods::ssh::Ssh;
 use crate::methods::Method;
@@ -42,6 +43,7 @@ fn shutdown_inner(inner: &Arc<RouterInner>, timeout: Duration) {
     if !inner.begin_shutdown() {
         return;
     }
+    inner.signals.shutdown.fire(&());
     let deadline = Instant::now() + timeout;
     let children: Vec<Context> = inner.take_children();
     for c in &children {
@@ -357,6 +359,50 @@ impl Router {
     pub fn channel<T: Payload>(&self) -> (Sender<T>, Receiver<T>) {
         let rx = Receiver::new(self.inner.clone(), None);
         (rx.sender(), rx)
+    }
+
+    /// Calls `f(id, name)` when a context becomes unreachable: its stream
+    /// closed, it was shut down, or a hop above it died (the hop's parent
+    /// reports it with `DEL_ROUTE`). Fires once per context, after every call
+    /// and channel waiting on it has failed.
+    ///
+    /// Observers run on the broker thread: they must return quickly and must
+    /// not wait for a context (see [`crate::core::signals`]). Dropping the
+    /// returned [`Subscription`] unregisters `f`.
+    pub fn on_disconnect(
+        &self,
+        f: impl Fn(ContextId, &str) + Send + Sync + 'static,
+    ) -> Subscription {
+        self.inner
+            .signals
+            .disconnect
+            .connect(move |(id, name): &(ContextId, String)| f(*id, name))
+    }
+
+    /// Calls `f(id, name)` when this router learns a route to a new context
+    /// (one it starts, directly or through another context).
+    pub fn on_route_added(
+        &self,
+        f: impl Fn(ContextId, &str) + Send + Sync + 'static,
+    ) -> Subscription {
+        self.inner
+            .signals
+            .route_added
+            .connect(move |(id, name): &(ContextId, String)| f(*id, name))
+    }
+
+    /// Calls `f(id)` when this router forgets its route to a context.
+    pub fn on_route_removed(&self, f: impl Fn(ContextId) + Send + Sync + 'static) -> Subscription {
+        self.inner
+            .signals
+            .route_removed
+            .connect(move |id: &ContextId| f(*id))
+    }
+
+    /// Calls `f` when the router begins to shut down ([`shutdown`](Self::shutdown)
+    /// or the last clone dropped), before its contexts are asked to exit.
+    pub fn on_shutdown(&self, f: impl Fn() + Send + Sync + 'static) -> Subscription {
+        self.inner.signals.shutdown.connect(move |_: &()| f())
     }
 
     /// Shuts down every context this router started and stops its broker.

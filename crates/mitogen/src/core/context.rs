@@ -11,6 +11,7 @@ use super::message::{handles, ContextId, Message};
 use super::payload::Payload;
 use super::remote::RemoteFn;
 use super::router::RouterInner;
+use super::signals::Subscription;
 use crate::master::process_monitor::ExitCell;
 
 /// How long [`Context::shutdown`] waits for an orderly exit before killing.
@@ -174,6 +175,36 @@ impl Context {
     /// True once the connection to the context is gone.
     pub fn is_disconnected(&self) -> bool {
         self.router.disconnect_latch(self.id).is_closed()
+    }
+
+    /// Calls `f` once when this context becomes unreachable (at once, if it
+    /// already is). `f` runs on the broker thread and must not block; see
+    /// [`crate::Router::on_disconnect`]. Dropping the returned
+    /// [`Subscription`] unregisters it.
+    pub fn on_disconnect(&self, f: impl Fn() + Send + Sync + 'static) -> Subscription {
+        let id = self.id;
+        // Registered first, checked second, so a disconnect can never slip
+        // between the two; the flag keeps `f` to one call if both see it.
+        let fired = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let once: Arc<dyn Fn() + Send + Sync> = Arc::new(move || {
+            if !fired.swap(true, std::sync::atomic::Ordering::AcqRel) {
+                f()
+            }
+        });
+        let hook = once.clone();
+        let sub = self
+            .router
+            .signals
+            .disconnect
+            .connect(move |(gone, _): &(ContextId, String)| {
+                if *gone == id {
+                    hook()
+                }
+            });
+        if self.is_disconnected() {
+            once();
+        }
+        sub
     }
 
     /// Waits up to `timeout` for the context to disconnect; true if it did.

@@ -13,6 +13,7 @@
 //! | `call`, `context` | `Context.call*`, `CallChain` |
 //! | `remote` | what `#[mitogen::remote]` registers |
 //! | `io_logger`, [`log`] | `IoLogger`, log forwarding, `PidfulStreamHandler` |
+//! | [`signals`] | `Signals` (`listen`/`fire`): typed observer hooks |
 
 pub(crate) mod broker;
 pub(crate) mod call;
@@ -30,4 +31,5 @@ pub(crate) mod router;
 pub(crate) mod secret;
 pub(crate) mod select;
 pub mod side;
+pub mod signals;
 pub mod stream;

@@ -133,6 +133,8 @@ pub(crate) struct RouterInner {
     allow_lateral: AtomicBool,
     /// Rate limit of the logs of refused messages.
     log_budget: LogBudget,
+    /// Observer hooks: disconnect, route added/removed, shutdown.
+    pub(crate) signals: super::signals::RouterSignals,
     /// Contexts this router started, for shutdown.
     children: Mutex<Vec<crate::core::context::Context>>,
 }
@@ -166,6 +168,7 @@ impl RouterInner {
             uploaded: Default::default(),
             children: Mutex::new(Vec::new()),
             log_budget: LogBudget::new(),
+            signals: Default::default(),
             allow_lateral: AtomicBool::new(false),
             parents: Mutex::new(HashMap::new()),
         });
@@ -254,6 +257,7 @@ impl RouterInner {
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .insert(id, stream);
+        self.signals.route_added.fire(&(id, name.to_owned()));
     }
 
     /// The name of context `id`, or a placeholder.
@@ -580,12 +584,13 @@ impl RouterInner {
         if gone.is_empty() {
             return;
         }
-        {
+        let removed: Vec<ContextId> = {
             let mut routes = self.routes.write().unwrap_or_else(|e| e.into_inner());
-            for id in gone {
-                routes.remove(id);
-            }
-        }
+            gone.iter()
+                .copied()
+                .filter(|id| routes.remove(id).is_some())
+                .collect()
+        };
         {
             let mut parents = self.parents.lock().unwrap_or_else(|e| e.into_inner());
             for id in gone {
@@ -595,8 +600,13 @@ impl RouterInner {
         if tell_parent && self.parent.is_some() {
             super::route_control::send_del_route(self, gone);
         }
+        let mut newly_gone = Vec::new();
         for id in gone {
-            self.disconnect_latch(*id).close("disconnected");
+            let latch = self.disconnect_latch(*id);
+            if !latch.is_closed() {
+                newly_gone.push(*id);
+            }
+            latch.close("disconnected");
         }
         let mut dead = Vec::new();
         self.lock_handles().retain(|handle, e| match e.respondent {
@@ -614,6 +624,14 @@ impl RouterInner {
                 }
                 Sink::Func(f) => f(msg),
             }
+        }
+        // Hooks last: by now every waiter on these contexts has failed, so an
+        // observer sees the same state a caller would.
+        for id in removed {
+            self.signals.route_removed.fire(&id);
+        }
+        for id in newly_gone {
+            self.signals.disconnect.fire(&(id, self.name_of(id)));
         }
     }
 

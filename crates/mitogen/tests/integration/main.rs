@@ -10,6 +10,7 @@ mod calls;
 mod capture;
 mod errors;
 mod harness;
+mod hooks;
 mod leaks;
 mod lifecycle;
 mod logging;
@@ -85,6 +86,9 @@ fn main() {
             test!(routing::shutdown_through_chain),
             test!(routing::dropping_router_ends_whole_chain),
             test!(routing::two_chains_side_by_side),
+            test!(hooks::route_and_disconnect_hooks_through_a_chain),
+            test!(hooks::context_on_disconnect_fires_once_even_when_late),
+            test!(hooks::shutdown_hook_fires_before_contexts_go),
             test!(security::spoofed_source),
             test!(security::spoofed_auth_id),
             test!(security::call_into_parent),
