@@ -10,7 +10,12 @@ use bytes::Bytes;
 
 use crate::core::call::{CallHead, CallOp, ReplyHead};
 use crate::core::error::{CallError, CallErrorKind};
-use crate::core::latch::Latch;
+use crate::core::latch::{Latch, LatchError};
+use crate::core::stream::{Lead, Stream};
+
+/// How long the idle main thread waits on the broker before it tries to read
+/// the parent stream itself again.
+const IDLE_RECHECK: std::time::Duration = std::time::Duration::from_millis(20);
 use crate::core::message::{ContextId, Message};
 use crate::core::remote::{lookup, Failure};
 use crate::core::router::RouterInner;
@@ -56,9 +61,28 @@ impl Dispatcher {
     }
 
     /// Runs calls until the latch closes (shutdown).
-    pub(crate) fn run(&mut self, calls: &Latch<Message>) {
-        while let Ok(msg) = calls.get() {
-            self.dispatch(msg);
+    pub(crate) fn run(&mut self, calls: &Latch<Message>, parent: &Arc<Stream>) {
+        loop {
+            match calls.try_get() {
+                Ok(msg) => {
+                    self.dispatch(msg);
+                    continue;
+                }
+                Err(LatchError::Closed(_)) => return,
+                Err(_) => {}
+            }
+            // Idle: read the parent stream on this thread, so the next call
+            // starts without a hand-off from the broker thread.
+            if parent.lead(&self.router, &|| calls.is_ready(), None) == Lead::Done {
+                continue;
+            }
+            // The broker is reading (or the stream ended and it is tearing
+            // down): wait for it to hand the call over.
+            match calls.get_timeout(IDLE_RECHECK) {
+                Ok(msg) => self.dispatch(msg),
+                Err(LatchError::Closed(_)) => return,
+                Err(_) => {}
+            }
         }
     }
 

@@ -10,6 +10,7 @@
 //! 4. Run calls on the main thread until a parent asks for shutdown; exit at once
 //!    if the parent stream is lost.
 
+pub(crate) mod detach;
 pub(crate) mod dispatch;
 
 use std::os::fd::{AsFd, OwnedFd};
@@ -195,7 +196,14 @@ fn run() -> std::io::Result<()> {
         false,
         Policy::ParentsOnly,
     );
-    router.on_parent_lost(|| {
+    let c3 = calls.clone();
+    router.on_parent_lost(move || {
+        if detach::is_detached() {
+            // Asked to outlive the parent: finish the queued work, then exit
+            // as after a shutdown.
+            c3.close("parent gone; detached");
+            return;
+        }
         // Nobody is left to serve: leave at once, whatever the main thread is
         // doing. Our own children see their streams close and do the same.
         std::process::exit(0);
@@ -207,7 +215,7 @@ fn run() -> std::io::Result<()> {
         FrameReader::new(router.max_message_size, &[]),
     );
 
-    dispatch::Dispatcher::new(router.clone()).run(&calls);
+    dispatch::Dispatcher::new(router.clone()).run(&calls, &stream);
 
     tracing::debug!("shutting down");
     stream.flush_blocking(Instant::now() + FLUSH_TIMEOUT);

@@ -21,7 +21,7 @@ use mio::{Events, Interest, Poll, Registry, Token, Waker};
 
 use super::io_logger::IoLogger;
 use super::router::RouterInner;
-use super::stream::{FrameReader, ReadStatus, Registration, SendStatus, Stream};
+use super::stream::{log_end, FrameReader, ReadStatus, Registration, SendStatus, Stream};
 use crate::master::process_monitor::ProcessWatch;
 
 const WAKER: Token = Token(0);
@@ -64,7 +64,7 @@ pub(crate) struct Broker {
 }
 
 enum Source {
-    StreamRx(Arc<Stream>, FrameReader),
+    StreamRx(Arc<Stream>),
     StreamTx(Arc<Stream>),
     Log(IoLogger),
     Process(ProcessWatch),
@@ -160,6 +160,7 @@ impl Broker {
                 return;
             }
         };
+        stream.set_reader(reader);
         self.defer(move |core| {
             if let Err(e) = stream.register(Registration {
                 registry,
@@ -171,7 +172,7 @@ impl Broker {
                 return;
             }
             core.sources
-                .insert(rx_token, Source::StreamRx(stream.clone(), reader));
+                .insert(rx_token, Source::StreamRx(stream.clone()));
             core.sources.insert(tx_token, Source::StreamTx(stream));
         });
     }
@@ -296,7 +297,7 @@ impl Core {
             .sources
             .values()
             .filter_map(|s| match s {
-                Source::StreamRx(st, _) => Some(st.clone()),
+                Source::StreamRx(st) => Some(st.clone()),
                 _ => None,
             })
             .collect();
@@ -337,7 +338,7 @@ impl Core {
             return;
         };
         match source {
-            Source::StreamRx(stream, _) => {
+            Source::StreamRx(stream) => {
                 let stream = stream.clone();
                 if writable && stream.on_transmit() == SendStatus::Disconnected {
                     self.disconnect(&stream);
@@ -375,10 +376,12 @@ impl Core {
 
     /// Reads what `stream` has, routing every complete message.
     fn on_receive(&mut self, token: Token, stream: &Arc<Stream>) {
+        // A thread waiting on this stream may be reading it itself; then the
+        // data is its to route (see `Stream::lead`).
+        let Some(mut reader) = stream.try_reader() else {
+            return;
+        };
         for _ in 0..READS_PER_TURN {
-            let Some(Source::StreamRx(_, reader)) = self.sources.get_mut(&token) else {
-                return;
-            };
             let status = match reader.read_from(stream.rx_side()) {
                 Ok(s) => s,
                 Err(e) => {
@@ -389,25 +392,12 @@ impl Core {
             match status {
                 ReadStatus::WouldBlock => return,
                 ReadStatus::Eof => {
-                    let left = match self.sources.get(&token) {
-                        Some(Source::StreamRx(_, reader)) => reader.buffered(),
-                        _ => 0,
-                    };
-                    if left > 0 {
-                        tracing::error!(
-                            stream = %stream.name(),
-                            "stream ended inside a frame ({left} bytes of it arrived); disconnecting"
-                        );
-                    } else {
-                        tracing::debug!(stream = %stream.name(), "end of stream");
-                    }
+                    log_end(stream.name(), reader.buffered());
+                    drop(reader);
                     self.disconnect(stream);
                     return;
                 }
                 ReadStatus::Data => loop {
-                    let Some(Source::StreamRx(_, reader)) = self.sources.get_mut(&token) else {
-                        return;
-                    };
                     match reader.next_message() {
                         Ok(Some(msg)) => self.router.route(msg, Some(stream)),
                         Ok(None) => break,
@@ -416,6 +406,7 @@ impl Core {
                                 stream = %stream.name(),
                                 "protocol error, disconnecting: {e}"
                             );
+                            drop(reader);
                             self.disconnect(stream);
                             return;
                         }
@@ -430,7 +421,7 @@ impl Core {
     /// was waiting on it.
     pub(crate) fn disconnect(&mut self, stream: &Arc<Stream>) {
         self.sources.retain(|_, s| match s {
-            Source::StreamRx(st, _) | Source::StreamTx(st) => !Arc::ptr_eq(st, stream),
+            Source::StreamRx(st) | Source::StreamTx(st) => !Arc::ptr_eq(st, stream),
             _ => true,
         });
         stream.deregister();

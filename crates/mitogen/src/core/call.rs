@@ -149,6 +149,15 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> PendingCall<T> {
             return Err(e);
         }
         let started = Instant::now();
+        let router = self.ctx.router();
+        if !self.latch.is_ready() && !router.broker.on_broker_thread() {
+            // Read the stream the reply will come on ourselves, unless another
+            // thread already does (see `Stream::lead`).
+            if let Some(stream) = router.stream_towards(self.ctx.id()) {
+                let latch = self.latch.clone();
+                stream.lead(&router, &move || latch.is_ready(), deadline);
+            }
+        }
         let r = self.latch.get_deadline(deadline);
         self.finish(r, started)
     }

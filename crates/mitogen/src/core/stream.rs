@@ -30,6 +30,10 @@ pub const CHUNK_SIZE: usize = 128 * 1024;
 /// Queued bytes above which flow-controlled senders wait for the queue to drain.
 pub const HIGH_WATER: usize = 8 * 1024 * 1024;
 
+/// Longest a leading thread sleeps in `poll` before it looks at its condition
+/// again.
+const LEAD_POLL: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// How many frames one `writev` may carry.
 const MAX_IOV: usize = 64;
 
@@ -48,9 +52,29 @@ impl Frame {
 
 struct Tx {
     queue: VecDeque<Frame>,
-    /// True while the broker watches the transmit side for writability.
+    /// True while the broker should watch the transmit side for writability.
     armed: bool,
+    /// True while the broker should watch the receive side (false while a
+    /// thread reads the stream itself, see [`Stream::lead`]).
+    rx_wanted: bool,
+    /// What is registered with the poller now, for the receive side (and, on
+    /// one descriptor, both) and for a separate transmit side.
+    rx_registered: bool,
+    tx_registered: bool,
     closed: bool,
+}
+
+/// How [`Stream::lead`] ended.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Lead {
+    /// The caller's condition became true.
+    Done,
+    /// Another thread (the broker or another leader) is reading the stream.
+    Busy,
+    /// The stream ended or failed; the broker takes it from here.
+    Ended,
+    /// The deadline passed.
+    Timeout,
 }
 
 /// Where a stream's descriptors are registered with the broker's poller.
@@ -80,6 +104,10 @@ pub struct Stream {
     pending: AtomicUsize,
     dead: AtomicBool,
     reg: std::sync::OnceLock<Registration>,
+    /// The receive state. The broker reads under this lock, and so does a
+    /// thread that reads the stream itself while it waits for a reply
+    /// ([`Stream::lead`]); whoever holds it reads, the other steps aside.
+    reader: Mutex<FrameReader>,
     /// True when the peer is this process's parent (messages from it carry the
     /// authority of our ancestors).
     pub(crate) is_parent: bool,
@@ -106,12 +134,16 @@ impl Stream {
             tx_state: Mutex::new(Tx {
                 queue: VecDeque::new(),
                 armed: false,
+                rx_wanted: true,
+                rx_registered: false,
+                tx_registered: false,
                 closed: false,
             }),
             drained: Condvar::new(),
             pending: AtomicUsize::new(0),
             dead: AtomicBool::new(false),
             reg: std::sync::OnceLock::new(),
+            reader: Mutex::new(FrameReader::new(0, &[])),
             is_parent,
         }
     }
@@ -153,14 +185,27 @@ impl Stream {
         self.tx_state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Registers the receive side with the poller. Called once, by the broker.
+    /// Sets the reader (with its size limit and any bytes read during the
+    /// bootstrap) before the stream is registered.
+    pub(crate) fn set_reader(&self, reader: FrameReader) {
+        *self.reader.lock().unwrap_or_else(|e| e.into_inner()) = reader;
+    }
+
+    /// The receive state, unless another thread is reading.
+    pub(crate) fn try_reader(&self) -> Option<MutexGuard<'_, FrameReader>> {
+        match self.reader.try_lock() {
+            Ok(g) => Some(g),
+            Err(std::sync::TryLockError::Poisoned(e)) => Some(e.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) => None,
+        }
+    }
+
+    /// Registers the stream with the poller. Called once, by the broker.
     pub(crate) fn register(&self, reg: Registration) -> io::Result<()> {
-        let fd = std::os::fd::AsRawFd::as_raw_fd(&*self.rx);
-        reg.registry
-            .register(&mut SourceFd(&fd), reg.rx_token, Interest::READABLE)?;
         let _ = self.reg.set(reg);
-        // Anything queued before registration needs the broker to push it out.
         let mut tx = self.lock_tx();
+        self.apply_interest(&mut tx)?;
+        // Anything queued before registration needs the broker to push it out.
         if !tx.queue.is_empty() && !tx.armed {
             self.flush_locked(&mut tx);
         }
@@ -169,14 +214,43 @@ impl Stream {
 
     /// Removes the stream's descriptors from the poller.
     pub(crate) fn deregister(&self) {
-        if let Some(reg) = self.reg.get() {
-            let fd = std::os::fd::AsRawFd::as_raw_fd(&*self.rx);
-            let _ = reg.registry.deregister(&mut SourceFd(&fd));
-            let tx = self.lock_tx();
-            if tx.armed && !self.same_fd() {
-                let fd = std::os::fd::AsRawFd::as_raw_fd(&*self.tx);
-                let _ = reg.registry.deregister(&mut SourceFd(&fd));
+        let mut tx = self.lock_tx();
+        tx.rx_wanted = false;
+        tx.armed = false;
+        let _ = self.apply_interest(&mut tx);
+    }
+
+    /// Brings the poller's registrations in line with `rx_wanted` and `armed`.
+    fn apply_interest(&self, tx: &mut Tx) -> io::Result<()> {
+        let Some(reg) = self.reg.get() else {
+            // Not registered yet: `register` applies the wanted state.
+            return Ok(());
+        };
+        let rx_fd = std::os::fd::AsRawFd::as_raw_fd(&*self.rx);
+        let tx_fd = std::os::fd::AsRawFd::as_raw_fd(&*self.tx);
+        let set = |fd: i32, token: Token, registered: &mut bool, want: Option<Interest>| {
+            let r = match (want, *registered) {
+                (None, false) => Ok(()),
+                (None, true) => reg.registry.deregister(&mut SourceFd(&fd)),
+                (Some(i), true) => reg.registry.reregister(&mut SourceFd(&fd), token, i),
+                (Some(i), false) => reg.registry.register(&mut SourceFd(&fd), token, i),
+            };
+            if r.is_ok() {
+                *registered = want.is_some();
             }
+            r
+        };
+        let rx_interest = tx.rx_wanted.then_some(Interest::READABLE);
+        let tx_interest = tx.armed.then_some(Interest::WRITABLE);
+        if self.same_fd() {
+            let both = match (rx_interest, tx_interest) {
+                (Some(r), Some(w)) => Some(r | w),
+                (r, w) => r.or(w),
+            };
+            set(rx_fd, reg.rx_token, &mut tx.rx_registered, both)
+        } else {
+            set(rx_fd, reg.rx_token, &mut tx.rx_registered, rx_interest)?;
+            set(tx_fd, reg.tx_token, &mut tx.tx_registered, tx_interest)
         }
     }
 
@@ -185,29 +259,100 @@ impl Stream {
         if tx.armed == on {
             return;
         }
-        let Some(reg) = self.reg.get() else {
-            // Not registered yet: `register` flushes what is queued.
-            return;
-        };
-        let fd = std::os::fd::AsRawFd::as_raw_fd(&*self.tx);
-        let r = if self.same_fd() {
-            let interest = if on {
-                Interest::READABLE | Interest::WRITABLE
-            } else {
-                Interest::READABLE
-            };
-            reg.registry
-                .reregister(&mut SourceFd(&fd), reg.rx_token, interest)
-        } else if on {
-            reg.registry
-                .register(&mut SourceFd(&fd), reg.tx_token, Interest::WRITABLE)
-        } else {
-            reg.registry.deregister(&mut SourceFd(&fd))
-        };
-        match r {
-            Ok(()) => tx.armed = on,
-            Err(e) => tracing::debug!(stream = %self.name, "poller update failed: {e}"),
+        tx.armed = on;
+        if let Err(e) = self.apply_interest(tx) {
+            tracing::debug!(stream = %self.name, "poller update failed: {e}");
         }
+    }
+
+    /// Lets the broker watch the receive side, or stops it.
+    fn want_rx(&self, on: bool) {
+        let mut tx = self.lock_tx();
+        if tx.closed || tx.rx_wanted == on {
+            return;
+        }
+        tx.rx_wanted = on;
+        if let Err(e) = self.apply_interest(&mut tx) {
+            tracing::debug!(stream = %self.name, "poller update failed: {e}");
+        }
+    }
+
+    /// Reads and routes this stream's messages on the calling thread until
+    /// `done()` holds, instead of waiting for the broker to do it and wake us.
+    ///
+    /// A thread waiting for a reply (or a child's main thread waiting for its
+    /// next call) blocks in `poll` on the stream itself, so the message that
+    /// ends its wait costs one wake-up instead of two (broker, then waiter):
+    /// on a busy machine, and over ssh, a cross-CPU wake-up costs more than the
+    /// rest of the round trip. The broker stops watching the descriptor
+    /// meanwhile and takes over again afterwards. If another thread is reading
+    /// already, this returns [`Lead::Busy`] at once.
+    pub(crate) fn lead(
+        self: &Arc<Self>,
+        router: &super::router::RouterInner,
+        done: &dyn Fn() -> bool,
+        deadline: Option<Instant>,
+    ) -> Lead {
+        if self.is_dead() {
+            return Lead::Ended;
+        }
+        let Some(mut reader) = self.try_reader() else {
+            return Lead::Busy;
+        };
+        self.want_rx(false);
+        let outcome = 'lead: loop {
+            let status = reader.read_from(&self.rx);
+            match status {
+                Ok(ReadStatus::Data) => {
+                    loop {
+                        match reader.next_message() {
+                            Ok(Some(msg)) => router.route(msg, Some(self)),
+                            Ok(None) => break,
+                            Err(e) => {
+                                tracing::error!(stream = %self.name, "protocol error, disconnecting: {e}");
+                                break 'lead Lead::Ended;
+                            }
+                        }
+                    }
+                    continue;
+                }
+                Ok(ReadStatus::WouldBlock) => {}
+                Ok(ReadStatus::Eof) | Err(_) => {
+                    log_end(&self.name, reader.buffered());
+                    break Lead::Ended;
+                }
+            }
+            if done() {
+                break Lead::Done;
+            }
+            let now = Instant::now();
+            if deadline.is_some_and(|d| now >= d) {
+                break Lead::Timeout;
+            }
+            // Wake now and then to look at `done()`, which other threads can
+            // also satisfy (a shutdown, a reply routed by the broker).
+            let wait = deadline
+                .map(|d| d - now)
+                .unwrap_or(LEAD_POLL)
+                .min(LEAD_POLL);
+            let ts = rustix::event::Timespec {
+                tv_sec: wait.as_secs() as i64,
+                tv_nsec: wait.subsec_nanos() as i64,
+            };
+            let mut pfd = [rustix::event::PollFd::new(
+                &*self.rx,
+                rustix::event::PollFlags::IN,
+            )];
+            let _ = rustix::event::poll(&mut pfd, Some(&ts));
+        };
+        drop(reader);
+        if outcome == Lead::Ended {
+            // Let the broker see the end (or the bad frame) and tear down.
+            let stream = self.clone();
+            router.broker.defer(move |core| core.disconnect(&stream));
+        }
+        self.want_rx(true);
+        outcome
     }
 
     /// Queues `msg` and writes what the kernel takes now. Never blocks.
@@ -370,6 +515,18 @@ impl Stream {
             let _ = rustix::event::poll(&mut pfd, Some(&ts));
             tx = self.lock_tx();
         }
+    }
+}
+
+/// Logs the end of a stream: an error when it ended inside a frame.
+pub(crate) fn log_end(name: &str, buffered: usize) {
+    if buffered > 0 {
+        tracing::error!(
+            stream = %name,
+            "stream ended inside a frame ({buffered} bytes of it arrived); disconnecting"
+        );
+    } else {
+        tracing::debug!(stream = %name, "end of stream");
     }
 }
 
