@@ -207,6 +207,24 @@ impl Context {
         sub
     }
 
+    /// Lets the context (and the contexts it started) outlive this master:
+    /// it stops exiting when its parent goes away (the parent-death signal is
+    /// disarmed and the parent-lost exit skipped), leaves the master's
+    /// session, and this router no longer shuts it or its subtree down when
+    /// it is dropped.
+    ///
+    /// The trade-off: once its parent is gone, nothing can reach it any more
+    /// (no calls, no shutdown; its logs go nowhere). It finishes the calls
+    /// already queued, then exits, taking its own children with it. Give it
+    /// its work with [`call_no_reply`](Self::call_no_reply) after `detach`
+    /// (calls run in order, so a long call queued before would hold the
+    /// detach back). Work that never ends makes a process that never ends.
+    pub fn detach(&self) -> Result<()> {
+        self.call(crate::child::detach::detach_self, ())?;
+        self.router.forget_children_below(self.id);
+        Ok(())
+    }
+
     /// Waits up to `timeout` for the context to disconnect; true if it did.
     pub fn wait_disconnect(&self, timeout: Duration) -> bool {
         let latch = self.router.disconnect_latch(self.id);

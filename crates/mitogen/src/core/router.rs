@@ -703,6 +703,13 @@ impl RouterInner {
         children.push(ctx);
     }
 
+    /// Drops `id` and every context below it from the shutdown list (they
+    /// were detached and must outlive this router).
+    pub(crate) fn forget_children_below(&self, id: ContextId) {
+        let mut children = self.children.lock().unwrap_or_else(|e| e.into_inner());
+        children.retain(|c| !self.descends_from(c.id(), id));
+    }
+
     /// Takes the list of contexts this router started.
     pub(crate) fn take_children(&self) -> Vec<crate::core::context::Context> {
         std::mem::take(&mut *self.children.lock().unwrap_or_else(|e| e.into_inner()))

@@ -28,6 +28,9 @@ fn main() {
         if std::env::var_os(lifecycle::INTERMEDIATE_ENV).is_some() {
             return lifecycle::intermediate_main(&router);
         }
+        if std::env::var_os(lifecycle::DETACH_ENV).is_some() {
+            return lifecycle::detach_main(&router);
+        }
         if let Ok(scenario) = std::env::var(switch_user::SCENARIO_ENV) {
             return switch_user::inner_main(&router, &scenario);
         }
@@ -74,6 +77,8 @@ fn main() {
             test!(lifecycle::killing_first_hop_leaves_no_orphans),
             test!(lifecycle::killing_middle_hop_leaves_no_orphans),
             test!(lifecycle::killing_last_hop_leaves_no_orphans),
+            test!(lifecycle::detached_child_outlives_master),
+            test!(lifecycle::detached_child_exits_when_its_work_is_done),
             test!(bad_input::bad_magic),
             test!(bad_input::truncated_frame_then_eof),
             test!(bad_input::length_over_limit),
