@@ -99,10 +99,21 @@ fn uid_of(name: &str) -> Result<Option<u32>> {
 /// The users, the sudoers drop-in and doas.conf; set up once per run.
 struct Fixture {
     app_uid: u32,
+    /// A copy of this executable that the test users may run: the build in
+    /// the target directory may be replaced by a concurrent `cargo` while
+    /// the tests run (the copy is made from `/proc/self/exe`, so it is this
+    /// very build).
+    exe: std::path::PathBuf,
 }
 
+/// Where the copy of this executable lives.
+fn exe_dir() -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("mitogen-switch-test-{}", std::process::id()))
+}
+
+static FIXTURE: OnceLock<Fixture> = OnceLock::new();
+
 fn fixture() -> Result<&'static Fixture> {
-    static FIXTURE: OnceLock<Fixture> = OnceLock::new();
     static SETUP: Mutex<()> = Mutex::new(());
     let _one = SETUP.lock().unwrap_or_else(|e| e.into_inner());
     if let Some(f) = FIXTURE.get() {
@@ -167,11 +178,44 @@ fn fixture() -> Result<&'static Fixture> {
     std::fs::write(DOAS_CONF, doas)?;
     std::fs::set_permissions(DOAS_CONF, std::fs::Permissions::from_mode(0o600))?;
     let app_uid = uid_of(APP_USER)?.ok_or_else(|| anyhow!("no {APP_USER}"))?;
-    Ok(FIXTURE.get_or_init(|| Fixture { app_uid }))
+    let dir = exe_dir();
+    std::fs::create_dir_all(&dir)?;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))?;
+    let exe = dir.join("integration");
+    std::fs::copy("/proc/self/exe", &exe).context("copying the test executable")?;
+    std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755))?;
+    Ok(FIXTURE.get_or_init(|| Fixture { app_uid, exe }))
 }
 
-/// Removes what the fixture made, if it ran. Called once the tests are done.
+/// Whether another live process of these tests has its fixture up.
+fn other_runs_alive() -> bool {
+    let Ok(dir) = std::fs::read_dir(std::env::temp_dir()) else {
+        return false;
+    };
+    dir.flatten().any(|e| {
+        e.file_name()
+            .to_str()
+            .and_then(|n| n.strip_prefix("mitogen-switch-test-"))
+            .and_then(|pid| pid.parse::<u32>().ok())
+            .is_some_and(|pid| {
+                pid != std::process::id() && Path::new(&format!("/proc/{pid}")).exists()
+            })
+    })
+}
+
+/// Removes what the fixture made, if it ran in this process (a run that
+/// selected none of these tests leaves another run's fixture alone). Called
+/// once the tests are done.
 pub fn cleanup() {
+    if FIXTURE.get().is_none() {
+        return;
+    }
+    let _ = std::fs::remove_dir_all(exe_dir());
+    if other_runs_alive() {
+        // Another test run is using the same users and rules; the last one
+        // to finish removes them.
+        return;
+    }
     let _ = std::fs::remove_file(SUDOERS);
     if std::fs::read_to_string(DOAS_CONF).is_ok_and(|t| t.starts_with(DOAS_MARKER)) {
         let _ = std::fs::remove_file(DOAS_CONF);
@@ -330,7 +374,7 @@ fn leaking_processes(secrets: &[&str]) -> Vec<String> {
 /// Runs `scenario` as `user`, typing `password` into its stdin, and scans
 /// every process for the password while it runs.
 fn run_as(user: &str, scenario: &str, password: Option<&str>) -> Result<Outcome> {
-    let exe = std::env::current_exe()?;
+    let exe = fixture()?.exe.clone();
     let mut child = Command::new("runuser")
         .args(["-u", user, "--"])
         .arg(&exe)
