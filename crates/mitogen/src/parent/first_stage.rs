@@ -5,10 +5,12 @@
 //! script needs only `sh`, `uname`, `mkdir`, `head`, `chmod` and `mv` (and
 //! `gzip`, if present, to take a compressed upload):
 //!
-//! 1. It knows the hash of the master's own build and the system it is for. If
-//!    that system matches `uname -sm` and the binary is in one of the cache
-//!    directories, it prints `MITOGEN-STAGE cached` and `exec`s it at once: no
-//!    round trip.
+//! 1. It knows the hash of the master's own build. If that build is in one of
+//!    the cache directories, it prints `MITOGEN-STAGE cached` and `exec`s it at
+//!    once: no round trip, and not even a `uname`. (Should the cached build not
+//!    run here, say a home directory shared with hosts of another architecture,
+//!    the `exec` fails, and the master connects again forcing step 2, which
+//!    reports the system and gets the matching build.)
 //! 2. Otherwise it finds a private cache directory (`$XDG_CACHE_HOME/mitogen` or
 //!    `~/.cache/mitogen`, else `$TMPDIR/mitogen-$USER` or `/dev/shm/mitogen-$USER`;
 //!    made 0700, owned by the user, writable, and not mounted `noexec`, which it
@@ -34,7 +36,7 @@ use std::time::Instant;
 use super::bootstrap::{discard_until, read_some, write_all, StepError};
 use super::prompt::Prompter;
 use crate::core::error::TransportFailure;
-use crate::master::binary::{own_system, Binaries};
+use crate::master::binary::Binaries;
 
 /// Marker that starts the stage's status line.
 pub const STAGE_MARKER: &[u8] = b"MITOGEN-STAGE ";
@@ -43,12 +45,12 @@ pub const STAGE_MARKER: &[u8] = b"MITOGEN-STAGE ";
 pub const BAD_HASH: &[u8] = b"MITOGEN-RS/BADHASH";
 
 const SCRIPT: &str = concat!(
-    "H=@H@; A=\"@A@\"; F=@F@; U=\"${USER:-${LOGNAME:-user}}\"; u=$(uname -sm); ",
+    "H=@H@; F=@F@; U=\"${USER:-${LOGNAME:-user}}\"; ",
     "set -- \"${XDG_CACHE_HOME:-${HOME:-/nonexistent}/.cache}/mitogen\" \"${TMPDIR:-/tmp}/mitogen-$U\" \"/dev/shm/mitogen-$U\"; ",
-    "if [ \"$F\" = 0 ] && [ \"$u\" = \"$A\" ]; then for d do ",
+    "if [ \"$F\" = 0 ]; then for d do ",
     "if [ -f \"$d/$H\" ] && [ -x \"$d/$H\" ] && [ -O \"$d\" ]; then ",
     "echo \"MITOGEN-STAGE cached\"; MITOGEN_CHILD=1 MITOGEN_HASH=$H exec \"$d/$H\"; fi; done; fi; ",
-    "w=; for d do ",
+    "u=$(uname -sm); w=; for d do ",
     "if mkdir -p \"$d\" 2>/dev/null && chmod 700 \"$d\" 2>/dev/null && [ -O \"$d\" ] && [ -w \"$d\" ]; then ",
     "if [ -x \"$d/.probe\" ] || { echo \"exit 0\" > \"$d/.probe\" && chmod 700 \"$d/.probe\"; }; then ",
     "if \"$d/.probe\" 2>/dev/null; then w=\"$d\"; break; fi; fi; fi; done; ",
@@ -66,7 +68,6 @@ const SCRIPT: &str = concat!(
 pub fn script(hash: &str, force: bool) -> String {
     SCRIPT
         .replace("@H@", hash)
-        .replace("@A@", &own_system())
         .replace("@F@", if force { "1" } else { "0" })
 }
 
