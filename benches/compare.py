@@ -196,7 +196,7 @@ def render_ssh(rounds_ours, rounds_theirs, args, ssh_version, user):
       'keys made for the run, logging in as %s; %s), no ssh compression. Every figure '
       'is the median over %d interleaved round(s). Each benchmark also times plain ssh '
       'with the same options in the same run: `ssh HOST true` (one sample before each '
-      'timed connect) and `ssh HOST \'cat > /dev/null\'` taking the same %d MiB (one '
+      'timed connect, or each cold/warm pair of them) and `ssh HOST \'cat > /dev/null\'` taking the same %d MiB (one '
       'run after each throughput run, timed from the remote shell\'s first output, so '
       'without the login, until ssh exits). Those are the floors: what ssh itself '
       'costs. The targets are those of the ssh issue.'
@@ -392,8 +392,9 @@ def interleaved(ours_cmd, theirs_cmd, rounds, label):
 def ssh_rounds(ours_bin, py, common, args):
     """Both benchmarks over ssh to a throw-away sshd; returns the section."""
     sys.path.insert(0, os.path.join(ROOT, 'benches'))
-    from throwaway_sshd import ThrowawaySshd
+    from throwaway_sshd import ThrowawaySshd, stop_on_sigterm
 
+    stop_on_sigterm()
     version = subprocess.run(['ssh', '-V'], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                              text=True, timeout=30).stdout.strip()
     with ThrowawaySshd() as sshd:

@@ -5,7 +5,9 @@ Host and client keys are made in a temporary directory, which also holds the
 configuration and authorized_keys; nothing outside it is changed except
 `mkdir -p /run/sshd` (sshd's privilege-separation directory). The server
 accepts only that client key, for the user running this script (root logins
-are allowed so that benchmarks can run as root).
+are allowed so that benchmarks can run as root). Its sessions get
+XDG_CACHE_HOME and TMPDIR inside that directory, so mitogen's remote cache
+there is private to the server.
 
 As a module (benches/compare.py --ssh):
 
@@ -17,9 +19,11 @@ Standalone, for trying things by hand (Ctrl-C stops the server):
     python3 benches/throwaway_sshd.py
 """
 
+import ctypes
 import getpass
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -29,6 +33,23 @@ import time
 SSHD = '/usr/sbin/sshd'
 START_TIMEOUT = 15.0
 STOP_TIMEOUT = 5.0
+
+
+def die_with_parent():
+    """Runs in the forked child before sshd starts: the kernel sends sshd
+    SIGTERM when this process dies, so a killed benchmark leaves no server."""
+    PR_SET_PDEATHSIG = 1
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass
+
+
+def stop_on_sigterm():
+    """Turns SIGTERM into SystemExit, so `with ThrowawaySshd()` cleans up."""
+    def handler(signum, frame):
+        raise SystemExit(128 + signum)
+    signal.signal(signal.SIGTERM, handler)
 
 
 def free_port():
@@ -75,6 +96,10 @@ class ThrowawaySshd:
         shutil.copyfile(self.client_key + '.pub', authorized)
         os.chmod(authorized, 0o600)
         self.port = free_port()
+        cache = os.path.join(self.dir, 'cache')
+        tmp = os.path.join(self.dir, 'tmp')
+        os.mkdir(cache)
+        os.mkdir(tmp)
         config = os.path.join(self.dir, 'sshd_config')
         with open(config, 'w') as fp:
             fp.write('\n'.join([
@@ -90,13 +115,19 @@ class ThrowawaySshd:
                 'KbdInteractiveAuthentication no',
                 'AllowUsers %s' % self.user,
                 'Subsystem sftp internal-sftp',
+                # The sessions' cache and temporary directories are this
+                # server's own: emptying the cache for a cold connect then
+                # touches nothing another program of the user relies on, and
+                # nothing else can fill it between the emptying and the connect.
+                'SetEnv XDG_CACHE_HOME=%s TMPDIR=%s' % (cache, tmp),
                 '',
             ]))
         os.makedirs('/run/sshd', mode=0o755, exist_ok=True)
         self.log = open(os.path.join(self.dir, 'sshd.log'), 'w+')
         self.proc = subprocess.Popen([SSHD, '-D', '-e', '-f', config],
                                      stdin=subprocess.DEVNULL, stdout=self.log,
-                                     stderr=subprocess.STDOUT)
+                                     stderr=subprocess.STDOUT,
+                                     preexec_fn=die_with_parent)
         self.wait_ready()
 
     def wait_ready(self):
@@ -159,6 +190,7 @@ class ThrowawaySshd:
 
 
 def main():
+    stop_on_sigterm()
     with ThrowawaySshd() as sshd:
         print('target:  %s' % sshd.target())
         print('options: %s' % ' '.join('-o ' + o for o in sshd.ssh_options()))
