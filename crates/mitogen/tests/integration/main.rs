@@ -8,6 +8,7 @@
 mod bad_input;
 mod calls;
 mod capture;
+mod chains;
 mod errors;
 mod harness;
 mod hooks;
@@ -132,6 +133,12 @@ fn main() {
             test!(switch_user::su_to_another_user_with_password),
             test!(switch_user::doas_with_and_without_nopass),
             test!(switch_user::doas_wrong_password),
+            test!(chains::local_sudo_nopasswd),
+            test!(chains::local_sudo_with_password),
+            test!(chains::ssh_sudo_with_password, 180),
+            test!(chains::ssh_sudo_su, 180),
+            test!(chains::local_sudo_local),
+            test!(chains::ssh_sudo_wrong_password, 120),
         ];
         let failed = harness::run_tests(&router, &tests);
         switch_user::cleanup();

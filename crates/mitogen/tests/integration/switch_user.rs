@@ -27,16 +27,16 @@ pub const SCENARIO_ENV: &str = "MITOGEN_TEST_SWITCH";
 
 /// Needs a password for sudo (to root and the app user), and may doas to the
 /// app user with its password.
-const PW_USER: &str = "mtgsw_pw";
-const PW_USER_PASSWORD: &str = "pw-Sekret-4711";
+pub(crate) const PW_USER: &str = "mtgsw_pw";
+pub(crate) const PW_USER_PASSWORD: &str = "pw-Sekret-4711";
 /// sudo and doas without a password.
-const NOPASS_USER: &str = "mtgsw_np";
+pub(crate) const NOPASS_USER: &str = "mtgsw_np";
 /// No sudo rights at all.
 const NO_USER: &str = "mtgsw_no";
 const NO_USER_PASSWORD: &str = "no-Sekret-0815";
 /// The user contexts switch to.
-const APP_USER: &str = "mtgsw_app";
-const APP_PASSWORD: &str = "app-Sekret-1234";
+pub(crate) const APP_USER: &str = "mtgsw_app";
+pub(crate) const APP_PASSWORD: &str = "app-Sekret-1234";
 
 const SUDOERS: &str = "/etc/sudoers.d/mitogen-test";
 const DOAS_CONF: &str = "/etc/doas.conf";
@@ -88,7 +88,7 @@ fn run(cmd: &mut Command, input: Option<&str>) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-fn uid_of(name: &str) -> Result<Option<u32>> {
+pub(crate) fn uid_of(name: &str) -> Result<Option<u32>> {
     let passwd = std::fs::read_to_string("/etc/passwd")?;
     Ok(passwd.lines().find_map(|l| {
         let f: Vec<&str> = l.split(':').collect();
@@ -97,8 +97,8 @@ fn uid_of(name: &str) -> Result<Option<u32>> {
 }
 
 /// The users, the sudoers drop-in and doas.conf; set up once per run.
-struct Fixture {
-    app_uid: u32,
+pub(crate) struct Fixture {
+    pub(crate) app_uid: u32,
     /// A copy of this executable that the test users may run: the build in
     /// the target directory may be replaced by a concurrent `cargo` while
     /// the tests run (the copy is made from `/proc/self/exe`, so it is this
@@ -113,7 +113,7 @@ fn exe_dir() -> std::path::PathBuf {
 
 static FIXTURE: OnceLock<Fixture> = OnceLock::new();
 
-fn fixture() -> Result<&'static Fixture> {
+pub(crate) fn fixture() -> Result<&'static Fixture> {
     static SETUP: Mutex<()> = Mutex::new(());
     let _one = SETUP.lock().unwrap_or_else(|e| e.into_inner());
     if let Some(f) = FIXTURE.get() {
@@ -231,7 +231,7 @@ pub fn cleanup() {
 }
 
 /// Checks that a context runs as `uid` from its own private cache.
-fn check_identity(id: &Identity, uid: u32) -> Result<()> {
+pub(crate) fn check_identity(id: &Identity, uid: u32) -> Result<()> {
     ensure!(id.uid == uid, "runs as uid {} instead of {uid}", id.uid);
     ensure!(
         id.exe_uid == uid && id.dir_uid == uid,
@@ -249,7 +249,7 @@ fn check_identity(id: &Identity, uid: u32) -> Result<()> {
     Ok(())
 }
 
-fn check_context(ctx: &mitogen::Context, uid: u32) -> Result<()> {
+pub(crate) fn check_context(ctx: &mitogen::Context, uid: u32) -> Result<()> {
     let id = ctx.call_timeout(identity, (), Duration::from_secs(20))?;
     check_identity(&id, uid)
 }
@@ -279,6 +279,10 @@ pub fn inner_main(router: &Router, scenario: &str) -> usize {
         .map(Secret::new);
     let mut words = scenario.split_whitespace();
     let (method, user) = (words.next().unwrap_or(""), words.next().unwrap_or("root"));
+    if method == "chain" {
+        // `chain TARGET`: a whole target string (see `chains`).
+        return crate::chains::inner_chain(router, user, password);
+    }
     let timeout = Duration::from_secs(20);
     let started = Instant::now();
     let r = match method {
@@ -326,7 +330,7 @@ pub fn inner_main(router: &Router, scenario: &str) -> usize {
 }
 
 /// `Identity` as space-separated fields (no JSON crate in the tests).
-fn serde_json_line(id: &Identity) -> Option<String> {
+pub(crate) fn serde_json_line(id: &Identity) -> Option<String> {
     Some(format!(
         "{} {} {} {} {}",
         id.uid, id.exe_uid, id.dir_uid, id.dir_mode, id.exe
@@ -335,13 +339,13 @@ fn serde_json_line(id: &Identity) -> Option<String> {
 
 /// What an inner scenario printed.
 #[derive(Debug)]
-enum Outcome {
+pub(crate) enum Outcome {
     Ok { ms: u64, id: Identity },
     Err { ms: u64, kind: String },
 }
 
 /// Processes whose argv or environment contain one of `secrets`.
-fn leaking_processes(secrets: &[&str]) -> Vec<String> {
+pub(crate) fn leaking_processes(secrets: &[&str]) -> Vec<String> {
     let mut found = Vec::new();
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return found;
@@ -373,7 +377,7 @@ fn leaking_processes(secrets: &[&str]) -> Vec<String> {
 
 /// Runs `scenario` as `user`, typing `password` into its stdin, and scans
 /// every process for the password while it runs.
-fn run_as(user: &str, scenario: &str, password: Option<&str>) -> Result<Outcome> {
+pub(crate) fn run_as(user: &str, scenario: &str, password: Option<&str>) -> Result<Outcome> {
     let exe = fixture()?.exe.clone();
     let mut child = Command::new("runuser")
         .args(["-u", user, "--"])
@@ -454,7 +458,7 @@ fn run_as(user: &str, scenario: &str, password: Option<&str>) -> Result<Outcome>
     }
 }
 
-fn expect_ok(o: Outcome, uid: u32) -> Result<u64> {
+pub(crate) fn expect_ok(o: Outcome, uid: u32) -> Result<u64> {
     match o {
         Outcome::Ok { ms, id } => {
             check_identity(&id, uid)?;
