@@ -57,6 +57,20 @@ impl Binary {
         })
     }
 
+    /// Starts compressing in the background, if not done yet, so that a later
+    /// [`gzipped`](Self::gzipped) finds the result ready.
+    pub fn prepare_gzipped(self: &Arc<Self>) {
+        if self.gz.get().is_some() {
+            return;
+        }
+        let me = self.clone();
+        let _ = std::thread::Builder::new()
+            .name("mitogen-gzip".into())
+            .spawn(move || {
+                me.gzipped();
+            });
+    }
+
     /// The bytes gzip-compressed (made once, on first use).
     pub fn gzipped(&self) -> Arc<Vec<u8>> {
         self.gz

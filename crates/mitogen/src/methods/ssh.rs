@@ -152,7 +152,8 @@ impl Ssh {
     }
 
     /// Whether the program's upload may be gzip-compressed (default: when the
-    /// remote has `gzip`).
+    /// remote has `gzip` and is not this machine: over loopback, gunzip costs
+    /// more than the bytes it saves).
     pub fn upload_compression(mut self, c: Compression) -> Ssh {
         self.upload = c;
         self
@@ -254,7 +255,19 @@ impl Ssh {
         router: &Arc<RouterInner>,
         id: Option<ContextId>,
     ) -> Result<Context> {
-        let hash = router.binaries.own()?.hash.clone();
+        let own = router.binaries.own()?;
+        let upload = match self.upload {
+            // Compression pays when the link is slower than gunzip (about
+            // 100 MB/s); over loopback it only adds the gunzip.
+            Compression::Auto if is_loopback(&self.host) => Compression::Never,
+            c => c,
+        };
+        if upload != Compression::Never {
+            // Compress while ssh is still logging in (hundreds of ms): should
+            // the remote need an upload, the bytes are ready by then.
+            own.prepare_gzipped();
+        }
+        let hash = own.hash.clone();
         let name = self.name.clone().unwrap_or_else(|| self.default_name());
         let build = |force: bool| self.command(&first_stage::command_line(&hash, force));
         crate::parent::connect(
@@ -263,7 +276,7 @@ impl Ssh {
                 command: &build,
                 name: &name,
                 timeout: self.connect_timeout,
-                stage: Some(self.upload),
+                stage: Some(upload),
                 id,
                 classify: &|stderr: &str| match classify(stderr) {
                     TransportFailure::AuthenticationFailed
@@ -281,6 +294,15 @@ impl Ssh {
             },
         )
     }
+}
+
+/// True for host names that mean this machine (`localhost`, `127.0.0.0/8`,
+/// `::1`).
+fn is_loopback(host: &str) -> bool {
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// ssh's password and keyboard-interactive prompts.

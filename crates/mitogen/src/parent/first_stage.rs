@@ -79,9 +79,12 @@ pub fn command_line(hash: &str, force: bool) -> String {
 /// How to upload, when the stage asks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub enum Compression {
-    /// gzip when the remote has `gzip`.
+    /// gzip when the remote has `gzip`, unless the method knows the link is
+    /// faster than gunzip (ssh to a loopback address, a local user switch).
     #[default]
     Auto,
+    /// gzip whenever the remote has `gzip`.
+    Gzip,
     /// Never compress.
     Never,
 }
@@ -164,7 +167,7 @@ pub(crate) fn run(
                     return Err(plain(why, after));
                 }
             };
-            let compress = gzip && compression == Compression::Auto;
+            let compress = gzip && compression != Compression::Never;
             let data = if compress {
                 binary.gzipped()
             } else {

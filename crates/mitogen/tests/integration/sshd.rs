@@ -237,7 +237,10 @@ impl Sshd {
             .port(self.port)
             .identity_file(&self.client_key)
             .config_file("/dev/null")
-            .host_key_policy(HostKeyPolicy::Ignore))
+            .host_key_policy(HostKeyPolicy::Ignore)
+            // Over loopback the default sends the program uncompressed; the
+            // tests exercise the compressed path a remote host gets.
+            .upload_compression(mitogen::parent::first_stage::Compression::Gzip))
     }
 
     /// A `known_hosts` file whose entry for this server has `key`.
