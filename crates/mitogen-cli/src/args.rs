@@ -45,6 +45,11 @@ already in the remote cache, and these keys are added (same ssh options):
   pull_mib_s             the same from the remote to the master (`dd` of
                          /dev/zero), the streaming benchmark's direction
 
+For a target ending with a sudo hop on this machine (sudo[:USER],
+local/sudo[:USER]), this key is added:
+  floor_ms               `sudo -n -u USER true`, interleaved with the connect
+                         samples (needs a NOPASSWD rule for the caller)
+
 Exit status: 0 measured, 2 usage error, 3 the target failed.";
 
 /// Run commands in and measure mitogen contexts.

@@ -4,6 +4,7 @@
 
 mod remote;
 pub mod ssh;
+pub mod sudo;
 
 use std::time::{Duration, Instant};
 
@@ -14,6 +15,7 @@ use serde::Serialize;
 
 use crate::args::BenchArgs;
 use ssh::SshFloor;
+use sudo::SudoFloor;
 
 /// One mebibyte: the chunk size of the throughput test.
 const MIB: u32 = 1024 * 1024;
@@ -37,6 +39,10 @@ pub struct BenchReport {
     /// `ssh HOST true` with the same options, interleaved with the connects.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ssh_floor_ms: Option<f64>,
+    /// `sudo -n -u USER true`, interleaved with the connects (targets that
+    /// end with a sudo hop on this machine).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub floor_ms: Option<f64>,
     /// One sequential no-op call.
     pub rtt_us: f64,
     /// No-op calls per second when many are issued at once, then collected.
@@ -170,11 +176,13 @@ fn cold_sample(
     )
 }
 
-/// The connect figures: warm always; cold and the ssh floor for ssh targets.
+/// The connect figures: warm always; cold and the ssh floor for ssh targets;
+/// the sudo floor for sudo targets.
 struct ConnectFigures {
     warm_ms: f64,
     cold_ms: Option<f64>,
     floor_ms: Option<f64>,
+    sudo_floor_ms: Option<f64>,
 }
 
 fn measure_connect(
@@ -182,14 +190,20 @@ fn measure_connect(
     target: &Target,
     options: &ConnectOptions,
     floor: Option<&SshFloor>,
+    sudo_floor: Option<&SudoFloor>,
     reps: usize,
 ) -> anyhow::Result<ConnectFigures> {
     // A first context warms the master (executable pages, broker, allocator)
     // and, for ssh, fills the remote cache, before timing starts.
     connect_sample(router, target, options)?;
 
-    let (mut warm, mut cold, mut floors) = (vec![], vec![], vec![]);
+    let (mut warm, mut cold, mut floors, mut sudo_floors) = (vec![], vec![], vec![], vec![]);
     for _ in 0..reps {
+        if let Some(sudo) = sudo_floor {
+            // One floor sample before each connect sample, for the same
+            // reason as ssh's below.
+            sudo_floors.push(sudo.true_ms()?);
+        }
         if let Some(floor) = floor {
             // Interleaved, so that drift in the machine's or the network's
             // state affects ssh alone and mitogen over ssh alike.
@@ -203,6 +217,7 @@ fn measure_connect(
         warm_ms: median(warm),
         cold_ms: opt_median(cold),
         floor_ms: opt_median(floors),
+        sudo_floor_ms: opt_median(sudo_floors),
     })
 }
 
@@ -296,7 +311,15 @@ pub fn run(router: &Router, args: &BenchArgs) -> anyhow::Result<BenchReport> {
     let target = &args.target;
     let options = args.connect.connect_options()?;
     let floor = SshFloor::for_target(target, &options);
-    let connect_figures = measure_connect(router, target, &options, floor.as_ref(), plan.reps)?;
+    let sudo_floor = SudoFloor::for_target(target);
+    let connect_figures = measure_connect(
+        router,
+        target,
+        &options,
+        floor.as_ref(),
+        sudo_floor.as_ref(),
+        plan.reps,
+    )?;
 
     let ctx = connect(router, target, &options)?;
     let measured = (|| {
@@ -312,6 +335,7 @@ pub fn run(router: &Router, args: &BenchArgs) -> anyhow::Result<BenchReport> {
             connect_ms: round(connect_figures.warm_ms, 3),
             connect_cold_ms: connect_figures.cold_ms.map(|v| round(v, 3)),
             ssh_floor_ms: connect_figures.floor_ms.map(|v| round(v, 3)),
+            floor_ms: connect_figures.sudo_floor_ms.map(|v| round(v, 3)),
             rtt_us: round(rtt_us, 2),
             pipelined_calls_per_s: round(pipelined, 1),
             throughput_mib_s: round(throughput.ours, 1),

@@ -94,6 +94,9 @@ impl<O: Write, E: Write> Printer for HumanPrinter<O, E> {
         if let Some(v) = r.ssh_floor_ms {
             rows.push(("ssh_floor_ms", ms(v), "plain `ssh HOST true`, same options"));
         }
+        if let Some(v) = r.floor_ms {
+            rows.push(("floor_ms", ms(v), "plain `sudo -n -u USER true`"));
+        }
         rows.extend([
             (
                 "rtt_us",
