@@ -7,6 +7,7 @@ Run with the interpreter printed by setup_venv.sh:
     "$PY" benches/python/bench_mitogen.py [--quick] [--reps N] [--mib N] [--via N]
     "$PY" benches/python/bench_mitogen.py --ssh HOST [--ssh-port N] [--ssh-user U]
         [--identity FILE] [--ssh-option OPT]... [--quick] [--mib N]
+    "$PY" benches/python/bench_mitogen.py --sudo USER [--python PATH] [--quick] [--mib N]
 
 Prints one JSON object on stdout with the same keys and definitions as
 `mitogen bench --json` (every figure is a median over repetitions):
@@ -31,6 +32,16 @@ measured with the same ssh options in the same run:
                            ssh exits), one run after each throughput run
     pull_mib_s             the same from the remote to the master (`dd` of
                            /dev/zero), the streaming benchmark's direction
+
+With --sudo USER the measured contexts are made with `router.sudo(username=USER)`
+(no password: the caller needs a NOPASSWD rule), as `mitogen bench --target
+sudo:USER`, and one key is added, measured in the same run:
+
+    floor_ms               `sudo -n -u USER true`, one sample before each timed
+                           connect
+
+The sudo child runs --python (default /usr/bin/python3): the venv's interpreter
+may live where USER cannot read it (a pyenv under /root).
 
 Python Mitogen has no remote cache (it sends its modules on every connection),
 so there is no cold/warm distinction and no connect_cold_ms.
@@ -99,11 +110,33 @@ def shutdown(context):
     context.shutdown().get(timeout=SHUTDOWN_TIMEOUT)
 
 
-def connect(router, chain, ssh=None):
+def connect(router, chain, ssh=None, sudo=None):
     via = chain[-1] if chain else None
     if ssh is not None:
         return router.ssh(via=via, connect_timeout=CONNECT_TIMEOUT, **ssh.kwargs())
+    if sudo is not None:
+        return router.sudo(via=via, connect_timeout=CONNECT_TIMEOUT, **sudo.kwargs())
     return router.local(via=via, connect_timeout=CONNECT_TIMEOUT)
+
+
+class SudoFloor(object):
+    """`sudo -n -u USER true`: what sudo itself costs, the floor of a sudo
+    connect (the same sudo from PATH, non-interactive)."""
+
+    def __init__(self, args):
+        self.user = args.sudo
+        self.python = args.python
+
+    def kwargs(self):
+        return dict(username=self.user, python_path=self.python)
+
+    def true_ms(self):
+        import subprocess
+        t0 = time.perf_counter()
+        subprocess.run(['sudo', '-n', '-u', self.user, 'true'], stdin=subprocess.DEVNULL,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                       timeout=CONNECT_TIMEOUT, check=True)
+        return (time.perf_counter() - t0) * 1e3
 
 
 class SshFloor(object):
@@ -227,11 +260,11 @@ class SshFloor(object):
         return total_mib / (ended - started[0])
 
 
-def measure_connect_ms(router, chain, reps, ssh=None):
-    """Median connect time, and the median ssh floor when over ssh."""
+def measure_connect_ms(router, chain, reps, ssh=None, sudo=None):
+    """Median connect time, and the median ssh or sudo floor when there is one."""
     # A first context primes the master: module source caches, importer
     # state and the broker are all warm before timing starts.
-    warm = connect(router, chain, ssh)
+    warm = connect(router, chain, ssh, sudo)
     call(warm, noop)
     shutdown(warm)
 
@@ -242,8 +275,10 @@ def measure_connect_ms(router, chain, reps, ssh=None):
             # Interleaved, so that drift affects ssh alone and mitogen over
             # ssh alike.
             floors.append(ssh.true_ms())
+        if sudo is not None:
+            floors.append(sudo.true_ms())
         t0 = time.perf_counter()
-        context = connect(router, chain, ssh)
+        context = connect(router, chain, ssh, sudo)
         call(context, noop)
         samples.append((time.perf_counter() - t0) * 1e3)
         shutdown(context)
@@ -308,14 +343,15 @@ def measure_throughput(router, context, total_mib, runs, ssh=None):
 
 def run(router, args):
     ssh = SshFloor(args) if args.ssh else None
+    sudo = SudoFloor(args) if args.sudo else None
     chain = []
     try:
         for _ in range(args.via):
             chain.append(connect(router, chain))
 
-        connect_ms, floor_ms = measure_connect_ms(router, chain, args.reps, ssh)
+        connect_ms, floor_ms = measure_connect_ms(router, chain, args.reps, ssh, sudo)
 
-        context = connect(router, chain, ssh)
+        context = connect(router, chain, ssh, sudo)
         try:
             rtt_us = measure_rtt_us(context, args.calls, args.warmup)
             pipelined = measure_pipelined(context, args.pipeline,
@@ -344,6 +380,8 @@ def run(router, args):
         result['ssh_floor_ms'] = round(floor_ms, 3)
         result['cat_mib_s'] = round(cat, 1)
         result['pull_mib_s'] = round(pull, 1)
+    if sudo is not None:
+        result['floor_ms'] = round(floor_ms, 3)
     return result
 
 
@@ -366,6 +404,10 @@ def parse_args():
     parser.add_argument('--identity', metavar='FILE', help='ssh private key')
     parser.add_argument('--ssh-option', action='append', metavar='OPT',
                         help='ssh option (ssh -o OPT), repeatable')
+    parser.add_argument('--sudo', metavar='USER',
+                        help='measure contexts made with router.sudo(username=USER)')
+    parser.add_argument('--python', default='/usr/bin/python3', metavar='PATH',
+                        help='interpreter of the sudo child (default /usr/bin/python3)')
     parser.add_argument('--timeout', type=float, default=900.0,
                         help='abort the whole run after this many seconds')
     args = parser.parse_args()
@@ -383,6 +425,8 @@ def parse_args():
         parser.error('--reps and --mib must be >= 1, --via >= 0')
     if args.ssh and args.via:
         parser.error('--ssh and --via cannot be combined')
+    if args.sudo and (args.ssh or args.via):
+        parser.error('--sudo cannot be combined with --ssh or --via')
     if not args.ssh and (args.ssh_port or args.ssh_user or args.identity
                          or args.ssh_option):
         parser.error('ssh options need --ssh HOST')
