@@ -51,6 +51,7 @@ pub mod methods;
 pub mod parent;
 mod router;
 pub mod target;
+pub mod unix;
 
 pub use crate::core::call::{CallChain, PendingCall};
 pub use crate::core::channel::{Receiver, Recv, Sender};

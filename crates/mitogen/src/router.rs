@@ -405,6 +405,18 @@ impl Router {
         self.inner.signals.shutdown.connect(move |_: &()| f())
     }
 
+    /// Lets other processes of this user join this router through a Unix
+    /// socket at `path` (created mode 0600; removed when the [`Listener`] is
+    /// dropped): each gets a [`crate::unix::Client`] from
+    /// [`crate::unix::connect`] and may call into this router's contexts with
+    /// the master's authority. Connections from other users are refused
+    /// (`SO_PEERCRED`) and logged.
+    ///
+    /// [`Listener`]: crate::unix::Listener
+    pub fn listen(&self, path: impl AsRef<std::path::Path>) -> Result<crate::unix::Listener> {
+        crate::unix::listen(&self.inner, path.as_ref())
+    }
+
     /// Shuts down every context this router started and stops its broker.
     /// Dropping the last clone does the same.
     pub fn shutdown(&self) {

@@ -13,7 +13,7 @@
 //! When a stream disconnects, every handle waiting on a context behind it gets a
 //! DEAD message at once, so no caller waits for a reply that cannot come.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
@@ -133,6 +133,9 @@ pub(crate) struct RouterInner {
     allow_lateral: AtomicBool,
     /// Rate limit of the logs of refused messages.
     log_budget: LogBudget,
+    /// Processes joined through a unix-socket listener: they act for this
+    /// router's context (see `crate::unix`).
+    unix_clients: RwLock<HashSet<ContextId>>,
     /// Observer hooks: disconnect, route added/removed, shutdown.
     pub(crate) signals: super::signals::RouterSignals,
     /// Contexts this router started, for shutdown.
@@ -169,6 +172,7 @@ impl RouterInner {
             children: Mutex::new(Vec::new()),
             log_budget: LogBudget::new(),
             signals: Default::default(),
+            unix_clients: RwLock::new(HashSet::new()),
             allow_lateral: AtomicBool::new(false),
             parents: Mutex::new(HashMap::new()),
         });
@@ -353,7 +357,12 @@ impl RouterInner {
                     }
                     return;
                 }
-                msg.auth_id = msg.src;
+                // A unix client acts for the master that admitted it.
+                msg.auth_id = if self.is_unix_client(msg.src) {
+                    self.id
+                } else {
+                    msg.src
+                };
             }
         } else {
             msg.auth_id = self.id;
@@ -372,7 +381,12 @@ impl RouterInner {
         let stream = match stream {
             Some(s) => {
                 if let Some(f) = from {
-                    if !f.is_parent && !Arc::ptr_eq(f, &s) && !self.allow_lateral() {
+                    if !f.is_parent
+                        && !Arc::ptr_eq(f, &s)
+                        && !self.allow_lateral()
+                        && !self.is_unix_client(msg.src)
+                        && !self.is_unix_client(msg.dst)
+                    {
                         // From one subtree into another: a child may talk to its
                         // ancestors and its own descendants, not its siblings.
                         if let Some(suppressed) = self.log_budget.take(msg.src) {
@@ -505,6 +519,22 @@ impl RouterInner {
         // Ancestors above us route to these contexts through us: tell them.
         self.forget_routes(&gone, !stream.is_parent);
         if stream.is_parent {
+            // Every context not below us was reached through the parent: all
+            // of them are out of reach now, and whoever waits on one must
+            // hear it (a unix client, or a child still finishing its work).
+            let above: Vec<ContextId> = {
+                let routes = self.routes.read().unwrap_or_else(|e| e.into_inner());
+                let handles = self.lock_handles();
+                let mut ids: Vec<ContextId> = handles
+                    .values()
+                    .filter_map(|e| e.respondent)
+                    .filter(|r| !routes.contains_key(r))
+                    .collect();
+                ids.sort_unstable();
+                ids.dedup();
+                ids
+            };
+            self.forget_routes(&above, false);
             let hook = self
                 .parent_lost
                 .lock()
@@ -539,6 +569,35 @@ impl RouterInner {
             at = parents.get(&at).copied().unwrap_or(self.id);
         }
         false
+    }
+
+    /// Records that `id` is a unix client acting for this router's context.
+    pub(crate) fn add_unix_client(&self, id: ContextId) {
+        self.unix_clients
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id);
+    }
+
+    /// True when `id` joined through a unix-socket listener.
+    fn is_unix_client(&self, id: ContextId) -> bool {
+        let clients = self.unix_clients.read().unwrap_or_else(|e| e.into_inner());
+        !clients.is_empty() && clients.contains(&id)
+    }
+
+    /// Every context this router has a route to, with its name, in id order
+    /// (unix clients left out: they are not contexts to call into).
+    pub(crate) fn known_contexts(&self) -> Vec<(ContextId, String)> {
+        let mut ids: Vec<ContextId> = self
+            .routes
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .copied()
+            .filter(|id| !self.is_unix_client(*id))
+            .collect();
+        ids.sort_unstable();
+        ids.into_iter().map(|id| (id, self.name_of(id))).collect()
     }
 
     /// Whether messages may cross from one child's subtree into another's.
@@ -597,8 +656,27 @@ impl RouterInner {
                 parents.remove(id);
             }
         }
+        {
+            let mut clients = self.unix_clients.write().unwrap_or_else(|e| e.into_inner());
+            for id in gone {
+                clients.remove(id);
+            }
+        }
         if tell_parent && self.parent.is_some() {
             super::route_control::send_del_route(self, gone);
+        }
+        // Unix clients reach our contexts through us, not below us: nobody
+        // else would tell them that one is gone.
+        let clients: Vec<ContextId> = self
+            .unix_clients
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .copied()
+            .filter(|c| !gone.contains(c))
+            .collect();
+        for c in clients {
+            super::route_control::send_del_route_to(self, c, gone);
         }
         let mut newly_gone = Vec::new();
         for id in gone {

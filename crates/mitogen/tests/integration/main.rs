@@ -20,6 +20,7 @@ mod security;
 mod ssh;
 mod sshd;
 mod switch_user;
+mod unix;
 mod util;
 
 use tracing_subscriber::prelude::*;
@@ -31,6 +32,9 @@ fn main() {
         }
         if std::env::var_os(lifecycle::DETACH_ENV).is_some() {
             return lifecycle::detach_main(&router);
+        }
+        if std::env::var_os(unix::CLIENT_ENV).is_some() {
+            return unix::client_main();
         }
         if let Ok(scenario) = std::env::var(switch_user::SCENARIO_ENV) {
             return switch_user::inner_main(&router, &scenario);
@@ -95,6 +99,9 @@ fn main() {
             test!(hooks::route_and_disconnect_hooks_through_a_chain),
             test!(hooks::context_on_disconnect_fires_once_even_when_late),
             test!(hooks::shutdown_hook_fires_before_contexts_go),
+            test!(unix::listener_serves_clients_of_the_same_user),
+            test!(unix::client_calls_fail_when_the_master_goes),
+            test!(unix::other_users_are_refused),
             test!(security::spoofed_source),
             test!(security::spoofed_auth_id),
             test!(security::call_into_parent),
