@@ -14,10 +14,22 @@ over ssh to it the same way, next to the floors that plain ssh gives in the
 same runs (`ssh HOST true`, `ssh HOST 'cat > /dev/null'`), and writes a second
 table. Without --ssh, the ssh section already in the output file is kept.
 
-Usage: python3 benches/compare.py [--ssh] [--rounds 3] [--mib 256] [--quick] [--output PATH]
+With --sudo (as root) it creates a throw-away user and a sudoers drop-in that
+lets root sudo to it without a password (both removed at exit), and compares
+`mitogen bench --target sudo:USER` with Python Mitogen's `router.sudo()`, next
+to `sudo -n -u USER true` timed in the same runs: a third table.
+
+With --chains it compares a context three `local` hops away with a direct one
+(`mitogen bench --target local/local/local` and `--target local`; Python's
+`--via 2` and no via), all four interleaved in each round: a fourth table.
+Sections not rerun are kept from the output file, as for --ssh.
+
+Usage: python3 benches/compare.py [--ssh] [--sudo] [--chains] [--rounds 3] [--mib 256] [--quick]
+       [--output PATH]
 """
 
 import argparse
+import atexit
 import datetime
 import json
 import os
@@ -60,6 +72,26 @@ SSH_COLD_OVER_FLOOR_MS = 60.0
 SSH_RTT_US = 60.0
 SSH_CAT_FRACTION = 0.90
 SSH_RSS_KIB = 4 * 1024.0
+
+# The sudo and chains sections, kept the same way.
+SUDO_BEGIN = '<!-- sudo section: written by benches/compare.py --sudo -->'
+SUDO_END = '<!-- end of sudo section -->'
+CHAINS_BEGIN = '<!-- chains section: written by benches/compare.py --chains -->'
+CHAINS_END = '<!-- end of chains section -->'
+
+# The sudo issue's target: connect <= 1.5 x the `sudo true` floor + 5 ms.
+SUDO_FLOOR_FACTOR = 1.5
+SUDO_FLOOR_PLUS_MS = 5.0
+# The throw-away user of --sudo, and its sudoers drop-in.
+SUDO_USER = 'mitogen-bench'
+SUDOERS_DROPIN = '/etc/sudoers.d/mitogen-bench'
+
+# The multi-hop issue's targets: each extra hop adds at most this to the rtt,
+# and throughput through 3 hops keeps at least this fraction of one hop's.
+CHAIN_RTT_PER_HOP_US = 15.0
+CHAIN_THROUGHPUT_FRACTION = 0.80
+CHAIN_TARGET = 'local/local/local'
+CHAIN_VIA = 2
 
 # Keys of `mitogen bench --json` over ssh, in table order.
 SSH_KEYS = ['connect_ms', 'connect_cold_ms', 'ssh_floor_ms', 'rtt_us',
@@ -123,7 +155,7 @@ def median(values):
 def fmt(key, value):
     if value is None:
         return '–'
-    if key in ('connect_ms', 'connect_cold_ms', 'ssh_floor_ms'):
+    if key in ('connect_ms', 'connect_cold_ms', 'ssh_floor_ms', 'floor_ms'):
         return '%.2f' % value
     if key == 'rtt_us':
         return '%.1f' % value
@@ -284,20 +316,252 @@ def render_ssh(rounds_ours, rounds_theirs, args, ssh_version, user):
     return '\n'.join(out)
 
 
-def existing_ssh_section(path):
-    """The ssh section of an earlier run, kept when this run has none."""
+def existing_section(path, begin_marker, end_marker):
+    """A section of an earlier run, kept when this run does not redo it."""
     try:
         with open(path) as fp:
             text = fp.read()
     except OSError:
         return None
-    begin, end = text.find(SSH_BEGIN), text.find(SSH_END)
+    begin, end = text.find(begin_marker), text.find(end_marker)
     if begin < 0 or end < begin:
         return None
-    return text[begin:end + len(SSH_END)]
+    return text[begin:end + len(end_marker)]
 
 
-def render(ours, theirs, rounds_ours, rounds_theirs, sizes, info, args, rerun, ssh_section):
+def existing_ssh_section(path):
+    """The ssh section of an earlier run, kept when this run has none."""
+    return existing_section(path, SSH_BEGIN, SSH_END)
+
+
+SUDO_KEYS = ['connect_ms', 'floor_ms', 'rtt_us', 'pipelined_calls_per_s',
+             'throughput_mib_s', 'child_rss_kib']
+
+
+def sudo_limit(r):
+    """The issue's bound on a run's connect, from that run's floor."""
+    return SUDO_FLOOR_FACTOR * r['floor_ms'] + SUDO_FLOOR_PLUS_MS
+
+
+def render_sudo(rounds_ours, rounds_theirs, args, sudo_version):
+    """The sudo section: ours and Python's sudo contexts next to `sudo true`."""
+    ours = {k: median([r[k] for r in rounds_ours]) for k in SUDO_KEYS}
+    theirs = {k: median([r[k] for r in rounds_theirs]) for k in SUDO_KEYS}
+    # Within each run, then the median over rounds (as over ssh).
+    over = median([r['connect_ms'] - r['floor_ms'] for r in rounds_ours])
+    py_over = median([r['connect_ms'] - r['floor_ms'] for r in rounds_theirs])
+    margin = median([r['connect_ms'] - sudo_limit(r) for r in rounds_ours])
+    limit = median([sudo_limit(r) for r in rounds_ours])
+    ratio_f = median([r['connect_ms'] / r['floor_ms'] for r in rounds_ours])
+    py_ratio_f = median([r['connect_ms'] / r['floor_ms'] for r in rounds_theirs])
+
+    out = []
+    w = out.append
+    w(SUDO_BEGIN)
+    w('## Switching user with sudo')
+    w('')
+    w('Both sides start a context as a throw-away user `%s` with sudo (%s), from root, '
+      'through a sudoers drop-in `root ALL=(%s) NOPASSWD: ALL` made for the run and '
+      'removed after it: mitogen-rs with `mitogen bench --target sudo:%s --json`, Python '
+      'Mitogen with `router.sudo(username=...)` (`bench_mitogen.py --sudo`, the child on '
+      '`/usr/bin/python3`). `connect_ms` is a warm connect: the program is already in the '
+      'user\'s cache (mitogen-rs) and the master has served it before (both). Each run '
+      'also times `sudo -n -u USER true`, one sample before each timed connect: the '
+      'floor, what sudo itself costs. Every figure is the median over %d interleaved '
+      'round(s); "vs floor" is taken within each run, then the median.'
+      % (SUDO_USER, sudo_version, SUDO_USER, SUDO_USER, args.rounds))
+    w('')
+    w('| key | what | mitogen-rs | Python Mitogen %s | ratio | floor `sudo true`, same runs '
+      '(mitogen-rs / Python) | mitogen-rs vs floor | Python vs floor | target | target met |'
+      % PYTHON_MITOGEN_VERSION)
+    w('|---|---|---:|---:|---:|---:|---:|---:|---|:---:|')
+    floor = '%s / %s ms' % (fmt('floor_ms', ours['floor_ms']),
+                            fmt('floor_ms', theirs['floor_ms']))
+    w('| `connect_ms` | warm sudo connect: new context + its first call (ms) | %s | %s | %s '
+      '| %s | %s (%.1f× floor) | %s (%.1f× floor) | ≤ %.1f × floor + %.0f ms (%.2f ms) | %s |' % (
+          fmt('connect_ms', ours['connect_ms']), fmt('connect_ms', theirs['connect_ms']),
+          ratio_text(ours['connect_ms'], theirs['connect_ms'], True), floor,
+          signed_ms(over), ratio_f, signed_ms(py_over), py_ratio_f,
+          SUDO_FLOOR_FACTOR, SUDO_FLOOR_PLUS_MS, limit,
+          'yes' if margin <= 0 else '**no**'))
+    for key, what, lower in [
+            ('rtt_us', 'round trip of one no-op call (µs)', True),
+            ('pipelined_calls_per_s', 'pipelined no-op calls (calls/s)', False),
+            ('throughput_mib_s', 'streaming child → master, 1 MiB chunks (MiB/s)', False),
+            ('child_rss_kib', 'child VmRSS after the calls (KiB)', True)]:
+        w('| `%s` | %s | %s | %s | %s | – | – | – | – | – |' % (
+            key, what, fmt(key, ours[key]), fmt(key, theirs[key]),
+            ratio_text(ours[key], theirs[key], lower)))
+    w('')
+    w('### Every round with sudo')
+    w('')
+    w('| round | side | ' + ' | '.join('`%s`' % k for k in SUDO_KEYS) + ' |')
+    w('|---|---|' + '---:|' * len(SUDO_KEYS))
+    for i, (o, t) in enumerate(zip(rounds_ours, rounds_theirs), 1):
+        w('| %d | mitogen-rs | ' % i + ' | '.join(fmt(k, o.get(k)) for k in SUDO_KEYS) + ' |')
+        w('| %d | Python | ' % i + ' | '.join(fmt(k, t.get(k)) for k in SUDO_KEYS) + ' |')
+    w('')
+    w('Rerun: `python3 benches/compare.py --sudo` (as root). The Rust side alone: '
+      '`mitogen bench --target sudo:USER --json` or `--target local/sudo:USER` (the '
+      '`floor_ms` key needs a NOPASSWD sudo rule for the caller: it runs `sudo -n`).')
+    w(SUDO_END)
+    return '\n'.join(out)
+
+
+def sudo_rounds(ours_bin, py, common, args):
+    """Both benchmarks through sudo to a throw-away user; returns the section."""
+    sys.path.insert(0, os.path.join(ROOT, 'benches'))
+    from throwaway_sshd import stop_on_sigterm
+
+    # SIGTERM becomes SystemExit, so the clean-up below runs then too.
+    stop_on_sigterm()
+    version = subprocess.run(['sudo', '-V'], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             text=True, timeout=30).stdout.splitlines()[0].strip()
+    with ThrowawaySudoUser() as user:
+        ours_cmd = [ours_bin, 'bench', '--json', '--target', 'sudo:%s' % user] + common
+        theirs_cmd = [py, os.path.join(ROOT, 'benches', 'python', 'bench_mitogen.py'),
+                      '--sudo', user] + common
+        rounds_ours, rounds_theirs = interleaved(ours_cmd, theirs_cmd, args.rounds, 'sudo')
+        return render_sudo(rounds_ours, rounds_theirs, args, version)
+
+
+class ThrowawaySudoUser(object):
+    """A user and a sudoers drop-in letting root sudo to it without a
+    password; both are removed on exit (also when an exception or SIGTERM
+    ends the run: atexit covers what `with` would miss)."""
+
+    def __enter__(self):
+        self.created = False
+        if subprocess.run(['id', '-u', SUDO_USER], stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL).returncode != 0:
+            run(['useradd', '-m', '-s', '/bin/sh', SUDO_USER])
+            self.created = True
+        atexit.register(self.cleanup)
+        tmp = SUDOERS_DROPIN + '.tmp'
+        with open(tmp, 'w') as fp:
+            fp.write('root ALL=(%s) NOPASSWD: ALL\n' % SUDO_USER)
+        os.chmod(tmp, 0o440)
+        run(['visudo', '-cqf', tmp])
+        os.rename(tmp, SUDOERS_DROPIN)
+        return SUDO_USER
+
+    def cleanup(self):
+        for path in (SUDOERS_DROPIN, SUDOERS_DROPIN + '.tmp'):
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+        if self.created:
+            subprocess.run(['userdel', '-r', '-f', SUDO_USER], stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)
+            self.created = False
+
+    def __exit__(self, *exc):
+        self.cleanup()
+        return False
+
+
+def render_chains(rounds, args):
+    """The chains section: three local hops against one, both sides."""
+    def med(side, f):
+        return median([f(r) for r in rounds[side]])
+
+    def per_hop(side):
+        # (rtt through 3 hops - rtt direct) / 2 extra hops, per round.
+        return med(side, lambda r: (r['three']['rtt_us'] - r['one']['rtt_us']) / 2)
+
+    def kept(side):
+        return med(side, lambda r: r['three']['throughput_mib_s'] / r['one']['throughput_mib_s'])
+
+    def fig(side, hops, key):
+        return median([r[hops][key] for r in rounds[side]])
+
+    out = []
+    w = out.append
+    w(CHAINS_BEGIN)
+    w('## Through a chain of hops')
+    w('')
+    w('A context three `local` hops away against a direct child, on one machine: '
+      'mitogen-rs with `mitogen bench --target %s` and `--target local`, Python Mitogen '
+      'with `bench_mitogen.py --via %d` (two intermediate `router.local()` contexts, '
+      '`via=`) and without. All four run in each of %d round(s), ours and Python\'s '
+      'alternately; "per extra hop" and "3 hops / 1 hop" are taken within each round, '
+      'then the median. The targets are those of the multi-hop issue.'
+      % (CHAIN_TARGET, CHAIN_VIA, args.rounds))
+    w('')
+    w('| key | mitogen-rs, 1 hop | mitogen-rs, 3 hops | mitogen-rs per extra hop / kept '
+      '| Python, 1 hop | Python, 3 hops | Python per extra hop / kept | ratio, 3 hops '
+      '| target | target met |')
+    w('|---|---:|---:|---:|---:|---:|---:|---:|---|:---:|')
+    rtt_hop, py_rtt_hop = per_hop('ours'), per_hop('theirs')
+    keep, py_keep = kept('ours'), kept('theirs')
+    w('| `rtt_us` (µs) | %s | %s | %+.1f µs | %s | %s | %+.1f µs | %s | ≤ %.0f µs per extra hop | %s |' % (
+        fmt('rtt_us', fig('ours', 'one', 'rtt_us')), fmt('rtt_us', fig('ours', 'three', 'rtt_us')),
+        rtt_hop,
+        fmt('rtt_us', fig('theirs', 'one', 'rtt_us')),
+        fmt('rtt_us', fig('theirs', 'three', 'rtt_us')), py_rtt_hop,
+        ratio_text(fig('ours', 'three', 'rtt_us'), fig('theirs', 'three', 'rtt_us'), True),
+        CHAIN_RTT_PER_HOP_US, 'yes' if rtt_hop <= CHAIN_RTT_PER_HOP_US else '**no**'))
+    k = 'throughput_mib_s'
+    w('| `%s` (MiB/s) | %s | %s | %.0f %% | %s | %s | %.0f %% | %s | 3 hops ≥ %.0f %% of 1 hop | %s |' % (
+        k, fmt(k, fig('ours', 'one', k)), fmt(k, fig('ours', 'three', k)), 100 * keep,
+        fmt(k, fig('theirs', 'one', k)), fmt(k, fig('theirs', 'three', k)), 100 * py_keep,
+        ratio_text(fig('ours', 'three', k), fig('theirs', 'three', k), False),
+        100 * CHAIN_THROUGHPUT_FRACTION,
+        'yes' if keep >= CHAIN_THROUGHPUT_FRACTION else '**no**'))
+    for key, lower in [('connect_ms', True), ('pipelined_calls_per_s', False)]:
+        w('| `%s` | %s | %s | – | %s | %s | – | %s | – | – |' % (
+            key, fmt(key, fig('ours', 'one', key)), fmt(key, fig('ours', 'three', key)),
+            fmt(key, fig('theirs', 'one', key)), fmt(key, fig('theirs', 'three', key)),
+            ratio_text(fig('ours', 'three', key), fig('theirs', 'three', key), lower)))
+    w('')
+    w('`connect_ms` through 3 hops is the whole chain started afresh for each sample '
+      '(mitogen-rs: all three hops; Python: the measured context only, its `via` '
+      'contexts stay up), so only the rtt and throughput rows are like for like.')
+    w('')
+    w('### Every round through chains')
+    w('')
+    keys = ['connect_ms', 'rtt_us', 'pipelined_calls_per_s', 'throughput_mib_s']
+    w('| round | side | hops | ' + ' | '.join('`%s`' % k for k in keys) + ' |')
+    w('|---|---|---:|' + '---:|' * len(keys))
+    for i in range(len(rounds['ours'])):
+        for side, label in (('ours', 'mitogen-rs'), ('theirs', 'Python')):
+            for hops, n in (('one', 1), ('three', 3)):
+                r = rounds[side][i][hops]
+                w('| %d | %s | %d | ' % (i + 1, label, n)
+                  + ' | '.join(fmt(k, r[k]) for k in keys) + ' |')
+    w('')
+    w('Rerun: `python3 benches/compare.py --chains`. The Rust side alone: '
+      '`mitogen bench --target %s --json`.' % CHAIN_TARGET)
+    w(CHAINS_END)
+    return '\n'.join(out)
+
+
+def chain_rounds(ours_bin, py, common, args):
+    """One and three hops, both sides, interleaved; returns the section."""
+    bench_py = os.path.join(ROOT, 'benches', 'python', 'bench_mitogen.py')
+    cmds = {
+        ('ours', 'one'): [ours_bin, 'bench', '--json', '--target', 'local'] + common,
+        ('ours', 'three'): [ours_bin, 'bench', '--json', '--target', CHAIN_TARGET] + common,
+        ('theirs', 'one'): [py, bench_py] + common,
+        ('theirs', 'three'): [py, bench_py, '--via', str(CHAIN_VIA)] + common,
+    }
+    order = [('ours', 'one'), ('theirs', 'one'), ('ours', 'three'), ('theirs', 'three')]
+    rounds = {'ours': [], 'theirs': []}
+    for i in range(args.rounds):
+        log('chains round %d of %d' % (i + 1, args.rounds))
+        got = {}
+        # Reversed every other round, so no run always follows the same one.
+        for key in (order if i % 2 == 0 else list(reversed(order))):
+            got[key] = bench_json(cmds[key])
+            log('  %s %s: %s' % (key[0], key[1], json.dumps(got[key])))
+        for side in ('ours', 'theirs'):
+            rounds[side].append({'one': got[(side, 'one')], 'three': got[(side, 'three')]})
+    return render_chains(rounds, args)
+
+
+def render(ours, theirs, rounds_ours, rounds_theirs, sizes, info, args, rerun, ssh_section,
+           more_sections=()):
     out = []
     w = out.append
     w('# Performance: mitogen-rs vs Python Mitogen')
@@ -322,9 +586,10 @@ def render(ours, theirs, rounds_ours, rounds_theirs, sizes, info, args, rerun, s
             ratio_text(ours[key], theirs[key], lower),
             TARGET_TEXT[key], meets(ours[key], target, lower)))
     w('')
-    if ssh_section:
-        w(ssh_section)
-        w('')
+    for section in (ssh_section,) + tuple(more_sections):
+        if section:
+            w(section)
+            w('')
     w('## Release binary sizes')
     w('')
     w('Stripped, static release builds (the workspace\'s `[profile.release]`, built with '
@@ -377,6 +642,10 @@ def parse_args():
                    help='fewer repetitions in both benchmarks (a smoke test)')
     p.add_argument('--ssh', action='store_true',
                    help='also compare over ssh to a throw-away sshd (needs root)')
+    p.add_argument('--sudo', action='store_true',
+                   help='also compare sudo contexts, with a throw-away user (needs root)')
+    p.add_argument('--chains', action='store_true',
+                   help='also compare a context 3 local hops away with a direct one')
     p.add_argument('--output', default=os.path.join('docs', 'performance.md'),
                    help='file to write, relative to the repository (default docs/performance.md)')
     args = p.parse_args()
@@ -384,6 +653,8 @@ def parse_args():
         p.error('--rounds and --mib must be >= 1')
     if args.ssh and os.geteuid() != 0:
         p.error('--ssh needs root: it starts its own sshd')
+    if args.sudo and os.geteuid() != 0:
+        p.error('--sudo needs root: it creates a user and a sudoers drop-in')
     return args
 
 
@@ -439,6 +710,14 @@ def main():
         ssh_section = ssh_rounds(ours_bin, py, common, args)
     else:
         ssh_section = existing_ssh_section(path)
+    if args.sudo:
+        sudo_section = sudo_rounds(ours_bin, py, common, args)
+    else:
+        sudo_section = existing_section(path, SUDO_BEGIN, SUDO_END)
+    if args.chains:
+        chains_section = chain_rounds(ours_bin, py, common, args)
+    else:
+        chains_section = existing_section(path, CHAINS_BEGIN, CHAINS_END)
 
     ours = {k: median([r[k] for r in rounds_ours]) for k, *_ in KEYS}
     theirs = {k: median([r[k] for r in rounds_theirs]) for k, *_ in KEYS}
@@ -448,8 +727,9 @@ def main():
     ]
 
     rerun = 'python3 benches/compare.py'
-    if args.ssh:
-        rerun += ' --ssh'
+    for mode in ('ssh', 'sudo', 'chains'):
+        if getattr(args, mode):
+            rerun += ' --' + mode
     if args.rounds != 3:
         rerun += ' --rounds %d' % args.rounds
     if args.mib != 256:
@@ -459,7 +739,7 @@ def main():
     if os.path.normpath(args.output) != os.path.join('docs', 'performance.md'):
         rerun += ' --output %s' % shlex.quote(args.output)
     text = render(ours, theirs, rounds_ours, rounds_theirs, sizes, machine(), args, rerun,
-                  ssh_section)
+                  ssh_section, (sudo_section, chains_section))
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, 'w') as fp:
         fp.write(text)
