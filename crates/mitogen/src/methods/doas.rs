@@ -71,48 +71,10 @@ impl Doas {
         self
     }
 
-    /// The calling user's password, for a `permit` rule without `nopass`. It
-    /// is typed into doas's prompt on a private pty, never passed in
-    /// arguments or the environment. Without one, doas runs with `-n` and
-    /// fails at once with [`TransportFailure::PasswordRequired`] when its
-    /// rule wants a password.
-    pub fn password(mut self, password: impl Into<Secret>) -> Doas {
-        self.password = Some(password.into());
-        self
-    }
-
     /// The doas program (default `doas` from `PATH`).
     pub fn doas_path(mut self, path: impl Into<PathBuf>) -> Doas {
         self.doas_path = path.into();
         self
-    }
-
-    /// Time allowed for doas to authenticate and the program to start
-    /// (default 30 s).
-    pub fn connect_timeout(mut self, t: Duration) -> Doas {
-        self.connect_timeout = t;
-        self
-    }
-
-    /// Whether the program's copy into the target user's cache may be
-    /// gzip-compressed (default never).
-    pub fn upload_compression(mut self, c: Compression) -> Doas {
-        self.upload = c;
-        self
-    }
-
-    /// Names the context (default `doas` or `doas:USER`).
-    pub fn name(mut self, name: impl Into<String>) -> Doas {
-        self.name = Some(name.into());
-        self
-    }
-
-    pub(crate) fn name_ref(&self) -> Option<&str> {
-        self.name.as_deref()
-    }
-
-    pub(crate) fn timeout(&self) -> Duration {
-        self.connect_timeout
     }
 
     pub(crate) fn default_name(&self) -> String {
@@ -187,12 +149,6 @@ pub fn classify(text: &str) -> TransportFailure {
     crate::methods::sudo::classify_with(text, FAILURES)
 }
 
-impl From<Doas> for crate::methods::Method {
-    fn from(d: Doas) -> crate::methods::Method {
-        crate::methods::Method::Doas(d)
-    }
-}
-
 impl crate::Router {
     /// Starts a context as another user on this machine with doas:
     ///
@@ -211,3 +167,5 @@ impl crate::Router {
         self.start(None, opts)
     }
 }
+
+transport_options!(Doas, Doas, "doas");

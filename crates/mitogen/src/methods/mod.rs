@@ -9,6 +9,66 @@
 //! asked to start a child of its own with them ([`Method`], used by
 //! [`Router::start`](crate::Router::start)).
 
+/// The options every method that runs the first stage through a transport
+/// shares (password, time-out, upload compression, name), written once.
+/// `$tool` names the transport in the docs; `$variant` is its [`Method`].
+/// Invoked in each method's module, where the fields are visible.
+macro_rules! transport_options {
+    ($ty:ident, $variant:ident, $tool:literal) => {
+        impl $ty {
+            #[doc = concat!("Password for ", $tool, "'s prompt. It is typed into the prompt on a")]
+            /// private pty, never passed in arguments or the environment, and
+            /// wiped from memory when the last copy is dropped. Without one the
+            /// transport is told never to prompt, and fails at once with
+            /// [`TransportFailure::PasswordRequired`](crate::TransportFailure)
+            /// (or `AuthenticationFailed`) when it would need one.
+            pub fn password(mut self, password: impl Into<crate::Secret>) -> $ty {
+                self.password = Some(password.into());
+                self
+            }
+
+            #[doc = concat!("Time allowed for ", $tool, " to authenticate and the program to start")]
+            /// (default 30 s).
+            pub fn connect_timeout(mut self, t: std::time::Duration) -> $ty {
+                self.connect_timeout = t;
+                self
+            }
+
+            /// Whether the program's upload into the target user's cache may be
+            /// gzip-compressed; see
+            /// [`Compression`](crate::parent::first_stage::Compression).
+            pub fn upload_compression(
+                mut self,
+                c: crate::parent::first_stage::Compression,
+            ) -> $ty {
+                self.upload = c;
+                self
+            }
+
+            /// Names the context (default: the hop as a target string, such as
+            /// `deploy@web1` or `sudo:app`).
+            pub fn name(mut self, name: impl Into<String>) -> $ty {
+                self.name = Some(name.into());
+                self
+            }
+
+            pub(crate) fn name_ref(&self) -> Option<&str> {
+                self.name.as_deref()
+            }
+
+            pub(crate) fn timeout(&self) -> std::time::Duration {
+                self.connect_timeout
+            }
+        }
+
+        impl From<$ty> for crate::methods::Method {
+            fn from(m: $ty) -> crate::methods::Method {
+                crate::methods::Method::$variant(m)
+            }
+        }
+    };
+}
+
 pub mod doas;
 pub mod local;
 pub mod ssh;
@@ -43,12 +103,6 @@ pub enum Method {
 impl From<local::Local> for Method {
     fn from(l: local::Local) -> Method {
         Method::Local(l)
-    }
-}
-
-impl From<ssh::Ssh> for Method {
-    fn from(s: ssh::Ssh) -> Method {
-        Method::Ssh(s)
     }
 }
 

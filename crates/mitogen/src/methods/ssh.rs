@@ -145,42 +145,6 @@ impl Ssh {
         self
     }
 
-    /// Time allowed for ssh to connect and the program to start (default 30 s).
-    pub fn connect_timeout(mut self, t: Duration) -> Ssh {
-        self.connect_timeout = t;
-        self
-    }
-
-    /// Whether the program's upload may be gzip-compressed (default: when the
-    /// remote has `gzip` and is not this machine: over loopback, gunzip costs
-    /// more than the bytes it saves).
-    pub fn upload_compression(mut self, c: Compression) -> Ssh {
-        self.upload = c;
-        self
-    }
-
-    /// Password for password or keyboard-interactive authentication. It is
-    /// typed into ssh's prompt on a private pty, never passed in arguments or
-    /// the environment. Without one, ssh runs in batch mode and never prompts.
-    pub fn password(mut self, password: impl Into<Secret>) -> Ssh {
-        self.password = Some(password.into());
-        self
-    }
-
-    /// Names the context (default `[user@]host[:port]`).
-    pub fn name(mut self, name: impl Into<String>) -> Ssh {
-        self.name = Some(name.into());
-        self
-    }
-
-    pub(crate) fn name_ref(&self) -> Option<&str> {
-        self.name.as_deref()
-    }
-
-    pub(crate) fn timeout(&self) -> Duration {
-        self.connect_timeout
-    }
-
     pub(crate) fn default_name(&self) -> String {
         let mut n = String::new();
         if let Some(u) = &self.user {
@@ -341,3 +305,5 @@ pub fn classify(stderr: &str) -> TransportFailure {
         TransportFailure::Other
     }
 }
+
+transport_options!(Ssh, Ssh, "ssh");

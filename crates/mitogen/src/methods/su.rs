@@ -77,14 +77,6 @@ impl Su {
         Su::user("root")
     }
 
-    /// The target user's password, which su asks for unless the caller is
-    /// root. It is typed into su's prompt on the pty, never passed in
-    /// arguments or the environment.
-    pub fn password(mut self, password: impl Into<Secret>) -> Su {
-        self.password = Some(password.into());
-        self
-    }
-
     /// The su program (default `su` from `PATH`).
     pub fn su_path(mut self, path: impl Into<PathBuf>) -> Su {
         self.su_path = path.into();
@@ -104,34 +96,6 @@ impl Su {
     pub fn failure(mut self, phrase: impl Into<String>, kind: TransportFailure) -> Su {
         self.failures.push((phrase.into(), kind));
         self
-    }
-
-    /// Time allowed for su to authenticate and the program to start (default
-    /// 30 s). su pauses a few seconds after a wrong password before it says so.
-    pub fn connect_timeout(mut self, t: Duration) -> Su {
-        self.connect_timeout = t;
-        self
-    }
-
-    /// Whether the program's copy into the target user's cache may be
-    /// gzip-compressed (default never).
-    pub fn upload_compression(mut self, c: Compression) -> Su {
-        self.upload = c;
-        self
-    }
-
-    /// Names the context (default `su` or `su:USER`).
-    pub fn name(mut self, name: impl Into<String>) -> Su {
-        self.name = Some(name.into());
-        self
-    }
-
-    pub(crate) fn name_ref(&self) -> Option<&str> {
-        self.name.as_deref()
-    }
-
-    pub(crate) fn timeout(&self) -> Duration {
-        self.connect_timeout
     }
 
     pub(crate) fn default_name(&self) -> String {
@@ -201,12 +165,6 @@ pub fn classify(text: &str) -> TransportFailure {
     crate::methods::sudo::classify_with(text, FAILURES)
 }
 
-impl From<Su> for crate::methods::Method {
-    fn from(s: Su) -> crate::methods::Method {
-        crate::methods::Method::Su(s)
-    }
-}
-
 impl crate::Router {
     /// Starts a context as another user on this machine with su:
     ///
@@ -224,3 +182,5 @@ impl crate::Router {
         self.start(None, opts)
     }
 }
+
+transport_options!(Su, Su, "su");

@@ -89,16 +89,6 @@ impl Sudo {
         self
     }
 
-    /// The password sudo asks for (the *calling* user's, as sudo's policy
-    /// says). It is typed into sudo's prompt on a private pty, never passed in
-    /// arguments or the environment. Without one, sudo runs with `-n` and
-    /// fails at once with [`TransportFailure::PasswordRequired`] when its
-    /// policy wants a password.
-    pub fn password(mut self, password: impl Into<Secret>) -> Sudo {
-        self.password = Some(password.into());
-        self
-    }
-
     /// Keep the caller's environment (`-E`), as far as sudo's policy allows.
     pub fn preserve_env(mut self, on: bool) -> Sudo {
         self.preserve_env = on;
@@ -150,35 +140,6 @@ impl Sudo {
     pub fn sudo_path(mut self, path: impl Into<PathBuf>) -> Sudo {
         self.sudo_path = path.into();
         self
-    }
-
-    /// Time allowed for sudo to authenticate and the program to start
-    /// (default 30 s).
-    pub fn connect_timeout(mut self, t: Duration) -> Sudo {
-        self.connect_timeout = t;
-        self
-    }
-
-    /// Whether the program's copy into the target user's cache may be
-    /// gzip-compressed (default never: on the same machine, compressing costs
-    /// more than it saves).
-    pub fn upload_compression(mut self, c: Compression) -> Sudo {
-        self.upload = c;
-        self
-    }
-
-    /// Names the context (default `sudo` or `sudo:USER`).
-    pub fn name(mut self, name: impl Into<String>) -> Sudo {
-        self.name = Some(name.into());
-        self
-    }
-
-    pub(crate) fn name_ref(&self) -> Option<&str> {
-        self.name.as_deref()
-    }
-
-    pub(crate) fn timeout(&self) -> Duration {
-        self.connect_timeout
     }
 
     pub(crate) fn default_name(&self) -> String {
@@ -403,12 +364,6 @@ pub(crate) fn classify_with(text: &str, table: &[(&str, TransportFailure)]) -> T
     crate::methods::ssh::classify(text)
 }
 
-impl From<Sudo> for crate::methods::Method {
-    fn from(s: Sudo) -> crate::methods::Method {
-        crate::methods::Method::Sudo(s)
-    }
-}
-
 impl crate::Router {
     /// Starts a context as another user on this machine with sudo, copying
     /// this program into that user's own cache if it does not have this
@@ -488,3 +443,5 @@ mod tests {
         );
     }
 }
+
+transport_options!(Sudo, Sudo, "sudo");
