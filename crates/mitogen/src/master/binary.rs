@@ -136,6 +136,19 @@ impl Binaries {
         Ok(())
     }
 
+    /// `(system, hash)` of every build given for another system, sorted.
+    pub(crate) fn others(&self) -> Vec<(String, String)> {
+        let own = own_system();
+        let extra = self.extra.lock().unwrap_or_else(|e| e.into_inner());
+        let mut v: Vec<(String, String)> = extra
+            .iter()
+            .filter(|(system, _)| **system != own)
+            .map(|(system, b)| (system.clone(), b.hash.clone()))
+            .collect();
+        v.sort();
+        v
+    }
+
     /// The build for `system`, or an error naming what is available.
     pub(crate) fn for_system(&self, system: &str) -> std::result::Result<Arc<Binary>, String> {
         if system == own_system() {

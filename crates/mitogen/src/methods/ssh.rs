@@ -233,7 +233,9 @@ impl Ssh {
         }
         let hash = own.hash.clone();
         let name = self.name.clone().unwrap_or_else(|| self.default_name());
-        let build = |force: bool| self.command(&first_stage::command_line(&hash, force));
+        let others = router.binaries.others();
+        let build =
+            |force: bool| self.command(&first_stage::command_line_with(&hash, &others, force));
         crate::parent::connect(
             router,
             &crate::parent::Launch {

@@ -11,6 +11,8 @@
 //!    run here, say a home directory shared with hosts of another architecture,
 //!    the `exec` fails, and the master connects again forcing step 2, which
 //!    reports the system and gets the matching build.)
+//!    A master with builds for other systems also has, after the `uname`, a
+//!    `case` on the system that looks for that system's build the same way.
 //! 2. Otherwise it finds a private cache directory (`$XDG_CACHE_HOME/mitogen` or
 //!    `~/.cache/mitogen`, else `$TMPDIR/mitogen-$USER` or `/dev/shm/mitogen-$USER`;
 //!    made 0700, owned by the user, writable, and not mounted `noexec`, which it
@@ -47,10 +49,10 @@ pub const BAD_HASH: &[u8] = b"MITOGEN-RS/BADHASH";
 const SCRIPT: &str = concat!(
     "H=@H@; F=@F@; U=\"${USER:-${LOGNAME:-user}}\"; ",
     "set -- \"${XDG_CACHE_HOME:-${HOME:-/nonexistent}/.cache}/mitogen\" \"${TMPDIR:-/tmp}/mitogen-$U\" \"/dev/shm/mitogen-$U\"; ",
-    "if [ \"$F\" = 0 ]; then for d do ",
+    "k() { if [ \"$F\" = 0 ]; then for d do ",
     "if [ -f \"$d/$H\" ] && [ -x \"$d/$H\" ] && [ -O \"$d\" ]; then ",
-    "echo \"MITOGEN-STAGE cached\"; MITOGEN_CHILD=1 MITOGEN_HASH=$H exec \"$d/$H\"; fi; done; fi; ",
-    "u=$(uname -sm); w=; for d do ",
+    "echo \"MITOGEN-STAGE cached\"; MITOGEN_CHILD=1 MITOGEN_HASH=$H exec \"$d/$H\"; fi; done; fi; }; k \"$@\"; ",
+    "u=$(uname -sm); @O@w=; for d do ",
     "if mkdir -p \"$d\" 2>/dev/null && chmod 700 \"$d\" 2>/dev/null && [ -O \"$d\" ] && [ -w \"$d\" ]; then ",
     "if [ -x \"$d/.probe\" ] || { echo \"exit 0\" > \"$d/.probe\" && chmod 700 \"$d/.probe\"; }; then ",
     "if \"$d/.probe\" 2>/dev/null; then w=\"$d\"; break; fi; fi; fi; done; ",
@@ -66,14 +68,43 @@ const SCRIPT: &str = concat!(
 /// The script for a master whose own build has `hash`, optionally forcing a
 /// fresh upload.
 pub fn script(hash: &str, force: bool) -> String {
+    script_with(hash, &[], force)
+}
+
+/// [`script`] for a master that also has builds for other systems: `others`
+/// holds `(system, hash)` pairs, the system as `uname -sm` prints it. A remote
+/// that reports one of them runs that build from its cache, if there, without
+/// an upload. Systems with characters that would need quoting are left out
+/// (such a remote still gets its build, through an upload).
+pub fn script_with(hash: &str, others: &[(String, String)], force: bool) -> String {
+    let plain = |s: &str| {
+        !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b" _.,:+-/=@".contains(&b))
+    };
+    let mut table = String::new();
+    for (system, h) in others {
+        if plain(system) && h.bytes().all(|b| b.is_ascii_hexdigit()) {
+            table.push_str(&format!("\"{system}\") H={h}; k \"$@\";; "));
+        }
+    }
+    if !table.is_empty() {
+        table = format!("case \"$u\" in {table}esac; ");
+    }
     SCRIPT
         .replace("@H@", hash)
         .replace("@F@", if force { "1" } else { "0" })
+        .replace("@O@", &table)
 }
 
 /// The script as one shell word for a login shell: `sh -c '…'`.
 pub fn command_line(hash: &str, force: bool) -> String {
-    format!("sh -c '{}'", script(hash, force))
+    command_line_with(hash, &[], force)
+}
+
+/// [`script_with`] as one shell word for a login shell.
+pub fn command_line_with(hash: &str, others: &[(String, String)], force: bool) -> String {
+    format!("sh -c '{}'", script_with(hash, others, force))
 }
 
 /// How to upload, when the stage asks.
@@ -206,7 +237,15 @@ mod tests {
 
     #[test]
     fn script_is_safe_for_any_login_shell() {
-        let s = command_line("0123456789abcdef0123456789abcdef", false);
+        let others = [
+            (
+                "Linux aarch64".to_owned(),
+                "fedcba9876543210fedcba9876543210".to_owned(),
+            ),
+            ("it's!".to_owned(), "00".to_owned()),
+        ];
+        let s = command_line_with("0123456789abcdef0123456789abcdef", &others, false);
+        assert!(s.contains("\"Linux aarch64\") H=fedcba"), "{s}");
         let inner = &s["sh -c '".len()..s.len() - 1];
         assert!(!inner.contains('\''), "single quote inside the script");
         assert!(!inner.contains('!'), "csh history expansion");
@@ -218,7 +257,14 @@ mod tests {
         let out = std::process::Command::new("sh")
             .arg("-n")
             .arg("-c")
-            .arg(script("0123456789abcdef0123456789abcdef", true))
+            .arg(script_with(
+                "0123456789abcdef0123456789abcdef",
+                &[(
+                    "Linux aarch64".into(),
+                    "fedcba9876543210fedcba9876543210".into(),
+                )],
+                true,
+            ))
             .output()
             .unwrap();
         assert!(

@@ -18,6 +18,7 @@ mod logging;
 mod routing;
 mod security;
 mod ssh;
+mod ssh_arch;
 mod sshd;
 mod switch_user;
 mod unix;
@@ -130,6 +131,9 @@ fn main() {
             test!(ssh::ssh_dying_or_stalling_mid_upload, 120),
             test!(ssh::rtt_and_streaming),
             test!(ssh::target_string_with_connect_options),
+            test!(ssh_arch::other_system_gets_its_build, 120),
+            test!(ssh_arch::other_system_without_a_build_is_a_clear_error),
+            test!(ssh_arch::cached_build_that_cannot_run_is_replaced, 180),
             test!(switch_user::sudo_with_password),
             test!(switch_user::sudo_wrong_password_fails_at_the_second_prompt),
             test!(switch_user::sudo_without_password_is_password_required),

@@ -54,7 +54,7 @@ pub fn blobs(n: u32, size: u32, out: Sender<Blob>) -> mitogen::Result<()> {
 }
 
 /// This program as the router ships it (read and compressed once).
-fn own() -> &'static Binary {
+pub(crate) fn own() -> &'static Binary {
     static OWN: OnceLock<Binary> = OnceLock::new();
     OWN.get_or_init(|| {
         let b = Binary::load(Path::new("/proc/self/exe")).expect("reading own executable");
@@ -169,7 +169,7 @@ fn uploaded_during<T>(router: &Router, f: impl FnOnce() -> Result<T>) -> Result<
 
 /// The transport error kind of a connection that must fail, after checking
 /// that its message names the hop.
-fn failure(r: mitogen::Result<mitogen::Context>, hop: &str) -> Result<(Error, String)> {
+pub(crate) fn failure(r: mitogen::Result<mitogen::Context>, hop: &str) -> Result<(Error, String)> {
     match r {
         Ok(ctx) => {
             let _ = ctx.shutdown_timeout(Duration::from_secs(5));
@@ -198,7 +198,7 @@ fn expect_kind(
     }
 }
 
-fn hop(user: &str, sshd: &Sshd) -> String {
+pub(crate) fn hop(user: &str, sshd: &Sshd) -> String {
     format!("{user}@127.0.0.1:{}", sshd.port)
 }
 
@@ -364,7 +364,7 @@ pub fn corrupt_cache_entry_is_replaced(router: &Router) -> Result<()> {
 }
 
 /// Processes whose executable is `path`.
-fn running_from(path: &Path) -> Vec<u32> {
+pub(crate) fn running_from(path: &Path) -> Vec<u32> {
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
