@@ -78,7 +78,14 @@ thread_local! {
     static AVG_WAIT_NS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
 }
 
-fn record_wait(started: Instant) {
+/// How long this thread should poll before it sleeps, or `None` when its
+/// recent waits were too long for polling to pay.
+pub(crate) fn spin_budget() -> Option<Duration> {
+    (AVG_WAIT_NS.with(|a| a.get()) <= SPIN_WORTH_NS).then_some(SPIN)
+}
+
+/// Records how long a wait of this thread took (for the spinning decision).
+pub(crate) fn record_wait(started: Instant) {
     let ns = (started.elapsed().as_nanos() as u64).min(WAIT_SAMPLE_CAP_NS);
     AVG_WAIT_NS.with(|a| a.set((a.get() * 7 + ns) / 8));
 }

@@ -300,6 +300,9 @@ impl Stream {
             return Lead::Busy;
         };
         self.want_rx(false);
+        let started = Instant::now();
+        let spin_until = super::latch::spin_budget().map(|b| started + b);
+        let mut spins: u32 = 0;
         let outcome = 'lead: loop {
             let status = reader.read_from(&self.rx);
             match status {
@@ -329,6 +332,18 @@ impl Stream {
             if deadline.is_some_and(|d| now >= d) {
                 break Lead::Timeout;
             }
+            if spin_until.is_some_and(|t| now < t) {
+                // Recent waits on this thread were short: the message is
+                // probably microseconds away, and catching it awake saves a
+                // wake-up that costs more than the whole round trip.
+                spins += 1;
+                if spins.is_multiple_of(16) {
+                    std::thread::yield_now();
+                } else {
+                    std::hint::spin_loop();
+                }
+                continue;
+            }
             // Wake now and then to look at `done()`, which other threads can
             // also satisfy (a shutdown, a reply routed by the broker).
             let wait = deadline
@@ -346,6 +361,9 @@ impl Stream {
             let _ = rustix::event::poll(&mut pfd, Some(&ts));
         };
         drop(reader);
+        if outcome == Lead::Done {
+            super::latch::record_wait(started);
+        }
         if outcome == Lead::Ended {
             // Let the broker see the end (or the bad frame) and tear down.
             let stream = self.clone();
