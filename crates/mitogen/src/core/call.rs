@@ -70,6 +70,36 @@ pub(crate) fn encode_call<A: Serialize>(
     Ok(Bytes::from(buf))
 }
 
+/// Encodes a call whose arguments hold a secret: in a buffer large enough
+/// never to be reallocated (which would leave a copy behind in freed memory)
+/// and wiped when freed.
+pub(crate) fn encode_secret_call<A: Serialize>(function: &str, args: &A) -> Result<Bytes> {
+    let head = CallHead {
+        op: CallOp::Call,
+        function,
+        chain: None,
+    };
+    let mut buf = zeroize::Zeroizing::new(Vec::with_capacity(SECRET_CALL_CAPACITY));
+    let len = {
+        let b = std::mem::take(&mut *buf);
+        let b = postcard::to_extend(&head, b).map_err(|e| Error::encode("call head", e))?;
+        let b = postcard::to_extend(args, b).map_err(|e| Error::encode(function.to_owned(), e))?;
+        let len = b.len();
+        *buf = b;
+        len
+    };
+    if len > SECRET_CALL_CAPACITY {
+        return Err(Error::encode(
+            function.to_owned(),
+            "a call holding a secret is over 64 KiB",
+        ));
+    }
+    Ok(super::stream::wipe_on_drop(std::mem::take(&mut *buf)))
+}
+
+/// Room for a call holding a secret (a connection request).
+const SECRET_CALL_CAPACITY: usize = 64 * 1024;
+
 /// Decodes a reply body into the function's output.
 pub(crate) fn decode_reply<T: DeserializeOwned>(body: &[u8]) -> Result<T> {
     let (head, rest) =
@@ -94,6 +124,11 @@ pub struct PendingCall<T> {
 
 impl<T: Serialize + DeserializeOwned + Send + 'static> PendingCall<T> {
     pub(crate) fn start(ctx: &Context, body: Result<Bytes>) -> Self {
+        Self::start_flagged(ctx, body, 0)
+    }
+
+    /// [`start`](Self::start) with header flags (e.g. `FLAG_SECRET`).
+    pub(crate) fn start_flagged(ctx: &Context, body: Result<Bytes>, flags: u16) -> Self {
         let router = ctx.router();
         let latch = Arc::new(Latch::new());
         let mut pending = PendingCall {
@@ -127,6 +162,7 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> PendingCall<T> {
             dst: ctx.id(),
             handle: handles::CALL_FUNCTION,
             reply_to: pending.handle,
+            flags,
             body,
             ..Default::default()
         });

@@ -126,6 +126,19 @@ impl Context {
         self.call_async(f, args).get_timeout(timeout)
     }
 
+    /// [`call_timeout`](Self::call_timeout) for arguments that hold a secret:
+    /// the frame is marked so every hop wipes it (see `FLAG_SECRET`).
+    pub(crate) fn call_secret<F: RemoteFn>(
+        &self,
+        _f: F,
+        args: F::Args,
+        timeout: Duration,
+    ) -> Result<F::Output> {
+        let body = super::call::encode_secret_call(F::NAME, &args);
+        drop(args);
+        PendingCall::start_flagged(self, body, super::message::FLAG_SECRET).get_timeout(timeout)
+    }
+
     /// Starts a call and returns at once; wait with [`PendingCall::get`] or
     /// `.await`. Many calls started this way are pipelined on the connection.
     pub fn call_async<F: RemoteFn>(&self, _f: F, args: F::Args) -> PendingCall<F::Output> {

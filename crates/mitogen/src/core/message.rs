@@ -7,6 +7,7 @@
 //!      0    2 magic     0x4d47 ("MG"); anything else is a corrupt stream
 //!      2    2 flags     bit 0: DEAD (the handle or its peer is gone; body = reason)
 //!                       bit 1: DISCONNECTED (with DEAD: because a context is gone)
+//!                       bit 2: SECRET (the body holds a password: wipe it)
 //!      4    4 dst       context id the message is for
 //!      8    4 src       context id that sent it
 //!     12    4 auth_id   context id whose authority it carries (set by the receiving
@@ -40,6 +41,12 @@ pub const FLAG_DISCONNECTED: u16 = 2;
 
 /// A context's identity on the bus. The master is always 0.
 pub type ContextId = u32;
+
+/// Flag: the body carries a secret (a password for a hop further on). The
+/// sender's buffer is wiped when freed; every router that reads the frame
+/// copies the body into memory that is wiped when freed and zeroes its read
+/// buffer at once, so the secret does not linger in freed memory on any hop.
+pub const FLAG_SECRET: u16 = 4;
 
 /// The id of the master context, the root of every tree.
 pub const MASTER_ID: ContextId = 0;

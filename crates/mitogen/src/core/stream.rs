@@ -536,6 +536,12 @@ impl Stream {
     }
 }
 
+/// Bytes whose memory is overwritten with zeros when the last reference goes:
+/// for bodies that carry a secret.
+pub(crate) fn wipe_on_drop(bytes: Vec<u8>) -> Bytes {
+    Bytes::from_owner(zeroize::Zeroizing::new(bytes))
+}
+
 /// Logs the end of a stream: an error when it ended inside a frame.
 pub(crate) fn log_end(name: &str, buffered: usize) {
     if buffered > 0 {
@@ -622,6 +628,11 @@ impl FrameReader {
         }
         self.header = None;
         let mut frame = self.buf.split_to(HEADER_LEN + header.len);
+        if header.flags & super::message::FLAG_SECRET != 0 {
+            let body = wipe_on_drop(frame[HEADER_LEN..].to_vec());
+            frame.fill(0);
+            return Ok(Some(header.into_message(body)));
+        }
         let body = frame.split_off(HEADER_LEN).freeze();
         Ok(Some(header.into_message(body)))
     }

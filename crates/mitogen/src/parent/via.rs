@@ -107,7 +107,9 @@ pub(crate) fn connect_via(
     for hop in &path {
         route_control::send_add_route(router, *hop, &add);
     }
-    let outcome = via.call_timeout(connect_child, (method.named(name), id), timeout);
+    // The options may hold a password for the new hop: the request is marked
+    // so that no hop leaves it in freed memory.
+    let outcome = via.call_secret(connect_child, (method.named(name), id), timeout);
     let failure = match outcome {
         Ok(ConnectOutcome::Ok) => {
             return Ok(Context::new(router.clone(), id, name, None));
