@@ -151,9 +151,11 @@ pub(crate) fn fixture() -> Result<&'static Fixture> {
             "{PW_USER}:{PW_USER_PASSWORD}\n{NO_USER}:{NO_USER_PASSWORD}\n{APP_USER}:{APP_PASSWORD}\n"
         )),
     )?;
-    // Every sudo asks again (no cached credentials), so each test sees a prompt.
+    // Every sudo asks again (no cached credentials), so each test sees a prompt;
+    // the password user also gets the lecture before every prompt and
+    // `requiretty`, which a transport without a terminal would fail.
     let sudoers = format!(
-        "Defaults:{PW_USER} timestamp_timeout=0\n\
+        "Defaults:{PW_USER} timestamp_timeout=0, requiretty, lecture=always\n\
          Defaults:{NO_USER} timestamp_timeout=0\n\
          {PW_USER} ALL=(root,{APP_USER}) ALL\n\
          {NOPASS_USER} ALL=(ALL) NOPASSWD: ALL\n"
