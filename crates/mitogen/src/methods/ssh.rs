@@ -297,7 +297,8 @@ pub fn classify(stderr: &str) -> TransportFailure {
         TransportFailure::Unreachable
     } else if s.contains("Permission denied") || s.contains("Too many authentication failures") {
         TransportFailure::AuthenticationFailed
-    } else if s.contains("sh: not found")
+    } else if s.contains("account is currently not available")
+        || s.contains("sh: not found")
         || s.contains("sh: command not found")
         || s.contains("exec: sh")
         || s.contains("sh: No such file")

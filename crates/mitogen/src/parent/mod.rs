@@ -235,20 +235,28 @@ fn attempt(
             if !noise.trim().is_empty() {
                 detail.push_str(&format!("; it printed: {:?}", tail(&noise, 400)));
             }
-            let error =
-                if refused.is_some() || (launch.stage.is_some() && !errors.trim().is_empty()) {
-                    Error::Transport {
-                        context: name.to_owned(),
-                        kind: refused.unwrap_or_else(|| (launch.classify)(&errors)),
-                        detail,
-                        stderr: tail(&errors, 1000).to_owned(),
-                    }
-                } else {
-                    Error::Connect {
-                        context: name.to_owned(),
-                        reason: detail,
-                    }
-                };
+            // A login shell that refuses to run anything (nologin) says so on
+            // stdout, before the first stage could start: read that too.
+            let kind = refused.or_else(|| {
+                launch
+                    .stage
+                    .map(|_| (launch.classify)(&format!("{errors}\n{noise}")))
+            });
+            let error = if kind.is_some_and(|k| k != TransportFailure::Other)
+                || !errors.trim().is_empty() && launch.stage.is_some()
+            {
+                Error::Transport {
+                    context: name.to_owned(),
+                    kind: kind.unwrap_or(TransportFailure::Other),
+                    detail,
+                    stderr: tail(&errors, 1000).to_owned(),
+                }
+            } else {
+                Error::Connect {
+                    context: name.to_owned(),
+                    reason: detail,
+                }
+            };
             Failed { error, retry }
         };
 

@@ -613,12 +613,25 @@ pub fn login_shell_that_is_not_a_shell(router: &Router) -> Result<()> {
         sshd::user(name, shell)?;
         let started = Instant::now();
         let ssh = sshd.ssh(name)?.connect_timeout(Duration::from_secs(20));
-        let (_, text) = failure(router.ssh(ssh), &hop(name, &sshd))?;
+        let (err, text) = failure(router.ssh(ssh), &hop(name, &sshd))?;
         let took = started.elapsed();
         ensure!(
             took < Duration::from_secs(10),
             "login shell {shell}: the error took {took:?}: {text}"
         );
+        if shell.ends_with("nologin") {
+            // nologin says why on stdout; the error says it is no shell.
+            ensure!(
+                matches!(
+                    err,
+                    Error::Transport {
+                        kind: TransportFailure::NoShell,
+                        ..
+                    }
+                ),
+                "login shell {shell}: not a NoShell transport error: {err:?}"
+            );
+        }
         ensure!(
             text.contains("first stage"),
             "login shell {shell}: unclear error: {text}"
