@@ -272,9 +272,22 @@ fn is_loopback(host: &str) -> bool {
 }
 
 /// ssh's password and keyboard-interactive prompts.
+///
+/// With a password ssh is not in batch mode, so under a host key policy of
+/// `ask` (ssh's default, kept by [`HostKeyPolicy::FromConfig`]) an unknown
+/// host key makes it ask for confirmation on the terminal. Nobody can answer
+/// that, and it would otherwise wait there until the connect timeout: the
+/// question is refused at once as an unknown host key, which is what ssh
+/// reports in batch mode.
 const PROMPTS: PromptStyle = PromptStyle {
     prompts: &["password:"],
-    failures: &[("permission denied", TransportFailure::AuthenticationFailed)],
+    failures: &[
+        ("permission denied", TransportFailure::AuthenticationFailed),
+        (
+            "are you sure you want to continue connecting",
+            TransportFailure::HostKeyUnknown,
+        ),
+    ],
 };
 
 /// Reads ssh's error messages.

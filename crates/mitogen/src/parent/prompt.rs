@@ -118,10 +118,13 @@ impl Prompter {
             let cut = self.transcript.len() - MAX_TRANSCRIPT;
             self.transcript.drain(..cut);
         }
-        let text = String::from_utf8_lossy(&self.transcript).to_lowercase();
+        let said = String::from_utf8_lossy(&self.transcript);
+        let text = said.to_lowercase();
         for (phrase, kind) in &self.failures {
             if text.contains(phrase.as_str()) {
-                return Err(StepError::Refused(*kind, text.trim().to_owned()));
+                // Matched without case, reported as said: a host key
+                // fingerprint (base64) is wrong in lower case.
+                return Err(StepError::Refused(*kind, said.trim().to_owned()));
             }
         }
         let trimmed = text.trim_end();
