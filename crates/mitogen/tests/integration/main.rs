@@ -37,6 +37,9 @@ fn main() {
         if std::env::var_os(unix::CLIENT_ENV).is_some() {
             return unix::client_main();
         }
+        if let Ok(scenario) = std::env::var(ssh::NETNS_ENV) {
+            return ssh::netns_main(&router, &scenario);
+        }
         if let Ok(scenario) = std::env::var(switch_user::SCENARIO_ENV) {
             return switch_user::inner_main(&router, &scenario);
         }
@@ -124,6 +127,11 @@ fn main() {
             test!(ssh::two_connections_fill_an_empty_cache_at_once, 120),
             test!(ssh::wrong_key_is_authentication_failed),
             test!(ssh::closed_port_is_connection_refused),
+            test!(ssh::password_login, 120),
+            test!(ssh::wrong_password_is_authentication_failed),
+            test!(ssh::no_password_is_password_required),
+            test!(ssh::password_login_with_unknown_host_key),
+            test!(ssh::unreachable_host_in_an_empty_network_namespace),
             test!(ssh::host_key_policies),
             test!(ssh::login_shell_that_is_not_a_shell),
             test!(ssh::banner_on_stdout_before_the_stage),

@@ -906,3 +906,386 @@ pub fn rtt_and_streaming(router: &Router) -> Result<()> {
     );
     Ok(())
 }
+
+// ---------------------------------------------------------------------------
+// Password logins, against an sshd that takes passwords and no keys.
+
+/// The account that logs in with a password, and its password.
+const PW_SSH_USER: &str = "mitogen-pw";
+const PW_SSH_PASSWORD: &str = "ssh-Pw-Sekret-2718";
+
+/// An sshd where a password is the only way in (`UsePAM no` stays: sshd
+/// checks the hash in `/etc/shadow`, which [`sshd::user_with_password`] sets).
+fn password_sshd() -> Result<(Sshd, User)> {
+    let sshd = Sshd::start_with(&["PasswordAuthentication yes", "PubkeyAuthentication no"])?;
+    let user = sshd::user_with_password(PW_SSH_USER, "/bin/sh", PW_SSH_PASSWORD)?;
+    Ok((sshd, user))
+}
+
+/// Runs `f` while another thread scans every process's argv and environment
+/// for `secret`; fails if it was seen.
+fn scanning_for<T>(secret: &str, f: impl FnOnce() -> T) -> Result<T> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let done = Arc::new(AtomicBool::new(false));
+    let scanner = {
+        let (done, secret) = (done.clone(), secret.to_owned());
+        std::thread::spawn(move || {
+            let (mut leaks, mut scans) = (Vec::new(), 0u32);
+            loop {
+                leaks.extend(crate::switch_user::leaking_processes(&[&secret]));
+                scans += 1;
+                if done.load(Ordering::Relaxed) {
+                    return (leaks, scans);
+                }
+                std::thread::sleep(Duration::from_millis(3));
+            }
+        })
+    };
+    let t = f();
+    done.store(true, Ordering::Relaxed);
+    let (leaks, scans) = scanner.join().map_err(|_| anyhow!("scanner panicked"))?;
+    ensure!(scans > 1, "/proc was scanned {scans} times only");
+    ensure!(
+        leaks.is_empty(),
+        "the password is visible in /proc: {leaks:?}"
+    );
+    Ok(t)
+}
+
+pub fn password_login(router: &Router) -> Result<()> {
+    let (sshd, user) = password_sshd()?;
+    // The scan does find a password where it would be visible.
+    let mut control = Command::new("sleep")
+        .arg("5")
+        .env("CONTROL", PW_SSH_PASSWORD)
+        .spawn()?;
+    let seen = scanning_for(PW_SSH_PASSWORD, || {
+        std::thread::sleep(Duration::from_millis(300))
+    });
+    let _ = control.kill();
+    let _ = control.wait();
+    ensure!(
+        seen.is_err_and(|e| e.to_string().contains("is visible")),
+        "the /proc scan does not see a password in an environment"
+    );
+
+    user.clear_cache()?;
+    let ssh = sshd
+        .ssh_without_key(&user.name)
+        .password(PW_SSH_PASSWORD)
+        .connect_timeout(Duration::from_secs(30));
+    let (ctx, _) = scanning_for(PW_SSH_PASSWORD, || connect_as(router, ssh, &user))?
+        .with_context(|| format!("with the right password; sshd log:\n{}", sshd.log_tail()))?;
+    ensure!(
+        ctx.name() == hop(&user.name, &sshd),
+        "context named {:?}",
+        ctx.name()
+    );
+    ensure!(ctx.call(plus_one, (1,))? == 2, "wrong answer");
+    drop(ctx);
+    ensure!(
+        sshd.log_tail().contains("Accepted password"),
+        "sshd did not log a password login:\n{}",
+        sshd.log_tail()
+    );
+
+    // Warm: the cached program starts behind the same prompt.
+    let ssh = sshd.ssh_without_key(&user.name).password(PW_SSH_PASSWORD);
+    let ((ctx, _), up) = uploaded_during(router, || {
+        scanning_for(PW_SSH_PASSWORD, || connect_as(router, ssh, &user))?
+    })?;
+    ensure!(up == 0, "the second password login uploaded {up} bytes");
+    drop(ctx);
+    Ok(())
+}
+
+pub fn wrong_password_is_authentication_failed(router: &Router) -> Result<()> {
+    let (sshd, user) = password_sshd()?;
+    let timeout = Duration::from_secs(30);
+    let started = Instant::now();
+    let ssh = sshd
+        .ssh_without_key(&user.name)
+        .password("not-the-password")
+        .connect_timeout(timeout);
+    let (err, text) = failure(router.ssh(ssh), &hop(&user.name, &sshd))?;
+    let took = started.elapsed();
+    ensure!(
+        matches!(
+            err,
+            Error::Transport {
+                kind: TransportFailure::AuthenticationFailed,
+                ..
+            }
+        ),
+        "not an AuthenticationFailed transport error: {text}"
+    );
+    ensure!(
+        took < Duration::from_secs(5),
+        "a wrong password took {took:?} to fail (connect timeout {timeout:?}): {text}"
+    );
+    ensure!(
+        sshd.log_tail().contains("Failed password"),
+        "sshd saw no password attempt:\n{}",
+        sshd.log_tail()
+    );
+    println!("    {text} after {took:?}");
+    Ok(())
+}
+
+pub fn no_password_is_password_required(router: &Router) -> Result<()> {
+    let (sshd, user) = password_sshd()?;
+    let started = Instant::now();
+    let ssh = sshd
+        .ssh_without_key(&user.name)
+        .connect_timeout(Duration::from_secs(30));
+    let (err, text) = failure(router.ssh(ssh), &hop(&user.name, &sshd))?;
+    let took = started.elapsed();
+    ensure!(
+        matches!(
+            err,
+            Error::Transport {
+                kind: TransportFailure::PasswordRequired,
+                ..
+            }
+        ),
+        "not a PasswordRequired transport error: {text}"
+    );
+    ensure!(
+        took < Duration::from_secs(3),
+        "no password took {took:?} to fail: {text}"
+    );
+    println!("    {text} after {took:?}");
+    Ok(())
+}
+
+/// With a password, ssh is not in batch mode: an unknown host key under the
+/// configuration's policy (`ask`) makes it ask on the terminal. That question
+/// is refused at once, not left to the connect timeout.
+pub fn password_login_with_unknown_host_key(router: &Router) -> Result<()> {
+    let (sshd, user) = password_sshd()?;
+    let empty = sshd.known_hosts("known_empty", None)?;
+    let started = Instant::now();
+    let ssh = sshd
+        .ssh_without_key(&user.name)
+        .password(PW_SSH_PASSWORD)
+        .host_key_policy(HostKeyPolicy::FromConfig)
+        .ssh_args([
+            "-o".to_owned(),
+            format!("UserKnownHostsFile={}", empty.display()),
+            "-o".to_owned(),
+            "GlobalKnownHostsFile=/dev/null".to_owned(),
+        ])
+        .connect_timeout(Duration::from_secs(30));
+    let (err, text) = failure(router.ssh(ssh), &hop(&user.name, &sshd))?;
+    let took = started.elapsed();
+    ensure!(
+        matches!(
+            err,
+            Error::Transport {
+                kind: TransportFailure::HostKeyUnknown,
+                ..
+            }
+        ),
+        "not a HostKeyUnknown transport error: {text}"
+    );
+    ensure!(
+        took < Duration::from_secs(5),
+        "the host key question took {took:?} to fail: {text}"
+    );
+    ensure!(
+        std::fs::read_to_string(&empty)?.trim().is_empty(),
+        "the unknown key was accepted into known_hosts"
+    );
+    // ssh's question is quoted as it was asked: the fingerprint is base64.
+    let listing = Command::new("ssh-keygen")
+        .arg("-lf")
+        .arg(sshd.dir.join("host_ed25519.pub"))
+        .output()?;
+    let listing = String::from_utf8_lossy(&listing.stdout);
+    let fingerprint = listing
+        .split_whitespace()
+        .nth(1)
+        .ok_or_else(|| anyhow!("no fingerprint from ssh-keygen: {listing:?}"))?;
+    ensure!(
+        text.contains(fingerprint),
+        "the error does not show the fingerprint {fingerprint}: {text}"
+    );
+    println!("    {text} after {took:?}");
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// An unreachable host, from inside an empty network namespace.
+
+/// Selects the unreachable-host scenario in this binary run again inside a
+/// network namespace: `ADDRESS NETNS`, the address to try and the network
+/// namespace of the test run (`net:[…]`), which the scenario must not be in.
+pub const NETNS_ENV: &str = "MITOGEN_TEST_NETNS";
+
+/// An address that no route reaches inside the namespace.
+const UNREACHABLE: &str = "10.255.255.1";
+
+/// RTF_REJECT: an IPv6 route that only refuses.
+const RTF_REJECT: u32 = 0x0200;
+
+/// Fails unless this process is in a network namespace other than `outer`
+/// whose only interface is `lo` and that has no route but the kernel's
+/// built-in IPv6 reject entries, so no packet can leave it.
+fn isolated(outer: &str) -> Result<()> {
+    let own = std::fs::read_link("/proc/self/ns/net")?;
+    ensure!(
+        !outer.is_empty() && own.as_os_str() != outer,
+        "in the test run's network namespace {outer:?}"
+    );
+    let dev = std::fs::read_to_string("/proc/self/net/dev")?;
+    let ifaces: Vec<&str> = dev
+        .lines()
+        .skip(2)
+        .filter_map(|l| l.split(':').next().map(str::trim))
+        .collect();
+    ensure!(ifaces == ["lo"], "interfaces {ifaces:?}");
+    let routes = std::fs::read_to_string("/proc/self/net/route")?;
+    ensure!(routes.lines().count() <= 1, "IPv4 routes: {routes}");
+    let routes6 = std::fs::read_to_string("/proc/self/net/ipv6_route").unwrap_or_default();
+    for route in routes6.lines() {
+        let flags = route
+            .split_whitespace()
+            .nth(8)
+            .and_then(|f| u32::from_str_radix(f, 16).ok());
+        ensure!(
+            flags.is_some_and(|f| f & RTF_REJECT != 0),
+            "IPv6 route: {route}"
+        );
+    }
+    Ok(())
+}
+
+/// The inner scenario (`ADDRESS NETNS`, see [`NETNS_ENV`]): connects to the
+/// address and prints one `RESULT` line.
+pub fn netns_main(router: &Router, scenario: &str) -> usize {
+    let (address, outer) = scenario.split_once(' ').unwrap_or((scenario, ""));
+    if let Err(e) = isolated(outer) {
+        println!("RESULT refused 0 not isolated: {e:#}");
+        return 1;
+    }
+    let started = Instant::now();
+    let ssh = Ssh::new(address)
+        .user("root")
+        .config_file("/dev/null")
+        .host_key_policy(HostKeyPolicy::Ignore)
+        .upload_compression(Compression::Never)
+        .connect_timeout(Duration::from_secs(20));
+    let r = router.ssh(ssh);
+    let ms = started.elapsed().as_millis();
+    match r {
+        Ok(ctx) => {
+            let _ = ctx.shutdown_timeout(Duration::from_secs(5));
+            println!("RESULT ok {ms}");
+        }
+        Err(e) => {
+            let kind = match &e {
+                Error::Transport { kind, .. } => format!("{kind:?}"),
+                _ => "none".to_owned(),
+            };
+            println!(
+                "RESULT err {ms} {kind} {}",
+                e.to_string().replace('\n', " ")
+            );
+        }
+    }
+    0
+}
+
+/// A network namespace, deleted on drop.
+struct Netns(String);
+
+impl Netns {
+    fn add() -> Result<Netns> {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let name = format!(
+            "mitogen-test-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
+        let out = Command::new("ip")
+            .args(["netns", "add", &name])
+            .output()
+            .context("running ip netns add (iproute2)")?;
+        ensure!(
+            out.status.success(),
+            "ip netns add {name}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+        Ok(Netns(name))
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "delete", &self.0])
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
+}
+
+pub fn unreachable_host_in_an_empty_network_namespace(_router: &Router) -> Result<()> {
+    sshd::require_root_and_sshd()?;
+    let outer = std::fs::read_link("/proc/self/ns/net")?;
+    let ns = Netns::add()?;
+    // This very build, even should cargo replace the file meanwhile.
+    let exe = format!("/proc/{}/exe", std::process::id());
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", &ns.0])
+        .arg(&exe)
+        .env(NETNS_ENV, format!("{UNREACHABLE} {}", outer.display()))
+        .env_remove("MITOGEN_TEST_LOG")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .context("starting ip netns exec")?;
+    let pid = child.id();
+    if !wait_until(Duration::from_secs(40), || {
+        matches!(child.try_wait(), Ok(Some(_)))
+    }) {
+        let _ = kill9(pid);
+    }
+    let out = child.wait_with_output()?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let line = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("RESULT "))
+        .ok_or_else(|| anyhow!("no RESULT ({}): {stdout} {stderr}", out.status))?;
+    let mut w = line.splitn(4, ' ');
+    let (what, ms, kind, text) = (
+        w.next().unwrap_or(""),
+        w.next().unwrap_or("0").parse::<u64>().unwrap_or(u64::MAX),
+        w.next().unwrap_or(""),
+        w.next().unwrap_or(""),
+    );
+    ensure!(what == "err", "expected an error, got: {line}");
+    let name = format!("root@{UNREACHABLE}");
+    ensure!(
+        text.contains(&name),
+        "the error does not name the hop {name:?}: {text}"
+    );
+    ensure!(
+        kind == "Unreachable",
+        "expected Unreachable, got {kind}: {text}"
+    );
+    ensure!(
+        text.contains("Network is unreachable"),
+        "ssh's message is not in the error: {text}"
+    );
+    ensure!(
+        ms < 5_000,
+        "took {ms} ms to fail (connect timeout 20 s): {text}"
+    );
+    println!("    {text} after {ms} ms");
+    let path = Path::new("/run/netns").join(&ns.0);
+    drop(ns);
+    ensure!(!path.exists(), "{} is left behind", path.display());
+    Ok(())
+}

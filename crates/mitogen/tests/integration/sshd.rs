@@ -6,7 +6,8 @@
 //! `StrictModes no`, `UsePAM no`, no passwords, root allowed), starts
 //! `/usr/sbin/sshd -D -e -f CONFIG` and waits until the port accepts. Dropping
 //! it kills sshd and removes the dir. sshd gets a parent-death signal, so a
-//! test run that dies leaves no daemon behind.
+//! test run that dies leaves no daemon behind. [`Sshd::start_with`] adds
+//! config lines that override those (e.g. to allow passwords).
 //!
 //! This needs root (sshd, `useradd`, `mount`) and openssh-server; without them
 //! the ssh tests fail with a message saying so, they never pass silently.
@@ -123,6 +124,14 @@ fn temp_dir(prefix: &str) -> Result<PathBuf> {
 impl Sshd {
     /// Starts a fresh sshd; fails with a clear message when that is impossible.
     pub fn start() -> Result<Sshd> {
+        Self::start_with(&[])
+    }
+
+    /// [`start`](Self::start) with more `sshd_config` lines, such as
+    /// `PasswordAuthentication yes`. They come before the fixture's own, and
+    /// sshd keeps the first value it reads for a keyword, so they override
+    /// them.
+    pub fn start_with(config: &[&str]) -> Result<Sshd> {
         require_root_and_sshd()?;
         std::fs::create_dir_all("/run/sshd").context("creating /run/sshd")?;
         let dir = temp_dir("mitogen-sshd")?;
@@ -140,7 +149,7 @@ impl Sshd {
         let (host_pub, other_pub) = keys.map_err(|e| cleanup(e, &dir))?;
         let mut last = None;
         for _ in 0..5 {
-            match Self::spawn(&dir) {
+            match Self::spawn(&dir, config) {
                 Ok((child, port)) => {
                     return Ok(Sshd {
                         client_key: dir.join("client"),
@@ -159,14 +168,13 @@ impl Sshd {
         Err(cleanup(e, &dir))
     }
 
-    fn spawn(dir: &Path) -> Result<(Child, u16)> {
+    fn spawn(dir: &Path, extra: &[&str]) -> Result<(Child, u16)> {
         let port = free_port()?;
         let config = dir.join("sshd_config");
         let d = dir.display();
-        std::fs::write(
-            &config,
-            format!(
-                "Port {port}\n\
+        let mut text: String = extra.iter().map(|l| format!("{l}\n")).collect();
+        text.push_str(&format!(
+            "Port {port}\n\
                  ListenAddress 127.0.0.1\n\
                  HostKey {d}/host_ed25519\n\
                  PidFile {d}/sshd.pid\n\
@@ -180,8 +188,8 @@ impl Sshd {
                  MaxStartups 50\n\
                  MaxSessions 50\n\
                  LogLevel INFO\n"
-            ),
-        )?;
+        ));
+        std::fs::write(&config, text)?;
         let log = std::fs::File::create(dir.join("sshd.log"))?;
         let mut cmd = Command::new(SSHD);
         cmd.arg("-D")
@@ -232,15 +240,20 @@ impl Sshd {
     /// checks, no user or system ssh configuration.
     pub fn ssh(&self, user: &str) -> Result<Ssh> {
         self.authorize(user)?;
-        Ok(Ssh::new("127.0.0.1")
+        Ok(self.ssh_without_key(user).identity_file(&self.client_key))
+    }
+
+    /// [`ssh`](Self::ssh) without a client key (for password logins): ssh
+    /// may offer root's own keys, which no test user accepts.
+    pub fn ssh_without_key(&self, user: &str) -> Ssh {
+        Ssh::new("127.0.0.1")
             .user(user)
             .port(self.port)
-            .identity_file(&self.client_key)
             .config_file("/dev/null")
             .host_key_policy(HostKeyPolicy::Ignore)
             // Over loopback the default sends the program uncompressed; the
             // tests exercise the compressed path a remote host gets.
-            .upload_compression(mitogen::parent::first_stage::Compression::Gzip))
+            .upload_compression(mitogen::parent::first_stage::Compression::Gzip)
     }
 
     /// A `known_hosts` file whose entry for this server has `key`.
@@ -360,5 +373,31 @@ pub fn user(name: &str, shell: &str) -> Result<User> {
     std::fs::create_dir_all(&u.home)?;
     u.chown(&u.home)?;
     std::fs::set_permissions(&u.home, std::fs::Permissions::from_mode(0o755))?;
+    Ok(u)
+}
+
+/// [`user`] with a real password (`chpasswd`, on stdin), for an sshd that
+/// allows password logins: without PAM, sshd checks it against the hash in
+/// `/etc/shadow`.
+pub fn user_with_password(name: &str, shell: &str, password: &str) -> Result<User> {
+    let u = user(name, shell)?;
+    let mut child = Command::new("chpasswd")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("running chpasswd")?;
+    child
+        .stdin
+        .take()
+        .ok_or_else(|| anyhow!("no stdin for chpasswd"))?
+        .write_all(format!("{name}:{password}\n").as_bytes())?;
+    let out = child.wait_with_output()?;
+    ensure!(
+        out.status.success(),
+        "chpasswd for {name} failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
     Ok(u)
 }
