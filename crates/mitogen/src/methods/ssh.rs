@@ -287,6 +287,9 @@ const PROMPTS: PromptStyle = PromptStyle {
             "are you sure you want to continue connecting",
             TransportFailure::HostKeyUnknown,
         ),
+        // A key with a passphrase and no agent holding it: the password given
+        // is for the login, not the key, so say so instead of waiting.
+        ("enter passphrase for", TransportFailure::PasswordRequired),
     ],
 };
 
