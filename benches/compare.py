@@ -24,8 +24,18 @@ With --chains it compares a context three `local` hops away with a direct one
 `--via 2` and no via), all four interleaved in each round: a fourth table.
 Sections not rerun are kept from the output file, as for --ssh.
 
-Usage: python3 benches/compare.py [--ssh] [--sudo] [--chains] [--rounds 3] [--mib 256] [--quick]
-       [--output PATH]
+With --chain-ssh (as root) it starts the throw-away sshd of --ssh and the
+throw-away sudo user of --sudo and compares chains through them: ssh → sudo
+(`mitogen bench --target root@127.0.0.1:PORT/sudo:USER`) and ssh → ssh → sudo
+(`.../root@127.0.0.1:PORT/root@127.0.0.1:PORT/sudo:USER`, the second ssh made
+from the first hop to the same sshd), against Python Mitogen's
+`router.ssh(via=...)` / `router.sudo(via=...)` chains (`bench_mitogen.py --ssh
+... [--ssh-hops 2] --sudo USER`), all four interleaved in each round, next to
+the sum of the hops' floors (`ssh HOST true`, `sudo -n -u USER true`) timed in
+the same runs: a fifth table.
+
+Usage: python3 benches/compare.py [--ssh] [--sudo] [--chains] [--chain-ssh] [--rounds 3]
+       [--mib 256] [--quick] [--output PATH]
 """
 
 import argparse
@@ -92,6 +102,14 @@ CHAIN_RTT_PER_HOP_US = 15.0
 CHAIN_THROUGHPUT_FRACTION = 0.80
 CHAIN_TARGET = 'local/local/local'
 CHAIN_VIA = 2
+
+# The ssh-chain section, and the multi-hop issue's connect target: a chain
+# connects within this of the sum of its hops' floors measured in the same run.
+CHAIN_SSH_BEGIN = '<!-- ssh chain section: written by benches/compare.py --chain-ssh -->'
+CHAIN_SSH_END = '<!-- end of ssh chain section -->'
+CHAIN_SSH_OVER_FLOOR_MS = 30.0
+# Chains through the throw-away sshd: (label, ssh hops); each ends with sudo.
+SSH_CHAINS = [('ssh/sudo', 1), ('ssh/ssh/sudo', 2)]
 
 # Keys of `mitogen bench --json` over ssh, in table order.
 SSH_KEYS = ['connect_ms', 'connect_cold_ms', 'ssh_floor_ms', 'rtt_us',
@@ -560,6 +578,134 @@ def chain_rounds(ours_bin, py, common, args):
     return render_chains(rounds, args)
 
 
+CHAIN_SSH_KEYS = ['connect_ms', 'floor_ms', 'rtt_us', 'pipelined_calls_per_s',
+                  'throughput_mib_s', 'child_rss_kib']
+
+
+def render_chain_ssh(rounds, args, ssh_version, sudo_version, user, sudo_user):
+    """The ssh-chain section: whole chains against the sum of their floors."""
+    def over(side, label):
+        # Within each run, then the median over rounds.
+        return median([r['connect_ms'] - r['floor_ms'] for r in rounds[side][label]])
+
+    def fig(side, label, key):
+        return median([r[key] for r in rounds[side][label]])
+
+    out = []
+    w = out.append
+    w(CHAIN_SSH_BEGIN)
+    w('## Through ssh and sudo hops')
+    w('')
+    w('Chains through the throw-away `sshd` of the ssh section (127.0.0.1, a random port, '
+      'logging in as %s; %s) and the throw-away user `%s` of the sudo section (%s): '
+      '`ssh/sudo` is ssh to the sshd, then sudo to the user from there; `ssh/ssh/sudo` '
+      'is ssh to the sshd, ssh from that first hop to the same sshd again, then sudo. '
+      'mitogen-rs with `mitogen bench --target %s@127.0.0.1:PORT/sudo:%s` and '
+      '`--target %s@127.0.0.1:PORT/%s@127.0.0.1:PORT/sudo:%s`, Python Mitogen with '
+      '`router.ssh()`, `router.ssh(via=...)` and `router.sudo(username=..., via=...)` '
+      '(`bench_mitogen.py --ssh ... [--ssh-hops 2] --sudo %s`, every hop on '
+      '`/usr/bin/python3`). `connect_ms` starts the whole chain afresh for each sample '
+      'and gets its first call\'s result; it is warm: a first chain, untimed, filled '
+      'every hop\'s cache (mitogen-rs) and primed the master (both), and every sample\'s '
+      'chain is shut down after it.'
+      % (user, ssh_version, sudo_user, sudo_version, user, sudo_user, user, user,
+         sudo_user, sudo_user))
+    w('')
+    w('The floor is the sum of every hop\'s own tool, timed in the same run, one sample '
+      'of each before each timed connect: `ssh HOST true` per ssh hop (with the options '
+      'that side gives ssh) and `sudo -n -u %s true`. Each floor runs on this machine, '
+      'as root: every hop here is on this machine (loopback ssh, logging in as root, '
+      'and sudo from root), so these are the hops\' own costs. Every figure is the '
+      'median over %d round(s), all four benchmarks interleaved in each (the order '
+      'reversed every other round); "− floor" is taken within each run, then the '
+      'median. The target is that of the multi-hop issue.' % (sudo_user, args.rounds))
+    w('')
+    w('| chain | mitogen-rs `connect_ms` | Python Mitogen %s `connect_ms` | ratio '
+      '| floor sum, same runs (mitogen-rs / Python) | mitogen-rs − floor '
+      '| Python − floor | target | target met |' % PYTHON_MITOGEN_VERSION)
+    w('|---|---:|---:|---:|---:|---:|---:|---|:---:|')
+    for label, _ in SSH_CHAINS:
+        o = fig('ours', label, 'connect_ms')
+        t = fig('theirs', label, 'connect_ms')
+        mine = over('ours', label)
+        w('| `%s` | %s | %s | %s | %s / %s ms | %s | %s | ≤ floor + %.0f ms | %s |' % (
+            label, fmt('connect_ms', o), fmt('connect_ms', t), ratio_text(o, t, True),
+            fmt('floor_ms', fig('ours', label, 'floor_ms')),
+            fmt('floor_ms', fig('theirs', label, 'floor_ms')),
+            signed_ms(mine), signed_ms(over('theirs', label)),
+            CHAIN_SSH_OVER_FLOOR_MS,
+            'yes' if mine <= CHAIN_SSH_OVER_FLOOR_MS else '**no**'))
+    w('')
+    w('The other figures, against the end of each chain (no targets of their own here):')
+    w('')
+    w('| chain | key | mitogen-rs | Python Mitogen | ratio |')
+    w('|---|---|---:|---:|---:|')
+    for label, _ in SSH_CHAINS:
+        for key, lower in [('rtt_us', True), ('pipelined_calls_per_s', False),
+                           ('throughput_mib_s', False), ('child_rss_kib', True)]:
+            o, t = fig('ours', label, key), fig('theirs', label, key)
+            w('| `%s` | `%s` | %s | %s | %s |' % (
+                label, key, fmt(key, o), fmt(key, t), ratio_text(o, t, lower)))
+    w('')
+    w('### Every round through ssh and sudo hops')
+    w('')
+    w('| round | side | chain | ' + ' | '.join('`%s`' % k for k in CHAIN_SSH_KEYS) + ' |')
+    w('|---|---|---|' + '---:|' * len(CHAIN_SSH_KEYS))
+    for i in range(args.rounds):
+        for side, name in (('ours', 'mitogen-rs'), ('theirs', 'Python')):
+            for label, _ in SSH_CHAINS:
+                r = rounds[side][label][i]
+                w('| %d | %s | `%s` | ' % (i + 1, name, label)
+                  + ' | '.join(fmt(k, r.get(k)) for k in CHAIN_SSH_KEYS) + ' |')
+    w('')
+    w('Rerun: `python3 benches/compare.py --chain-ssh` (as root). The Rust side alone, '
+      'against any chain of ssh and sudo hops: `mitogen bench --target HOST/sudo:USER '
+      '[-o OPTION]... --json` (its `floor_ms` runs every hop\'s floor on this machine, '
+      'which is each hop\'s own cost only when every host is this machine; the sudo '
+      'floor needs a NOPASSWD rule for the caller).')
+    w(CHAIN_SSH_END)
+    return '\n'.join(out)
+
+
+def chain_ssh_rounds(ours_bin, py, common, args):
+    """Both sides through ssh (and ssh again) then sudo, to the throw-away
+    sshd and user; returns the section."""
+    sys.path.insert(0, os.path.join(ROOT, 'benches'))
+    from throwaway_sshd import ThrowawaySshd, stop_on_sigterm
+
+    # SIGTERM becomes SystemExit, so the sshd and the user are cleaned up then too.
+    stop_on_sigterm()
+    ssh_version = subprocess.run(['ssh', '-V'], stdout=subprocess.PIPE,
+                                 stderr=subprocess.STDOUT, text=True,
+                                 timeout=30).stdout.strip()
+    sudo_version = subprocess.run(['sudo', '-V'], stdout=subprocess.PIPE,
+                                  stderr=subprocess.STDOUT, text=True,
+                                  timeout=30).stdout.splitlines()[0].strip()
+    bench_py = os.path.join(ROOT, 'benches', 'python', 'bench_mitogen.py')
+    with ThrowawaySshd() as sshd, ThrowawaySudoUser() as user:
+        cmds = {}
+        for label, hops in SSH_CHAINS:
+            target = '/'.join([sshd.target()] * hops + ['sudo:%s' % user])
+            ours = [ours_bin, 'bench', '--json', '--target', target] + common
+            for opt in sshd.ssh_options():
+                ours += ['-o', opt]
+            cmds[('ours', label)] = ours
+            cmds[('theirs', label)] = [
+                py, bench_py, '--ssh', '127.0.0.1', '--ssh-port', str(sshd.port),
+                '--ssh-user', sshd.user, '--identity', sshd.client_key,
+                '--ssh-hops', str(hops), '--sudo', user] + common
+        order = [(side, label) for label, _ in SSH_CHAINS for side in ('ours', 'theirs')]
+        rounds = {side: {label: [] for label, _ in SSH_CHAINS} for side in ('ours', 'theirs')}
+        for i in range(args.rounds):
+            log('ssh chain round %d of %d' % (i + 1, args.rounds))
+            # Reversed every other round, so no run always follows the same one.
+            for key in (order if i % 2 == 0 else list(reversed(order))):
+                got = bench_json(cmds[key])
+                log('  %s %s: %s' % (key[0], key[1], json.dumps(got)))
+                rounds[key[0]][key[1]].append(got)
+        return render_chain_ssh(rounds, args, ssh_version, sudo_version, sshd.user, user)
+
+
 def render(ours, theirs, rounds_ours, rounds_theirs, sizes, info, args, rerun, ssh_section,
            more_sections=()):
     out = []
@@ -646,6 +792,9 @@ def parse_args():
                    help='also compare sudo contexts, with a throw-away user (needs root)')
     p.add_argument('--chains', action='store_true',
                    help='also compare a context 3 local hops away with a direct one')
+    p.add_argument('--chain-ssh', action='store_true',
+                   help='also compare ssh/sudo and ssh/ssh/sudo chains through a '
+                        'throw-away sshd and user (needs root)')
     p.add_argument('--output', default=os.path.join('docs', 'performance.md'),
                    help='file to write, relative to the repository (default docs/performance.md)')
     args = p.parse_args()
@@ -655,6 +804,8 @@ def parse_args():
         p.error('--ssh needs root: it starts its own sshd')
     if args.sudo and os.geteuid() != 0:
         p.error('--sudo needs root: it creates a user and a sudoers drop-in')
+    if args.chain_ssh and os.geteuid() != 0:
+        p.error('--chain-ssh needs root: it starts its own sshd and creates a user')
     return args
 
 
@@ -718,6 +869,10 @@ def main():
         chains_section = chain_rounds(ours_bin, py, common, args)
     else:
         chains_section = existing_section(path, CHAINS_BEGIN, CHAINS_END)
+    if args.chain_ssh:
+        chain_ssh_section = chain_ssh_rounds(ours_bin, py, common, args)
+    else:
+        chain_ssh_section = existing_section(path, CHAIN_SSH_BEGIN, CHAIN_SSH_END)
 
     ours = {k: median([r[k] for r in rounds_ours]) for k, *_ in KEYS}
     theirs = {k: median([r[k] for r in rounds_theirs]) for k, *_ in KEYS}
@@ -727,9 +882,9 @@ def main():
     ]
 
     rerun = 'python3 benches/compare.py'
-    for mode in ('ssh', 'sudo', 'chains'):
+    for mode in ('ssh', 'sudo', 'chains', 'chain_ssh'):
         if getattr(args, mode):
-            rerun += ' --' + mode
+            rerun += ' --' + mode.replace('_', '-')
     if args.rounds != 3:
         rerun += ' --rounds %d' % args.rounds
     if args.mib != 256:
@@ -739,7 +894,7 @@ def main():
     if os.path.normpath(args.output) != os.path.join('docs', 'performance.md'):
         rerun += ' --output %s' % shlex.quote(args.output)
     text = render(ours, theirs, rounds_ours, rounds_theirs, sizes, machine(), args, rerun,
-                  ssh_section, (sudo_section, chains_section))
+                  ssh_section, (sudo_section, chains_section, chain_ssh_section))
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, 'w') as fp:
         fp.write(text)

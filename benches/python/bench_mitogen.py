@@ -8,6 +8,8 @@ Run with the interpreter printed by setup_venv.sh:
     "$PY" benches/python/bench_mitogen.py --ssh HOST [--ssh-port N] [--ssh-user U]
         [--identity FILE] [--ssh-option OPT]... [--quick] [--mib N]
     "$PY" benches/python/bench_mitogen.py --sudo USER [--python PATH] [--quick] [--mib N]
+    "$PY" benches/python/bench_mitogen.py --ssh HOST [ssh options as above]
+        [--ssh-hops N] [--sudo USER] [--python PATH] [--quick] [--mib N]
 
 Prints one JSON object on stdout with the same keys and definitions as
 `mitogen bench --json` (every figure is a median over repetitions):
@@ -42,6 +44,23 @@ sudo:USER`, and one key is added, measured in the same run:
 
 The sudo child runs --python (default /usr/bin/python3): the venv's interpreter
 may live where USER cannot read it (a pyenv under /root).
+
+With --ssh HOST and --ssh-hops N (N >= 2) or --sudo USER, the measured context
+is the end of a chain, as `mitogen bench --target HOST/HOST/sudo:USER`: N ssh
+hops to HOST, each made from the one before (`router.ssh(via=...)`, the same
+options every time), then, with --sudo, `router.sudo(username=USER, via=...)`.
+Every hop runs --python. connect_ms starts the whole chain afresh for each
+sample and shuts it all down after (warm: a first chain, untimed, has been
+made and taken down before), and floor_ms is added:
+
+    floor_ms               the sum of every hop's floor, each run on this
+                           machine, one after the other before each timed
+                           connect: `ssh HOST true` per ssh hop (the options of
+                           ssh_floor_ms) and `sudo -n -u USER true`
+
+(all on this machine, so the floor is the hops' own cost when HOST is this
+machine and the ssh login user is the caller). A chain has no ssh_floor_ms,
+cat_mib_s or pull_mib_s.
 
 Python Mitogen has no remote cache (it sends its modules on every connection),
 so there is no cold/warm distinction and no connect_cold_ms.
@@ -108,6 +127,71 @@ def call(context, fn, *args):
 
 def shutdown(context):
     context.shutdown().get(timeout=SHUTDOWN_TIMEOUT)
+
+
+def shutdown_all(contexts):
+    """Shuts a chain down innermost first: a hop cannot be shut down while
+    routing for contexts beyond it without those being orphaned noisily."""
+    for context in reversed(contexts):
+        shutdown(context)
+
+
+class SshChain(object):
+    """--ssh-hops ssh hops to the same host, each from the one before, then
+    an optional sudo hop: the chain `mitogen bench --target HOST/.../sudo:U`
+    makes."""
+
+    def __init__(self, ssh, hops, sudo, python):
+        self.ssh = ssh
+        self.hops = hops
+        self.sudo = sudo
+        self.python = python
+
+    def connect(self, router):
+        """Every hop's context, the measured one last."""
+        contexts = []
+        try:
+            for _ in range(self.hops):
+                contexts.append(router.ssh(
+                    via=contexts[-1] if contexts else None, connect_timeout=CONNECT_TIMEOUT,
+                    python_path=self.python, **self.ssh.kwargs()))
+            if self.sudo is not None:
+                contexts.append(router.sudo(via=contexts[-1], connect_timeout=CONNECT_TIMEOUT,
+                                            **self.sudo.kwargs()))
+        except BaseException:
+            shutdown_all(contexts)
+            raise
+        return contexts
+
+    def floor_ms(self):
+        """Every hop's floor, one after the other, summed."""
+        total = sum(self.ssh.true_ms() for _ in range(self.hops))
+        if self.sudo is not None:
+            total += self.sudo.true_ms()
+        return total
+
+
+def measure_chain_connect_ms(router, chain, reps):
+    """Median connect time of a whole chain, and the median of its floors."""
+    # A first chain primes the master, as in measure_connect_ms.
+    contexts = chain.connect(router)
+    try:
+        call(contexts[-1], noop)
+    finally:
+        shutdown_all(contexts)
+
+    samples = []
+    floors = []
+    for _ in range(reps):
+        floors.append(chain.floor_ms())
+        t0 = time.perf_counter()
+        contexts = chain.connect(router)
+        try:
+            call(contexts[-1], noop)
+            samples.append((time.perf_counter() - t0) * 1e3)
+        finally:
+            shutdown_all(contexts)
+    return median(samples), median(floors)
 
 
 def connect(router, chain, ssh=None, sudo=None):
@@ -341,7 +425,34 @@ def measure_throughput(router, context, total_mib, runs, ssh=None):
             (median(pull) if pull else None))
 
 
+def run_chain(router, args):
+    """Every figure against the end of an ssh (and sudo) chain."""
+    chain = SshChain(SshFloor(args), args.ssh_hops,
+                     SudoFloor(args) if args.sudo else None, args.python)
+    connect_ms, floor_ms = measure_chain_connect_ms(router, chain, args.reps)
+    contexts = chain.connect(router)
+    try:
+        context = contexts[-1]
+        rtt_us = measure_rtt_us(context, args.calls, args.warmup)
+        pipelined = measure_pipelined(context, args.pipeline, args.pipeline_runs)
+        rss_kib = call(context, vm_rss_kib)
+        throughput, _, _ = measure_throughput(router, context, args.mib,
+                                              args.throughput_runs)
+    finally:
+        shutdown_all(contexts)
+    return {
+        'connect_ms': round(connect_ms, 3),
+        'floor_ms': round(floor_ms, 3),
+        'rtt_us': round(rtt_us, 2),
+        'pipelined_calls_per_s': round(pipelined, 1),
+        'throughput_mib_s': round(throughput, 1),
+        'child_rss_kib': rss_kib,
+    }
+
+
 def run(router, args):
+    if args.ssh and (args.ssh_hops > 1 or args.sudo):
+        return run_chain(router, args)
     ssh = SshFloor(args) if args.ssh else None
     sudo = SudoFloor(args) if args.sudo else None
     chain = []
@@ -404,10 +515,14 @@ def parse_args():
     parser.add_argument('--identity', metavar='FILE', help='ssh private key')
     parser.add_argument('--ssh-option', action='append', metavar='OPT',
                         help='ssh option (ssh -o OPT), repeatable')
+    parser.add_argument('--ssh-hops', type=int, default=1, metavar='N',
+                        help='ssh hops to HOST, each from the one before (default 1)')
     parser.add_argument('--sudo', metavar='USER',
-                        help='measure contexts made with router.sudo(username=USER)')
+                        help='measure contexts made with router.sudo(username=USER) '
+                             '(with --ssh: through the ssh hops)')
     parser.add_argument('--python', default='/usr/bin/python3', metavar='PATH',
-                        help='interpreter of the sudo child (default /usr/bin/python3)')
+                        help='interpreter of the sudo child and of every hop of a '
+                             'chain (default /usr/bin/python3)')
     parser.add_argument('--timeout', type=float, default=900.0,
                         help='abort the whole run after this many seconds')
     args = parser.parse_args()
@@ -425,8 +540,10 @@ def parse_args():
         parser.error('--reps and --mib must be >= 1, --via >= 0')
     if args.ssh and args.via:
         parser.error('--ssh and --via cannot be combined')
-    if args.sudo and (args.ssh or args.via):
-        parser.error('--sudo cannot be combined with --ssh or --via')
+    if args.sudo and args.via:
+        parser.error('--sudo cannot be combined with --via')
+    if args.ssh_hops < 1 or (args.ssh_hops > 1 and not args.ssh):
+        parser.error('--ssh-hops must be >= 1 and needs --ssh HOST')
     if not args.ssh and (args.ssh_port or args.ssh_user or args.identity
                          or args.ssh_option):
         parser.error('ssh options need --ssh HOST')

@@ -50,6 +50,15 @@ local/sudo[:USER]), this key is added:
   floor_ms               `sudo -n -u USER true`, interleaved with the connect
                          samples (needs a NOPASSWD rule for the caller)
 
+For a chain of two or more ssh and sudo hops (HOST/sudo[:USER],
+HOST/HOST/sudo[:USER]), connect_ms starts the whole chain (every hop's cache
+filled first), and this key is added:
+  floor_ms               each hop's `ssh HOST true` or `sudo -n -u USER true`,
+                         one after the other, summed; interleaved with the
+                         connect samples. All run on this machine: exact when
+                         every host is this machine (loopback), an estimate
+                         otherwise
+
 Exit status: 0 measured, 2 usage error, 3 the target failed.";
 
 /// Run commands in and measure mitogen contexts.

@@ -345,3 +345,40 @@ fn bench_over_ssh_adds_the_floors() {
         .count();
     assert!(cached > 0);
 }
+
+#[test]
+fn bench_over_an_ssh_chain_adds_the_summed_floor() {
+    let sshd = sshd_or_skip!();
+    // ssh to the server, then from that hop to the same server again.
+    let target = format!("{0}/{0}", sshd.target());
+    let mut a = args(&[
+        "bench", "--json", "--quick", "--mib", "4", "--target", &target,
+    ]);
+    a.extend(sshd.options());
+    let out = mitogen(&sshd.dir, &a);
+    assert_eq!(
+        out.code,
+        Some(0),
+        "{}\n{}\n{}",
+        out.stdout,
+        out.stderr,
+        sshd.log()
+    );
+    let v: serde_json::Value = serde_json::from_str(out.stdout.trim()).unwrap();
+    for key in [
+        "connect_ms",
+        "floor_ms",
+        "rtt_us",
+        "pipelined_calls_per_s",
+        "throughput_mib_s",
+    ] {
+        let x = v[key]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{key} missing: {v}"));
+        assert!(x > 0.0, "{key}: {v}");
+    }
+    // The single-hop keys stay with single hops.
+    for key in ["connect_cold_ms", "ssh_floor_ms", "cat_mib_s", "pull_mib_s"] {
+        assert!(v.get(key).is_none(), "{key} present: {v}");
+    }
+}

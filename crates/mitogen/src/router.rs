@@ -335,7 +335,48 @@ impl Router {
 
     /// [`connect`](Self::connect) with options that apply to every hop.
     pub fn connect_with(&self, target: &Target, options: &ConnectOptions) -> Result<Context> {
-        let mut ctx: Option<Context> = None;
+        let mut hops = Vec::new();
+        self.start_hops(target, options, &mut hops)?;
+        hops.pop().ok_or_else(|| Error::BadTarget {
+            target: target.to_string(),
+            reason: "empty target".into(),
+        })
+    }
+
+    /// [`connect_with`](Self::connect_with), returning the context of every
+    /// hop, the first (nearest this process) first and the target's own last,
+    /// so that a caller can shut the whole chain down (innermost first) when
+    /// it is done. If a hop fails, the hops already started are shut down
+    /// before the error is returned.
+    pub fn connect_chain_with(
+        &self,
+        target: &Target,
+        options: &ConnectOptions,
+    ) -> Result<Vec<Context>> {
+        let mut hops = Vec::new();
+        if let Err(e) = self.start_hops(target, options, &mut hops) {
+            for ctx in hops.iter().rev() {
+                let _ = ctx.shutdown();
+            }
+            return Err(e);
+        }
+        if hops.is_empty() {
+            return Err(Error::BadTarget {
+                target: target.to_string(),
+                reason: "empty target".into(),
+            });
+        }
+        Ok(hops)
+    }
+
+    /// Starts the hops of `target` in order, each from the one before it,
+    /// pushing each context onto `hops` as soon as it is up.
+    fn start_hops(
+        &self,
+        target: &Target,
+        options: &ConnectOptions,
+        hops: &mut Vec<Context>,
+    ) -> Result<()> {
         let mut name = String::new();
         for hop in target.hops() {
             if !name.is_empty() {
@@ -346,12 +387,10 @@ impl Router {
                 target: target.to_string(),
                 reason,
             })?;
-            ctx = Some(self.start(ctx.as_ref(), method.named(name.clone()))?);
+            let ctx = self.start(hops.last(), method.named(name.clone()))?;
+            hops.push(ctx);
         }
-        ctx.ok_or_else(|| Error::BadTarget {
-            target: target.to_string(),
-            reason: "empty target".into(),
-        })
+        Ok(())
     }
 
     /// A channel whose receiver lives in this process; hand the sender to a

@@ -2,6 +2,7 @@
 //! way as `benches/python/bench_mitogen.py` measures Python Mitogen, so the two
 //! can be compared key by key (`benches/compare.py`).
 
+pub mod chain;
 mod remote;
 pub mod ssh;
 pub mod sudo;
@@ -14,6 +15,7 @@ use mitogen::{Blob, ConnectOptions, Context, Router, Target};
 use serde::Serialize;
 
 use crate::args::BenchArgs;
+use chain::ChainFloor;
 use ssh::SshFloor;
 use sudo::SudoFloor;
 
@@ -40,7 +42,9 @@ pub struct BenchReport {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ssh_floor_ms: Option<f64>,
     /// `sudo -n -u USER true`, interleaved with the connects (targets that
-    /// end with a sudo hop on this machine).
+    /// end with a sudo hop on this machine); for a chain of two or more ssh
+    /// and sudo hops, the sum of every hop's floor (`ssh HOST true`, `sudo -n
+    /// -u USER true`), each run here, interleaved likewise.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub floor_ms: Option<f64>,
     /// One sequential no-op call.
@@ -124,9 +128,30 @@ fn round(x: f64, places: i32) -> f64 {
     (x * m).round() / m
 }
 
-fn connect(router: &Router, target: &Target, options: &ConnectOptions) -> anyhow::Result<Context> {
+/// The contexts of every hop of a target, the target's own last.
+struct Chain(Vec<Context>);
+
+impl Chain {
+    /// The measured context: the target's last hop.
+    fn last(&self) -> &Context {
+        self.0.last().expect("a chain has at least one hop")
+    }
+
+    /// Shuts every hop down, innermost first, so that no hop of a finished
+    /// sample stays up while later samples are timed.
+    fn shutdown(&self) -> anyhow::Result<()> {
+        for ctx in self.0.iter().rev() {
+            ctx.shutdown()
+                .with_context(|| format!("shutting down {}", ctx.name()))?;
+        }
+        Ok(())
+    }
+}
+
+fn connect(router: &Router, target: &Target, options: &ConnectOptions) -> anyhow::Result<Chain> {
     router
-        .connect_with(target, options)
+        .connect_chain_with(target, options)
+        .map(Chain)
         .with_context(|| format!("connecting {target}"))
 }
 
@@ -142,10 +167,11 @@ fn connect_sample(
     options: &ConnectOptions,
 ) -> anyhow::Result<f64> {
     let t0 = Instant::now();
-    let ctx = connect(router, target, options)?;
-    call_noop(&ctx)?;
+    let chain = connect(router, target, options)?;
+    let called = call_noop(chain.last());
     let ms = t0.elapsed().as_secs_f64() * 1e3;
-    ctx.shutdown()?;
+    chain.shutdown()?;
+    called?;
     Ok(ms)
 }
 
@@ -176,13 +202,34 @@ fn cold_sample(
     )
 }
 
-/// The connect figures: warm always; cold and the ssh floor for ssh targets;
-/// the sudo floor for sudo targets.
+/// The floor reported as `floor_ms`: a sudo target's, or a chain's.
+enum TargetFloor {
+    Sudo(SudoFloor),
+    Chain(ChainFloor),
+}
+
+impl TargetFloor {
+    fn for_target(target: &Target, options: &ConnectOptions) -> Option<TargetFloor> {
+        SudoFloor::for_target(target)
+            .map(TargetFloor::Sudo)
+            .or_else(|| ChainFloor::for_target(target, options).map(TargetFloor::Chain))
+    }
+
+    fn true_ms(&self) -> anyhow::Result<f64> {
+        match self {
+            TargetFloor::Sudo(f) => f.true_ms(),
+            TargetFloor::Chain(f) => f.true_ms(),
+        }
+    }
+}
+
+/// The connect figures: warm always; cold and the ssh floor for single-hop
+/// ssh targets; `floor_ms` for sudo targets and chains of ssh and sudo hops.
 struct ConnectFigures {
     warm_ms: f64,
     cold_ms: Option<f64>,
     floor_ms: Option<f64>,
-    sudo_floor_ms: Option<f64>,
+    target_floor_ms: Option<f64>,
 }
 
 fn measure_connect(
@@ -190,19 +237,20 @@ fn measure_connect(
     target: &Target,
     options: &ConnectOptions,
     floor: Option<&SshFloor>,
-    sudo_floor: Option<&SudoFloor>,
+    target_floor: Option<&TargetFloor>,
     reps: usize,
 ) -> anyhow::Result<ConnectFigures> {
     // A first context warms the master (executable pages, broker, allocator)
-    // and, for ssh, fills the remote cache, before timing starts.
+    // and, for ssh, fills the remote cache (of every hop of a chain), before
+    // timing starts.
     connect_sample(router, target, options)?;
 
-    let (mut warm, mut cold, mut floors, mut sudo_floors) = (vec![], vec![], vec![], vec![]);
+    let (mut warm, mut cold, mut floors, mut target_floors) = (vec![], vec![], vec![], vec![]);
     for _ in 0..reps {
-        if let Some(sudo) = sudo_floor {
-            // One floor sample before each connect sample, for the same
-            // reason as ssh's below.
-            sudo_floors.push(sudo.true_ms()?);
+        if let Some(f) = target_floor {
+            // One floor sample (for a chain, one of each hop's) before each
+            // connect sample, for the same reason as ssh's below.
+            target_floors.push(f.true_ms()?);
         }
         if let Some(floor) = floor {
             // Interleaved, so that drift in the machine's or the network's
@@ -217,7 +265,7 @@ fn measure_connect(
         warm_ms: median(warm),
         cold_ms: opt_median(cold),
         floor_ms: opt_median(floors),
-        sudo_floor_ms: opt_median(sudo_floors),
+        target_floor_ms: opt_median(target_floors),
     })
 }
 
@@ -311,31 +359,32 @@ pub fn run(router: &Router, args: &BenchArgs) -> anyhow::Result<BenchReport> {
     let target = &args.target;
     let options = args.connect.connect_options()?;
     let floor = SshFloor::for_target(target, &options);
-    let sudo_floor = SudoFloor::for_target(target);
+    let target_floor = TargetFloor::for_target(target, &options);
     let connect_figures = measure_connect(
         router,
         target,
         &options,
         floor.as_ref(),
-        sudo_floor.as_ref(),
+        target_floor.as_ref(),
         plan.reps,
     )?;
 
-    let ctx = connect(router, target, &options)?;
+    let chain = connect(router, target, &options)?;
+    let ctx = chain.last();
     let measured = (|| {
-        let rtt_us = measure_rtt_us(&ctx, plan.calls, plan.warmup)?;
-        let pipelined = measure_pipelined(&ctx, plan.pipeline, plan.pipeline_runs)?;
+        let rtt_us = measure_rtt_us(ctx, plan.calls, plan.warmup)?;
+        let pipelined = measure_pipelined(ctx, plan.pipeline, plan.pipeline_runs)?;
         // Taken before streaming so it shows a context that has served calls,
         // not one still holding megabyte buffers it has freed.
         let rss = ctx
             .call_timeout(rss_kib, (), CALL_TIMEOUT)
             .context("reading the child's VmRSS")?;
-        let throughput = measure_throughput(&ctx, floor.as_ref(), plan.mib, plan.throughput_runs)?;
+        let throughput = measure_throughput(ctx, floor.as_ref(), plan.mib, plan.throughput_runs)?;
         Ok::<_, anyhow::Error>(BenchReport {
             connect_ms: round(connect_figures.warm_ms, 3),
             connect_cold_ms: connect_figures.cold_ms.map(|v| round(v, 3)),
             ssh_floor_ms: connect_figures.floor_ms.map(|v| round(v, 3)),
-            floor_ms: connect_figures.sudo_floor_ms.map(|v| round(v, 3)),
+            floor_ms: connect_figures.target_floor_ms.map(|v| round(v, 3)),
             rtt_us: round(rtt_us, 2),
             pipelined_calls_per_s: round(pipelined, 1),
             throughput_mib_s: round(throughput.ours, 1),
@@ -344,7 +393,7 @@ pub fn run(router: &Router, args: &BenchArgs) -> anyhow::Result<BenchReport> {
             child_rss_kib: rss,
         })
     })();
-    ctx.shutdown()?;
+    chain.shutdown()?;
     measured
 }
 

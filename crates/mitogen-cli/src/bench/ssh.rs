@@ -54,7 +54,16 @@ impl SshFloor {
     /// The floor of `target` when it is a single ssh hop; `None` otherwise
     /// (a local target has no ssh to compare with).
     pub fn for_target(target: &Target, options: &ConnectOptions) -> Option<SshFloor> {
-        let [Hop::Ssh { user, host, port }] = target.hops() else {
+        match target.hops() {
+            [hop] => SshFloor::for_hop(hop, options),
+            _ => None,
+        }
+    }
+
+    /// Plain ssh to the host of `hop`, run from this machine; `None` when
+    /// `hop` is not an ssh hop.
+    pub fn for_hop(hop: &Hop, options: &ConnectOptions) -> Option<SshFloor> {
+        let Hop::Ssh { user, host, port } = hop else {
             return None;
         };
         let connect_timeout = options.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT);

@@ -42,9 +42,15 @@ impl SudoFloor {
         if !before.iter().all(|h| matches!(h, Hop::Local)) {
             return None;
         }
-        Some(SudoFloor {
-            user: user.clone().unwrap_or_else(|| "root".to_owned()),
-        })
+        Some(SudoFloor::for_user(user.as_deref()))
+    }
+
+    /// `sudo -n -u USER true` run here, for a sudo hop to `user` (default
+    /// root).
+    pub fn for_user(user: Option<&str>) -> SudoFloor {
+        SudoFloor {
+            user: user.unwrap_or("root").to_owned(),
+        }
     }
 
     /// The command, as the library's sudo method runs sudo: the same program

@@ -78,8 +78,16 @@ impl<O: Write, E: Write> Printer for HumanPrinter<O, E> {
     fn bench(&mut self, target: &str, r: &BenchReport) -> io::Result<()> {
         let ms = |v: f64| format!("{v:.3} ms");
         let mib_s = |v: f64| format!("{v:.1} MiB/s");
+        // More than one hop without the single sudo hop's floor: a chain,
+        // whose floor is the sum of its hops' (see `bench::chain`).
+        let chain = r.floor_ms.is_some()
+            && target.parse::<mitogen::Target>().is_ok_and(|t| {
+                t.hops().len() > 1 && crate::bench::sudo::SudoFloor::for_target(&t).is_none()
+            });
         let connect_what = if r.ssh_floor_ms.is_some() {
             "start a context (program cached), first call"
+        } else if chain {
+            "start every hop (programs cached), first call"
         } else {
             "start a context, get its first call's result"
         };
@@ -95,7 +103,12 @@ impl<O: Write, E: Write> Printer for HumanPrinter<O, E> {
             rows.push(("ssh_floor_ms", ms(v), "plain `ssh HOST true`, same options"));
         }
         if let Some(v) = r.floor_ms {
-            rows.push(("floor_ms", ms(v), "plain `sudo -n -u USER true`"));
+            let what = if chain {
+                "each hop's `ssh HOST true` / `sudo -n -u USER true`, summed"
+            } else {
+                "plain `sudo -n -u USER true`"
+            };
+            rows.push(("floor_ms", ms(v), what));
         }
         rows.extend([
             (

@@ -99,6 +99,7 @@ fn main() {
             test!(routing::channels_through_chain),
             test!(routing::shutdown_through_chain),
             test!(routing::dropping_router_ends_whole_chain),
+            test!(routing::connect_chain_returns_every_hop),
             test!(routing::two_chains_side_by_side),
             test!(hooks::route_and_disconnect_hooks_through_a_chain),
             test!(hooks::context_on_disconnect_fires_once_even_when_late),

@@ -230,6 +230,38 @@ pub fn dropping_router_ends_whole_chain(_: &Router) -> Result<()> {
     }
 }
 
+pub fn connect_chain_returns_every_hop(router: &Router) -> Result<()> {
+    let hops = router.connect_chain_with(
+        &"local/local/local".parse()?,
+        &mitogen::ConnectOptions::default(),
+    )?;
+    let names: Vec<&str> = hops.iter().map(Context::name).collect();
+    ensure!(
+        names == ["local", "local/local", "local/local/local"],
+        "{names:?}"
+    );
+    let pids = hops
+        .iter()
+        .map(|h| h.call(getpid, ()))
+        .collect::<mitogen::Result<Vec<_>>>()?;
+    // Each hop is the parent of the next: the chain, not three siblings.
+    ensure!(proc_ppid(pids[0]) == Some(std::process::id()));
+    ensure!(proc_ppid(pids[1]) == Some(pids[0]));
+    ensure!(proc_ppid(pids[2]) == Some(pids[1]));
+    ensure!(hops[2].call(add, (20, 22))? == 42);
+    for hop in hops.iter().rev() {
+        hop.shutdown()?;
+    }
+    for pid in pids {
+        ensure!(
+            wait_dead(pid, Duration::from_secs(2)),
+            "{pid} still {:?} after the chain was shut down",
+            proc_state(pid)
+        );
+    }
+    Ok(())
+}
+
 pub fn two_chains_side_by_side(router: &Router) -> Result<()> {
     // Two subtrees at once: ids and routes do not mix.
     let a = Chain::new(router, "rt-two-a", 2)?;
