@@ -223,7 +223,8 @@ def machine():
 
 
 def signed_ms(value):
-    return '%+.1f ms' % value
+    # round() then + 0.0 turns a tiny negative into +0.0, not -0.0.
+    return '%+.1f ms' % (round(value, 1) + 0.0)
 
 
 def render_ssh(rounds_ours, rounds_theirs, args, ssh_version, user):
@@ -881,10 +882,13 @@ def main():
         ('examples/quickstart', os.path.getsize(quickstart_bin)),
     ]
 
+    # Every mode whose section the file holds, whether run now or kept, so
+    # that the command redoes the whole file.
     rerun = 'python3 benches/compare.py'
-    for mode in ('ssh', 'sudo', 'chains', 'chain_ssh'):
-        if getattr(args, mode):
-            rerun += ' --' + mode.replace('_', '-')
+    for mode, section in (('ssh', ssh_section), ('sudo', sudo_section),
+                          ('chains', chains_section), ('chain-ssh', chain_ssh_section)):
+        if section:
+            rerun += ' --' + mode
     if args.rounds != 3:
         rerun += ' --rounds %d' % args.rounds
     if args.mib != 256:
