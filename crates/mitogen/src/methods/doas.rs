@@ -12,12 +12,12 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::switch::{self, switch_name};
 use crate::core::context::Context;
 use crate::core::error::{Result, TransportFailure};
 use crate::core::message::ContextId;
 use crate::core::router::RouterInner;
 use crate::core::secret::Secret;
-use crate::methods::sudo::{scrub_env, switch_name};
 use crate::parent::first_stage::{self, Compression};
 use crate::parent::prompt::PromptStyle;
 use crate::parent::PromptSpec;
@@ -87,8 +87,7 @@ impl Doas {
         id: Option<ContextId>,
     ) -> Result<Context> {
         let name = self.name.clone().unwrap_or_else(|| self.default_name());
-        let hash = router.binaries.own()?.hash.clone();
-        let build = |force: bool| {
+        let build = |hash: &str, force: bool| {
             let mut cmd = Command::new(&self.doas_path);
             if self.password.is_none() {
                 // Nobody could answer a prompt: doas must fail instead of asking.
@@ -99,25 +98,24 @@ impl Doas {
                 .arg("--")
                 .arg("sh")
                 .arg("-c")
-                .arg(first_stage::script(&hash, force));
-            scrub_env(&mut cmd);
+                .arg(first_stage::script(hash, force));
             cmd
         };
-        crate::parent::connect(
+        switch::connect(
             router,
-            &crate::parent::Launch {
-                command: &build,
+            switch::Switch {
+                id,
                 name: &name,
                 timeout: self.connect_timeout,
-                stage: Some(self.upload),
-                id,
+                upload: self.upload,
                 classify: &classify,
-                prompt: Some(PromptSpec {
+                prompt: PromptSpec {
                     password: self.password.clone(),
                     style: PROMPTS,
                     ..Default::default()
-                }),
+                },
             },
+            &build,
         )
     }
 }
@@ -146,7 +144,7 @@ const FAILURES: &[(&str, TransportFailure)] = &[
 
 /// Reads doas's error messages.
 pub fn classify(text: &str) -> TransportFailure {
-    crate::methods::sudo::classify_with(text, FAILURES)
+    switch::classify_with(text, FAILURES)
 }
 
 impl crate::Router {

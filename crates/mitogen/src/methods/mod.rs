@@ -74,6 +74,7 @@ pub mod local;
 pub mod ssh;
 pub mod su;
 pub mod sudo;
+mod switch;
 
 use std::sync::Arc;
 

@@ -15,12 +15,12 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::switch::{self, switch_name};
 use crate::core::context::Context;
 use crate::core::error::{Result, TransportFailure};
 use crate::core::message::ContextId;
 use crate::core::router::RouterInner;
 use crate::core::secret::Secret;
-use crate::methods::sudo::{scrub_env, switch_name};
 use crate::parent::first_stage::{self, Compression};
 use crate::parent::prompt::PromptStyle;
 use crate::parent::PromptSpec;
@@ -108,34 +108,32 @@ impl Su {
         id: Option<ContextId>,
     ) -> Result<Context> {
         let name = self.name.clone().unwrap_or_else(|| self.default_name());
-        let hash = router.binaries.own()?.hash.clone();
-        let build = |force: bool| {
+        let build = |hash: &str, force: bool| {
             let mut cmd = Command::new(&self.su_path);
             // The user after `--`, so that no name can pass for an option.
             cmd.arg("-c")
-                .arg(first_stage::command_line(&hash, force))
+                .arg(first_stage::command_line(hash, force))
                 .arg("--")
                 .arg(&self.user);
-            scrub_env(&mut cmd);
             cmd
         };
-        crate::parent::connect(
+        switch::connect(
             router,
-            &crate::parent::Launch {
-                command: &build,
+            switch::Switch {
+                id,
                 name: &name,
                 timeout: self.connect_timeout,
-                stage: Some(self.upload),
-                id,
+                upload: self.upload,
                 classify: &classify,
-                prompt: Some(PromptSpec {
+                prompt: PromptSpec {
                     password: self.password.clone(),
                     style: PROMPTS,
                     extra_prompts: self.prompts.clone(),
                     extra_failures: self.failures.clone(),
                     full_pty: true,
-                }),
+                },
             },
+            &build,
         )
     }
 }
@@ -162,7 +160,7 @@ const FAILURES: &[(&str, TransportFailure)] = &[
 
 /// Reads su's error messages.
 pub fn classify(text: &str) -> TransportFailure {
-    crate::methods::sudo::classify_with(text, FAILURES)
+    switch::classify_with(text, FAILURES)
 }
 
 impl crate::Router {

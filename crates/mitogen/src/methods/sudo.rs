@@ -16,6 +16,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::switch::{self, switch_name};
 use crate::core::context::Context;
 use crate::core::error::{Error, Result, TransportFailure};
 use crate::core::message::ContextId;
@@ -242,34 +243,32 @@ impl Sudo {
             context: name.clone(),
             reason,
         })?;
-        let hash = router.binaries.own()?.hash.clone();
-        let build = |force: bool| {
+        let build = |hash: &str, force: bool| {
             let mut cmd = Command::new(&self.sudo_path);
             cmd.args(&args)
                 .arg("--")
                 .arg("sh")
                 .arg("-c")
-                .arg(first_stage::script(&hash, force));
-            scrub_env(&mut cmd);
+                .arg(first_stage::script(hash, force));
             cmd
         };
-        crate::parent::connect(
+        switch::connect(
             router,
-            &crate::parent::Launch {
-                command: &build,
+            switch::Switch {
+                id,
                 name: &name,
                 timeout: self.connect_timeout,
-                stage: Some(self.upload),
-                id,
+                upload: self.upload,
                 classify: &classify,
                 // Always a terminal, even without a password: a policy with
                 // `requiretty` refuses to run without one.
-                prompt: Some(PromptSpec {
+                prompt: PromptSpec {
                     password: self.password.clone(),
                     style: PROMPTS,
                     ..Default::default()
-                }),
+                },
             },
+            &build,
         )
     }
 }
@@ -292,25 +291,6 @@ fn expand_clusters(args: &[String]) -> Vec<String> {
         }
     }
     out
-}
-
-/// `METHOD` for root, `METHOD:USER` otherwise, as in a target string.
-pub(crate) fn switch_name(method: &str, user: &str) -> String {
-    if user == "root" {
-        method.to_owned()
-    } else {
-        format!("{method}:{user}")
-    }
-}
-
-/// Keeps the caller's cache location out of the switched user's first stage:
-/// it looks for its program in its *own* cache (the stage also checks that a
-/// cache directory belongs to the user it runs as).
-pub(crate) fn scrub_env(cmd: &mut Command) {
-    cmd.env_remove("XDG_CACHE_HOME")
-        .env_remove("TMPDIR")
-        .env_remove(crate::parent::CHILD_ENV)
-        .env_remove(crate::parent::HASH_ENV);
 }
 
 /// sudo's prompt (ours, set with `-p`; sudo-rs's own, `[sudo: authenticate]
@@ -350,18 +330,7 @@ const FAILURES: &[(&str, TransportFailure)] = &[
 
 /// Reads sudo's (or sudo-rs's) error messages.
 pub fn classify(stderr: &str) -> TransportFailure {
-    classify_with(stderr, FAILURES)
-}
-
-/// The first failure whose phrase `text` contains, or a missing shell.
-pub(crate) fn classify_with(text: &str, table: &[(&str, TransportFailure)]) -> TransportFailure {
-    let lower = text.to_lowercase();
-    for (phrase, kind) in table {
-        if lower.contains(phrase) {
-            return *kind;
-        }
-    }
-    crate::methods::ssh::classify(text)
+    switch::classify_with(stderr, FAILURES)
 }
 
 impl crate::Router {
