@@ -453,13 +453,11 @@ pub fn detached_child_outlives_master(_: &Router) -> Result<()> {
             "the grandchild changed parents"
         );
         // In a session of its own, away from the master's terminal signals.
-        let sid = |p: u32| {
-            rustix::process::Pid::from_raw(p as i32)
-                .and_then(|p| rustix::process::getsid(Some(p)).ok())
-        };
+        let sid = util::proc_sid;
         ensure!(
-            sid(pid).is_some() && sid(pid) != sid(std::process::id()),
-            "not in a session of its own"
+            sid(pid) == Some(pid) && sid(pid) != sid(std::process::id()),
+            "not in a session of its own: {:?}",
+            sid(pid)
         );
         Ok(())
     })();

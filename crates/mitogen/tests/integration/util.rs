@@ -17,6 +17,15 @@ pub fn proc_ppid(pid: u32) -> Option<u32> {
     rest.split_whitespace().nth(1)?.parse().ok()
 }
 
+/// The session id of `pid`, from `/proc` (field 6 of `stat`). Read from `/proc`
+/// rather than `getsid(2)` because a process may legitimately be in session 0
+/// (started by a container's init), which `rustix::getsid` cannot represent.
+pub fn proc_sid(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(3)?.parse().ok()
+}
+
 /// Waits up to `timeout` for `pid` to be gone from `/proc` entirely (exited and
 /// reaped).
 pub fn wait_gone(pid: u32, timeout: Duration) -> bool {
