@@ -20,8 +20,9 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Registry, Token, Waker};
 
 use super::io_logger::IoLogger;
+use super::reader::{pump, FrameReader, Pumped};
 use super::router::RouterInner;
-use super::stream::{log_end, FrameReader, ReadStatus, Registration, SendStatus, Stream};
+use super::stream::{Registration, SendStatus, Stream};
 use crate::master::process_monitor::ProcessWatch;
 
 const WAKER: Token = Token(0);
@@ -66,6 +67,8 @@ pub(crate) struct Broker {
 enum Source {
     StreamRx(Arc<Stream>),
     StreamTx(Arc<Stream>),
+    /// The pipe of a frame being relayed from this stream has room again.
+    RelayPipe(Arc<Stream>, Token),
     Log(IoLogger),
     Process(ProcessWatch),
 }
@@ -153,6 +156,7 @@ impl Broker {
     pub(crate) fn add_stream(&self, stream: Arc<Stream>, reader: FrameReader) {
         let rx_token = self.token();
         let tx_token = self.token();
+        let pipe_token = self.token();
         let registry = match self.shared.registry.try_clone() {
             Ok(r) => r,
             Err(e) => {
@@ -166,6 +170,7 @@ impl Broker {
                 registry,
                 rx_token,
                 tx_token,
+                pipe_token,
             }) {
                 tracing::error!(stream = %stream.name(), "cannot watch stream: {e}");
                 core.router.clone().on_disconnect(&stream);
@@ -173,6 +178,8 @@ impl Broker {
             }
             core.sources
                 .insert(rx_token, Source::StreamRx(stream.clone()));
+            core.sources
+                .insert(pipe_token, Source::RelayPipe(stream.clone(), rx_token));
             core.sources.insert(tx_token, Source::StreamTx(stream));
         });
     }
@@ -354,6 +361,10 @@ impl Core {
                     self.disconnect(&stream);
                 }
             }
+            Source::RelayPipe(stream, rx_token) => {
+                let (stream, rx_token) = (stream.clone(), *rx_token);
+                self.on_receive(rx_token, &stream);
+            }
             Source::Log(logger) => {
                 let done = logger.on_readable(&self.router);
                 if done {
@@ -382,36 +393,15 @@ impl Core {
             return;
         };
         for _ in 0..READS_PER_TURN {
-            let status = match reader.read_from(stream.rx_side()) {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::warn!(stream = %stream.name(), "read failed: {e}");
-                    ReadStatus::Eof
-                }
-            };
-            match status {
-                ReadStatus::WouldBlock => return,
-                ReadStatus::Eof => {
-                    log_end(stream.name(), reader.buffered());
+            match pump(stream, &mut reader, &self.router) {
+                Pumped::Progress => {}
+                // A stalled relay also waits for its pipe: `RelayPipe`.
+                Pumped::WouldBlock | Pumped::Stalled => return,
+                Pumped::Ended => {
                     drop(reader);
                     self.disconnect(stream);
                     return;
                 }
-                ReadStatus::Data => loop {
-                    match reader.next_message() {
-                        Ok(Some(msg)) => self.router.route(msg, Some(stream)),
-                        Ok(None) => break,
-                        Err(e) => {
-                            tracing::error!(
-                                stream = %stream.name(),
-                                "protocol error, disconnecting: {e}"
-                            );
-                            drop(reader);
-                            self.disconnect(stream);
-                            return;
-                        }
-                    }
-                },
             }
         }
         self.again.push(token);
@@ -421,7 +411,9 @@ impl Core {
     /// was waiting on it.
     pub(crate) fn disconnect(&mut self, stream: &Arc<Stream>) {
         self.sources.retain(|_, s| match s {
-            Source::StreamRx(st) | Source::StreamTx(st) => !Arc::ptr_eq(st, stream),
+            Source::StreamRx(st) | Source::StreamTx(st) | Source::RelayPipe(st, _) => {
+                !Arc::ptr_eq(st, stream)
+            }
             _ => true,
         });
         stream.deregister();

@@ -8,6 +8,8 @@
 //!      2    2 flags     bit 0: DEAD (the handle or its peer is gone; body = reason)
 //!                       bit 1: DISCONNECTED (with DEAD: because a context is gone)
 //!                       bit 2: SECRET (the body holds a password: wipe it)
+//!                       bit 3: TRAILER (relayed cut-through: the body's last
+//!                              byte is 1 if it arrived whole, 0 if not)
 //!      4    4 dst       context id the message is for
 //!      8    4 src       context id that sent it
 //!     12    4 auth_id   context id whose authority it carries (set by the receiving
@@ -47,6 +49,12 @@ pub type ContextId = u32;
 /// copies the body into memory that is wiped when freed and zeroes its read
 /// buffer at once, so the secret does not linger in freed memory on any hop.
 pub const FLAG_SECRET: u16 = 4;
+
+/// Flag: a relay forwarded this frame before all of its body had arrived (see
+/// `cut_through`). The last byte of the body is not part of it: `1` means the
+/// frame is whole, `0` that a relay lost its source half-way and padded it.
+/// The destination strips the byte; relays pass it on.
+pub const FLAG_TRAILER: u16 = 8;
 
 /// The id of the master context, the root of every tree.
 pub const MASTER_ID: ContextId = 0;
@@ -128,6 +136,12 @@ impl Message {
 
     /// Encodes the header (with the body length) into a fixed array.
     pub fn encode_header(&self) -> [u8; HEADER_LEN] {
+        self.encode_header_len(self.body.len())
+    }
+
+    /// Encodes the header announcing a body of `len` bytes, for a frame whose
+    /// body follows later (cut-through relaying).
+    pub(crate) fn encode_header_len(&self, len: usize) -> [u8; HEADER_LEN] {
         let mut h = [0u8; HEADER_LEN];
         h[0..2].copy_from_slice(&MAGIC.to_le_bytes());
         h[2..4].copy_from_slice(&self.flags.to_le_bytes());
@@ -136,7 +150,7 @@ impl Message {
         h[12..16].copy_from_slice(&self.auth_id.to_le_bytes());
         h[16..20].copy_from_slice(&self.handle.to_le_bytes());
         h[20..24].copy_from_slice(&self.reply_to.to_le_bytes());
-        h[24..28].copy_from_slice(&(self.body.len() as u32).to_le_bytes());
+        h[24..28].copy_from_slice(&(len as u32).to_le_bytes());
         h
     }
 }
@@ -196,7 +210,8 @@ impl Header {
         let handle = b.get_u32_le();
         let reply_to = b.get_u32_le();
         let len = b.get_u32_le() as usize;
-        if len > max {
+        // A relay's trailer byte may take a body of the largest size one over.
+        if len > max + usize::from(flags & FLAG_TRAILER != 0) {
             return Err(FrameError::TooLarge { len, max });
         }
         Ok(Header {

@@ -6,6 +6,8 @@
 //! | [`message`] | `Message`: header and body |
 //! | [`side`] | `Side`: one non-blocking fd, disconnection as EOF (`io_op`) |
 //! | [`stream`] | `Stream`: framing, `pending_bytes` |
+//! | `reader` | reading a stream: reassembling frames, routing them |
+//! | `cut_through` | relaying large frames by `splice(2)` as they arrive |
 //! | `broker` | `Broker`, `Waker`, `Poller` (mio) |
 //! | `router` | `Router`: handles, routes, authority |
 //! | [`latch`] | `Latch` |
@@ -19,12 +21,14 @@ pub(crate) mod broker;
 pub(crate) mod call;
 pub(crate) mod channel;
 pub(crate) mod context;
+pub(crate) mod cut_through;
 pub(crate) mod error;
 pub(crate) mod io_logger;
 pub mod latch;
 pub mod log;
 pub mod message;
 pub(crate) mod payload;
+pub(crate) mod reader;
 pub mod remote;
 pub(crate) mod route_control;
 pub(crate) mod router;

@@ -31,7 +31,7 @@ pub struct Side {
 }
 
 /// Errors that mean "the other end went away" rather than "something is broken".
-fn is_disconnect(e: Errno) -> bool {
+pub(crate) fn is_disconnect(e: Errno) -> bool {
     matches!(
         e,
         Errno::PIPE | Errno::CONNRESET | Errno::IO | Errno::NOTCONN | Errno::BADF

@@ -6,9 +6,15 @@
 //! asked to finish the job when the descriptor becomes writable. Frames queued
 //! meanwhile leave together in one `writev`.
 //!
-//! Reading belongs to the broker thread alone, through a [`FrameReader`], which
-//! copes with frames split across reads and many frames in one read, and hands out
-//! bodies that point into its buffer without a copy.
+//! Reading is done by the broker, or by a thread waiting for a reply on this
+//! stream ([`Stream::lead`]), through a [`FrameReader`] (see [`reader`]).
+//!
+//! A frame relayed cut-through (see [`cut_through`]) is queued before its body
+//! has arrived: its tail comes out of a pipe as the incoming stream fills it,
+//! and the frames queued behind it wait until it is through.
+//!
+//! [`reader`]: super::reader
+//! [`cut_through`]: super::cut_through
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
@@ -16,16 +22,18 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Instant;
 
-use bytes::{Bytes, BytesMut};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+
+use bytes::Bytes;
 use mio::unix::SourceFd;
 use mio::{Interest, Registry, Token};
 
-use super::message::{ContextId, FrameError, Header, Message, HEADER_LEN};
+use super::cut_through::{can_splice, CutThrough, Drain};
+use super::message::{ContextId, Message, HEADER_LEN};
+use super::reader::{pump, Pumped};
 use super::side::{IoStatus, Side};
 
-/// Default read size of a side (the seed's `CHUNK_SIZE`); a frame larger than this
-/// is read straight into a buffer of its own size.
-pub const CHUNK_SIZE: usize = 128 * 1024;
+pub use super::reader::{FrameReader, ReadStatus, CHUNK_SIZE};
 
 /// Queued bytes above which flow-controlled senders wait for the queue to drain.
 pub const HIGH_WATER: usize = 8 * 1024 * 1024;
@@ -40,13 +48,20 @@ const MAX_IOV: usize = 64;
 struct Frame {
     header: [u8; HEADER_LEN],
     body: Bytes,
-    /// Bytes of header + body already written.
+    /// The rest of a frame relayed cut-through, still arriving.
+    tail: Option<Arc<CutThrough>>,
+    /// Bytes of header + body (+ tail) already written.
     done: usize,
 }
 
 impl Frame {
-    fn len(&self) -> usize {
+    /// Header and in-memory body: what `writev` sends.
+    fn head_len(&self) -> usize {
         HEADER_LEN + self.body.len()
+    }
+
+    fn len(&self) -> usize {
+        self.head_len() + self.tail.as_ref().map_or(0, |t| t.len())
     }
 }
 
@@ -82,6 +97,8 @@ pub(crate) struct Registration {
     pub registry: Registry,
     pub rx_token: Token,
     pub tx_token: Token,
+    /// For the pipe of a frame being relayed from this stream, while it is full.
+    pub pipe_token: Token,
 }
 
 /// What sending on a stream observed.
@@ -108,6 +125,13 @@ pub struct Stream {
     /// thread that reads the stream itself while it waits for a reply
     /// ([`Stream::lead`]); whoever holds it reads, the other steps aside.
     reader: Mutex<FrameReader>,
+    /// The frame being relayed cut-through from this stream, and where to: if
+    /// this stream dies, the relay must be told (the reader may be locked by
+    /// a waiting thread then, so this lives apart).
+    relaying: Mutex<Option<(Arc<CutThrough>, Arc<Stream>)>>,
+    /// Whether the descriptors can take part in `splice(2)`.
+    splice_in: bool,
+    splice_out: bool,
     /// True when the peer is this process's parent (messages from it carry the
     /// authority of our ancestors).
     pub(crate) is_parent: bool,
@@ -127,6 +151,9 @@ impl Stream {
     /// A stream reading from `rx` and writing to `tx` (which may be the same side).
     pub(crate) fn new(name: String, rx: Arc<Side>, tx: Arc<Side>, is_parent: bool) -> Stream {
         Stream {
+            splice_in: can_splice(rx.as_fd()),
+            splice_out: can_splice(tx.as_fd()),
+            relaying: Mutex::new(None),
             name,
             rx,
             tx,
@@ -175,6 +202,48 @@ impl Stream {
 
     pub(crate) fn rx_side(&self) -> &Side {
         &self.rx
+    }
+
+    /// Whether frames arriving here can be relayed by `splice(2)`.
+    pub(crate) fn can_splice_in(&self) -> bool {
+        self.splice_in
+    }
+
+    /// Whether frames leaving here can be written by `splice(2)`.
+    pub(crate) fn can_splice_out(&self) -> bool {
+        self.splice_out
+    }
+
+    /// Records (or clears) the frame being relayed from this stream.
+    pub(crate) fn set_relaying(&self, relay: Option<(Arc<CutThrough>, Arc<Stream>)>) {
+        *self.relaying.lock().unwrap_or_else(|e| e.into_inner()) = relay;
+    }
+
+    /// True while a frame is being relayed from this stream.
+    pub(crate) fn is_relaying(&self) -> bool {
+        self.relaying
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some()
+    }
+
+    /// Asks the broker to read this stream again when `pipe` has room. Returns
+    /// whether the pipe is now watched.
+    pub(crate) fn watch_pipe(&self, pipe: BorrowedFd<'_>) -> bool {
+        let Some(reg) = self.reg.get() else {
+            return false;
+        };
+        let fd = pipe.as_raw_fd();
+        reg.registry
+            .register(&mut SourceFd(&fd), reg.pipe_token, Interest::WRITABLE)
+            .is_ok()
+    }
+
+    /// Stops watching a relay's pipe.
+    pub(crate) fn unwatch_pipe(&self, pipe: BorrowedFd<'_>) {
+        if let Some(reg) = self.reg.get() {
+            let _ = reg.registry.deregister(&mut SourceFd(&pipe.as_raw_fd()));
+        }
     }
 
     fn same_fd(&self) -> bool {
@@ -296,6 +365,12 @@ impl Stream {
         if self.is_dead() {
             return Lead::Ended;
         }
+        if self.is_relaying() {
+            // Relaying waits on a pipe too, which the broker watches. Checked
+            // before taking the reader, which the broker may want right now
+            // (it does not retry when the reader is taken).
+            return Lead::Busy;
+        }
         let Some(mut reader) = self.try_reader() else {
             return Lead::Busy;
         };
@@ -304,26 +379,12 @@ impl Stream {
         let spin_until = super::latch::spin_budget().map(|b| started + b);
         let mut spins: u32 = 0;
         let outcome = 'lead: loop {
-            let status = reader.read_from(&self.rx);
-            match status {
-                Ok(ReadStatus::Data) => {
-                    loop {
-                        match reader.next_message() {
-                            Ok(Some(msg)) => router.route(msg, Some(self)),
-                            Ok(None) => break,
-                            Err(e) => {
-                                tracing::error!(stream = %self.name, "protocol error, disconnecting: {e}");
-                                break 'lead Lead::Ended;
-                            }
-                        }
-                    }
-                    continue;
-                }
-                Ok(ReadStatus::WouldBlock) => {}
-                Ok(ReadStatus::Eof) | Err(_) => {
-                    log_end(&self.name, reader.buffered());
-                    break Lead::Ended;
-                }
+            match pump(self, &mut reader, router) {
+                Pumped::Progress if reader.is_relaying() => break 'lead Lead::Busy,
+                Pumped::Progress => continue,
+                Pumped::WouldBlock => {}
+                Pumped::Stalled => break 'lead Lead::Busy,
+                Pumped::Ended => break 'lead Lead::Ended,
             }
             if done() {
                 break Lead::Done;
@@ -382,6 +443,37 @@ impl Stream {
         let frame = Frame {
             header: msg.encode_header(),
             body: msg.body.clone(),
+            tail: None,
+            done: 0,
+        };
+        self.pending.fetch_add(frame.len(), Ordering::Relaxed);
+        tx.queue.push_back(frame);
+        if !tx.armed {
+            self.flush_locked(&mut tx);
+        }
+        if tx.closed {
+            SendStatus::Disconnected
+        } else {
+            SendStatus::Queued
+        }
+    }
+
+    /// Queues a frame relayed cut-through: `header` and the part of the body
+    /// that has arrived now, the rest to come through `tail`.
+    pub(crate) fn send_cut(
+        &self,
+        header: [u8; HEADER_LEN],
+        prefix: Bytes,
+        tail: Arc<CutThrough>,
+    ) -> SendStatus {
+        let mut tx = self.lock_tx();
+        if tx.closed {
+            return SendStatus::Disconnected;
+        }
+        let frame = Frame {
+            header,
+            body: prefix,
+            tail: Some(tail),
             done: 0,
         };
         self.pending.fetch_add(frame.len(), Ordering::Relaxed);
@@ -435,7 +527,33 @@ impl Stream {
 
     /// Writes queued frames until the kernel refuses more.
     fn flush_locked(&self, tx: &mut Tx) {
-        while !tx.queue.is_empty() {
+        while let Some(front) = tx.queue.front() {
+            if front.done >= front.head_len() && front.tail.is_some() {
+                // The front frame's tail: it comes out of a pipe, by splice.
+                match self.flush_tail(tx) {
+                    Ok(Drain::Wrote(_)) => continue,
+                    Ok(Drain::Waiting) => {
+                        // Its source will kick us when it has more.
+                        self.arm(tx, false);
+                        self.notify_drained();
+                        return;
+                    }
+                    Ok(Drain::WouldBlock) => {
+                        self.arm(tx, true);
+                        self.notify_drained();
+                        return;
+                    }
+                    Ok(Drain::Disconnected) => {
+                        self.close_tx(tx);
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::warn!(stream = %self.name, "write failed: {e}");
+                        self.close_tx(tx);
+                        return;
+                    }
+                }
+            }
             let mut iov: Vec<IoSlice<'_>> = Vec::with_capacity(MAX_IOV.min(tx.queue.len() * 2));
             for f in tx.queue.iter().take(MAX_IOV / 2) {
                 if f.done < HEADER_LEN {
@@ -445,6 +563,10 @@ impl Stream {
                     }
                 } else {
                     iov.push(IoSlice::new(&f.body[f.done - HEADER_LEN..]));
+                }
+                if f.tail.is_some() {
+                    // Nothing after a relayed frame can go before its tail.
+                    break;
                 }
             }
             let status = self.tx.write_vectored(&iov);
@@ -484,6 +606,27 @@ impl Stream {
         self.notify_drained();
     }
 
+    /// Writes what it can of the front frame's relayed tail, popping the
+    /// frame once all of it is out.
+    fn flush_tail(&self, tx: &mut Tx) -> io::Result<Drain> {
+        let Some(f) = tx.queue.front_mut() else {
+            return Ok(Drain::Waiting);
+        };
+        let Some(tail) = f.tail.clone() else {
+            return Ok(Drain::Waiting);
+        };
+        let written = f.done - f.head_len();
+        let status = tail.drain(self.tx.as_fd(), written)?;
+        if let Drain::Wrote(n) = status {
+            f.done += n;
+            self.pending.fetch_sub(n, Ordering::Relaxed);
+            if f.done == f.len() {
+                tx.queue.pop_front();
+            }
+        }
+        Ok(status)
+    }
+
     fn notify_drained(&self) {
         if self.pending_bytes() <= HIGH_WATER / 2 {
             self.drained.notify_all();
@@ -492,7 +635,12 @@ impl Stream {
 
     fn close_tx(&self, tx: &mut Tx) {
         tx.closed = true;
-        tx.queue.clear();
+        for f in tx.queue.drain(..) {
+            if let Some(tail) = f.tail {
+                // Its source must stop waiting for room in the pipe.
+                tail.abandon();
+            }
+        }
         self.pending.store(0, Ordering::Relaxed);
         self.drained.notify_all();
     }
@@ -503,6 +651,18 @@ impl Stream {
         let was = self.dead.swap(true, Ordering::AcqRel);
         let mut tx = self.lock_tx();
         self.close_tx(&mut tx);
+        drop(tx);
+        // A frame relayed from here will never be whole: the next stream pads
+        // it and marks it aborted, and goes on with what is queued behind it.
+        let relay = self
+            .relaying
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some((cut, out)) = relay {
+            cut.abort();
+            out.on_transmit();
+        }
         !was
     }
 
@@ -540,105 +700,4 @@ impl Stream {
 /// for bodies that carry a secret.
 pub(crate) fn wipe_on_drop(bytes: Vec<u8>) -> Bytes {
     Bytes::from_owner(zeroize::Zeroizing::new(bytes))
-}
-
-/// Logs the end of a stream: an error when it ended inside a frame.
-pub(crate) fn log_end(name: &str, buffered: usize) {
-    if buffered > 0 {
-        tracing::error!(
-            stream = %name,
-            "stream ended inside a frame ({buffered} bytes of it arrived); disconnecting"
-        );
-    } else {
-        tracing::debug!(stream = %name, "end of stream");
-    }
-}
-
-/// Reassembles frames from the bytes a side delivers.
-pub struct FrameReader {
-    buf: BytesMut,
-    max: usize,
-    header: Option<Header>,
-}
-
-/// What one read from a side produced.
-#[derive(Debug, PartialEq, Eq)]
-pub enum ReadStatus {
-    /// Some bytes arrived; call [`FrameReader::next_message`].
-    Data,
-    /// Nothing available now.
-    WouldBlock,
-    /// The other end is gone.
-    Eof,
-}
-
-impl FrameReader {
-    /// A reader refusing bodies over `max` bytes, starting with bytes that
-    /// arrived during the bootstrap (after the greeting).
-    pub fn new(max: usize, initial: &[u8]) -> FrameReader {
-        let mut buf = BytesMut::with_capacity(CHUNK_SIZE.max(initial.len()));
-        buf.extend_from_slice(initial);
-        FrameReader {
-            buf,
-            max,
-            header: None,
-        }
-    }
-
-    /// Appends raw bytes (for tests and fuzzing).
-    pub fn feed(&mut self, data: &[u8]) {
-        self.buf.extend_from_slice(data);
-    }
-
-    /// Reads once from `side`.
-    pub fn read_from(&mut self, side: &Side) -> io::Result<ReadStatus> {
-        // Read a large frame's body in one go into a buffer of its own size.
-        let want = match self.header {
-            Some(h) => (HEADER_LEN + h.len).saturating_sub(self.buf.len()),
-            None => 0,
-        }
-        .max(CHUNK_SIZE);
-        self.buf.reserve(want);
-        let spare = self.buf.spare_capacity_mut();
-        let n = match side.read(spare)? {
-            IoStatus::Done(n) => n,
-            IoStatus::WouldBlock => return Ok(ReadStatus::WouldBlock),
-            IoStatus::Disconnected => return Ok(ReadStatus::Eof),
-        };
-        // SAFETY: `read` initialised exactly `n` bytes of the spare capacity.
-        unsafe { self.buf.set_len(self.buf.len() + n) };
-        Ok(ReadStatus::Data)
-    }
-
-    /// The next complete message, if one has arrived.
-    pub fn next_message(&mut self) -> Result<Option<Message>, FrameError> {
-        let header = match self.header {
-            Some(h) => h,
-            None => {
-                if self.buf.len() < HEADER_LEN {
-                    return Ok(None);
-                }
-                let h = Header::parse(&self.buf[..HEADER_LEN], self.max)?;
-                self.header = Some(h);
-                h
-            }
-        };
-        if self.buf.len() < HEADER_LEN + header.len {
-            return Ok(None);
-        }
-        self.header = None;
-        let mut frame = self.buf.split_to(HEADER_LEN + header.len);
-        if header.flags & super::message::FLAG_SECRET != 0 {
-            let body = wipe_on_drop(frame[HEADER_LEN..].to_vec());
-            frame.fill(0);
-            return Ok(Some(header.into_message(body)));
-        }
-        let body = frame.split_off(HEADER_LEN).freeze();
-        Ok(Some(header.into_message(body)))
-    }
-
-    /// Bytes buffered but not yet part of a complete message.
-    pub fn buffered(&self) -> usize {
-        self.buf.len()
-    }
 }

@@ -15,6 +15,7 @@ mod hooks;
 mod leaks;
 mod lifecycle;
 mod logging;
+mod relay;
 mod routing;
 mod security;
 mod ssh;
@@ -101,6 +102,10 @@ fn main() {
             test!(routing::dropping_router_ends_whole_chain),
             test!(routing::connect_chain_returns_every_hop),
             test!(routing::two_chains_side_by_side),
+            test!(relay::large_frames_through_a_chain_both_ways, 120),
+            test!(relay::large_frames_through_an_ssh_hop, 120),
+            test!(relay::source_dying_mid_frame_drops_only_that_frame),
+            test!(relay::next_hop_dying_mid_frame_fails_only_that_call),
             test!(hooks::route_and_disconnect_hooks_through_a_chain),
             test!(hooks::context_on_disconnect_fires_once_even_when_late),
             test!(hooks::shutdown_hook_fires_before_contexts_go),

@@ -1,0 +1,325 @@
+//! The receiving half of a stream: [`FrameReader`] reassembles frames from
+//! the bytes a side delivers, and [`pump`] is one step of reading a stream and
+//! routing what arrived, shared by the broker and by threads that read a
+//! stream themselves while they wait ([`Stream::lead`](super::stream::Stream)).
+//!
+//! The reader copes with frames split across reads and many frames in one
+//! read, and hands out bodies that point into its buffer without a copy. A
+//! large frame that is only passing through is not buffered at all: once its
+//! header is in, it is relayed as it arrives (see [`cut_through`]).
+//!
+//! [`cut_through`]: super::cut_through
+
+use std::io;
+use std::os::fd::AsFd;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+
+use super::cut_through::{CutThrough, Fill, CUT_THROUGH_MIN};
+use super::message::{FrameError, Header, Message, FLAG_SECRET, HEADER_LEN};
+use super::router::RouterInner;
+use super::side::{IoStatus, Side};
+use super::stream::{wipe_on_drop, SendStatus, Stream};
+
+/// Default read size of a side (the seed's `CHUNK_SIZE`); a frame larger than this
+/// is read straight into a buffer of its own size.
+pub const CHUNK_SIZE: usize = 128 * 1024;
+
+/// Read size while frames are being relayed cut-through: the next frame is
+/// probably another large one, and the less of it is read into memory, the
+/// more of it the kernel moves by reference.
+const PEEK_SIZE: usize = 4096;
+
+/// Logs the end of a stream: an error when it ended inside a frame.
+pub(crate) fn log_end(name: &str, buffered: usize) {
+    if buffered > 0 {
+        tracing::error!(
+            stream = %name,
+            "stream ended inside a frame ({buffered} bytes of it arrived); disconnecting"
+        );
+    } else {
+        tracing::debug!(stream = %name, "end of stream");
+    }
+}
+
+/// A frame being relayed cut-through from this reader's stream.
+struct Relay {
+    cut: Arc<CutThrough>,
+    out: Arc<Stream>,
+    /// Body bytes still to come from the source.
+    unread: usize,
+    /// The frame's header, to answer its sender if it cannot be delivered.
+    header: Header,
+    /// Whether the pipe is registered with the poller (see [`Pumped::Stalled`]).
+    watched: bool,
+}
+
+/// Reassembles frames from the bytes a side delivers.
+pub struct FrameReader {
+    buf: BytesMut,
+    max: usize,
+    header: Option<Header>,
+    relay: Option<Relay>,
+    /// The last frame went cut-through: read small until a header shows.
+    peek: bool,
+}
+
+/// What one read from a side produced.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ReadStatus {
+    /// Some bytes arrived; call [`FrameReader::next_message`].
+    Data,
+    /// Nothing available now.
+    WouldBlock,
+    /// The other end is gone.
+    Eof,
+}
+
+impl FrameReader {
+    /// A reader refusing bodies over `max` bytes, starting with bytes that
+    /// arrived during the bootstrap (after the greeting).
+    pub fn new(max: usize, initial: &[u8]) -> FrameReader {
+        let mut buf = BytesMut::with_capacity(CHUNK_SIZE.max(initial.len()));
+        buf.extend_from_slice(initial);
+        FrameReader {
+            buf,
+            max,
+            header: None,
+            relay: None,
+            peek: false,
+        }
+    }
+
+    /// Appends raw bytes (for tests and fuzzing).
+    pub fn feed(&mut self, data: &[u8]) {
+        self.buf.extend_from_slice(data);
+    }
+
+    /// Reads once from `side`.
+    pub fn read_from(&mut self, side: &Side) -> io::Result<ReadStatus> {
+        let want = match self.header {
+            // Read a large frame's body in one go into a buffer of its own size.
+            Some(h) => (HEADER_LEN + h.len).saturating_sub(self.buf.len()),
+            None if self.peek => PEEK_SIZE,
+            None => 0,
+        }
+        .max(if self.peek { PEEK_SIZE } else { CHUNK_SIZE });
+        self.buf.reserve(want);
+        let spare = self.buf.spare_capacity_mut();
+        let limit = spare.len().min(want);
+        let n = match side.read(&mut spare[..limit])? {
+            IoStatus::Done(n) => n,
+            IoStatus::WouldBlock => return Ok(ReadStatus::WouldBlock),
+            IoStatus::Disconnected => return Ok(ReadStatus::Eof),
+        };
+        // SAFETY: `read` initialised exactly `n` bytes of the spare capacity.
+        unsafe { self.buf.set_len(self.buf.len() + n) };
+        Ok(ReadStatus::Data)
+    }
+
+    /// The next complete message, if one has arrived.
+    pub fn next_message(&mut self) -> Result<Option<Message>, FrameError> {
+        let header = match self.header {
+            Some(h) => h,
+            None => {
+                if self.buf.len() < HEADER_LEN {
+                    return Ok(None);
+                }
+                let h = Header::parse(&self.buf[..HEADER_LEN], self.max)?;
+                self.header = Some(h);
+                h
+            }
+        };
+        if self.buf.len() < HEADER_LEN + header.len {
+            return Ok(None);
+        }
+        self.header = None;
+        self.peek = false;
+        let mut frame = self.buf.split_to(HEADER_LEN + header.len);
+        if header.flags & FLAG_SECRET != 0 {
+            let body = wipe_on_drop(frame[HEADER_LEN..].to_vec());
+            frame.fill(0);
+            return Ok(Some(header.into_message(body)));
+        }
+        let body = frame.split_off(HEADER_LEN).freeze();
+        Ok(Some(header.into_message(body)))
+    }
+
+    /// Bytes buffered but not yet part of a complete message.
+    pub fn buffered(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// True while a frame is being relayed from this reader's stream.
+    pub(crate) fn is_relaying(&self) -> bool {
+        self.relay.is_some()
+    }
+
+    /// The header of an incomplete frame big enough to relay cut-through.
+    fn partial_large(&self) -> Option<Header> {
+        let h = self.header?;
+        (h.len >= CUT_THROUGH_MIN && self.buf.len() < HEADER_LEN + h.len).then_some(h)
+    }
+}
+
+/// What one [`pump`] step came to.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Pumped {
+    /// Something arrived and was dealt with; step again.
+    Progress,
+    /// Nothing to read: wait for the stream to become readable.
+    WouldBlock,
+    /// A relayed frame's pipe is full: wait for it to have room
+    /// ([`FrameReader::relay_pipe`]) as well as for the stream.
+    Stalled,
+    /// The stream ended or broke (already logged): disconnect it.
+    Ended,
+}
+
+/// Reads `stream` once and routes every complete message; relays a large frame
+/// bound elsewhere as it arrives.
+pub(crate) fn pump(stream: &Arc<Stream>, reader: &mut FrameReader, router: &RouterInner) -> Pumped {
+    if reader.relay.is_some() {
+        return pump_relay(stream, reader, router);
+    }
+    match reader.read_from(stream.rx_side()) {
+        Err(e) => {
+            tracing::warn!(stream = %stream.name(), "read failed: {e}");
+            Pumped::Ended
+        }
+        Ok(ReadStatus::WouldBlock) => Pumped::WouldBlock,
+        Ok(ReadStatus::Eof) => {
+            log_end(stream.name(), reader.buffered());
+            Pumped::Ended
+        }
+        Ok(ReadStatus::Data) => {
+            loop {
+                match reader.next_message() {
+                    Ok(Some(msg)) => router.route(msg, Some(stream)),
+                    Ok(None) => break,
+                    Err(e) => {
+                        tracing::error!(stream = %stream.name(), "protocol error, disconnecting: {e}");
+                        return Pumped::Ended;
+                    }
+                }
+            }
+            if let Some(h) = reader.partial_large() {
+                start_relay(stream, reader, router, h);
+            }
+            Pumped::Progress
+        }
+    }
+}
+
+/// Starts relaying the frame whose header (and part of whose body) `reader`
+/// holds, if the router sends it out on another stream that can take it.
+fn start_relay(stream: &Arc<Stream>, reader: &mut FrameReader, router: &RouterInner, h: Header) {
+    let Some((out, head)) = router.cut_through_target(&h, stream) else {
+        return;
+    };
+    if !(stream.can_splice_in() && out.can_splice_out()) {
+        return;
+    }
+    let have = reader.buf.len() - HEADER_LEN;
+    let own_trailer = h.flags & super::message::FLAG_TRAILER == 0;
+    let cut = match CutThrough::new(h.len - have, own_trailer) {
+        Ok(c) => Arc::new(c),
+        Err(e) => {
+            tracing::debug!("no pipe for cut-through relaying ({e}); buffering instead");
+            return;
+        }
+    };
+    let len = h.len + usize::from(own_trailer);
+    let flags = head.flags | super::message::FLAG_TRAILER;
+    let header = Message { flags, ..head }.encode_header_len(len);
+    let prefix: Bytes = reader.buf.split().freeze().slice(HEADER_LEN..);
+    reader.header = None;
+    reader.peek = true;
+    if out.send_cut(header, prefix, cut.clone()) == SendStatus::Disconnected {
+        // Gone between the routing decision and now: read the rest and drop it.
+        cut.abandon();
+    }
+    stream.set_relaying(Some((cut.clone(), out.clone())));
+    reader.relay = Some(Relay {
+        cut,
+        out,
+        unread: h.len - have,
+        header: h,
+        watched: false,
+    });
+}
+
+/// One step of moving a relayed frame's body along.
+fn pump_relay(stream: &Arc<Stream>, reader: &mut FrameReader, router: &RouterInner) -> Pumped {
+    let Some(relay) = reader.relay.as_mut() else {
+        return Pumped::Progress;
+    };
+    if relay.cut.is_abandoned() {
+        // The way out is gone: the rest of the frame is read and dropped.
+        let mut scratch = [std::mem::MaybeUninit::<u8>::uninit(); 16 * 1024];
+        let n = relay.unread.min(scratch.len());
+        return match stream.rx_side().read(&mut scratch[..n]) {
+            Ok(IoStatus::Done(k)) => {
+                relay.unread -= k;
+                if relay.unread == 0 {
+                    let r = finish_relay(stream, reader);
+                    router.bounce_header(&r.header, "the next hop went away");
+                }
+                Pumped::Progress
+            }
+            Ok(IoStatus::WouldBlock) => Pumped::WouldBlock,
+            Ok(IoStatus::Disconnected) | Err(_) => {
+                finish_relay(stream, reader);
+                Pumped::Ended
+            }
+        };
+    }
+    match relay.cut.fill(stream.rx_side().as_fd(), relay.unread) {
+        Ok(Fill::Moved(n)) => {
+            relay.unread -= n;
+            let out = relay.out.clone();
+            if relay.unread == 0 {
+                finish_relay(stream, reader);
+            }
+            kick(&out, router);
+            Pumped::Progress
+        }
+        Ok(Fill::WouldBlock) => Pumped::WouldBlock,
+        Ok(Fill::Stalled) => {
+            if !relay.watched {
+                relay.watched = stream.watch_pipe(relay.cut.pipe_w());
+            }
+            Pumped::Stalled
+        }
+        Ok(Fill::Eof) | Err(_) => {
+            tracing::error!(
+                stream = %stream.name(),
+                "stream ended inside a frame being relayed ({} bytes short); disconnecting",
+                relay.unread
+            );
+            let r = finish_relay(stream, reader);
+            r.cut.abort();
+            kick(&r.out, router);
+            Pumped::Ended
+        }
+    }
+}
+
+/// Ends the relay of the current frame, returning it.
+fn finish_relay(stream: &Stream, reader: &mut FrameReader) -> Relay {
+    let relay = reader.relay.take().expect("a relay in progress");
+    if relay.watched {
+        stream.unwatch_pipe(relay.cut.pipe_w());
+    }
+    stream.set_relaying(None);
+    relay
+}
+
+/// Lets the outgoing stream write what the pipe holds.
+fn kick(out: &Arc<Stream>, router: &RouterInner) {
+    if out.on_transmit() == SendStatus::Disconnected {
+        let out = out.clone();
+        router.broker.defer(move |core| core.disconnect(&out));
+    }
+}

@@ -1,0 +1,227 @@
+//! Large frames relayed cut-through (spliced from stream to stream as they
+//! arrive): they arrive whole and in order both ways, around the size where
+//! relaying switches from buffering to splicing, and a relay whose source or
+//! next hop dies half-way through a frame neither hangs nor corrupts the
+//! streams it still has.
+
+use std::time::Duration;
+
+use anyhow::{bail, ensure, Context as _, Result};
+use mitogen::core::message::{Message, MASTER_ID};
+use mitogen::{Blob, Context, Error, Local, Receiver, Router, Sender};
+
+use crate::bad_input::{write_raw, After};
+use crate::calls::add;
+use crate::capture;
+use crate::routing::Chain;
+use crate::util::{kill9, Guard};
+
+/// The size from which relays splice instead of buffering (the library's
+/// `CUT_THROUGH_MIN`).
+const CUT: u32 = 256 * 1024;
+
+/// Byte `k` of pattern `seed`: position-dependent, so a lost, repeated or
+/// shifted piece shows.
+fn pattern(seed: u32, len: u32) -> Vec<u8> {
+    (0..len)
+        .map(|k| (k.wrapping_mul(31).wrapping_add(seed * 7) % 251) as u8)
+        .collect()
+}
+
+/// A position-sensitive checksum.
+fn checksum(bytes: &[u8]) -> u64 {
+    bytes.iter().enumerate().fold(0u64, |acc, (i, &b)| {
+        acc.wrapping_mul(1_000_003)
+            .wrapping_add((i as u64 + 1) ^ u64::from(b))
+    })
+}
+
+/// Sends one patterned blob of each size, in order.
+#[mitogen::remote]
+pub fn send_patterns(sizes: Vec<u32>, out: Sender<Blob>) -> mitogen::Result<()> {
+    for (i, &len) in sizes.iter().enumerate() {
+        out.send(Blob::from(pattern(i as u32, len)))?;
+    }
+    out.close()
+}
+
+/// The checksum of bytes, as the context received them.
+#[mitogen::remote]
+pub fn blob_checksum(data: Vec<u8>) -> u64 {
+    checksum(&data)
+}
+
+/// Stops the calling process (SIGSTOP), so it reads nothing until killed.
+#[mitogen::remote]
+pub fn stop_self() -> std::io::Result<()> {
+    rustix::process::kill_process(rustix::process::getpid(), rustix::process::Signal::STOP)?;
+    Ok(())
+}
+
+fn sizes() -> Vec<u32> {
+    vec![
+        CUT - 1,
+        CUT,
+        CUT + 1,
+        1 << 20,
+        (3 << 20) + 7,
+        17,
+        2 * CUT,
+        8 << 20,
+    ]
+}
+
+fn receive_all(rx: &Receiver<Blob>) -> Result<Vec<Blob>> {
+    let mut got = Vec::new();
+    loop {
+        match rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(b) => got.push(b),
+            Err(Error::ChannelClosed(_)) => return Ok(got),
+            Err(e) => bail!("after {} blobs: {e}", got.len()),
+        }
+    }
+}
+
+pub fn large_frames_through_a_chain_both_ways(router: &Router) -> Result<()> {
+    let chain = Chain::new(router, "relay-both", 3)?;
+    both_ways(router, &chain.hops[0], chain.leaf(), 3)
+}
+
+/// Through an ssh hop, whose streams to its parent are whatever sshd gives
+/// it (pipes), to a local context below it.
+pub fn large_frames_through_an_ssh_hop(router: &Router) -> Result<()> {
+    crate::sshd::require_root_and_sshd()?;
+    let sshd = crate::sshd::Sshd::start()?;
+    let web = Guard(router.ssh(sshd.ssh("root")?)?);
+    let below = Guard(router.start(Some(&web), Local::new().name("relay-below-ssh"))?);
+    both_ways(router, &web, &below, 1)
+}
+
+/// Streams patterned blobs from `leaf` to the master and back, `rounds`
+/// times, while small calls to `first` keep going.
+fn both_ways(router: &Router, first: &Context, leaf: &Context, rounds: u32) -> Result<()> {
+    let first = first.clone();
+    let chatter = std::thread::spawn(move || -> Result<u64> {
+        let mut n = 0;
+        for i in 0..300u64 {
+            ensure!(
+                first.call(add, (i, 1))? == i + 1,
+                "call {i} to the first hop"
+            );
+            n += 1;
+        }
+        Ok(n)
+    });
+
+    for round in 0..rounds {
+        // Upward: the leaf streams to the master.
+        let (tx, rx) = router.channel::<Blob>();
+        leaf.call_no_reply(send_patterns, (sizes(), tx))?;
+        let got = receive_all(&rx)?;
+        ensure!(
+            got.len() == sizes().len(),
+            "round {round}: {} blobs",
+            got.len()
+        );
+        for (i, (blob, &len)) in got.iter().zip(sizes().iter()).enumerate() {
+            ensure!(
+                blob.len() == len as usize && **blob == pattern(i as u32, len)[..],
+                "round {round}: blob {i} of {len} bytes came up as {} different bytes",
+                blob.len()
+            );
+        }
+        // Downward: the master sends them to the leaf, several in flight.
+        let pending: Vec<_> = sizes()
+            .iter()
+            .enumerate()
+            .map(|(i, &len)| {
+                let data = pattern(i as u32 + 100, len);
+                (checksum(&data), leaf.call_async(blob_checksum, (data,)))
+            })
+            .collect();
+        for (i, (want, call)) in pending.into_iter().enumerate() {
+            let got = call
+                .get_timeout(Duration::from_secs(30))
+                .with_context(|| format!("round {round}: blob {i} down"))?;
+            ensure!(got == want, "round {round}: blob {i} arrived altered");
+        }
+    }
+    let calls = chatter
+        .join()
+        .map_err(|_| anyhow::anyhow!("the chatter thread panicked"))??;
+    ensure!(calls == 300);
+    Ok(())
+}
+
+pub fn source_dying_mid_frame_drops_only_that_frame(router: &Router) -> Result<()> {
+    let chain = Chain::new(router, "relay-src", 2)?;
+    let (mid, leaf) = (&chain.hops[0], &chain.hops[1]);
+    let leaf_pid = chain.pids()?[1];
+    // A frame for the master of 4 MiB, of which the leaf writes the header
+    // and 1 MiB, then dies: its parent has relayed that much already.
+    let body = vec![0xAB; 4 << 20];
+    let msg = Message {
+        dst: MASTER_ID,
+        src: leaf.id(),
+        auth_id: leaf.id(),
+        handle: 4999,
+        body: bytes::Bytes::from(body),
+        ..Default::default()
+    };
+    let mut raw = msg.encode_header().to_vec();
+    raw.extend_from_slice(&msg.body[..1 << 20]);
+    let mark = capture::mark();
+    leaf.call_no_reply(write_raw, (raw, After::Nothing, 60_000))?;
+    std::thread::sleep(Duration::from_millis(300));
+    kill9(leaf_pid)?;
+    let dropped = capture::wait_for(mark, Duration::from_secs(10), |e| {
+        e.message.contains("lost half-way")
+    });
+    ensure!(
+        dropped.is_some(),
+        "the master did not drop the broken frame; warnings: {:?}",
+        capture::warnings_since(mark, 10)
+    );
+    ensure!(
+        !capture::since(mark)
+            .iter()
+            .any(|e| e.message.contains("unknown handle") || e.message.contains("protocol error")),
+        "the broken frame was delivered or broke the stream: {:?}",
+        capture::warnings_since(mark, 10)
+    );
+    // The stream from the relay is still in step: calls, and bulk, still pass.
+    ensure!(mid.call_timeout(add, (2, 2), Duration::from_secs(10))? == 4);
+    let data = pattern(9, 2 << 20);
+    ensure!(
+        mid.call_timeout(blob_checksum, (data.clone(),), Duration::from_secs(10))?
+            == checksum(&data)
+    );
+    Ok(())
+}
+
+pub fn next_hop_dying_mid_frame_fails_only_that_call(router: &Router) -> Result<()> {
+    let chain = Chain::new(router, "relay-dst", 2)?;
+    let (mid, leaf) = (&chain.hops[0], &chain.hops[1]);
+    let leaf_pid = chain.pids()?[1];
+    // The leaf stops reading; a big frame for it fills the relay's pipe and
+    // the kernel buffers, and waits there until the leaf dies.
+    leaf.call_no_reply(stop_self, ())?;
+    std::thread::sleep(Duration::from_millis(100));
+    let data = pattern(3, 32 << 20);
+    let call = leaf.call_async(blob_checksum, (data,));
+    std::thread::sleep(Duration::from_millis(300));
+    kill9(leaf_pid)?;
+    match call.get_timeout(Duration::from_secs(10)) {
+        Err(Error::Timeout(_)) => bail!("the call through the dead hop hung"),
+        Err(_) => {}
+        Ok(v) => bail!("a call to a stopped, killed context returned {v}"),
+    }
+    // The relay threw the rest of the frame away and serves on.
+    ensure!(mid.call_timeout(add, (3, 4), Duration::from_secs(10))? == 7);
+    let data = pattern(4, 3 << 20);
+    ensure!(
+        mid.call_timeout(blob_checksum, (data.clone(),), Duration::from_secs(10))?
+            == checksum(&data)
+    );
+    Ok(())
+}
