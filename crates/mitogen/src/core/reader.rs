@@ -98,16 +98,22 @@ impl FrameReader {
 
     /// Reads once from `side`.
     pub fn read_from(&mut self, side: &Side) -> io::Result<ReadStatus> {
+        let least = if self.peek { PEEK_SIZE } else { CHUNK_SIZE };
         let want = match self.header {
             // Read a large frame's body in one go into a buffer of its own size.
             Some(h) => (HEADER_LEN + h.len).saturating_sub(self.buf.len()),
-            None if self.peek => PEEK_SIZE,
             None => 0,
         }
-        .max(if self.peek { PEEK_SIZE } else { CHUNK_SIZE });
+        .max(least);
         self.buf.reserve(want);
         let spare = self.buf.spare_capacity_mut();
-        let limit = spare.len().min(want);
+        // While peeking, read no further than asked: what stays in the kernel
+        // can still be spliced.
+        let limit = if self.peek {
+            spare.len().min(want)
+        } else {
+            spare.len()
+        };
         let n = match side.read(&mut spare[..limit])? {
             IoStatus::Done(n) => n,
             IoStatus::WouldBlock => return Ok(ReadStatus::WouldBlock),
