@@ -154,6 +154,7 @@ fn run() -> std::io::Result<()> {
     let parent_id = config.ancestors.first().copied().unwrap_or(0);
     let stream = Arc::new(Stream::new("parent".into(), rx, tx, true));
     stream.set_remote_id(parent_id);
+    stream.set_local_peer(config.parent_is_local);
     let router = RouterInner::start(
         config.id,
         config.name.clone(),

@@ -246,6 +246,11 @@ impl Broker {
 }
 
 impl Core {
+    /// This process's router.
+    pub(crate) fn router(&self) -> &Arc<RouterInner> {
+        &self.router
+    }
+
     fn call_later(&mut self, delay: Duration, task: Task) {
         let id = self.next_timer;
         self.next_timer += 1;

@@ -12,7 +12,8 @@
 
 use std::io;
 use std::os::fd::AsFd;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 
@@ -30,6 +31,13 @@ pub const CHUNK_SIZE: usize = 128 * 1024;
 /// probably another large one, and the less of it is read into memory, the
 /// more of it the kernel moves by reference.
 const PEEK_SIZE: usize = 4096;
+
+/// How long the source of a frame being relayed may send nothing before the
+/// relay gives the frame up. Relayed frames come from local peers, which write
+/// a frame in one go; one that stops half-way (stopped, or hostile) must not
+/// hold the outgoing stream, and whatever is queued behind the frame there,
+/// for longer than this. Its later frames are buffered whole instead.
+const STALL_LIMIT: Duration = Duration::from_secs(5);
 
 /// Logs the end of a stream: an error when it ended inside a frame.
 pub(crate) fn log_end(name: &str, buffered: usize) {
@@ -53,6 +61,8 @@ struct Relay {
     header: Header,
     /// Whether the pipe is registered with the poller (see [`Pumped::Stalled`]).
     watched: bool,
+    /// When the source last delivered part of the frame.
+    progress: Instant,
 }
 
 /// Reassembles frames from the bytes a side delivers.
@@ -63,6 +73,11 @@ pub struct FrameReader {
     relay: Option<Relay>,
     /// The last frame went cut-through: read small until a header shows.
     peek: bool,
+    /// Body bytes of a frame given up half-way, still to come and be dropped.
+    discard: usize,
+    /// This stream once stalled in the middle of a relayed frame: its frames
+    /// are buffered from now on.
+    no_cut: bool,
 }
 
 /// What one read from a side produced.
@@ -88,6 +103,8 @@ impl FrameReader {
             header: None,
             relay: None,
             peek: false,
+            discard: 0,
+            no_cut: false,
         }
     }
 
@@ -186,6 +203,9 @@ pub(crate) enum Pumped {
 /// Reads `stream` once and routes every complete message; relays a large frame
 /// bound elsewhere as it arrives.
 pub(crate) fn pump(stream: &Arc<Stream>, reader: &mut FrameReader, router: &RouterInner) -> Pumped {
+    if reader.discard > 0 {
+        return pump_discard(stream, reader);
+    }
     if reader.relay.is_some() {
         return pump_relay(stream, reader, router);
     }
@@ -221,6 +241,9 @@ pub(crate) fn pump(stream: &Arc<Stream>, reader: &mut FrameReader, router: &Rout
 /// Starts relaying the frame whose header (and part of whose body) `reader`
 /// holds, if the router sends it out on another stream that can take it.
 fn start_relay(stream: &Arc<Stream>, reader: &mut FrameReader, router: &RouterInner, h: Header) {
+    if reader.no_cut {
+        return;
+    }
     let Some((out, head)) = router.cut_through_target(&h, stream) else {
         return;
     };
@@ -247,13 +270,76 @@ fn start_relay(stream: &Arc<Stream>, reader: &mut FrameReader, router: &RouterIn
         cut.abandon();
     }
     stream.set_relaying(Some((cut.clone(), out.clone())));
+    watch_stall(router, stream, &cut, STALL_LIMIT);
     reader.relay = Some(Relay {
         cut,
         out,
         unread: h.len - have,
         header: h,
         watched: false,
+        progress: Instant::now(),
     });
+}
+
+/// Drops body bytes of a frame given up half-way as they arrive.
+fn pump_discard(stream: &Arc<Stream>, reader: &mut FrameReader) -> Pumped {
+    let mut scratch = [std::mem::MaybeUninit::<u8>::uninit(); 16 * 1024];
+    let n = reader.discard.min(scratch.len());
+    match stream.rx_side().read(&mut scratch[..n]) {
+        Ok(IoStatus::Done(k)) => {
+            reader.discard -= k;
+            Pumped::Progress
+        }
+        Ok(IoStatus::WouldBlock) => Pumped::WouldBlock,
+        Ok(IoStatus::Disconnected) | Err(_) => {
+            log_end(stream.name(), reader.discard);
+            Pumped::Ended
+        }
+    }
+}
+
+/// Looks at a relayed frame again after `delay`: if its source has then sent
+/// nothing for [`STALL_LIMIT`], the frame is given up.
+fn watch_stall(router: &RouterInner, stream: &Arc<Stream>, cut: &Arc<CutThrough>, delay: Duration) {
+    let (stream, cut) = (stream.clone(), Arc::downgrade(cut));
+    router.broker.call_later(delay, move |core| {
+        check_stall(core.router(), &stream, &cut);
+    });
+}
+
+fn check_stall(router: &RouterInner, stream: &Arc<Stream>, cut: &Weak<CutThrough>) {
+    let Some(cut) = cut.upgrade() else {
+        return;
+    };
+    if stream.is_dead() {
+        return;
+    }
+    let Some(mut reader) = stream.try_reader() else {
+        // Someone is reading right now: look again soon.
+        watch_stall(router, stream, &cut, STALL_LIMIT / 10);
+        return;
+    };
+    let Some(relay) = reader.relay.as_ref().filter(|r| Arc::ptr_eq(&r.cut, &cut)) else {
+        return;
+    };
+    let idle = relay.progress.elapsed();
+    if idle < STALL_LIMIT {
+        drop(reader);
+        watch_stall(router, stream, &cut, STALL_LIMIT - idle);
+        return;
+    }
+    tracing::warn!(
+        stream = %stream.name(),
+        "a frame relayed from this stream stopped half-way ({} bytes short) for {STALL_LIMIT:?}; \
+         giving it up, and buffering this stream's frames from now on",
+        relay.unread
+    );
+    let r = finish_relay(stream, &mut reader);
+    r.cut.abort();
+    reader.discard = r.unread;
+    reader.no_cut = true;
+    drop(reader);
+    kick(&r.out, router);
 }
 
 /// One step of moving a relayed frame's body along.
@@ -284,6 +370,7 @@ fn pump_relay(stream: &Arc<Stream>, reader: &mut FrameReader, router: &RouterInn
     match relay.cut.fill(stream.rx_side().as_fd(), relay.unread) {
         Ok(Fill::Moved(n)) => {
             relay.unread -= n;
+            relay.progress = Instant::now();
             let out = relay.out.clone();
             if relay.unread == 0 {
                 finish_relay(stream, reader);

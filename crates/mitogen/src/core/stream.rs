@@ -132,6 +132,8 @@ pub struct Stream {
     /// Whether the descriptors can take part in `splice(2)`.
     splice_in: bool,
     splice_out: bool,
+    /// Whether the peer is a process on this machine (see `Launch::local_peer`).
+    local_peer: AtomicBool,
     /// True when the peer is this process's parent (messages from it carry the
     /// authority of our ancestors).
     pub(crate) is_parent: bool,
@@ -154,6 +156,7 @@ impl Stream {
             splice_in: can_splice(rx.as_fd()),
             splice_out: can_splice(tx.as_fd()),
             relaying: Mutex::new(None),
+            local_peer: AtomicBool::new(false),
             name,
             rx,
             tx,
@@ -204,9 +207,16 @@ impl Stream {
         &self.rx
     }
 
-    /// Whether frames arriving here can be relayed by `splice(2)`.
+    /// Whether frames arriving here may be relayed cut-through: the peer is
+    /// a process on this machine and the descriptor can be spliced from.
     pub(crate) fn can_splice_in(&self) -> bool {
-        self.splice_in
+        self.splice_in && self.local_peer.load(Ordering::Relaxed)
+    }
+
+    /// Marks the peer as a process on this machine that writes its frames
+    /// itself, with no network pacing them.
+    pub(crate) fn set_local_peer(&self, local: bool) {
+        self.local_peer.store(local, Ordering::Relaxed);
     }
 
     /// Whether frames leaving here can be written by `splice(2)`.

@@ -100,6 +100,7 @@ impl Local {
                 id,
                 classify: &|_| crate::TransportFailure::Other,
                 prompt: None,
+                local_peer: true,
             },
         )
     }

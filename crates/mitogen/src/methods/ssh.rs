@@ -257,6 +257,7 @@ impl Ssh {
                     style: PROMPTS,
                     ..Default::default()
                 }),
+                local_peer: false,
             },
         )
     }

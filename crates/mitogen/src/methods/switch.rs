@@ -52,6 +52,9 @@ pub(crate) fn connect(
             id: switch.id,
             classify: switch.classify,
             prompt: Some(switch.prompt),
+            // The data stream is a socketpair to the new context itself (su's
+            // is a terminal, which cut-through relaying skips anyway).
+            local_peer: true,
         },
     )
 }

@@ -43,6 +43,9 @@ pub struct ChildConfig {
     pub log_level: u8,
     /// Whether messages may cross between subtrees (the master's choice).
     pub allow_lateral: bool,
+    /// Whether the parent is a process on this machine writing to the child's
+    /// stream itself (see `Launch::local_peer`).
+    pub parent_is_local: bool,
 }
 
 /// Why a blocking bootstrap step failed.

@@ -60,6 +60,12 @@ pub(crate) struct Launch<'a> {
     pub id: Option<crate::core::message::ContextId>,
     /// `Some` when the transport may prompt for a password on its terminal.
     pub prompt: Option<PromptSpec>,
+    /// True when the stream's far end is the new context itself on this
+    /// machine (local, sudo, doas), false when a transport paces the data
+    /// through a network (ssh). Only frames from local peers are relayed
+    /// cut-through: one that trickles in over a slow link would hold the
+    /// outgoing stream for everyone else meanwhile.
+    pub local_peer: bool,
 }
 
 /// How a method's transport prompts.
@@ -320,6 +326,7 @@ fn attempt(
         max_message_size: router.max_message_size as u64,
         log_level: current_max_level(),
         allow_lateral: router.allow_lateral(),
+        parent_is_local: launch.local_peer,
     };
     let body = match postcard::to_allocvec(&config) {
         Ok(b) => b,
@@ -357,6 +364,7 @@ fn attempt(
     };
     let stream = Arc::new(Stream::new(name.to_owned(), side.clone(), side, false));
     stream.set_remote_id(id);
+    stream.set_local_peer(launch.local_peer);
 
     let pid = child.id();
     let exit = Arc::new(ExitCell::default());

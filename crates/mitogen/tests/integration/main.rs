@@ -106,6 +106,7 @@ fn main() {
             test!(relay::large_frames_through_an_ssh_hop, 120),
             test!(relay::source_dying_mid_frame_drops_only_that_frame),
             test!(relay::next_hop_dying_mid_frame_fails_only_that_call),
+            test!(relay::stalled_source_is_given_up_and_buffered_after),
             test!(hooks::route_and_disconnect_hooks_through_a_chain),
             test!(hooks::context_on_disconnect_fires_once_even_when_late),
             test!(hooks::shutdown_hook_fires_before_contexts_go),

@@ -225,3 +225,55 @@ pub fn next_hop_dying_mid_frame_fails_only_that_call(router: &Router) -> Result<
     );
     Ok(())
 }
+
+pub fn stalled_source_is_given_up_and_buffered_after(router: &Router) -> Result<()> {
+    let chain = Chain::new(router, "relay-stall", 2)?;
+    let (mid, leaf) = (&chain.hops[0], &chain.hops[1]);
+    // The leaf writes the header and 1 MiB of a 4 MiB frame for the master,
+    // and then nothing for a while: the relay holds its stream to the master
+    // for that frame until it gives up on it.
+    let msg = Message {
+        dst: MASTER_ID,
+        src: leaf.id(),
+        auth_id: leaf.id(),
+        handle: 4999,
+        body: bytes::Bytes::from(vec![0xCD; 4 << 20]),
+        ..Default::default()
+    };
+    let mut head = msg.encode_header().to_vec();
+    head.extend_from_slice(&msg.body[..1 << 20]);
+    let mark = capture::mark();
+    leaf.call_no_reply(write_raw, (head, After::Nothing, 0))?;
+    std::thread::sleep(Duration::from_millis(200));
+    // The relay's own reply waits behind the frame, then passes: no hang.
+    let started = std::time::Instant::now();
+    ensure!(mid.call_timeout(add, (1, 1), Duration::from_secs(20))? == 2);
+    let waited = started.elapsed();
+    ensure!(
+        capture::wait_for(mark, Duration::from_secs(5), |e| e
+            .message
+            .contains("lost half-way"))
+        .is_some(),
+        "the master did not drop the given-up frame (the relay's reply took {waited:?}); warnings: {:?}",
+        capture::warnings_since(mark, 10)
+    );
+    ensure!(
+        capture::since(mark)
+            .iter()
+            .any(|e| e.message.contains("stopped half-way")),
+        "the relay did not say why it gave the frame up: {:?}",
+        capture::warnings_since(mark, 10)
+    );
+    // The leaf finishes its frame late: the relay drops the rest, and the
+    // stream is in step again; its large frames now arrive buffered, whole.
+    leaf.call_no_reply(write_raw, (msg.body[1 << 20..].to_vec(), After::Nothing, 0))?;
+    ensure!(leaf.call_timeout(add, (5, 5), Duration::from_secs(10))? == 10);
+    let (tx, rx) = router.channel::<Blob>();
+    leaf.call_no_reply(send_patterns, (sizes(), tx))?;
+    let got = receive_all(&rx)?;
+    ensure!(got.len() == sizes().len(), "{} blobs", got.len());
+    for (i, (blob, &len)) in got.iter().zip(sizes().iter()).enumerate() {
+        ensure!(**blob == pattern(i as u32, len)[..], "blob {i} altered");
+    }
+    Ok(())
+}
