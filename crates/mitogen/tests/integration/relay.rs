@@ -14,7 +14,7 @@ use crate::bad_input::{write_raw, After};
 use crate::calls::add;
 use crate::capture;
 use crate::routing::Chain;
-use crate::util::{kill9, Guard};
+use crate::util::{kill9, proc_state, wait_until, Guard};
 
 /// The size from which relays splice instead of buffering (the library's
 /// `CUT_THROUGH_MIN`).
@@ -55,6 +55,30 @@ pub fn blob_checksum(data: Vec<u8>) -> u64 {
 #[mitogen::remote]
 pub fn stop_self() -> std::io::Result<()> {
     rustix::process::kill_process(rustix::process::getpid(), rustix::process::Signal::STOP)?;
+    Ok(())
+}
+
+/// Bytes `pid` has written so far (`wchar` of `/proc/PID/io`).
+fn written_by(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/io"))
+        .ok()
+        .and_then(|io| {
+            io.lines()
+                .find_map(|l| l.strip_prefix("wchar: ")?.trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Has `pid` call `write_raw(bytes)` and waits until it has written them.
+fn write_raw_and_wait(ctx: &Context, pid: u32, bytes: Vec<u8>) -> Result<()> {
+    let want = written_by(pid) + bytes.len() as u64;
+    ctx.call_no_reply(write_raw, (bytes, After::Nothing, 0))?;
+    ensure!(
+        wait_until(Duration::from_secs(20), || written_by(pid) >= want),
+        "{} wrote {} of {want} bytes",
+        ctx.name(),
+        written_by(pid)
+    );
     Ok(())
 }
 
@@ -171,8 +195,7 @@ pub fn source_dying_mid_frame_drops_only_that_frame(router: &Router) -> Result<(
     let mut raw = msg.encode_header().to_vec();
     raw.extend_from_slice(&msg.body[..1 << 20]);
     let mark = capture::mark();
-    leaf.call_no_reply(write_raw, (raw, After::Nothing, 60_000))?;
-    std::thread::sleep(Duration::from_millis(300));
+    write_raw_and_wait(leaf, leaf_pid, raw)?;
     kill9(leaf_pid)?;
     let dropped = capture::wait_for(mark, Duration::from_secs(10), |e| {
         e.message.contains("lost half-way")
@@ -206,7 +229,12 @@ pub fn next_hop_dying_mid_frame_fails_only_that_call(router: &Router) -> Result<
     // The leaf stops reading; a big frame for it fills the relay's pipe and
     // the kernel buffers, and waits there until the leaf dies.
     leaf.call_no_reply(stop_self, ())?;
-    std::thread::sleep(Duration::from_millis(100));
+    ensure!(
+        wait_until(Duration::from_secs(10), || proc_state(leaf_pid)
+            == Some('T')),
+        "the leaf did not stop: {:?}",
+        proc_state(leaf_pid)
+    );
     let data = pattern(3, 32 << 20);
     let call = leaf.call_async(blob_checksum, (data,));
     std::thread::sleep(Duration::from_millis(300));
@@ -229,6 +257,7 @@ pub fn next_hop_dying_mid_frame_fails_only_that_call(router: &Router) -> Result<
 pub fn stalled_source_is_given_up_and_buffered_after(router: &Router) -> Result<()> {
     let chain = Chain::new(router, "relay-stall", 2)?;
     let (mid, leaf) = (&chain.hops[0], &chain.hops[1]);
+    let leaf_pid = chain.pids()?[1];
     // The leaf writes the header and 1 MiB of a 4 MiB frame for the master,
     // and then nothing for a while: the relay holds its stream to the master
     // for that frame until it gives up on it.
@@ -243,14 +272,13 @@ pub fn stalled_source_is_given_up_and_buffered_after(router: &Router) -> Result<
     let mut head = msg.encode_header().to_vec();
     head.extend_from_slice(&msg.body[..1 << 20]);
     let mark = capture::mark();
-    leaf.call_no_reply(write_raw, (head, After::Nothing, 0))?;
-    std::thread::sleep(Duration::from_millis(200));
+    write_raw_and_wait(leaf, leaf_pid, head)?;
     // The relay's own reply waits behind the frame, then passes: no hang.
     let started = std::time::Instant::now();
     ensure!(mid.call_timeout(add, (1, 1), Duration::from_secs(20))? == 2);
     let waited = started.elapsed();
     ensure!(
-        capture::wait_for(mark, Duration::from_secs(5), |e| e
+        capture::wait_for(mark, Duration::from_secs(10), |e| e
             .message
             .contains("lost half-way"))
         .is_some(),
@@ -266,7 +294,7 @@ pub fn stalled_source_is_given_up_and_buffered_after(router: &Router) -> Result<
     );
     // The leaf finishes its frame late: the relay drops the rest, and the
     // stream is in step again; its large frames now arrive buffered, whole.
-    leaf.call_no_reply(write_raw, (msg.body[1 << 20..].to_vec(), After::Nothing, 0))?;
+    write_raw_and_wait(leaf, leaf_pid, msg.body[1 << 20..].to_vec())?;
     ensure!(leaf.call_timeout(add, (5, 5), Duration::from_secs(10))? == 10);
     let (tx, rx) = router.channel::<Blob>();
     leaf.call_no_reply(send_patterns, (sizes(), tx))?;
