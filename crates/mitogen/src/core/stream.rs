@@ -4,23 +4,19 @@
 //! thread writes its frame itself under the stream's lock (no broker wake-up on
 //! the hot path); whatever the kernel does not take is queued, and the broker is
 //! asked to finish the job when the descriptor becomes writable. Frames queued
-//! meanwhile leave together in one `writev`.
+//! meanwhile leave together in one `writev` (`transmit`).
 //!
 //! Reading is done by the broker, or by a thread waiting for a reply on this
-//! stream ([`Stream::lead`]), through a [`FrameReader`] (see [`reader`]).
+//! stream (`lead`), through a [`FrameReader`] (module `reader`).
 //!
-//! A frame relayed cut-through (see [`cut_through`]) is queued before its body
+//! A frame relayed cut-through (module `cut_through`) is queued before its body
 //! has arrived: its tail comes out of a pipe as the incoming stream fills it,
 //! and the frames queued behind it wait until it is through.
-//!
-//! [`reader`]: super::reader
-//! [`cut_through`]: super::cut_through
 
 use std::collections::VecDeque;
-use std::io::{self, IoSlice};
+use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::time::Instant;
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 
@@ -28,19 +24,18 @@ use bytes::Bytes;
 use mio::unix::SourceFd;
 use mio::{Interest, Registry, Token};
 
-use super::cut_through::{can_splice, CutThrough, Drain};
-use super::message::{ContextId, Message, HEADER_LEN};
-use super::reader::{pump, Pumped};
-use super::side::{IoStatus, Side};
+use super::cut_through::{can_splice, CutThrough};
+use super::message::{ContextId, HEADER_LEN};
+use super::side::Side;
 
 pub use super::reader::{FrameReader, ReadStatus, CHUNK_SIZE};
+pub(crate) use lead::Lead;
+
+mod lead;
+mod transmit;
 
 /// Queued bytes above which flow-controlled senders wait for the queue to drain.
 pub const HIGH_WATER: usize = 8 * 1024 * 1024;
-
-/// Longest a leading thread sleeps in `poll` before it looks at its condition
-/// again.
-const LEAD_POLL: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// How many frames one `writev` may carry.
 const MAX_IOV: usize = 64;
@@ -77,19 +72,6 @@ struct Tx {
     rx_registered: bool,
     tx_registered: bool,
     closed: bool,
-}
-
-/// How [`Stream::lead`] ended.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Lead {
-    /// The caller's condition became true.
-    Done,
-    /// Another thread (the broker or another leader) is reading the stream.
-    Busy,
-    /// The stream ended or failed; the broker takes it from here.
-    Ended,
-    /// The deadline passed.
-    Timeout,
 }
 
 /// Where a stream's descriptors are registered with the broker's poller.
@@ -356,305 +338,6 @@ impl Stream {
         }
     }
 
-    /// Reads and routes this stream's messages on the calling thread until
-    /// `done()` holds, instead of waiting for the broker to do it and wake us.
-    ///
-    /// A thread waiting for a reply (or a child's main thread waiting for its
-    /// next call) blocks in `poll` on the stream itself, so the message that
-    /// ends its wait costs one wake-up instead of two (broker, then waiter):
-    /// on a busy machine, and over ssh, a cross-CPU wake-up costs more than the
-    /// rest of the round trip. The broker stops watching the descriptor
-    /// meanwhile and takes over again afterwards. If another thread is reading
-    /// already, this returns [`Lead::Busy`] at once.
-    pub(crate) fn lead(
-        self: &Arc<Self>,
-        router: &super::router::RouterInner,
-        done: &dyn Fn() -> bool,
-        deadline: Option<Instant>,
-    ) -> Lead {
-        if self.is_dead() {
-            return Lead::Ended;
-        }
-        if self.is_relaying() {
-            // Relaying waits on a pipe too, which the broker watches. Checked
-            // before taking the reader, which the broker may want right now
-            // (it does not retry when the reader is taken).
-            return Lead::Busy;
-        }
-        let Some(mut reader) = self.try_reader() else {
-            return Lead::Busy;
-        };
-        self.want_rx(false);
-        let started = Instant::now();
-        let spin_until = super::latch::spin_budget().map(|b| started + b);
-        let mut spins: u32 = 0;
-        let outcome = 'lead: loop {
-            match pump(self, &mut reader, router) {
-                Pumped::Progress if reader.is_relaying() => break 'lead Lead::Busy,
-                Pumped::Progress => continue,
-                Pumped::WouldBlock => {}
-                Pumped::Stalled => break 'lead Lead::Busy,
-                Pumped::Ended => break 'lead Lead::Ended,
-            }
-            if done() {
-                break Lead::Done;
-            }
-            let now = Instant::now();
-            if deadline.is_some_and(|d| now >= d) {
-                break Lead::Timeout;
-            }
-            if spin_until.is_some_and(|t| now < t) {
-                // Recent waits on this thread were short: the message is
-                // probably microseconds away, and catching it awake saves a
-                // wake-up that costs more than the whole round trip.
-                spins += 1;
-                if spins.is_multiple_of(16) {
-                    std::thread::yield_now();
-                } else {
-                    std::hint::spin_loop();
-                }
-                continue;
-            }
-            // Wake now and then to look at `done()`, which other threads can
-            // also satisfy (a shutdown, a reply routed by the broker).
-            let wait = deadline
-                .map(|d| d - now)
-                .unwrap_or(LEAD_POLL)
-                .min(LEAD_POLL);
-            let ts = rustix::event::Timespec {
-                tv_sec: wait.as_secs() as i64,
-                tv_nsec: wait.subsec_nanos() as i64,
-            };
-            let mut pfd = [rustix::event::PollFd::new(
-                &*self.rx,
-                rustix::event::PollFlags::IN,
-            )];
-            let _ = rustix::event::poll(&mut pfd, Some(&ts));
-        };
-        drop(reader);
-        if outcome == Lead::Done {
-            super::latch::record_wait(started);
-        }
-        if outcome == Lead::Ended {
-            // Let the broker see the end (or the bad frame) and tear down.
-            let stream = self.clone();
-            router.broker.defer(move |core| core.disconnect(&stream));
-        }
-        self.want_rx(true);
-        outcome
-    }
-
-    /// Queues `msg` and writes what the kernel takes now. Never blocks.
-    pub(crate) fn send(&self, msg: &Message) -> SendStatus {
-        let mut tx = self.lock_tx();
-        if tx.closed {
-            return SendStatus::Disconnected;
-        }
-        let frame = Frame {
-            header: msg.encode_header(),
-            body: msg.body.clone(),
-            tail: None,
-            done: 0,
-        };
-        self.pending.fetch_add(frame.len(), Ordering::Relaxed);
-        tx.queue.push_back(frame);
-        if !tx.armed {
-            self.flush_locked(&mut tx);
-        }
-        if tx.closed {
-            SendStatus::Disconnected
-        } else {
-            SendStatus::Queued
-        }
-    }
-
-    /// Queues a frame relayed cut-through: `header` and the part of the body
-    /// that has arrived now, the rest to come through `tail`.
-    pub(crate) fn send_cut(
-        &self,
-        header: [u8; HEADER_LEN],
-        prefix: Bytes,
-        tail: Arc<CutThrough>,
-    ) -> SendStatus {
-        let mut tx = self.lock_tx();
-        if tx.closed {
-            return SendStatus::Disconnected;
-        }
-        let frame = Frame {
-            header,
-            body: prefix,
-            tail: Some(tail),
-            done: 0,
-        };
-        self.pending.fetch_add(frame.len(), Ordering::Relaxed);
-        tx.queue.push_back(frame);
-        if !tx.armed {
-            self.flush_locked(&mut tx);
-        }
-        if tx.closed {
-            SendStatus::Disconnected
-        } else {
-            SendStatus::Queued
-        }
-    }
-
-    /// Waits while more than [`HIGH_WATER`] bytes are queued, until the queue is
-    /// below half of that, the stream dies, or `deadline` passes. This is the flow
-    /// control of bulk senders.
-    pub(crate) fn wait_for_room(&self, deadline: Option<Instant>) -> bool {
-        if self.pending_bytes() <= HIGH_WATER {
-            return true;
-        }
-        let mut tx = self.lock_tx();
-        while self.pending_bytes() > HIGH_WATER / 2 && !tx.closed {
-            tx = match deadline {
-                None => self.drained.wait(tx).unwrap_or_else(|e| e.into_inner()),
-                Some(d) => {
-                    let now = Instant::now();
-                    if now >= d {
-                        return false;
-                    }
-                    self.drained
-                        .wait_timeout(tx, d - now)
-                        .unwrap_or_else(|e| e.into_inner())
-                        .0
-                }
-            };
-        }
-        !tx.closed
-    }
-
-    /// Called by the broker when the transmit side is writable.
-    pub(crate) fn on_transmit(&self) -> SendStatus {
-        let mut tx = self.lock_tx();
-        self.flush_locked(&mut tx);
-        if tx.closed {
-            SendStatus::Disconnected
-        } else {
-            SendStatus::Queued
-        }
-    }
-
-    /// Writes queued frames until the kernel refuses more.
-    fn flush_locked(&self, tx: &mut Tx) {
-        while let Some(front) = tx.queue.front() {
-            if front.done >= front.head_len() && front.tail.is_some() {
-                // The front frame's tail: it comes out of a pipe, by splice.
-                match self.flush_tail(tx) {
-                    Ok(Drain::Wrote(_)) => continue,
-                    Ok(Drain::Waiting) => {
-                        // Its source will kick us when it has more.
-                        self.arm(tx, false);
-                        self.notify_drained();
-                        return;
-                    }
-                    Ok(Drain::WouldBlock) => {
-                        self.arm(tx, true);
-                        self.notify_drained();
-                        return;
-                    }
-                    Ok(Drain::Disconnected) => {
-                        self.close_tx(tx);
-                        return;
-                    }
-                    Err(e) => {
-                        tracing::warn!(stream = %self.name, "write failed: {e}");
-                        self.close_tx(tx);
-                        return;
-                    }
-                }
-            }
-            let mut iov: Vec<IoSlice<'_>> = Vec::with_capacity(MAX_IOV.min(tx.queue.len() * 2));
-            for f in tx.queue.iter().take(MAX_IOV / 2) {
-                if f.done < HEADER_LEN {
-                    iov.push(IoSlice::new(&f.header[f.done..]));
-                    if !f.body.is_empty() {
-                        iov.push(IoSlice::new(&f.body));
-                    }
-                } else {
-                    iov.push(IoSlice::new(&f.body[f.done - HEADER_LEN..]));
-                }
-                if f.tail.is_some() {
-                    // Nothing after a relayed frame can go before its tail.
-                    break;
-                }
-            }
-            let status = self.tx.write_vectored(&iov);
-            drop(iov);
-            match status {
-                Ok(IoStatus::Done(mut n)) => {
-                    self.pending.fetch_sub(n, Ordering::Relaxed);
-                    while n > 0 {
-                        let Some(f) = tx.queue.front_mut() else { break };
-                        let left = f.len() - f.done;
-                        if n >= left {
-                            n -= left;
-                            tx.queue.pop_front();
-                        } else {
-                            f.done += n;
-                            n = 0;
-                        }
-                    }
-                }
-                Ok(IoStatus::WouldBlock) => {
-                    self.arm(tx, true);
-                    self.notify_drained();
-                    return;
-                }
-                Ok(IoStatus::Disconnected) => {
-                    self.close_tx(tx);
-                    return;
-                }
-                Err(e) => {
-                    tracing::warn!(stream = %self.name, "write failed: {e}");
-                    self.close_tx(tx);
-                    return;
-                }
-            }
-        }
-        self.arm(tx, false);
-        self.notify_drained();
-    }
-
-    /// Writes what it can of the front frame's relayed tail, popping the
-    /// frame once all of it is out.
-    fn flush_tail(&self, tx: &mut Tx) -> io::Result<Drain> {
-        let Some(f) = tx.queue.front_mut() else {
-            return Ok(Drain::Waiting);
-        };
-        let Some(tail) = f.tail.clone() else {
-            return Ok(Drain::Waiting);
-        };
-        let written = f.done - f.head_len();
-        let status = tail.drain(self.tx.as_fd(), written)?;
-        if let Drain::Wrote(n) = status {
-            f.done += n;
-            self.pending.fetch_sub(n, Ordering::Relaxed);
-            if f.done == f.len() {
-                tx.queue.pop_front();
-            }
-        }
-        Ok(status)
-    }
-
-    fn notify_drained(&self) {
-        if self.pending_bytes() <= HIGH_WATER / 2 {
-            self.drained.notify_all();
-        }
-    }
-
-    fn close_tx(&self, tx: &mut Tx) {
-        tx.closed = true;
-        for f in tx.queue.drain(..) {
-            if let Some(tail) = f.tail {
-                // Its source must stop waiting for room in the pipe.
-                tail.abandon();
-            }
-        }
-        self.pending.store(0, Ordering::Relaxed);
-        self.drained.notify_all();
-    }
-
     /// Marks the stream dead: sends fail from now on and flow-controlled waiters
     /// wake. Returns `false` if it was already dead.
     pub(crate) fn mark_dead(&self) -> bool {
@@ -674,35 +357,6 @@ impl Stream {
             out.on_transmit();
         }
         !was
-    }
-
-    /// Blocks (up to `deadline`) until everything queued has been written: used
-    /// before a child exits so its last replies are not lost.
-    pub(crate) fn flush_blocking(&self, deadline: Instant) {
-        let mut tx = self.lock_tx();
-        while !tx.queue.is_empty() && !tx.closed {
-            self.flush_locked(&mut tx);
-            if tx.queue.is_empty() || tx.closed {
-                break;
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                break;
-            }
-            drop(tx);
-            let fd = self.tx.as_ref();
-            let mut pfd = [rustix::event::PollFd::new(
-                fd,
-                rustix::event::PollFlags::OUT,
-            )];
-            let ms = (deadline - now).as_millis().min(1000) as i32;
-            let ts = rustix::event::Timespec {
-                tv_sec: (ms / 1000) as i64,
-                tv_nsec: ((ms % 1000) as i64) * 1_000_000,
-            };
-            let _ = rustix::event::poll(&mut pfd, Some(&ts));
-            tx = self.lock_tx();
-        }
     }
 }
 

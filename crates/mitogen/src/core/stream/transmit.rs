@@ -1,0 +1,259 @@
+//! The sending half of a stream: frames are written by whichever thread sends
+//! when nothing is queued, otherwise queued for the broker to push out when
+//! the descriptor is writable; queued frames leave together in one `writev`,
+//! and a frame relayed cut-through leaves its tail by `splice(2)`.
+
+use std::io::{self, IoSlice};
+use std::os::fd::AsFd;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use super::{Frame, SendStatus, Stream, Tx, HIGH_WATER, MAX_IOV};
+use crate::core::cut_through::{CutThrough, Drain};
+use crate::core::message::{Message, HEADER_LEN};
+use crate::core::side::IoStatus;
+
+impl Stream {
+    /// Queues `msg` and writes what the kernel takes now. Never blocks.
+    pub(crate) fn send(&self, msg: &Message) -> SendStatus {
+        let mut tx = self.lock_tx();
+        if tx.closed {
+            return SendStatus::Disconnected;
+        }
+        let frame = Frame {
+            header: msg.encode_header(),
+            body: msg.body.clone(),
+            tail: None,
+            done: 0,
+        };
+        self.pending.fetch_add(frame.len(), Ordering::Relaxed);
+        tx.queue.push_back(frame);
+        if !tx.armed {
+            self.flush_locked(&mut tx);
+        }
+        if tx.closed {
+            SendStatus::Disconnected
+        } else {
+            SendStatus::Queued
+        }
+    }
+
+    /// Queues a frame relayed cut-through: `header` and the part of the body
+    /// that has arrived now, the rest to come through `tail`.
+    pub(crate) fn send_cut(
+        &self,
+        header: [u8; HEADER_LEN],
+        prefix: Bytes,
+        tail: Arc<CutThrough>,
+    ) -> SendStatus {
+        let mut tx = self.lock_tx();
+        if tx.closed {
+            return SendStatus::Disconnected;
+        }
+        let frame = Frame {
+            header,
+            body: prefix,
+            tail: Some(tail),
+            done: 0,
+        };
+        self.pending.fetch_add(frame.len(), Ordering::Relaxed);
+        tx.queue.push_back(frame);
+        if !tx.armed {
+            self.flush_locked(&mut tx);
+        }
+        if tx.closed {
+            SendStatus::Disconnected
+        } else {
+            SendStatus::Queued
+        }
+    }
+
+    /// Waits while more than [`HIGH_WATER`] bytes are queued, until the queue is
+    /// below half of that, the stream dies, or `deadline` passes. This is the flow
+    /// control of bulk senders.
+    pub(crate) fn wait_for_room(&self, deadline: Option<Instant>) -> bool {
+        if self.pending_bytes() <= HIGH_WATER {
+            return true;
+        }
+        let mut tx = self.lock_tx();
+        while self.pending_bytes() > HIGH_WATER / 2 && !tx.closed {
+            tx = match deadline {
+                None => self.drained.wait(tx).unwrap_or_else(|e| e.into_inner()),
+                Some(d) => {
+                    let now = Instant::now();
+                    if now >= d {
+                        return false;
+                    }
+                    self.drained
+                        .wait_timeout(tx, d - now)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0
+                }
+            };
+        }
+        !tx.closed
+    }
+
+    /// Called by the broker when the transmit side is writable.
+    pub(crate) fn on_transmit(&self) -> SendStatus {
+        let mut tx = self.lock_tx();
+        self.flush_locked(&mut tx);
+        if tx.closed {
+            SendStatus::Disconnected
+        } else {
+            SendStatus::Queued
+        }
+    }
+
+    /// Writes queued frames until the kernel refuses more.
+    pub(super) fn flush_locked(&self, tx: &mut Tx) {
+        while let Some(front) = tx.queue.front() {
+            if front.done >= front.head_len() && front.tail.is_some() {
+                // The front frame's tail: it comes out of a pipe, by splice.
+                match self.flush_tail(tx) {
+                    Ok(Drain::Wrote(_)) => continue,
+                    Ok(Drain::Waiting) => {
+                        // Its source will kick us when it has more.
+                        self.arm(tx, false);
+                        self.notify_drained();
+                        return;
+                    }
+                    Ok(Drain::WouldBlock) => {
+                        self.arm(tx, true);
+                        self.notify_drained();
+                        return;
+                    }
+                    Ok(Drain::Disconnected) => {
+                        self.close_tx(tx);
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::warn!(stream = %self.name, "write failed: {e}");
+                        self.close_tx(tx);
+                        return;
+                    }
+                }
+            }
+            let mut iov: Vec<IoSlice<'_>> = Vec::with_capacity(MAX_IOV.min(tx.queue.len() * 2));
+            for f in tx.queue.iter().take(MAX_IOV / 2) {
+                if f.done < HEADER_LEN {
+                    iov.push(IoSlice::new(&f.header[f.done..]));
+                    if !f.body.is_empty() {
+                        iov.push(IoSlice::new(&f.body));
+                    }
+                } else {
+                    iov.push(IoSlice::new(&f.body[f.done - HEADER_LEN..]));
+                }
+                if f.tail.is_some() {
+                    // Nothing after a relayed frame can go before its tail.
+                    break;
+                }
+            }
+            let status = self.tx.write_vectored(&iov);
+            drop(iov);
+            match status {
+                Ok(IoStatus::Done(mut n)) => {
+                    self.pending.fetch_sub(n, Ordering::Relaxed);
+                    while n > 0 {
+                        let Some(f) = tx.queue.front_mut() else { break };
+                        let left = f.len() - f.done;
+                        if n >= left {
+                            n -= left;
+                            tx.queue.pop_front();
+                        } else {
+                            f.done += n;
+                            n = 0;
+                        }
+                    }
+                }
+                Ok(IoStatus::WouldBlock) => {
+                    self.arm(tx, true);
+                    self.notify_drained();
+                    return;
+                }
+                Ok(IoStatus::Disconnected) => {
+                    self.close_tx(tx);
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(stream = %self.name, "write failed: {e}");
+                    self.close_tx(tx);
+                    return;
+                }
+            }
+        }
+        self.arm(tx, false);
+        self.notify_drained();
+    }
+
+    /// Writes what it can of the front frame's relayed tail, popping the
+    /// frame once all of it is out.
+    fn flush_tail(&self, tx: &mut Tx) -> io::Result<Drain> {
+        let Some(f) = tx.queue.front_mut() else {
+            return Ok(Drain::Waiting);
+        };
+        let Some(tail) = f.tail.clone() else {
+            return Ok(Drain::Waiting);
+        };
+        let written = f.done - f.head_len();
+        let status = tail.drain(self.tx.as_fd(), written)?;
+        if let Drain::Wrote(n) = status {
+            f.done += n;
+            self.pending.fetch_sub(n, Ordering::Relaxed);
+            if f.done == f.len() {
+                tx.queue.pop_front();
+            }
+        }
+        Ok(status)
+    }
+
+    fn notify_drained(&self) {
+        if self.pending_bytes() <= HIGH_WATER / 2 {
+            self.drained.notify_all();
+        }
+    }
+
+    pub(super) fn close_tx(&self, tx: &mut Tx) {
+        tx.closed = true;
+        for f in tx.queue.drain(..) {
+            if let Some(tail) = f.tail {
+                // Its source must stop waiting for room in the pipe.
+                tail.abandon();
+            }
+        }
+        self.pending.store(0, Ordering::Relaxed);
+        self.drained.notify_all();
+    }
+
+    /// Blocks (up to `deadline`) until everything queued has been written: used
+    /// before a child exits so its last replies are not lost.
+    pub(crate) fn flush_blocking(&self, deadline: Instant) {
+        let mut tx = self.lock_tx();
+        while !tx.queue.is_empty() && !tx.closed {
+            self.flush_locked(&mut tx);
+            if tx.queue.is_empty() || tx.closed {
+                break;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                break;
+            }
+            drop(tx);
+            let fd = self.tx.as_ref();
+            let mut pfd = [rustix::event::PollFd::new(
+                fd,
+                rustix::event::PollFlags::OUT,
+            )];
+            let ms = (deadline - now).as_millis().min(1000) as i32;
+            let ts = rustix::event::Timespec {
+                tv_sec: (ms / 1000) as i64,
+                tv_nsec: ((ms % 1000) as i64) * 1_000_000,
+            };
+            let _ = rustix::event::poll(&mut pfd, Some(&ts));
+            tx = self.lock_tx();
+        }
+    }
+}
