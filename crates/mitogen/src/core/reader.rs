@@ -334,7 +334,9 @@ fn check_stall(router: &RouterInner, stream: &Arc<Stream>, cut: &Weak<CutThrough
          giving it up, and buffering this stream's frames from now on",
         relay.unread
     );
-    let r = finish_relay(stream, &mut reader);
+    let Some(r) = finish_relay(stream, &mut reader) else {
+        return;
+    };
     r.cut.abort();
     reader.discard = r.unread;
     reader.no_cut = true;
@@ -355,8 +357,9 @@ fn pump_relay(stream: &Arc<Stream>, reader: &mut FrameReader, router: &RouterInn
             Ok(IoStatus::Done(k)) => {
                 relay.unread -= k;
                 if relay.unread == 0 {
-                    let r = finish_relay(stream, reader);
-                    router.bounce_header(&r.header, "the next hop went away");
+                    if let Some(r) = finish_relay(stream, reader) {
+                        router.bounce_header(&r.header, "the next hop went away");
+                    }
                 }
                 Pumped::Progress
             }
@@ -391,22 +394,23 @@ fn pump_relay(stream: &Arc<Stream>, reader: &mut FrameReader, router: &RouterInn
                 "stream ended inside a frame being relayed ({} bytes short); disconnecting",
                 relay.unread
             );
-            let r = finish_relay(stream, reader);
-            r.cut.abort();
-            kick(&r.out, router);
+            if let Some(r) = finish_relay(stream, reader) {
+                r.cut.abort();
+                kick(&r.out, router);
+            }
             Pumped::Ended
         }
     }
 }
 
 /// Ends the relay of the current frame, returning it.
-fn finish_relay(stream: &Stream, reader: &mut FrameReader) -> Relay {
-    let relay = reader.relay.take().expect("a relay in progress");
+fn finish_relay(stream: &Stream, reader: &mut FrameReader) -> Option<Relay> {
+    let relay = reader.relay.take()?;
     if relay.watched {
         stream.unwatch_pipe(relay.cut.pipe_w());
     }
     stream.set_relaying(None);
-    relay
+    Some(relay)
 }
 
 /// Lets the outgoing stream write what the pipe holds.
