@@ -480,6 +480,17 @@ class ThrowawaySudoUser(object):
         return False
 
 
+# What the chains table needs said every time it is written.
+CHAINS_NOTE = (
+    'A frame of 256 KiB or more from a local hop passes each relay by `splice(2)` as '
+    'it arrives, without being copied into it (`docs/protocol.md`, *Cut-through '
+    'relaying*); Python Mitogen\'s relays receive each message whole and send it on. '
+    'With three hops, four busy processes share the two CPUs, and where the scheduler '
+    'puts them moves the figures from round to round (see every round below): streams '
+    'of 1 GiB per run (`--mib 1024`) and many rounds give steadier medians than the '
+    'default 256 MiB.')
+
+
 def render_chains(rounds, args):
     """The chains section: three local hops against one, both sides."""
     def med(side, f):
@@ -538,6 +549,8 @@ def render_chains(rounds, args):
       '(mitogen-rs: all three hops; Python: the measured context only, its `via` '
       'contexts stay up), so only the rtt and throughput rows are like for like.')
     w('')
+    w(CHAINS_NOTE)
+    w('')
     w('### Every round through chains')
     w('')
     keys = ['connect_ms', 'rtt_us', 'pipelined_calls_per_s', 'throughput_mib_s']
@@ -550,8 +563,9 @@ def render_chains(rounds, args):
                 w('| %d | %s | %d | ' % (i + 1, label, n)
                   + ' | '.join(fmt(k, r[k]) for k in keys) + ' |')
     w('')
-    w('Rerun: `python3 benches/compare.py --chains`. The Rust side alone: '
-      '`mitogen bench --target %s --json`.' % CHAIN_TARGET)
+    w('Rerun: `python3 benches/compare.py --chains --rounds %d --mib %d`. The Rust side '
+      'alone: `mitogen bench --target %s --json --mib %d`.'
+      % (args.rounds, args.mib, CHAIN_TARGET, args.mib))
     w(CHAINS_END)
     return '\n'.join(out)
 
