@@ -15,6 +15,7 @@ mod hooks;
 mod leaks;
 mod lifecycle;
 mod logging;
+mod netcut;
 mod relay;
 mod routing;
 mod security;
@@ -146,6 +147,7 @@ fn main() {
             test!(ssh::ssh_dying_or_stalling_mid_upload, 120),
             test!(ssh::rtt_and_streaming),
             test!(ssh::target_string_with_connect_options),
+            test!(netcut::network_cut_fails_calls_and_leaves_no_orphans, 120),
             test!(ssh_arch::other_system_gets_its_build, 120),
             test!(ssh_arch::other_system_without_a_build_is_a_clear_error),
             test!(ssh_arch::cached_build_that_cannot_run_is_replaced, 180),

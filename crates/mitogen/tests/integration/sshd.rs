@@ -7,7 +7,8 @@
 //! `/usr/sbin/sshd -D -e -f CONFIG` and waits until the port accepts. Dropping
 //! it kills sshd and removes the dir. sshd gets a parent-death signal, so a
 //! test run that dies leaves no daemon behind. [`Sshd::start_with`] adds
-//! config lines that override those (e.g. to allow passwords).
+//! config lines that override those (e.g. to allow passwords);
+//! [`Sshd::start_in_netns`] runs it in a network namespace, on a given address.
 //!
 //! This needs root (sshd, `useradd`, `mount`) and openssh-server; without them
 //! the ssh tests fail with a message saying so, they never pass silently.
@@ -32,8 +33,11 @@ pub const SSHD: &str = "/usr/sbin/sshd";
 pub struct Sshd {
     /// Temp dir holding keys, config, logs.
     pub dir: PathBuf,
-    /// Port it listens on, on 127.0.0.1.
+    /// Port it listens on, on [`address`](Self::address).
     pub port: u16,
+    /// Address it listens on: 127.0.0.1, or the one given to
+    /// [`start_in_netns`](Self::start_in_netns).
+    pub address: String,
     /// The client key every test user accepts.
     pub client_key: PathBuf,
     /// A second client key that no user accepts.
@@ -132,6 +136,17 @@ impl Sshd {
     /// sshd keeps the first value it reads for a keyword, so they override
     /// them.
     pub fn start_with(config: &[&str]) -> Result<Sshd> {
+        Self::start_at(None, "127.0.0.1", config)
+    }
+
+    /// [`start_with`](Self::start_with), but sshd runs in the network
+    /// namespace `netns` (`ip netns exec`) and listens on `address` there,
+    /// which must be reachable from this namespace (e.g. over a veth pair).
+    pub fn start_in_netns(netns: &str, address: &str, config: &[&str]) -> Result<Sshd> {
+        Self::start_at(Some(netns), address, config)
+    }
+
+    fn start_at(netns: Option<&str>, address: &str, config: &[&str]) -> Result<Sshd> {
         require_root_and_sshd()?;
         std::fs::create_dir_all("/run/sshd").context("creating /run/sshd")?;
         let dir = temp_dir("mitogen-sshd")?;
@@ -149,13 +164,14 @@ impl Sshd {
         let (host_pub, other_pub) = keys.map_err(|e| cleanup(e, &dir))?;
         let mut last = None;
         for _ in 0..5 {
-            match Self::spawn(&dir, config) {
+            match Self::spawn(&dir, config, netns, address) {
                 Ok((child, port)) => {
                     return Ok(Sshd {
                         client_key: dir.join("client"),
                         wrong_key: dir.join("wrong"),
                         dir,
                         port,
+                        address: address.to_owned(),
                         host_pub,
                         other_pub,
                         child,
@@ -168,14 +184,19 @@ impl Sshd {
         Err(cleanup(e, &dir))
     }
 
-    fn spawn(dir: &Path, extra: &[&str]) -> Result<(Child, u16)> {
+    fn spawn(
+        dir: &Path,
+        extra: &[&str],
+        netns: Option<&str>,
+        address: &str,
+    ) -> Result<(Child, u16)> {
         let port = free_port()?;
         let config = dir.join("sshd_config");
         let d = dir.display();
         let mut text: String = extra.iter().map(|l| format!("{l}\n")).collect();
         text.push_str(&format!(
             "Port {port}\n\
-                 ListenAddress 127.0.0.1\n\
+                 ListenAddress {address}\n\
                  HostKey {d}/host_ed25519\n\
                  PidFile {d}/sshd.pid\n\
                  AuthorizedKeysFile {d}/keys/%u.keys\n\
@@ -191,7 +212,16 @@ impl Sshd {
         ));
         std::fs::write(&config, text)?;
         let log = std::fs::File::create(dir.join("sshd.log"))?;
-        let mut cmd = Command::new(SSHD);
+        // `ip netns exec` enters the namespace and execs sshd (no fork in
+        // between), so the child is sshd itself and keeps its death signal.
+        let mut cmd = match netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, SSHD]);
+                c
+            }
+            None => Command::new(SSHD),
+        };
         cmd.arg("-D")
             .arg("-e")
             .arg("-f")
@@ -211,7 +241,8 @@ impl Sshd {
         let mut child = cmd.spawn().with_context(|| format!("starting {SSHD}"))?;
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            let at = std::net::SocketAddr::new(address.parse()?, port);
+            if TcpStream::connect_timeout(&at, Duration::from_secs(1)).is_ok() {
                 return Ok((child, port));
             }
             if let Some(status) = child.try_wait()? {
@@ -246,7 +277,7 @@ impl Sshd {
     /// [`ssh`](Self::ssh) without a client key (for password logins): ssh
     /// may offer root's own keys, which no test user accepts.
     pub fn ssh_without_key(&self, user: &str) -> Ssh {
-        Ssh::new("127.0.0.1")
+        Ssh::new(self.address.as_str())
             .user(user)
             .port(self.port)
             .config_file("/dev/null")
@@ -261,7 +292,7 @@ impl Sshd {
         let path = self.dir.join(name);
         let mut f = std::fs::File::create(&path)?;
         if let Some(key) = key {
-            writeln!(f, "[127.0.0.1]:{} {key}", self.port)?;
+            writeln!(f, "[{}]:{} {key}", self.address, self.port)?;
         }
         Ok(path)
     }
@@ -282,7 +313,7 @@ impl Sshd {
             .args(["-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR"])
             .arg("-i")
             .arg(&self.client_key)
-            .args(["-p", &self.port.to_string(), "-l", user, "127.0.0.1"])
+            .args(["-p", &self.port.to_string(), "-l", user, &self.address])
             .arg(command)
             .stdin(Stdio::null())
             .output()?;
