@@ -142,6 +142,11 @@ impl Broker {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push(Box::new(task));
+        // The broker runs its queue on every turn: it needs no wake-up from
+        // itself (a relay schedules a check for every frame it passes on).
+        if self.on_broker_thread() {
+            return;
+        }
         if let Err(e) = self.shared.waker.wake() {
             tracing::error!("cannot wake the broker: {e}");
         }
@@ -297,8 +302,10 @@ impl Core {
             for token in std::mem::take(&mut self.again) {
                 self.on_event(token, true, false);
             }
-            self.run_tasks();
+            // Timers first: what they defer runs in this turn's task queue
+            // (the broker does not wake itself for its own tasks).
             self.run_timers();
+            self.run_tasks();
             if self.shared.stop.load(Ordering::Acquire) {
                 break;
             }

@@ -78,6 +78,9 @@ pub struct FrameReader {
     /// This stream once stalled in the middle of a relayed frame: its frames
     /// are buffered from now on.
     no_cut: bool,
+    /// The last relayed frame's pipe, for the next one once its outgoing
+    /// stream is done with it.
+    spare: Option<Arc<CutThrough>>,
 }
 
 /// What one read from a side produced.
@@ -105,6 +108,7 @@ impl FrameReader {
             peek: false,
             discard: 0,
             no_cut: false,
+            spare: None,
         }
     }
 
@@ -252,7 +256,12 @@ fn start_relay(stream: &Arc<Stream>, reader: &mut FrameReader, router: &RouterIn
     }
     let have = reader.buf.len() - HEADER_LEN;
     let own_trailer = h.flags & super::message::FLAG_TRAILER == 0;
-    let cut = match CutThrough::new(h.len - have, own_trailer) {
+    let reused = reader
+        .spare
+        .take()
+        .and_then(|c| Arc::try_unwrap(c).ok())
+        .and_then(|c| c.reuse(h.len - have, own_trailer));
+    let cut = match reused.map_or_else(|| CutThrough::new(h.len - have, own_trailer), Ok) {
         Ok(c) => Arc::new(c),
         Err(e) => {
             tracing::debug!("no pipe for cut-through relaying ({e}); buffering instead");
@@ -376,7 +385,7 @@ fn pump_relay(stream: &Arc<Stream>, reader: &mut FrameReader, router: &RouterInn
             relay.progress = Instant::now();
             let out = relay.out.clone();
             if relay.unread == 0 {
-                finish_relay(stream, reader);
+                reader.spare = finish_relay(stream, reader).map(|r| r.cut);
             }
             kick(&out, router);
             Pumped::Progress

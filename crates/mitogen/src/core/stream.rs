@@ -72,6 +72,10 @@ struct Tx {
     rx_registered: bool,
     tx_registered: bool,
     closed: bool,
+    /// Threads waiting in [`Stream::wait_for_room`]: waking a condition
+    /// variable is a system call even with nobody waiting, so it is done only
+    /// when somebody is.
+    room_waiters: usize,
 }
 
 /// Where a stream's descriptors are registered with the broker's poller.
@@ -150,6 +154,7 @@ impl Stream {
                 rx_registered: false,
                 tx_registered: false,
                 closed: false,
+                room_waiters: 0,
             }),
             drained: Condvar::new(),
             pending: AtomicUsize::new(0),

@@ -79,13 +79,17 @@ impl Stream {
             return true;
         }
         let mut tx = self.lock_tx();
+        let mut room = true;
         while self.pending_bytes() > HIGH_WATER / 2 && !tx.closed {
+            tx.room_waiters += 1;
             tx = match deadline {
                 None => self.drained.wait(tx).unwrap_or_else(|e| e.into_inner()),
                 Some(d) => {
                     let now = Instant::now();
                     if now >= d {
-                        return false;
+                        room = false;
+                        tx.room_waiters -= 1;
+                        break;
                     }
                     self.drained
                         .wait_timeout(tx, d - now)
@@ -93,8 +97,9 @@ impl Stream {
                         .0
                 }
             };
+            tx.room_waiters -= 1;
         }
-        !tx.closed
+        room && !tx.closed
     }
 
     /// Called by the broker when the transmit side is writable.
@@ -118,12 +123,12 @@ impl Stream {
                     Ok(Drain::Waiting) => {
                         // Its source will kick us when it has more.
                         self.arm(tx, false);
-                        self.notify_drained();
+                        self.notify_drained(tx);
                         return;
                     }
                     Ok(Drain::WouldBlock) => {
                         self.arm(tx, true);
-                        self.notify_drained();
+                        self.notify_drained(tx);
                         return;
                     }
                     Ok(Drain::Disconnected) => {
@@ -171,7 +176,7 @@ impl Stream {
                 }
                 Ok(IoStatus::WouldBlock) => {
                     self.arm(tx, true);
-                    self.notify_drained();
+                    self.notify_drained(tx);
                     return;
                 }
                 Ok(IoStatus::Disconnected) => {
@@ -186,7 +191,7 @@ impl Stream {
             }
         }
         self.arm(tx, false);
-        self.notify_drained();
+        self.notify_drained(tx);
     }
 
     /// Writes what it can of the front frame's relayed tail, popping the
@@ -210,8 +215,8 @@ impl Stream {
         Ok(status)
     }
 
-    fn notify_drained(&self) {
-        if self.pending_bytes() <= HIGH_WATER / 2 {
+    fn notify_drained(&self, tx: &Tx) {
+        if tx.room_waiters > 0 && self.pending_bytes() <= HIGH_WATER / 2 {
             self.drained.notify_all();
         }
     }
