@@ -32,8 +32,8 @@ pub const CHUNK_SIZE: usize = 128 * 1024;
 /// more of it the kernel moves by reference.
 const PEEK_SIZE: usize = 4096;
 
-/// How long the source of a frame being relayed may send nothing before the
-/// relay gives the frame up. Relayed frames come from local peers, which write
+/// How long the source of a frame being relayed may send nothing, while the
+/// relay has room for it, before the relay gives the frame up. Relayed frames come from local peers, which write
 /// a frame in one go; one that stops half-way (stopped, or hostile) must not
 /// hold the outgoing stream, and whatever is queued behind the frame there,
 /// for longer than this. Its later frames are buffered whole instead.
@@ -61,8 +61,10 @@ struct Relay {
     header: Header,
     /// Whether the pipe is registered with the poller (see [`Pumped::Stalled`]).
     watched: bool,
-    /// When the source last delivered part of the frame.
-    progress: Instant,
+    /// Since when the relay has been waiting for its source with room in the
+    /// pipe (`None` while bytes flow, or while the outgoing stream is what
+    /// holds things up: a slow next hop is not a stalled source).
+    idle_since: Option<Instant>,
 }
 
 /// Reassembles frames from the bytes a side delivers.
@@ -286,7 +288,7 @@ fn start_relay(stream: &Arc<Stream>, reader: &mut FrameReader, router: &RouterIn
         unread: h.len - have,
         header: h,
         watched: false,
-        progress: Instant::now(),
+        idle_since: None,
     });
 }
 
@@ -331,7 +333,7 @@ fn check_stall(router: &RouterInner, stream: &Arc<Stream>, cut: &Weak<CutThrough
     let Some(relay) = reader.relay.as_ref().filter(|r| Arc::ptr_eq(&r.cut, &cut)) else {
         return;
     };
-    let idle = relay.progress.elapsed();
+    let idle = relay.idle_since.map_or(Duration::ZERO, |t| t.elapsed());
     if idle < STALL_LIMIT {
         drop(reader);
         watch_stall(router, stream, &cut, STALL_LIMIT - idle);
@@ -382,7 +384,7 @@ fn pump_relay(stream: &Arc<Stream>, reader: &mut FrameReader, router: &RouterInn
     match relay.cut.fill(stream.rx_side().as_fd(), relay.unread) {
         Ok(Fill::Moved(n)) => {
             relay.unread -= n;
-            relay.progress = Instant::now();
+            relay.idle_since = None;
             let out = relay.out.clone();
             if relay.unread == 0 {
                 reader.spare = finish_relay(stream, reader).map(|r| r.cut);
@@ -390,8 +392,12 @@ fn pump_relay(stream: &Arc<Stream>, reader: &mut FrameReader, router: &RouterInn
             kick(&out, router);
             Pumped::Progress
         }
-        Ok(Fill::WouldBlock) => Pumped::WouldBlock,
+        Ok(Fill::WouldBlock) => {
+            relay.idle_since.get_or_insert_with(Instant::now);
+            Pumped::WouldBlock
+        }
         Ok(Fill::Stalled) => {
+            relay.idle_since = None;
             if !relay.watched {
                 relay.watched = stream.watch_pipe(relay.cut.pipe_w());
             }

@@ -305,3 +305,38 @@ pub fn stalled_source_is_given_up_and_buffered_after(router: &Router) -> Result<
     }
     Ok(())
 }
+
+pub fn slow_next_hop_is_not_a_stalled_source(router: &Router) -> Result<()> {
+    let chain = Chain::new(router, "relay-slow", 2)?;
+    let leaf = &chain.hops[1];
+    let leaf_pid = chain.pids()?[1];
+    // The leaf stops reading for longer than a relay lets a silent source
+    // hold a frame; the relay waits on its next hop, not on its source, so
+    // the frame must arrive whole once the leaf runs again.
+    leaf.call_no_reply(stop_self, ())?;
+    ensure!(
+        wait_until(Duration::from_secs(10), || proc_state(leaf_pid)
+            == Some('T')),
+        "the leaf did not stop: {:?}",
+        proc_state(leaf_pid)
+    );
+    let mark = capture::mark();
+    let data = pattern(5, 16 << 20);
+    let want = checksum(&data);
+    let call = leaf.call_async(blob_checksum, (data,));
+    std::thread::sleep(Duration::from_millis(6500));
+    let p = rustix::process::Pid::from_raw(leaf_pid as i32).context("leaf pid")?;
+    rustix::process::kill_process(p, rustix::process::Signal::CONT)?;
+    let got = call
+        .get_timeout(Duration::from_secs(20))
+        .context("the call after the leaf resumed")?;
+    ensure!(got == want, "the frame arrived altered");
+    ensure!(
+        !capture::since(mark)
+            .iter()
+            .any(|e| e.message.contains("stopped half-way") || e.message.contains("lost half-way")),
+        "a frame was given up: {:?}",
+        capture::warnings_since(mark, 10)
+    );
+    Ok(())
+}

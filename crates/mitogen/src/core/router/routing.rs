@@ -45,8 +45,10 @@ impl RouterInner {
                     handle = msg.handle,
                     "dropping a message that a relay lost half-way"
                 );
-                let reason = self.disconnect_reason(msg.src);
-                self.bounce(&msg, &reason);
+                self.bounce(
+                    &msg,
+                    "a relay on its way lost it half-way (its source died or stopped)",
+                );
                 return;
             }
             self.deliver_local(msg);
