@@ -165,6 +165,9 @@ impl FrameReader {
         }
         self.header = None;
         self.peek = false;
+        // Bulk is over for now: give the pipe back rather than hold two
+        // descriptors per stream that once relayed.
+        self.spare = None;
         let mut frame = self.buf.split_to(HEADER_LEN + header.len);
         if header.flags & FLAG_SECRET != 0 {
             let body = wipe_on_drop(frame[HEADER_LEN..].to_vec());
