@@ -39,6 +39,12 @@ const PEEK_SIZE: usize = 4096;
 /// for longer than this. Its later frames are buffered whole instead.
 const STALL_LIMIT: Duration = Duration::from_secs(5);
 
+/// The slowest a local peer may trickle a relayed frame in, counting only the
+/// time the relay waited for it: a frame of `len` bytes may keep the relay
+/// waiting [`STALL_LIMIT`] plus `len` at this rate in all, so a source that
+/// sends a byte now and then cannot hold the outgoing stream for long either.
+const MIN_SOURCE_RATE: f64 = 1024.0 * 1024.0;
+
 /// Logs the end of a stream: an error when it ended inside a frame.
 pub(crate) fn log_end(name: &str, buffered: usize) {
     if buffered > 0 {
@@ -65,6 +71,17 @@ struct Relay {
     /// pipe (`None` while bytes flow, or while the outgoing stream is what
     /// holds things up: a slow next hop is not a stalled source).
     idle_since: Option<Instant>,
+    /// Time spent waiting for the source in earlier idle spells.
+    waited: Duration,
+}
+
+impl Relay {
+    /// The source delivered (or the pipe filled): a spell of waiting ends.
+    fn end_idle(&mut self) {
+        if let Some(t) = self.idle_since.take() {
+            self.waited += t.elapsed();
+        }
+    }
 }
 
 /// Reassembles frames from the bytes a side delivers.
@@ -292,6 +309,7 @@ fn start_relay(stream: &Arc<Stream>, reader: &mut FrameReader, router: &RouterIn
         header: h,
         watched: false,
         idle_since: None,
+        waited: Duration::ZERO,
     });
 }
 
@@ -306,7 +324,11 @@ fn pump_discard(stream: &Arc<Stream>, reader: &mut FrameReader) -> Pumped {
         }
         Ok(IoStatus::WouldBlock) => Pumped::WouldBlock,
         Ok(IoStatus::Disconnected) | Err(_) => {
-            log_end(stream.name(), reader.discard);
+            tracing::debug!(
+                stream = %stream.name(),
+                "end of stream while dropping the rest of a frame given up ({} bytes short)",
+                reader.discard
+            );
             Pumped::Ended
         }
     }
@@ -337,15 +359,19 @@ fn check_stall(router: &RouterInner, stream: &Arc<Stream>, cut: &Weak<CutThrough
         return;
     };
     let idle = relay.idle_since.map_or(Duration::ZERO, |t| t.elapsed());
-    if idle < STALL_LIMIT {
+    let budget = STALL_LIMIT + Duration::from_secs_f64(relay.header.len as f64 / MIN_SOURCE_RATE);
+    let waited = relay.waited + idle;
+    if idle < STALL_LIMIT && waited < budget {
+        let next = (STALL_LIMIT - idle).min(budget - waited);
         drop(reader);
-        watch_stall(router, stream, &cut, STALL_LIMIT - idle);
+        watch_stall(router, stream, &cut, next);
         return;
     }
     tracing::warn!(
         stream = %stream.name(),
-        "a frame relayed from this stream stopped half-way ({} bytes short) for {STALL_LIMIT:?}; \
-         giving it up, and buffering this stream's frames from now on",
+        "a frame relayed from this stream stopped half-way ({} bytes short; waited {waited:.1?} \
+         for it, the last {idle:.1?} without a byte); giving it up, and buffering this \
+         stream's frames from now on",
         relay.unread
     );
     let Some(r) = finish_relay(stream, &mut reader) else {
@@ -387,7 +413,7 @@ fn pump_relay(stream: &Arc<Stream>, reader: &mut FrameReader, router: &RouterInn
     match relay.cut.fill(stream.rx_side().as_fd(), relay.unread) {
         Ok(Fill::Moved(n)) => {
             relay.unread -= n;
-            relay.idle_since = None;
+            relay.end_idle();
             let out = relay.out.clone();
             if relay.unread == 0 {
                 reader.spare = finish_relay(stream, reader).map(|r| r.cut);
@@ -400,7 +426,7 @@ fn pump_relay(stream: &Arc<Stream>, reader: &mut FrameReader, router: &RouterInn
             Pumped::WouldBlock
         }
         Ok(Fill::Stalled) => {
-            relay.idle_since = None;
+            relay.end_idle();
             if !relay.watched {
                 relay.watched = stream.watch_pipe(relay.cut.pipe_w());
             }

@@ -27,7 +27,7 @@ pub enum After {
 
 /// The child's stream to its parent: the only socket a local child has (its
 /// fd 0 moved to a higher descriptor when the child started).
-fn parent_stream_fd() -> std::io::Result<RawFd> {
+pub fn parent_stream_fd() -> std::io::Result<RawFd> {
     let mut fds: Vec<RawFd> = std::fs::read_dir("/proc/self/fd")?
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
         .filter(|&fd: &RawFd| {

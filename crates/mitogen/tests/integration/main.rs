@@ -109,6 +109,7 @@ fn main() {
             test!(relay::next_hop_dying_mid_frame_fails_only_that_call),
             test!(relay::stalled_source_is_given_up_and_buffered_after),
             test!(relay::slow_next_hop_is_not_a_stalled_source),
+            test!(relay::dripping_source_is_given_up_too, 120),
             test!(hooks::route_and_disconnect_hooks_through_a_chain),
             test!(hooks::context_on_disconnect_fires_once_even_when_late),
             test!(hooks::shutdown_hook_fires_before_contexts_go),

@@ -286,9 +286,10 @@ pub fn stalled_source_is_given_up_and_buffered_after(router: &Router) -> Result<
         capture::warnings_since(mark, 10)
     );
     ensure!(
-        capture::since(mark)
-            .iter()
-            .any(|e| e.message.contains("stopped half-way")),
+        capture::wait_for(mark, Duration::from_secs(5), |e| e
+            .message
+            .contains("stopped half-way"))
+        .is_some(),
         "the relay did not say why it gave the frame up: {:?}",
         capture::warnings_since(mark, 10)
     );
@@ -338,5 +339,78 @@ pub fn slow_next_hop_is_not_a_stalled_source(router: &Router) -> Result<()> {
         "a frame was given up: {:?}",
         capture::warnings_since(mark, 10)
     );
+    Ok(())
+}
+
+/// Writes `bytes` raw on this child's parent stream one at a time, `every_ms`
+/// apart: a source that is never quite silent.
+#[mitogen::remote]
+pub fn drip_raw(bytes: Vec<u8>, every_ms: u64) -> std::io::Result<()> {
+    let raw = crate::bad_input::parent_stream_fd()?;
+    // SAFETY: the descriptor stays open for the life of the process.
+    let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(raw) };
+    for b in bytes {
+        loop {
+            match rustix::io::write(fd, &[b]) {
+                Ok(_) => break,
+                Err(rustix::io::Errno::AGAIN) => std::thread::sleep(Duration::from_millis(1)),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        std::thread::sleep(Duration::from_millis(every_ms));
+    }
+    Ok(())
+}
+
+pub fn dripping_source_is_given_up_too(router: &Router) -> Result<()> {
+    let chain = Chain::new(router, "relay-drip", 2)?;
+    let (mid, leaf) = (&chain.hops[0], &chain.hops[1]);
+    let leaf_pid = chain.pids()?[1];
+    // A 4 MiB frame for the master: the header and 1 MiB at once, then a byte
+    // every 150 ms. It is never silent for long, but it keeps the relay
+    // waiting for more than the 5 s + 4 s its size allows in all.
+    let msg = Message {
+        dst: MASTER_ID,
+        src: leaf.id(),
+        auth_id: leaf.id(),
+        handle: 4999,
+        body: bytes::Bytes::from(vec![0xEF; 4 << 20]),
+        ..Default::default()
+    };
+    let mut head = msg.encode_header().to_vec();
+    head.extend_from_slice(&msg.body[..1 << 20]);
+    let mark = capture::mark();
+    let started = std::time::Instant::now();
+    write_raw_and_wait(leaf, leaf_pid, head)?;
+    let drip = 70;
+    let before = written_by(leaf_pid);
+    leaf.call_no_reply(
+        drip_raw,
+        (msg.body[1 << 20..(1 << 20) + drip].to_vec(), 150),
+    )?;
+    let gave_up = capture::wait_for(mark, Duration::from_secs(25), |e| {
+        e.message.contains("stopped half-way")
+    });
+    ensure!(
+        gave_up.is_some(),
+        "the relay did not give the dripping frame up; warnings: {:?}",
+        capture::warnings_since(mark, 10)
+    );
+    let after = started.elapsed();
+    ensure!(
+        after < Duration::from_secs(14),
+        "the relay held the dripping frame for {after:?}"
+    );
+    println!("    (given up after {after:.1?})");
+    // The relay's own replies pass again at once.
+    ensure!(mid.call_timeout(add, (2, 3), Duration::from_secs(5))? == 5);
+    // Let the drip finish, then complete the frame: the stream is back in step.
+    ensure!(
+        wait_until(Duration::from_secs(30), || written_by(leaf_pid)
+            >= before + drip as u64),
+        "the drip did not finish"
+    );
+    write_raw_and_wait(leaf, leaf_pid, msg.body[(1 << 20) + drip..].to_vec())?;
+    ensure!(leaf.call_timeout(add, (5, 5), Duration::from_secs(10))? == 10);
     Ok(())
 }
