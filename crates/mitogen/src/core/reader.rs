@@ -33,10 +33,11 @@ pub const CHUNK_SIZE: usize = 128 * 1024;
 const PEEK_SIZE: usize = 4096;
 
 /// How long the source of a frame being relayed may send nothing, while the
-/// relay has room for it, before the relay gives the frame up. Relayed frames come from local peers, which write
-/// a frame in one go; one that stops half-way (stopped, or hostile) must not
-/// hold the outgoing stream, and whatever is queued behind the frame there,
-/// for longer than this. Its later frames are buffered whole instead.
+/// relay has room for it, before the relay gives the frame up. Relayed frames
+/// come from local peers, which write a frame in one go; one that stops
+/// half-way (stopped, or hostile) must not hold the outgoing stream, and
+/// whatever is queued behind the frame there, for longer than this. Its later
+/// frames are buffered whole instead.
 const STALL_LIMIT: Duration = Duration::from_secs(5);
 
 /// The slowest a local peer may trickle a relayed frame in, counting only the
