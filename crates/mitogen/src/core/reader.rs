@@ -391,25 +391,13 @@ fn pump_relay(stream: &Arc<Stream>, reader: &mut FrameReader, router: &RouterInn
         return Pumped::Progress;
     };
     if relay.cut.is_abandoned() {
-        // The way out is gone: the rest of the frame is read and dropped.
-        let mut scratch = [std::mem::MaybeUninit::<u8>::uninit(); 16 * 1024];
-        let n = relay.unread.min(scratch.len());
-        return match stream.rx_side().read(&mut scratch[..n]) {
-            Ok(IoStatus::Done(k)) => {
-                relay.unread -= k;
-                if relay.unread == 0 {
-                    if let Some(r) = finish_relay(stream, reader) {
-                        router.bounce_header(&r.header, "the next hop went away");
-                    }
-                }
-                Pumped::Progress
-            }
-            Ok(IoStatus::WouldBlock) => Pumped::WouldBlock,
-            Ok(IoStatus::Disconnected) | Err(_) => {
-                finish_relay(stream, reader);
-                Pumped::Ended
-            }
-        };
+        // The way out is gone: the rest of the frame is read and dropped
+        // (`pump_discard`), and its sender told.
+        if let Some(r) = finish_relay(stream, reader) {
+            reader.discard = r.unread;
+            router.bounce_header(&r.header, "the next hop went away");
+        }
+        return Pumped::Progress;
     }
     match relay.cut.fill(stream.rx_side().as_fd(), relay.unread) {
         Ok(Fill::Moved(n)) => {

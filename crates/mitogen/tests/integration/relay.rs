@@ -82,6 +82,22 @@ fn write_raw_and_wait(ctx: &Context, pid: u32, bytes: Vec<u8>) -> Result<()> {
     Ok(())
 }
 
+/// A 4 MiB frame for the master from `from`, filled with `fill`, cut in two:
+/// its header with the first MiB of its body, and the rest of the body.
+fn frame_for_master(from: &Context, fill: u8) -> (Vec<u8>, Vec<u8>) {
+    let msg = Message {
+        dst: MASTER_ID,
+        src: from.id(),
+        auth_id: from.id(),
+        handle: 4999,
+        body: bytes::Bytes::from(vec![fill; 4 << 20]),
+        ..Default::default()
+    };
+    let mut head = msg.encode_header().to_vec();
+    head.extend_from_slice(&msg.body[..1 << 20]);
+    (head, msg.body[1 << 20..].to_vec())
+}
+
 fn sizes() -> Vec<u32> {
     vec![
         CUT - 1,
@@ -183,19 +199,9 @@ pub fn source_dying_mid_frame_drops_only_that_frame(router: &Router) -> Result<(
     let leaf_pid = chain.pids()?[1];
     // A frame for the master of 4 MiB, of which the leaf writes the header
     // and 1 MiB, then dies: its parent has relayed that much already.
-    let body = vec![0xAB; 4 << 20];
-    let msg = Message {
-        dst: MASTER_ID,
-        src: leaf.id(),
-        auth_id: leaf.id(),
-        handle: 4999,
-        body: bytes::Bytes::from(body),
-        ..Default::default()
-    };
-    let mut raw = msg.encode_header().to_vec();
-    raw.extend_from_slice(&msg.body[..1 << 20]);
+    let (head, _) = frame_for_master(leaf, 0xAB);
     let mark = capture::mark();
-    write_raw_and_wait(leaf, leaf_pid, raw)?;
+    write_raw_and_wait(leaf, leaf_pid, head)?;
     kill9(leaf_pid)?;
     let dropped = capture::wait_for(mark, Duration::from_secs(10), |e| {
         e.message.contains("lost half-way")
@@ -261,16 +267,7 @@ pub fn stalled_source_is_given_up_and_buffered_after(router: &Router) -> Result<
     // The leaf writes the header and 1 MiB of a 4 MiB frame for the master,
     // and then nothing for a while: the relay holds its stream to the master
     // for that frame until it gives up on it.
-    let msg = Message {
-        dst: MASTER_ID,
-        src: leaf.id(),
-        auth_id: leaf.id(),
-        handle: 4999,
-        body: bytes::Bytes::from(vec![0xCD; 4 << 20]),
-        ..Default::default()
-    };
-    let mut head = msg.encode_header().to_vec();
-    head.extend_from_slice(&msg.body[..1 << 20]);
+    let (head, rest) = frame_for_master(leaf, 0xCD);
     let mark = capture::mark();
     write_raw_and_wait(leaf, leaf_pid, head)?;
     // The relay's own reply waits behind the frame, then passes: no hang.
@@ -295,7 +292,7 @@ pub fn stalled_source_is_given_up_and_buffered_after(router: &Router) -> Result<
     );
     // The leaf finishes its frame late: the relay drops the rest, and the
     // stream is in step again; its large frames now arrive buffered, whole.
-    write_raw_and_wait(leaf, leaf_pid, msg.body[1 << 20..].to_vec())?;
+    write_raw_and_wait(leaf, leaf_pid, rest)?;
     ensure!(leaf.call_timeout(add, (5, 5), Duration::from_secs(10))? == 10);
     let (tx, rx) = router.channel::<Blob>();
     leaf.call_no_reply(send_patterns, (sizes(), tx))?;
@@ -369,25 +366,13 @@ pub fn dripping_source_is_given_up_too(router: &Router) -> Result<()> {
     // A 4 MiB frame for the master: the header and 1 MiB at once, then a byte
     // every 150 ms. It is never silent for long, but it keeps the relay
     // waiting for more than the 5 s + 4 s its size allows in all.
-    let msg = Message {
-        dst: MASTER_ID,
-        src: leaf.id(),
-        auth_id: leaf.id(),
-        handle: 4999,
-        body: bytes::Bytes::from(vec![0xEF; 4 << 20]),
-        ..Default::default()
-    };
-    let mut head = msg.encode_header().to_vec();
-    head.extend_from_slice(&msg.body[..1 << 20]);
+    let (head, rest) = frame_for_master(leaf, 0xEF);
     let mark = capture::mark();
     let started = std::time::Instant::now();
     write_raw_and_wait(leaf, leaf_pid, head)?;
     let drip = 70;
     let before = written_by(leaf_pid);
-    leaf.call_no_reply(
-        drip_raw,
-        (msg.body[1 << 20..(1 << 20) + drip].to_vec(), 150),
-    )?;
+    leaf.call_no_reply(drip_raw, (rest[..drip].to_vec(), 150))?;
     let gave_up = capture::wait_for(mark, Duration::from_secs(25), |e| {
         e.message.contains("stopped half-way")
     });
@@ -410,7 +395,7 @@ pub fn dripping_source_is_given_up_too(router: &Router) -> Result<()> {
             >= before + drip as u64),
         "the drip did not finish"
     );
-    write_raw_and_wait(leaf, leaf_pid, msg.body[(1 << 20) + drip..].to_vec())?;
+    write_raw_and_wait(leaf, leaf_pid, rest[drip..].to_vec())?;
     ensure!(leaf.call_timeout(add, (5, 5), Duration::from_secs(10))? == 10);
     Ok(())
 }

@@ -16,6 +16,20 @@ use crate::core::cut_through::{CutThrough, Drain};
 use crate::core::message::{Message, HEADER_LEN};
 use crate::core::side::IoStatus;
 
+/// What one write attempt of [`Stream::flush_locked`] came to.
+enum Step {
+    /// Something was written: go on.
+    More,
+    /// Nothing to write now.
+    Idle,
+    /// The kernel takes no more: wait for writability.
+    Full,
+    /// The peer is gone.
+    Gone,
+    /// The write failed.
+    Failed(io::Error),
+}
+
 impl Stream {
     /// Queues `msg` and writes what the kernel takes now. Never blocks.
     pub(crate) fn send(&self, msg: &Message) -> SendStatus {
@@ -115,104 +129,106 @@ impl Stream {
 
     /// Writes queued frames until the kernel refuses more.
     pub(super) fn flush_locked(&self, tx: &mut Tx) {
-        while let Some(front) = tx.queue.front() {
-            if front.done >= front.head_len() && front.tail.is_some() {
+        loop {
+            let step = match tx.queue.front() {
+                None => Step::Idle,
                 // The front frame's tail: it comes out of a pipe, by splice.
-                match self.flush_tail(tx) {
-                    Ok(Drain::Wrote(_)) => continue,
-                    Ok(Drain::Waiting) => {
-                        // Its source will kick us when it has more.
-                        self.arm(tx, false);
-                        self.notify_drained(tx);
-                        return;
-                    }
-                    Ok(Drain::WouldBlock) => {
-                        self.arm(tx, true);
-                        self.notify_drained(tx);
-                        return;
-                    }
-                    Ok(Drain::Disconnected) => {
-                        self.close_tx(tx);
-                        return;
-                    }
-                    Err(e) => {
-                        tracing::warn!(stream = %self.name, "write failed: {e}");
-                        self.close_tx(tx);
-                        return;
-                    }
+                Some(f) if f.done >= f.head_len() && f.tail.is_some() => self.flush_tail(tx),
+                Some(_) => self.flush_heads(tx),
+            };
+            match step {
+                Step::More => {}
+                Step::Idle => {
+                    // Nothing to write now (a relayed tail waits for its
+                    // source, which kicks us when it has more).
+                    self.arm(tx, false);
+                    self.notify_drained(tx);
+                    return;
                 }
-            }
-            let mut iov: Vec<IoSlice<'_>> = Vec::with_capacity(MAX_IOV.min(tx.queue.len() * 2));
-            for f in tx.queue.iter().take(MAX_IOV / 2) {
-                if f.done < HEADER_LEN {
-                    iov.push(IoSlice::new(&f.header[f.done..]));
-                    if !f.body.is_empty() {
-                        iov.push(IoSlice::new(&f.body));
-                    }
-                } else {
-                    iov.push(IoSlice::new(&f.body[f.done - HEADER_LEN..]));
-                }
-                if f.tail.is_some() {
-                    // Nothing after a relayed frame can go before its tail.
-                    break;
-                }
-            }
-            let status = self.tx.write_vectored(&iov);
-            drop(iov);
-            match status {
-                Ok(IoStatus::Done(mut n)) => {
-                    self.pending.fetch_sub(n, Ordering::Relaxed);
-                    while n > 0 {
-                        let Some(f) = tx.queue.front_mut() else { break };
-                        let left = f.len() - f.done;
-                        if n >= left {
-                            n -= left;
-                            tx.queue.pop_front();
-                        } else {
-                            f.done += n;
-                            n = 0;
-                        }
-                    }
-                }
-                Ok(IoStatus::WouldBlock) => {
+                Step::Full => {
                     self.arm(tx, true);
                     self.notify_drained(tx);
                     return;
                 }
-                Ok(IoStatus::Disconnected) => {
+                Step::Gone => {
                     self.close_tx(tx);
                     return;
                 }
-                Err(e) => {
+                Step::Failed(e) => {
                     tracing::warn!(stream = %self.name, "write failed: {e}");
                     self.close_tx(tx);
                     return;
                 }
             }
         }
-        self.arm(tx, false);
-        self.notify_drained(tx);
+    }
+
+    /// One `writev` of the queued frames' headers and in-memory bodies, up to
+    /// and including the first relayed frame's (nothing after a relayed frame
+    /// can go before its tail).
+    fn flush_heads(&self, tx: &mut Tx) -> Step {
+        let mut iov: Vec<IoSlice<'_>> = Vec::with_capacity(MAX_IOV.min(tx.queue.len() * 2));
+        for f in tx.queue.iter().take(MAX_IOV / 2) {
+            if f.done < HEADER_LEN {
+                iov.push(IoSlice::new(&f.header[f.done..]));
+                if !f.body.is_empty() {
+                    iov.push(IoSlice::new(&f.body));
+                }
+            } else {
+                iov.push(IoSlice::new(&f.body[f.done - HEADER_LEN..]));
+            }
+            if f.tail.is_some() {
+                break;
+            }
+        }
+        let status = self.tx.write_vectored(&iov);
+        drop(iov);
+        match status {
+            Ok(IoStatus::Done(mut n)) => {
+                self.pending.fetch_sub(n, Ordering::Relaxed);
+                while n > 0 {
+                    let Some(f) = tx.queue.front_mut() else { break };
+                    let left = f.len() - f.done;
+                    if n >= left {
+                        n -= left;
+                        tx.queue.pop_front();
+                    } else {
+                        f.done += n;
+                        n = 0;
+                    }
+                }
+                Step::More
+            }
+            Ok(IoStatus::WouldBlock) => Step::Full,
+            Ok(IoStatus::Disconnected) => Step::Gone,
+            Err(e) => Step::Failed(e),
+        }
     }
 
     /// Writes what it can of the front frame's relayed tail, popping the
     /// frame once all of it is out.
-    fn flush_tail(&self, tx: &mut Tx) -> io::Result<Drain> {
+    fn flush_tail(&self, tx: &mut Tx) -> Step {
         let Some(f) = tx.queue.front_mut() else {
-            return Ok(Drain::Waiting);
+            return Step::Idle;
         };
         let Some(tail) = f.tail.clone() else {
-            return Ok(Drain::Waiting);
+            return Step::Idle;
         };
         let written = f.done - f.head_len();
-        let status = tail.drain(self.tx.as_fd(), written)?;
-        if let Drain::Wrote(n) = status {
-            f.done += n;
-            self.pending.fetch_sub(n, Ordering::Relaxed);
-            if f.done == f.len() {
-                tx.queue.pop_front();
+        match tail.drain(self.tx.as_fd(), written) {
+            Ok(Drain::Wrote(n)) => {
+                f.done += n;
+                self.pending.fetch_sub(n, Ordering::Relaxed);
+                if f.done == f.len() {
+                    tx.queue.pop_front();
+                }
+                Step::More
             }
+            Ok(Drain::Waiting) => Step::Idle,
+            Ok(Drain::WouldBlock) => Step::Full,
+            Ok(Drain::Disconnected) => Step::Gone,
+            Err(e) => Step::Failed(e),
         }
-        Ok(status)
     }
 
     fn notify_drained(&self, tx: &Tx) {
