@@ -11,14 +11,14 @@ use bytes::Bytes;
 use crate::core::call::{CallHead, CallOp, ReplyHead};
 use crate::core::error::{CallError, CallErrorKind};
 use crate::core::latch::{Latch, LatchError};
+use crate::core::message::{ContextId, Message};
+use crate::core::remote::{lookup, Failure};
+use crate::core::router::RouterInner;
 use crate::core::stream::{Lead, Stream};
 
 /// How long the idle main thread waits on the broker before it tries to read
 /// the parent stream itself again.
 const IDLE_RECHECK: std::time::Duration = std::time::Duration::from_millis(20);
-use crate::core::message::{ContextId, Message};
-use crate::core::remote::{lookup, Failure};
-use crate::core::router::RouterInner;
 
 thread_local! {
     /// The message and location of the last panic on this thread, recorded by
@@ -94,12 +94,25 @@ impl Dispatcher {
                 release_free_memory();
             }
             // Idle: read the parent stream on this thread, so the next call
-            // starts without a hand-off from the broker thread.
-            if parent.lead(&self.router, &|| calls.is_ready(), None) == Lead::Done {
+            // starts without a hand-off from the broker thread. Not while
+            // this context relays for others: most of what comes from the
+            // parent is then for them, and the broker, which carries the
+            // replies back up, is the thread that should carry the requests
+            // down too. It is still polling from the last reply when the
+            // next request comes, where this thread would be asleep in
+            // `poll` by then (it relays a request and then waits, for a call
+            // of its own that rarely comes): two threads per hop on every
+            // round trip instead of one, and a wake-up on each hop.
+            let router = &self.router;
+            if !router.has_routes()
+                && parent.lead(router, &|| calls.is_ready() || router.has_routes(), None)
+                    == Lead::Done
+            {
                 continue;
             }
             // The broker is reading (or the stream ended and it is tearing
-            // down): wait for it to hand the call over.
+            // down, or this context relays): wait for it to hand the call
+            // over.
             match calls.get_timeout(IDLE_RECHECK) {
                 Ok(msg) => self.dispatch(msg),
                 Err(LatchError::Closed(_)) => return,

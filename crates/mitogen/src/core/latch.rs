@@ -12,6 +12,7 @@ use std::task::{Context as TaskContext, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use super::error::Error;
+use super::spin;
 
 /// Why a latch yielded no value.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,38 +57,6 @@ pub struct Latch<T> {
     cond: Condvar,
     /// Number of queued values, readable without the lock while spinning.
     queued: AtomicUsize,
-}
-
-/// How long a waiter polls before it sleeps. A reply from a local context
-/// usually arrives within this; a thread that is still running when the value
-/// arrives needs no wake-up, and on virtual machines a cross-CPU wake-up costs
-/// tens of microseconds, several times the rest of a round trip.
-const SPIN: Duration = Duration::from_micros(100);
-
-/// Polling is only worth it for threads whose recent waits were shorter than
-/// this: over ssh, a reply takes longer, and a polling thread would only take
-/// the CPU from the processes (ssh, sshd) that carry the reply.
-const SPIN_WORTH_NS: u64 = 50_000;
-
-/// Longest wait counted in a thread's average, so one long call does not stop
-/// polling for long.
-const WAIT_SAMPLE_CAP_NS: u64 = 1_000_000;
-
-thread_local! {
-    /// Moving average of how long this thread's recent waits took.
-    static AVG_WAIT_NS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
-}
-
-/// How long this thread should poll before it sleeps, or `None` when its
-/// recent waits were too long for polling to pay.
-pub(crate) fn spin_budget() -> Option<Duration> {
-    (AVG_WAIT_NS.with(|a| a.get()) <= SPIN_WORTH_NS).then_some(SPIN)
-}
-
-/// Records how long a wait of this thread took (for the spinning decision).
-pub(crate) fn record_wait(started: Instant) {
-    let ns = (started.elapsed().as_nanos() as u64).min(WAIT_SAMPLE_CAP_NS);
-    AVG_WAIT_NS.with(|a| a.set((a.get() * 7 + ns) / 8));
 }
 
 impl<T> Default for Latch<T> {
@@ -203,11 +172,15 @@ impl<T> Latch<T> {
     /// Waits until `deadline` (`None`: until a value arrives or the latch closes).
     pub fn get_deadline(&self, deadline: Option<Instant>) -> Result<T, LatchError> {
         let started = Instant::now();
+        // A value already queued is no wait (see `spin`'s record).
+        let waits = self.queued.load(Ordering::Acquire) == 0;
         self.spin(deadline);
         let mut st = self.lock();
         loop {
             if let Some(v) = self.pop(&mut st) {
-                record_wait(started);
+                if waits {
+                    spin::record_wait(started);
+                }
                 return Ok(v);
             }
             if let Some(r) = &st.closed {
@@ -256,16 +229,19 @@ impl<T> Latch<T> {
         v
     }
 
-    /// Polls briefly for a value before the caller goes to sleep (see [`SPIN`]).
+    /// Polls briefly for a value before the caller goes to sleep, when that
+    /// has been paying off for this thread (`core::spin`).
     fn spin(&self, deadline: Option<Instant>) {
-        if self.queued.load(Ordering::Acquire) > 0 || AVG_WAIT_NS.with(|a| a.get()) > SPIN_WORTH_NS
-        {
+        if self.queued.load(Ordering::Acquire) > 0 {
             return;
         }
+        let Some(budget) = spin::budget() else {
+            return;
+        };
         let start = Instant::now();
         let limit = match deadline {
-            Some(d) => d.saturating_duration_since(start).min(SPIN),
-            None => SPIN,
+            Some(d) => d.saturating_duration_since(start).min(budget),
+            None => budget,
         };
         loop {
             for _ in 0..64 {

@@ -11,6 +11,7 @@
 //! | `broker` | `Broker`, `Waker`, `Poller` (mio) |
 //! | `router` | `Router`: handles, routes, authority |
 //! | [`latch`] | `Latch` |
+//! | `spin` | when a waiting thread polls before it sleeps |
 //! | `channel`, `select` | `Receiver`, `Sender`, `Select` |
 //! | `call`, `context` | `Context.call*`, `CallChain` |
 //! | `remote` | what `#[mitogen::remote]` registers |
@@ -36,4 +37,5 @@ pub(crate) mod secret;
 pub(crate) mod select;
 pub mod side;
 pub mod signals;
+pub(crate) mod spin;
 pub mod stream;

@@ -17,7 +17,7 @@
 //! `disconnect`.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
@@ -122,6 +122,8 @@ pub(crate) struct RouterInner {
     handles: Mutex<HashMap<u32, HandleEntry>>,
     next_handle: AtomicU32,
     routes: RwLock<HashMap<ContextId, Arc<Stream>>>,
+    /// `routes.len()`, readable without the lock by a thread polling for work.
+    route_count: AtomicUsize,
     names: RwLock<HashMap<ContextId, String>>,
     disconnects: Mutex<HashMap<ContextId, Arc<Latch<()>>>>,
     next_context_id: AtomicU32,
@@ -168,6 +170,7 @@ impl RouterInner {
             handles: Mutex::new(HashMap::new()),
             next_handle: AtomicU32::new(FIRST_USER_HANDLE),
             routes: RwLock::new(HashMap::new()),
+            route_count: AtomicUsize::new(0),
             names: RwLock::new(HashMap::new()),
             disconnects: Mutex::new(HashMap::new()),
             next_context_id: AtomicU32::new(id + 1),
@@ -263,11 +266,18 @@ impl RouterInner {
             .unwrap_or_else(|e| e.into_inner())
             .entry(id)
             .or_insert_with(|| Arc::new(Latch::new()));
-        self.routes
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(id, stream);
+        {
+            let mut routes = self.routes.write().unwrap_or_else(|e| e.into_inner());
+            routes.insert(id, stream);
+            self.route_count.store(routes.len(), Ordering::Release);
+        }
         self.signals.route_added.fire(&(id, name.to_owned()));
+    }
+
+    /// True while some context is reachable below this one: this context
+    /// relays for others.
+    pub(crate) fn has_routes(&self) -> bool {
+        self.route_count.load(Ordering::Acquire) > 0
     }
 
     /// The name of context `id`, or a placeholder.

@@ -2,6 +2,7 @@
 //! waiting on a context behind it fails at once, the routes through it are
 //! forgotten, and the parent hears of it (`DEL_ROUTE`), up to the master.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use super::{RouterInner, Sink};
@@ -59,10 +60,13 @@ impl RouterInner {
         }
         let removed: Vec<ContextId> = {
             let mut routes = self.routes.write().unwrap_or_else(|e| e.into_inner());
-            gone.iter()
+            let removed = gone
+                .iter()
                 .copied()
                 .filter(|id| routes.remove(id).is_some())
-                .collect()
+                .collect();
+            self.route_count.store(routes.len(), Ordering::Release);
+            removed
         };
         {
             let mut parents = self.parents.lock().unwrap_or_else(|e| e.into_inner());

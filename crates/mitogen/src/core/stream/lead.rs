@@ -56,7 +56,7 @@ impl Stream {
         };
         self.want_rx(false);
         let started = Instant::now();
-        let spin_until = crate::core::latch::spin_budget().map(|b| started + b);
+        let spin_until = crate::core::spin::budget().map(|b| started + b);
         let mut spins: u32 = 0;
         let outcome = 'lead: loop {
             match pump(self, &mut reader, router) {
@@ -103,7 +103,7 @@ impl Stream {
         };
         drop(reader);
         if outcome == Lead::Done {
-            crate::core::latch::record_wait(started);
+            crate::core::spin::record_wait(started);
         }
         if outcome == Lead::Ended {
             // Let the broker see the end (or the bad frame) and tear down.
