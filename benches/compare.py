@@ -488,9 +488,9 @@ CHAINS_NOTE = (
     'With three hops, four busy processes share the two CPUs, and where the scheduler '
     'puts them moves the figures from round to round (see every round below): streams '
     'of 1 GiB per run (`--mib 1024`) and many rounds give steadier medians than the '
-    'default 256 MiB. The round trip through three hops falls into two groups, about '
-    '25 µs and about 50 µs, by where the processes land; the median per extra hop '
-    'depends on how many rounds land in each (+11 to +22 µs across runs here).')
+    'default 256 MiB. On the round trip, a relay\'s broker thread carries requests down '
+    'and replies up, and a waiting thread polls only while its recent waits ended within '
+    'the polling window (`docs/protocol.md`, *Which thread carries a message*).')
 
 
 def render_chains(rounds, args):
