@@ -14,12 +14,12 @@
 //! DEAD message at once, so no caller waits for a reply that cannot come.
 //!
 //! The routing decisions are in `routing`, what a disconnection sets off in
-//! `disconnect`.
+//! `disconnect`, the rate limit of the logs of refused messages in
+//! `log_budget`.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
-use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use mio::Poll;
@@ -31,7 +31,10 @@ use super::message::{handles, ContextId, Message, FIRST_USER_HANDLE};
 use super::stream::Stream;
 
 mod disconnect;
+mod log_budget;
 mod routing;
+
+use log_budget::LogBudget;
 
 /// Who may send to a handle.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -62,52 +65,6 @@ struct HandleEntry {
     /// Removed after one delivery (replies).
     once: bool,
     policy: Policy,
-}
-
-/// Refusals logged per second and source at most; the rest are counted.
-const REFUSALS_LOGGED_PER_SEC: u32 = 50;
-
-/// Limits how many refused or undeliverable messages a router logs, so that a
-/// flood of forged messages does not become a flood of log records (which a
-/// child forwards to the master, multiplying the traffic). The budget is per
-/// source, so one noisy context does not silence the refusals of another; the
-/// first record after a quiet spell says how many were left out
-/// (`suppressed`).
-struct LogBudget(Mutex<HashMap<ContextId, (Instant, u32, u64)>>);
-
-/// Sources tracked at once; beyond this, stale entries are dropped.
-const LOG_BUDGET_SOURCES: usize = 1024;
-
-impl LogBudget {
-    fn new() -> LogBudget {
-        LogBudget(Mutex::new(HashMap::new()))
-    }
-
-    /// `Some(number left out before this one)` when an event about a message
-    /// from `source` may be logged.
-    fn take(&self, source: ContextId) -> Option<u64> {
-        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        let now = Instant::now();
-        let second = Duration::from_secs(1);
-        if map.len() >= LOG_BUDGET_SOURCES && !map.contains_key(&source) {
-            map.retain(|_, b| now.duration_since(b.0) < second);
-            if map.len() >= LOG_BUDGET_SOURCES {
-                map.clear();
-            }
-        }
-        let b = map.entry(source).or_insert((now, 0, 0));
-        if now.duration_since(b.0) >= second {
-            b.0 = now;
-            b.1 = 0;
-        }
-        if b.1 < REFUSALS_LOGGED_PER_SEC {
-            b.1 += 1;
-            Some(std::mem::take(&mut b.2))
-        } else {
-            b.2 += 1;
-            None
-        }
-    }
 }
 
 /// Shared state of one process's router.
