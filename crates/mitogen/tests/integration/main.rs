@@ -22,6 +22,7 @@ mod security;
 mod ssh;
 mod ssh_arch;
 mod sshd;
+mod sshd_restart;
 mod switch_user;
 mod unix;
 mod util;
@@ -150,6 +151,10 @@ fn main() {
             test!(ssh::rtt_and_streaming),
             test!(ssh::target_string_with_connect_options),
             test!(netcut::network_cut_fails_calls_and_leaves_no_orphans, 120),
+            test!(
+                sshd_restart::sshd_restart_fails_calls_and_leaves_no_orphans,
+                120
+            ),
             test!(ssh_arch::other_system_gets_its_build, 120),
             test!(ssh_arch::other_system_without_a_build_is_a_clear_error),
             test!(ssh_arch::cached_build_that_cannot_run_is_replaced, 180),

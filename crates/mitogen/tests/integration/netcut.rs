@@ -11,7 +11,7 @@ use mitogen::{Error, Router};
 
 use crate::calls::sleep_ms;
 use crate::sshd::{self, Sshd};
-use crate::util::{proc_ppid, proc_state, wait_dead, wait_gone, Guard};
+use crate::util::{proc_state, wait_dead, wait_gone, Guard};
 
 /// Runs `ip ARGS`, failing with its stderr.
 fn ip(args: &[&str]) -> Result<()> {
@@ -137,19 +137,9 @@ pub fn network_cut_fails_calls_and_leaves_no_orphans(router: &Router) -> Result<
         "netcut-below ({below_pid}) is not the one process named so: {:?}",
         crate::routing::processes_named("netcut-below")
     );
-    // sshd's per-connection processes above the remote context (such as
-    // "sshd: root@notty"), below the listener; and the ssh client.
-    let mut session = Vec::new();
-    let mut up = proc_ppid(web_pid);
-    while let Some(pid) = up.filter(|&p| p > 1) {
-        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        // The listener is "sshd: /usr/sbin/sshd -D … [listener] …".
-        if !cmdline.starts_with(b"sshd: ") || cmdline.starts_with(b"sshd: /") {
-            break;
-        }
-        session.push(pid);
-        up = proc_ppid(pid);
-    }
+    // sshd's per-connection processes above the remote context; and the
+    // ssh client.
+    let session = sshd::sessions_above(web_pid);
     ensure!(
         !session.is_empty(),
         "no sshd session process above the ssh context ({web_pid})"

@@ -8,7 +8,9 @@
 //! it kills sshd and removes the dir. sshd gets a parent-death signal, so a
 //! test run that dies leaves no daemon behind. [`Sshd::start_with`] adds
 //! config lines that override those (e.g. to allow passwords);
-//! [`Sshd::start_in_netns`] runs it in a network namespace, on a given address.
+//! [`Sshd::start_in_netns`] runs it in a network namespace, on a given address;
+//! [`Sshd::restart`] kills it and its sessions and starts it again on the same
+//! port.
 //!
 //! This needs root (sshd, `useradd`, `mount`) and openssh-server; without them
 //! the ssh tests fail with a message saying so, they never pass silently.
@@ -46,6 +48,8 @@ pub struct Sshd {
     pub host_pub: String,
     /// Some other ed25519 public key, for a host key that does not match.
     pub other_pub: String,
+    /// The network namespace sshd runs in, if not this one (for a restart).
+    netns: Option<String>,
     child: Child,
 }
 
@@ -174,6 +178,7 @@ impl Sshd {
                         address: address.to_owned(),
                         host_pub,
                         other_pub,
+                        netns: netns.map(str::to_owned),
                         child,
                     })
                 }
@@ -184,6 +189,8 @@ impl Sshd {
         Err(cleanup(e, &dir))
     }
 
+    /// Writes `sshd_config` for a fresh free port and starts sshd on it; the
+    /// caller retries on failure, as the port may be taken in between.
     fn spawn(
         dir: &Path,
         extra: &[&str],
@@ -211,7 +218,19 @@ impl Sshd {
                  LogLevel INFO\n"
         ));
         std::fs::write(&config, text)?;
-        let log = std::fs::File::create(dir.join("sshd.log"))?;
+        Ok((Self::launch(dir, netns, address, port)?, port))
+    }
+
+    /// Starts sshd on the config already written in `dir` and waits until
+    /// `port` accepts: the part of [`spawn`](Self::spawn) that
+    /// [`restart`](Self::restart) repeats on the same port. The log is
+    /// appended to, so a restart keeps what the first sshd wrote.
+    fn launch(dir: &Path, netns: Option<&str>, address: &str, port: u16) -> Result<Child> {
+        let config = dir.join("sshd_config");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("sshd.log"))?;
         // `ip netns exec` enters the namespace and execs sshd (no fork in
         // between), so the child is sshd itself and keeps its death signal.
         let mut cmd = match netns {
@@ -243,7 +262,7 @@ impl Sshd {
         loop {
             let at = std::net::SocketAddr::new(address.parse()?, port);
             if TcpStream::connect_timeout(&at, Duration::from_secs(1)).is_ok() {
-                return Ok((child, port));
+                return Ok(child);
             }
             if let Some(status) = child.try_wait()? {
                 let log = std::fs::read_to_string(dir.join("sshd.log")).unwrap_or_default();
@@ -256,6 +275,55 @@ impl Sshd {
             }
             std::thread::sleep(Duration::from_millis(10));
         }
+    }
+
+    /// Restarts sshd the way a service manager that kills the unit's whole
+    /// control group does (systemd's `restart` with the default
+    /// `KillMode=control-group`): SIGTERM to the listener and to every sshd
+    /// process below it, the per-connection sessions, all at once; then,
+    /// once they have exited (SIGKILL after 5 s, as systemd does after its
+    /// stop timeout), sshd again on the same port with the same keys and
+    /// config, waiting until it accepts. The users' own processes below the
+    /// sessions are not sshd and are not signalled (with pam_systemd they are
+    /// in a session scope, outside sshd's group): what happens to them is
+    /// what the tests check. Returns the pids signalled, the listener first.
+    ///
+    /// Why: a hop whose sshd is restarted under a live connection is one of
+    /// the ways a hop dies; killing only the ssh client or cutting the
+    /// network does not show what the far side does when its sshd goes.
+    pub fn restart(&mut self) -> Result<Vec<u32>> {
+        let listener = self.child.id();
+        let mut pids = vec![listener];
+        pids.extend(
+            crate::util::descendants(listener)
+                .into_iter()
+                .filter(|&pid| {
+                    std::fs::read_link(format!("/proc/{pid}/exe"))
+                        .is_ok_and(|exe| exe == Path::new(SSHD))
+                }),
+        );
+        for &pid in &pids {
+            if let Some(p) = rustix::process::Pid::from_raw(pid as i32) {
+                // One that has exited meanwhile (ESRCH) is fine.
+                let _ = rustix::process::kill_process(p, rustix::process::Signal::TERM);
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while self.child.try_wait()?.is_none() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        for &pid in &pids[1..] {
+            if !crate::util::wait_dead(pid, deadline.saturating_duration_since(Instant::now())) {
+                let _ = crate::util::kill9(pid);
+            }
+        }
+        if self.child.try_wait()?.is_none() {
+            let _ = self.child.kill();
+        }
+        self.child.wait()?;
+        self.child = Self::launch(&self.dir, self.netns.as_deref(), &self.address, self.port)
+            .context("starting sshd again on the same port")?;
+        Ok(pids)
     }
 
     /// Lets `user` log in with [`client_key`](Self::client_key).
@@ -327,6 +395,25 @@ impl Drop for Sshd {
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// sshd's per-connection processes above the process `pid` that a login
+/// started (such as "sshd: root@notty" and "sshd: root [priv]"), nearest
+/// first, up to the listener ("sshd: /usr/sbin/sshd -D … [listener] …"),
+/// which is not included. Why: the tests that take a hop down check that
+/// these go too, and must find them while the process tree still joins them.
+pub fn sessions_above(pid: u32) -> Vec<u32> {
+    let mut session = Vec::new();
+    let mut up = crate::util::proc_ppid(pid);
+    while let Some(pid) = up.filter(|&p| p > 1) {
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        if !cmdline.starts_with(b"sshd: ") || cmdline.starts_with(b"sshd: /") {
+            break;
+        }
+        session.push(pid);
+        up = crate::util::proc_ppid(pid);
+    }
+    session
 }
 
 /// A local account for the tests.

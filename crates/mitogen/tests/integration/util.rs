@@ -76,6 +76,28 @@ pub fn child_processes() -> Vec<(u32, char)> {
         .collect()
 }
 
+/// Every process below `pid` (children, their children, ...), from one scan
+/// of `/proc`: for finding what a daemon forked before signalling it, since
+/// once it is gone they belong to init and nothing ties them to it.
+pub fn descendants(pid: u32) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let all: Vec<(u32, u32)> = dir
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(|p| Some((p, proc_ppid(p)?)))
+        .collect();
+    let mut found = Vec::new();
+    let mut next = vec![pid];
+    while let Some(parent) = next.pop() {
+        for &(p, _) in all.iter().filter(|&&(_, pp)| pp == parent) {
+            found.push(p);
+            next.push(p);
+        }
+    }
+    found
+}
+
 /// Sends SIGKILL to `pid`.
 pub fn kill9(pid: u32) -> anyhow::Result<()> {
     let p = rustix::process::Pid::from_raw(pid as i32)
