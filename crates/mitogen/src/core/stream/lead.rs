@@ -57,7 +57,6 @@ impl Stream {
         self.want_rx(false);
         let started = Instant::now();
         let spin_until = crate::core::spin::budget().map(|b| started + b);
-        let mut spins: u32 = 0;
         let outcome = 'lead: loop {
             match pump(self, &mut reader, router) {
                 Pumped::Progress if reader.is_relaying() => break 'lead Lead::Busy,
@@ -74,15 +73,17 @@ impl Stream {
                 break Lead::Timeout;
             }
             if spin_until.is_some_and(|t| now < t) {
-                // Recent waits on this thread were short: the message is
-                // probably microseconds away, and catching it awake saves a
-                // wake-up that costs more than the whole round trip.
-                spins += 1;
-                if spins.is_multiple_of(16) {
-                    std::thread::yield_now();
-                } else {
-                    std::hint::spin_loop();
-                }
+                // Recent waits on this thread ended within the polling window:
+                // the message is probably microseconds away, and catching it
+                // awake saves a wake-up that costs more than the whole round
+                // trip. Yield after every look: when the thread that is to
+                // send it waits for this CPU (two polling processes on one
+                // CPU, a relay's broker), it gets the CPU within one look
+                // instead of a slice (yielding only every 16th look doubled
+                // the local round trip whenever the scheduler put both ends
+                // on one CPU); with nothing else to run, the yield returns at
+                // once.
+                std::thread::yield_now();
                 continue;
             }
             // Wake now and then to look at `done()`, which other threads can
