@@ -40,8 +40,8 @@ fn main() {
         if std::env::var_os(unix::CLIENT_ENV).is_some() {
             return unix::client_main();
         }
-        if let Ok(scenario) = std::env::var(ssh::NETNS_ENV) {
-            return ssh::netns_main(&router, &scenario);
+        if let Ok(scenario) = std::env::var(ssh::unreachable::NETNS_ENV) {
+            return ssh::unreachable::netns_main(&router, &scenario);
         }
         if let Ok(scenario) = std::env::var(switch_user::SCENARIO_ENV) {
             return switch_user::inner_main(&router, &scenario);
@@ -131,25 +131,25 @@ fn main() {
             test!(security::lateral_allowed_when_enabled),
             test!(leaks::connect_call_shutdown_cycles_leak_nothing, 300),
             test!(leaks::abnormal_endings_leak_nothing, 300),
-            test!(ssh::connects_as_root_and_as_a_user),
-            test!(ssh::second_connection_uploads_nothing, 180),
-            test!(ssh::corrupt_cache_entry_is_replaced, 180),
-            test!(ssh::read_only_or_noexec_home_falls_back, 180),
-            test!(ssh::two_connections_fill_an_empty_cache_at_once, 120),
-            test!(ssh::wrong_key_is_authentication_failed),
-            test!(ssh::closed_port_is_connection_refused),
-            test!(ssh::password_login, 120),
-            test!(ssh::wrong_password_is_authentication_failed),
-            test!(ssh::no_password_is_password_required),
-            test!(ssh::password_login_with_unknown_host_key),
-            test!(ssh::unreachable_host_in_an_empty_network_namespace),
-            test!(ssh::host_key_policies),
-            test!(ssh::login_shell_that_is_not_a_shell),
-            test!(ssh::banner_on_stdout_before_the_stage),
-            test!(ssh::remote_that_hangs_times_out),
-            test!(ssh::ssh_dying_or_stalling_mid_upload, 120),
-            test!(ssh::rtt_and_streaming),
-            test!(ssh::target_string_with_connect_options),
+            test!(ssh::cache::connects_as_root_and_as_a_user),
+            test!(ssh::cache::second_connection_uploads_nothing, 180),
+            test!(ssh::cache::corrupt_cache_entry_is_replaced, 180),
+            test!(ssh::cache::read_only_or_noexec_home_falls_back, 180),
+            test!(ssh::cache::two_connections_fill_an_empty_cache_at_once, 120),
+            test!(ssh::failures::wrong_key_is_authentication_failed),
+            test!(ssh::failures::closed_port_is_connection_refused),
+            test!(ssh::password::password_login, 120),
+            test!(ssh::password::wrong_password_is_authentication_failed),
+            test!(ssh::password::no_password_is_password_required),
+            test!(ssh::password::password_login_with_unknown_host_key),
+            test!(ssh::unreachable::unreachable_host_in_an_empty_network_namespace),
+            test!(ssh::failures::host_key_policies),
+            test!(ssh::failures::login_shell_that_is_not_a_shell),
+            test!(ssh::failures::banner_on_stdout_before_the_stage),
+            test!(ssh::failures::remote_that_hangs_times_out),
+            test!(ssh::failures::ssh_dying_or_stalling_mid_upload, 120),
+            test!(ssh::calls::rtt_and_streaming),
+            test!(ssh::calls::target_string_with_connect_options),
             test!(netcut::network_cut_fails_calls_and_leaves_no_orphans, 120),
             test!(
                 sshd_restart::sshd_restart_fails_calls_and_leaves_no_orphans,
