@@ -172,7 +172,7 @@ impl<T> Latch<T> {
     /// Waits until `deadline` (`None`: until a value arrives or the latch closes).
     pub fn get_deadline(&self, deadline: Option<Instant>) -> Result<T, LatchError> {
         let started = Instant::now();
-        // A value already queued is no wait (see `spin`'s record).
+        // A value already queued is no wait (see `core::spin`).
         let waits = self.queued.load(Ordering::Acquire) == 0;
         self.spin(deadline);
         let mut st = self.lock();
@@ -193,6 +193,7 @@ impl<T> Latch<T> {
                     let now = Instant::now();
                     if now >= d {
                         st.sleepers -= 1;
+                        spin::record_timeout(started);
                         return Err(LatchError::Timeout);
                     }
                     self.cond

@@ -52,9 +52,23 @@ pub(crate) fn budget() -> Option<Duration> {
 }
 
 /// Records a wait of this thread that began at `started` and has just ended
-/// (with a value: a time-out or a close says nothing about the next wait).
+/// with a value (a close says nothing about the next wait).
 pub(crate) fn record_wait(started: Instant) {
-    let hit = if started.elapsed() <= SPIN { HIT } else { 0 };
+    record(started.elapsed() <= SPIN);
+}
+
+/// Records a wait that began at `started` and timed out: a miss if it lasted
+/// longer than the window (an idle thread that wakes now and then to look
+/// around, such as a relay's main thread, stops polling each time), nothing
+/// if its deadline was shorter than that.
+pub(crate) fn record_timeout(started: Instant) {
+    if started.elapsed() > SPIN {
+        record(false);
+    }
+}
+
+fn record(hit: bool) {
+    let hit = if hit { HIT } else { 0 };
     HITS.with(|h| h.set((h.get() * 7 + hit) / 8));
 }
 
@@ -82,6 +96,17 @@ mod tests {
                 wait_of(Duration::from_micros(20));
             }
             assert!(budget().is_some(), "short waits again: polling again");
+            for _ in 0..6 {
+                record_timeout(Instant::now() - Duration::from_millis(20));
+            }
+            assert!(
+                budget().is_none(),
+                "waking from 20 ms time-outs: no polling"
+            );
+            for _ in 0..20 {
+                record_timeout(Instant::now() - Duration::from_micros(10));
+            }
+            assert!(budget().is_none(), "short time-outs say nothing");
         })
         .join()
         .unwrap();

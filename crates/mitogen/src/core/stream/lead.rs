@@ -103,8 +103,10 @@ impl Stream {
             let _ = rustix::event::poll(&mut pfd, Some(&ts));
         };
         drop(reader);
-        if outcome == Lead::Done {
-            crate::core::spin::record_wait(started);
+        match outcome {
+            Lead::Done => crate::core::spin::record_wait(started),
+            Lead::Timeout => crate::core::spin::record_timeout(started),
+            Lead::Busy | Lead::Ended => {}
         }
         if outcome == Lead::Ended {
             // Let the broker see the end (or the bad frame) and tear down.
