@@ -118,6 +118,44 @@ impl Drop for Link {
     }
 }
 
+/// An ssh context with a local context named `below` under it, both
+/// answering, and what the tests of a lost hop look for afterwards: both
+/// remote pids and sshd's per-connection processes above the ssh context.
+pub struct SshAndBelow {
+    pub web: Guard,
+    pub below: Guard,
+    pub web_pid: u32,
+    pub below_pid: u32,
+    pub session: Vec<u32>,
+}
+
+impl SshAndBelow {
+    /// Connects `ssh`, then a local context named `below` through it.
+    pub fn start(router: &Router, ssh: mitogen::Ssh, below: &str) -> Result<SshAndBelow> {
+        let web = Guard(router.ssh(ssh)?);
+        let below_ctx = Guard(router.start(Some(&web), mitogen::Local::new().name(below))?);
+        let web_pid = web.call(mitogen::builtins::getpid, ())?;
+        let below_pid = below_ctx.call(mitogen::builtins::getpid, ())?;
+        ensure!(
+            crate::routing::processes_named(below) == [below_pid],
+            "{below} ({below_pid}) is not the one process named so: {:?}",
+            crate::routing::processes_named(below)
+        );
+        let session = sshd::sessions_above(web_pid);
+        ensure!(
+            !session.is_empty(),
+            "no sshd session process above the ssh context ({web_pid})"
+        );
+        Ok(SshAndBelow {
+            web,
+            below: below_ctx,
+            web_pid,
+            below_pid,
+            session,
+        })
+    }
+}
+
 pub fn network_cut_fails_calls_and_leaves_no_orphans(router: &Router) -> Result<()> {
     sshd::require_root_and_sshd()?;
     let link = Link::up()?;
@@ -127,23 +165,18 @@ pub fn network_cut_fails_calls_and_leaves_no_orphans(router: &Router) -> Result<
         &["ClientAliveInterval 1", "ClientAliveCountMax 2"],
     )?;
     let started = Instant::now();
-    let web = Guard(router.ssh(sshd.ssh("root")?.keepalive(Some((1, 2))))?);
-    let below = Guard(router.start(Some(&web), mitogen::Local::new().name("netcut-below"))?);
+    let SshAndBelow {
+        web,
+        below,
+        web_pid,
+        below_pid,
+        session,
+    } = SshAndBelow::start(
+        router,
+        sshd.ssh("root")?.keepalive(Some((1, 2))),
+        "netcut-below",
+    )?;
     let connected = started.elapsed();
-    let web_pid = web.call(mitogen::builtins::getpid, ())?;
-    let below_pid = below.call(mitogen::builtins::getpid, ())?;
-    ensure!(
-        crate::routing::processes_named("netcut-below") == [below_pid],
-        "netcut-below ({below_pid}) is not the one process named so: {:?}",
-        crate::routing::processes_named("netcut-below")
-    );
-    // sshd's per-connection processes above the remote context; and the
-    // ssh client.
-    let session = sshd::sessions_above(web_pid);
-    ensure!(
-        !session.is_empty(),
-        "no sshd session process above the ssh context ({web_pid})"
-    );
     let ssh_pid = web.pid();
     // The remote really is on the other side of the link.
     let ns_of = |pid: u32| std::fs::read_link(format!("/proc/{pid}/ns/net")).ok();

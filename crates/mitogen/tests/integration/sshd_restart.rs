@@ -12,8 +12,9 @@ use anyhow::{anyhow, bail, ensure, Result};
 use mitogen::{Error, Router};
 
 use crate::calls::sleep_ms;
+use crate::netcut::SshAndBelow;
 use crate::sshd::{self, Sshd};
-use crate::util::{proc_ppid, proc_state, wait_dead, wait_gone, Guard};
+use crate::util::{proc_ppid, proc_state, wait_dead, wait_gone};
 
 /// How long after the kill the calls may still be pending and the processes
 /// below the hop may still run: the bound.
@@ -51,20 +52,13 @@ fn check_failed(
 pub fn sshd_restart_fails_calls_and_leaves_no_orphans(router: &Router) -> Result<()> {
     sshd::require_root_and_sshd()?;
     let mut sshd = Sshd::start()?;
-    let web = Guard(router.ssh(sshd.ssh("root")?)?);
-    let below = Guard(router.start(Some(&web), mitogen::Local::new().name("restart-below"))?);
-    let web_pid = web.call(mitogen::builtins::getpid, ())?;
-    let below_pid = below.call(mitogen::builtins::getpid, ())?;
-    ensure!(
-        crate::routing::processes_named("restart-below") == [below_pid],
-        "restart-below ({below_pid}) is not the one process named so: {:?}",
-        crate::routing::processes_named("restart-below")
-    );
-    let session = sshd::sessions_above(web_pid);
-    ensure!(
-        !session.is_empty(),
-        "no sshd session process above the ssh context ({web_pid})"
-    );
+    let SshAndBelow {
+        web,
+        below,
+        web_pid,
+        below_pid,
+        session,
+    } = SshAndBelow::start(router, sshd.ssh("root")?, "restart-below")?;
     let ssh_pid = web.pid();
     let pending_below = below.call_async(sleep_ms, (60_000,));
     let pending_web = web.call_async(sleep_ms, (60_000,));
