@@ -220,8 +220,9 @@ pub(crate) enum Pumped {
     Progress,
     /// Nothing to read: wait for the stream to become readable.
     WouldBlock,
-    /// A relayed frame's pipe is full: wait for it to have room
-    /// ([`FrameReader::relay_pipe`]) as well as for the stream.
+    /// A relayed frame's pipe is full: wait for it to have room (the broker
+    /// watches the pipe too, as `Source::RelayPipe`) as well as for the
+    /// stream.
     Stalled,
     /// The stream ended or broke (already logged): disconnect it.
     Ended,
