@@ -156,6 +156,37 @@ impl SshAndBelow {
     }
 }
 
+/// Waits until `deadline` for the remote contexts `far` and sshd's
+/// `session` processes above them to be gone, and for nothing named like the
+/// last context to be left; returns how long after `since.0` (the event,
+/// named `since.1`) that was.
+pub fn expect_far_side_gone(
+    far: [(&str, u32); 2],
+    session: &[u32],
+    since: (Instant, &str),
+    deadline: Instant,
+    sshd: &Sshd,
+) -> Result<Duration> {
+    let (event_at, event) = since;
+    let all = far
+        .into_iter()
+        .chain(session.iter().map(|&pid| ("sshd session", pid)));
+    for (what, pid) in all {
+        ensure!(
+            wait_dead(pid, deadline.saturating_duration_since(Instant::now())),
+            "{what} ({pid}) still {:?} (parent {:?}) {:?} after {event}; sshd: {}",
+            proc_state(pid),
+            crate::util::proc_ppid(pid),
+            event_at.elapsed(),
+            sshd.log_tail()
+        );
+    }
+    let gone = event_at.elapsed();
+    let left = crate::routing::processes_named(far[1].0);
+    ensure!(left.is_empty(), "processes left: {left:?}");
+    Ok(gone)
+}
+
 pub fn network_cut_fails_calls_and_leaves_no_orphans(router: &Router) -> Result<()> {
     sshd::require_root_and_sshd()?;
     let link = Link::up()?;
@@ -227,22 +258,13 @@ pub fn network_cut_fails_calls_and_leaves_no_orphans(router: &Router) -> Result<
     }
     // The far side: sshd ends the session when the client stops answering,
     // and the contexts follow their parent streams.
-    let deadline = cut + Duration::from_secs(15);
-    let far = [("ssh context", web_pid), ("netcut-below", below_pid)]
-        .into_iter()
-        .chain(session.iter().map(|&pid| ("sshd session", pid)));
-    for (what, pid) in far {
-        ensure!(
-            wait_dead(pid, deadline.saturating_duration_since(Instant::now())),
-            "{what} ({pid}) still {:?} {:?} after the cut; sshd: {}",
-            proc_state(pid),
-            cut.elapsed(),
-            sshd.log_tail()
-        );
-    }
-    let gone = cut.elapsed();
-    let left = crate::routing::processes_named("netcut-below");
-    ensure!(left.is_empty(), "processes left: {left:?}");
+    let gone = expect_far_side_gone(
+        [("ssh context", web_pid), ("netcut-below", below_pid)],
+        &session,
+        (cut, "the cut"),
+        cut + Duration::from_secs(15),
+        &sshd,
+    )?;
     println!(
         "    connected in {connected:?}; call failed {failed:?} after the cut, \
          remote contexts ({web_pid}, {below_pid}) and sshd session {session:?} \

@@ -12,9 +12,9 @@ use anyhow::{anyhow, bail, ensure, Result};
 use mitogen::{Error, Router};
 
 use crate::calls::sleep_ms;
-use crate::netcut::SshAndBelow;
+use crate::netcut::{expect_far_side_gone, SshAndBelow};
 use crate::sshd::{self, Sshd};
-use crate::util::{proc_ppid, proc_state, wait_dead, wait_gone};
+use crate::util::{proc_state, wait_dead, wait_gone};
 
 /// How long after the kill the calls may still be pending and the processes
 /// below the hop may still run: the issue's bound.
@@ -111,22 +111,13 @@ pub fn sshd_restart_fails_calls_and_leaves_no_orphans(router: &Router) -> Result
             kill.elapsed()
         );
     }
-    let far = [("ssh context", web_pid), ("restart-below", below_pid)]
-        .into_iter()
-        .chain(session.iter().map(|&pid| ("sshd session", pid)));
-    for (what, pid) in far {
-        ensure!(
-            wait_dead(pid, left()),
-            "{what} ({pid}) still {:?} (parent {:?}) {:?} after the kill; sshd: {}",
-            proc_state(pid),
-            proc_ppid(pid),
-            kill.elapsed(),
-            sshd.log_tail()
-        );
-    }
-    let gone = kill.elapsed();
-    let left_named = crate::routing::processes_named("restart-below");
-    ensure!(left_named.is_empty(), "processes left: {left_named:?}");
+    let gone = expect_far_side_gone(
+        [("ssh context", web_pid), ("restart-below", below_pid)],
+        &session,
+        (kill, "the kill"),
+        deadline,
+        &sshd,
+    )?;
     println!(
         "    remote contexts ({web_pid}, {below_pid}), sshd session {session:?} and \
          the ssh client all gone {gone:?} after the kill"

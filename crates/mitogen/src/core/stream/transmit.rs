@@ -43,16 +43,7 @@ impl Stream {
             tail: None,
             done: 0,
         };
-        self.pending.fetch_add(frame.len(), Ordering::Relaxed);
-        tx.queue.push_back(frame);
-        if !tx.armed {
-            self.flush_locked(&mut tx);
-        }
-        if tx.closed {
-            SendStatus::Disconnected
-        } else {
-            SendStatus::Queued
-        }
+        self.enqueue(&mut tx, frame)
     }
 
     /// Queues a frame relayed cut-through: `header` and the part of the body
@@ -73,10 +64,17 @@ impl Stream {
             tail: Some(tail),
             done: 0,
         };
+        self.enqueue(&mut tx, frame)
+    }
+
+    /// Queues `frame` behind what is queued already and, unless the broker
+    /// is waiting for writability (it flushes then), writes what the kernel
+    /// takes now.
+    fn enqueue(&self, tx: &mut Tx, frame: Frame) -> SendStatus {
         self.pending.fetch_add(frame.len(), Ordering::Relaxed);
         tx.queue.push_back(frame);
         if !tx.armed {
-            self.flush_locked(&mut tx);
+            self.flush_locked(tx);
         }
         if tx.closed {
             SendStatus::Disconnected
