@@ -493,6 +493,53 @@ CHAINS_NOTE = (
     'the polling window (`docs/protocol.md`, *Which thread carries a message*).')
 
 
+def render_chain_cpu(rounds):
+    """What each process on the path spends per GiB (`mitogen bench --cpu`),
+    and the ceiling of the 3-hop / 1-hop ratio that follows on this machine."""
+    def per_process(hops):
+        # One list per round (this process first, the measured context last).
+        lists = [r[hops]['cpu_ms_per_gib'] for r in rounds['ours'] if 'cpu_ms_per_gib' in r[hops]]
+        return [median(col) for col in zip(*lists)] if lists else []
+
+    one, three = per_process('one'), per_process('three')
+    if len(one) != 2 or len(three) != 4:
+        return []
+    cpus = os.cpu_count() or 1
+    names = ['master (this process)', 'relay nearest the master', 'relay nearest the end',
+             'measured context (sends)']
+    out = []
+    w = out.append
+    w('CPU time per GiB streamed, mitogen-rs (`mitogen bench --cpu`: user + system, all '
+      'threads, each process on the path; median over rounds):')
+    w('')
+    w('| process | 1 hop (ms/GiB) | 3 hops (ms/GiB) |')
+    w('|---|---:|---:|')
+    one_by_row = [one[0], None, None, one[1]]
+    for name, a, b in zip(names, one_by_row, three):
+        w('| %s | %s | %.0f |' % (name, '–' if a is None else '%.0f' % a, b))
+    w('| all | %.0f | %.0f |' % (sum(one), sum(three)))
+    w('')
+    # With every process busy, n CPUs do at most n / sum GiB/s, and no
+    # process goes faster than its own CPU allows: 1 / its cost.
+    def ceiling(costs):
+        return min(cpus / sum(costs), 1 / max(costs))
+    c1, c3 = ceiling(one), ceiling(three)
+    w('With %d CPU(s), a path whose processes need `c` ms per GiB in all can stream at '
+      'most %d / `c` GiB per ms, and hardly faster than its busiest process can go on '
+      'one CPU (1 / its cost): here %.1f GiB/s through 1 hop and %.1f GiB/s through 3, so 3 hops can keep '
+      'at most **%.0f %%** of 1 hop on this machine, whatever the scheduler does. The '
+      'relays cost %.0f %% and %.0f %% of what the master does per GiB (splice moves page '
+      'references, but the kernel still handles every page; the relay nearest the end '
+      'also copies the small linear part of each socket buffer the sender wrote). With '
+      'one CPU per process (4 or more here), no process waits for a CPU and the '
+      'ceiling is %.0f %%.'
+      % (cpus, cpus, 1000 * c1, 1000 * c3, 100 * c3 / c1,
+         100 * three[1] / three[0], 100 * three[2] / three[0],
+         100 * min(1.0, max(one) / max(three))))
+    w('')
+    return out
+
+
 def render_chains(rounds, args):
     """The chains section: three local hops against one, both sides."""
     def med(side, f):
@@ -553,6 +600,7 @@ def render_chains(rounds, args):
     w('')
     w(CHAINS_NOTE)
     w('')
+    out.extend(render_chain_cpu(rounds))
     w('### Every round through chains')
     w('')
     keys = ['connect_ms', 'rtt_us', 'pipelined_calls_per_s', 'throughput_mib_s']
@@ -576,8 +624,9 @@ def chain_rounds(ours_bin, py, common, args):
     """One and three hops, both sides, interleaved; returns the section."""
     bench_py = os.path.join(ROOT, 'benches', 'python', 'bench_mitogen.py')
     cmds = {
-        ('ours', 'one'): [ours_bin, 'bench', '--json', '--target', 'local'] + common,
-        ('ours', 'three'): [ours_bin, 'bench', '--json', '--target', CHAIN_TARGET] + common,
+        ('ours', 'one'): [ours_bin, 'bench', '--json', '--cpu', '--target', 'local'] + common,
+        ('ours', 'three'): [ours_bin, 'bench', '--json', '--cpu', '--target', CHAIN_TARGET]
+        + common,
         ('theirs', 'one'): [py, bench_py] + common,
         ('theirs', 'three'): [py, bench_py, '--via', str(CHAIN_VIA)] + common,
     }

@@ -35,6 +35,12 @@ Keys (medians; the same definitions as benches/python/bench_mitogen.py):
   throughput_mib_s       --mib MiB streamed child to master in 1 MiB chunks
   child_rss_kib          the child's VmRSS after the calls, before streaming
 
+With --cpu, this key is added:
+  cpu_ms_per_gib         CPU time (user + system, all threads) per GiB streamed
+                         of every process on the path: this one first, then
+                         each hop's context, the measured one last. Shows what
+                         each relay of a chain costs beside the two ends
+
 For an ssh target ([user@]host[:port]), connect_ms is with the program
 already in the remote cache, and these keys are added (same ssh options):
   connect_cold_ms        connect_ms with the remote cache emptied before each
@@ -137,6 +143,11 @@ pub struct BenchArgs {
     #[arg(long, value_name = "N", default_value_t = 256,
           value_parser = clap::value_parser!(u32).range(1..=65536))]
     pub mib: u32,
+
+    /// Also report the CPU time each process on the path (this one, every
+    /// hop) spends per GiB streamed: the key `cpu_ms_per_gib`.
+    #[arg(long)]
+    pub cpu: bool,
 
     /// How ssh hops are made.
     #[command(flatten)]

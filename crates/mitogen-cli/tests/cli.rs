@@ -175,6 +175,33 @@ fn bench_quick_json_prints_every_key() {
 }
 
 #[test]
+fn bench_cpu_reports_every_process_on_the_path() {
+    let out = mitogen(&[
+        "bench",
+        "--quick",
+        "--json",
+        "--cpu",
+        "--mib",
+        "64",
+        "--target",
+        "local/local",
+    ]);
+    assert_status(&out, 0);
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let cpu: Vec<f64> = r["cpu_ms_per_gib"]
+        .as_array()
+        .unwrap_or_else(|| panic!("cpu_ms_per_gib missing in {r}"))
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    // This process, the relay, the measured context: each moved every byte.
+    assert_eq!(cpu.len(), 3, "{r}");
+    for (i, ms) in cpu.iter().enumerate() {
+        assert!(*ms > 0.0, "process {i} used no CPU streaming: {r}");
+    }
+}
+
+#[test]
 fn bench_table_names_every_key() {
     let out = mitogen(&["bench", "--quick", "--mib", "4"]);
     assert_status(&out, 0);

@@ -64,6 +64,11 @@ pub struct BenchReport {
     /// The child's VmRSS in KiB after the rtt and pipelined calls, before
     /// streaming.
     pub child_rss_kib: u64,
+    /// With `--cpu`: CPU milliseconds per GiB streamed, of this process and
+    /// of every hop's context in order (the measured context last), over all
+    /// the throughput runs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu_ms_per_gib: Option<Vec<f64>>,
 }
 
 /// How much work each measurement does; the numbers match the Python script's.
@@ -135,6 +140,19 @@ impl Chain {
     /// The measured context: the target's last hop.
     fn last(&self) -> &Context {
         self.0.last().expect("a chain has at least one hop")
+    }
+
+    /// CPU microseconds used so far by this process and by every hop's
+    /// context, in that order.
+    fn cpu_us(&self) -> anyhow::Result<Vec<u64>> {
+        let mut all = vec![remote::process_cpu_us()];
+        for ctx in &self.0 {
+            let t = ctx
+                .call_timeout(remote::cpu_time_us, (), CALL_TIMEOUT)
+                .with_context(|| format!("reading the CPU time of {}", ctx.name()))?;
+            all.push(t);
+        }
+        Ok(all)
     }
 
     /// Shuts every hop down, innermost first, so that no hop of a finished
@@ -379,7 +397,22 @@ pub fn run(router: &Router, args: &BenchArgs) -> anyhow::Result<BenchReport> {
         let rss = ctx
             .call_timeout(rss_kib, (), CALL_TIMEOUT)
             .context("reading the child's VmRSS")?;
+        let cpu_before = args.cpu.then(|| chain.cpu_us()).transpose()?;
         let throughput = measure_throughput(ctx, floor.as_ref(), plan.mib, plan.throughput_runs)?;
+        let cpu_ms_per_gib = match cpu_before {
+            Some(before) => {
+                let gib = f64::from(plan.mib) * plan.throughput_runs as f64 / 1024.0;
+                let after = chain.cpu_us()?;
+                Some(
+                    before
+                        .iter()
+                        .zip(&after)
+                        .map(|(b, a)| round(a.saturating_sub(*b) as f64 / 1000.0 / gib, 1))
+                        .collect(),
+                )
+            }
+            None => None,
+        };
         Ok::<_, anyhow::Error>(BenchReport {
             connect_ms: round(connect_figures.warm_ms, 3),
             connect_cold_ms: connect_figures.cold_ms.map(|v| round(v, 3)),
@@ -391,6 +424,7 @@ pub fn run(router: &Router, args: &BenchArgs) -> anyhow::Result<BenchReport> {
             cat_mib_s: throughput.cat.map(|v| round(v, 1)),
             pull_mib_s: throughput.pull.map(|v| round(v, 1)),
             child_rss_kib: rss,
+            cpu_ms_per_gib,
         })
     })();
     chain.shutdown()?;

@@ -18,3 +18,17 @@ pub fn stream_chunks(out: Sender<Blob>, n_chunks: u32, chunk_size: u32) -> mitog
     out.close()?;
     Ok(std::process::id())
 }
+
+/// CPU time this process has used so far, all threads, user and system, in
+/// microseconds.
+#[mitogen::remote]
+pub fn cpu_time_us() -> mitogen::Result<u64> {
+    Ok(process_cpu_us())
+}
+
+/// [`cpu_time_us`] of the calling process, without a call.
+pub fn process_cpu_us() -> u64 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ProcessCPUTime);
+    let us = i128::from(t.tv_sec) * 1_000_000 + i128::from(t.tv_nsec) / 1_000;
+    u64::try_from(us).unwrap_or(0)
+}

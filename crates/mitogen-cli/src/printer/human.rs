@@ -138,6 +138,14 @@ impl<O: Write, E: Write> Printer for HumanPrinter<O, E> {
             format!("{} KiB", r.child_rss_kib),
             "child's VmRSS after the calls",
         ));
+        if let Some(v) = &r.cpu_ms_per_gib {
+            let each: Vec<String> = v.iter().map(|ms| format!("{ms:.0}")).collect();
+            rows.push((
+                "cpu_ms_per_gib",
+                each.join(" / "),
+                "CPU ms per GiB streamed: this process / each hop",
+            ));
+        }
         writeln!(self.out, "mitogen bench, target {target} (medians)")?;
         for (key, value, what) in rows {
             writeln!(self.out, "  {key:<22} {value:>14}   {what}")?;
