@@ -524,15 +524,18 @@ def render_chain_cpu(rounds):
     def ceiling(costs):
         return min(cpus / sum(costs), 1 / max(costs))
     c1, c3 = ceiling(one), ceiling(three)
-    w('With %d CPU(s), a path whose processes need `c` ms per GiB in all can stream at '
-      'most %d / `c` GiB per ms, and hardly faster than its busiest process can go on '
-      'one CPU (1 / its cost): here %.1f GiB/s through 1 hop and %.1f GiB/s through 3, so 3 hops can keep '
-      'at most **%.0f %%** of 1 hop on this machine, whatever the scheduler does. The '
-      'relays cost %.0f %% and %.0f %% of what the master does per GiB (splice moves page '
-      'references, but the kernel still handles every page; the relay nearest the end '
-      'also copies the small linear part of each socket buffer the sender wrote). With '
-      'one CPU per process (4 or more here), no process waits for a CPU and the '
-      'ceiling is %.0f %%.'
+    w('With %d CPU(s), a path whose processes need `c` ms per GiB in all streams at most '
+      '%d / `c` GiB per ms, and hardly faster than its busiest process can go on one CPU '
+      '(1 / its cost). At the median costs above that is %.1f GiB/s through 1 hop and '
+      '%.1f GiB/s through 3: 3 hops can keep at most **%.0f %%** of 1 hop here. The '
+      'costs are not fixed: a process that waits more for its neighbours moves smaller '
+      'pieces per system call and wakes more often, so every cost rises in slow rounds '
+      '(each round\'s list is in the `--json` output). The relays cost %.0f %% and '
+      '%.0f %% of what the master does per GiB: splice moves page references, but the '
+      'kernel still handles every page, and the relay nearest the end also copies the '
+      'small linear part of each socket buffer the sender wrote. With a CPU for every '
+      'process (4 or more here), no process waits for another\'s CPU and the ceiling is '
+      '%.0f %%.'
       % (cpus, cpus, 1000 * c1, 1000 * c3, 100 * c3 / c1,
          100 * three[1] / three[0], 100 * three[2] / three[0],
          100 * min(1.0, max(one) / max(three))))
