@@ -5,11 +5,13 @@
 //!    put `/dev/null` on stdin and pipes on stdout/stderr, whose lines the broker
 //!    forwards to the master as log records.
 //! 2. Arm the parent-death signal (local children), write the greeting, read the
-//!    configuration frame.
+//!    configuration frame. A child started from a host's cache of builds marks
+//!    its build as used and removes builds gone unused ([`cache`]).
 //! 3. Start the router and broker; forward `tracing` events to the master.
 //! 4. Run calls on the main thread until a parent asks for shutdown; exit at once
 //!    if the parent stream is lost.
 
+pub(crate) mod cache;
 pub(crate) mod detach;
 pub(crate) mod dispatch;
 
@@ -121,6 +123,10 @@ fn own_hash_is_right() -> bool {
 fn run() -> std::io::Result<()> {
     arm_parent_death_signal();
     let hash_ok = own_hash_is_right();
+    let cache_entry = std::env::var(HASH_ENV)
+        .ok()
+        .filter(|_| hash_ok)
+        .and_then(|h| cache::own_entry(&h));
     // Commands the child runs must not mistake themselves for contexts. No other
     // thread exists yet, so changing the environment is safe.
     for var in [CHILD_ENV, HASH_ENV, PARENT_PID_ENV] {
@@ -142,6 +148,9 @@ fn run() -> std::io::Result<()> {
         ));
     }
     bootstrap::write_all(tx.as_fd(), GREETING, deadline).map_err(step)?;
+    if let Some(entry) = cache_entry {
+        cache::tend_in_background(entry);
+    }
     let (header, body) =
         bootstrap::read_frame(rx.as_fd(), DEFAULT_MAX_MESSAGE_SIZE, deadline).map_err(step)?;
     if header.handle != handles::BOOTSTRAP {

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use crate::core::error::{Error, Result};
 
 /// Hex digits of the BLAKE3 hash used to name a binary (128 bits).
-const HASH_HEX: usize = 32;
+pub(crate) const HASH_HEX: usize = 32;
 
 /// One build of the program.
 pub struct Binary {

@@ -136,6 +136,7 @@ fn main() {
             test!(ssh::cache::corrupt_cache_entry_is_replaced, 180),
             test!(ssh::cache::read_only_or_noexec_home_falls_back, 180),
             test!(ssh::cache::two_connections_fill_an_empty_cache_at_once, 120),
+            test!(ssh::cache::unused_builds_are_removed, 120),
             test!(ssh::failures::wrong_key_is_authentication_failed),
             test!(ssh::failures::closed_port_is_connection_refused),
             test!(ssh::password::password_login, 120),

@@ -335,3 +335,76 @@ pub fn two_connections_fill_an_empty_cache_at_once(router: &Router) -> Result<()
     }
     check_entry(&user, &user.cache_dirs()[0])
 }
+
+/// A file in a user's cache, owned by the user, last modified `age` ago.
+fn cache_file(user: &User, dir: &Path, name: &str, age: Duration) -> Result<PathBuf> {
+    let path = dir.join(name);
+    std::fs::write(&path, b"not a build")?;
+    std::os::unix::fs::chown(&path, Some(user.uid), None)?;
+    set_age(&path, age)?;
+    Ok(path)
+}
+
+fn set_age(path: &Path, age: Duration) -> Result<()> {
+    std::fs::File::options()
+        .write(true)
+        .open(path)?
+        .set_modified(std::time::SystemTime::now() - age)
+        .with_context(|| format!("setting the time of {}", path.display()))
+}
+
+fn age_of(path: &Path) -> Result<Duration> {
+    let m = std::fs::metadata(path)?.modified()?;
+    Ok(m.elapsed().unwrap_or(Duration::ZERO))
+}
+
+pub fn unused_builds_are_removed(router: &Router) -> Result<()> {
+    const DAY: Duration = Duration::from_secs(24 * 3600);
+    let sshd = Sshd::start()?;
+    let user = sshd::user("mitogen-t1", "/bin/sh")?;
+    user.clear_cache()?;
+    let dir = &user.cache_dirs()[0];
+    let (ctx, _) = connect_as(router, sshd.ssh(&user.name)?, &user)?;
+    drop(ctx);
+
+    // Builds of earlier releases: one unused for 40 days, one run yesterday;
+    // an upload that died 2 days ago; a file of the user's own. Our own
+    // build was last run 40 days ago too, and the last look through the
+    // directory was 2 days ago.
+    let old = cache_file(&user, dir, &"b".repeat(32), 40 * DAY)?;
+    let recent = cache_file(&user, dir, &"c".repeat(32), DAY)?;
+    let dead_upload = cache_file(&user, dir, &format!(".{}.4242", "d".repeat(32)), 2 * DAY)?;
+    let foreign = cache_file(&user, dir, "notes", 400 * DAY)?;
+    set_age(&entry(dir), 40 * DAY)?;
+    set_age(&dir.join(".pruned"), 2 * DAY).context("the first connection left no stamp")?;
+
+    let ((ctx, _), up) =
+        uploaded_during(router, || connect_as(router, sshd.ssh(&user.name)?, &user))?;
+    ensure!(up == 0, "the connection uploaded {up} bytes");
+    ensure!(
+        wait_until(Duration::from_secs(10), || !old.exists()
+            && !dead_upload.exists()),
+        "still there after 10 s: {} {}",
+        old.display(),
+        dead_upload.display()
+    );
+    ensure!(recent.exists(), "a build run yesterday was removed");
+    ensure!(
+        foreign.exists(),
+        "a file not named like a build was removed"
+    );
+    check_entry(&user, dir)?;
+    ensure!(
+        age_of(&entry(dir))? < DAY,
+        "the running build was not marked as used"
+    );
+    drop(ctx);
+
+    // The next look is a day away: a build that turns old now stays.
+    set_age(&recent, 40 * DAY)?;
+    let (ctx, _) = connect_as(router, sshd.ssh(&user.name)?, &user)?;
+    std::thread::sleep(Duration::from_millis(500));
+    ensure!(recent.exists(), "removed before the day was over");
+    drop(ctx);
+    Ok(())
+}
