@@ -76,7 +76,9 @@ fn temp_files(user: &User) -> Vec<PathBuf> {
         .filter_map(|e| e.ok())
         .filter(|e| {
             let n = e.file_name().to_string_lossy().into_owned();
-            n.starts_with('.') && n != ".probe"
+            // `.probe` (the noexec check) and `.pruned` (the day's look for
+            // unused builds) are meant to stay.
+            n.starts_with('.') && n != ".probe" && n != ".pruned"
         })
         .map(|e| e.path())
         .collect()
@@ -182,7 +184,7 @@ pub fn other_system_without_a_build_is_a_clear_error(_: &Router) -> Result<()> {
         .map(|d| {
             d.filter_map(|e| e.ok())
                 .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| n != ".probe")
+                .filter(|n| n != ".probe" && n != ".pruned")
                 .collect()
         })
         .unwrap_or_default();
