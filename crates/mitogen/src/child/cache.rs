@@ -69,8 +69,12 @@ pub(crate) fn tend(entry: &Path, now: SystemTime) {
         return;
     };
     let stamp = dir.join(STAMP);
-    if fs::symlink_metadata(&stamp).is_ok_and(|m| age(&m, now) < EVERY) {
-        return;
+    if let Ok(m) = fs::symlink_metadata(&stamp) {
+        // Anything but a regular file there (a link, say) is not ours to write
+        // through.
+        if !m.file_type().is_file() || age(&m, now) < EVERY {
+            return;
+        }
     }
     // Claim the day's look before it starts, so concurrent contexts do not
     // all walk the directory.
@@ -223,5 +227,14 @@ mod tests {
         assert!(again.exists());
         tend(&own, now + DAY + Duration::from_secs(1));
         assert!(!again.exists());
+
+        // A stamp that is not a plain file is never written through.
+        let target = file(dir.path(), "target", now);
+        fs::remove_file(dir.path().join(STAMP)).unwrap();
+        std::os::unix::fs::symlink(&target, dir.path().join(STAMP)).unwrap();
+        let later = file(dir.path(), &"f".repeat(HASH_HEX), long_ago);
+        tend(&own, now + 3 * DAY);
+        assert!(later.exists());
+        assert_eq!(fs::read(&target).unwrap(), b"x");
     }
 }
