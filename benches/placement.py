@@ -12,9 +12,9 @@ first hop on CPU 0, the last two hops on CPU 1).
 
 The bench process is started on CPU 0; a watcher thread finds its contexts
 below it in the process tree (argv[0] `mitogen:NAME`) every 20 ms and moves
-every thread of each to its CPU. Threads a context
-starts later inherit the CPU. Contexts of the connect samples come and go
-before the measured chain; pinning them too is harmless.
+every thread of each to its CPU. Threads a context starts later inherit the
+CPU. Contexts of the connect samples come and go before the measured chain;
+pinning them too is harmless.
 """
 
 import json
