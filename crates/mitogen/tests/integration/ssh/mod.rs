@@ -201,9 +201,18 @@ fn expect_kind(
     hop: &str,
     want: TransportFailure,
 ) -> Result<()> {
+    kind_failure(r, hop, want).map(drop)
+}
+
+/// [`failure`], which must be a transport error of kind `want`; its text.
+pub(crate) fn kind_failure(
+    r: mitogen::Result<mitogen::Context>,
+    hop: &str,
+    want: TransportFailure,
+) -> Result<String> {
     let (e, text) = failure(r, hop)?;
     match e {
-        Error::Transport { kind, .. } if kind == want => Ok(()),
+        Error::Transport { kind, .. } if kind == want => Ok(text),
         _ => bail!("expected a {want:?} transport error, got: {text}"),
     }
 }

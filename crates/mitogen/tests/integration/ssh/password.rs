@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, ensure, Context as _, Result};
 use mitogen::methods::ssh::HostKeyPolicy;
-use mitogen::{Error, Router, TransportFailure};
+use mitogen::{Router, TransportFailure};
 
-use super::{connect_as, failure, hop, plus_one, uploaded_during};
+use super::{connect_as, hop, kind_failure, plus_one, uploaded_during};
 use crate::sshd::{self, Sshd, User};
 
 /// The account that logs in with a password, and its password.
@@ -24,6 +24,23 @@ fn password_sshd() -> Result<(Sshd, User)> {
     let sshd = Sshd::start_with(&["PasswordAuthentication yes", "PubkeyAuthentication no"])?;
     let user = sshd::user_with_password(PW_SSH_USER, "/bin/sh", PW_SSH_PASSWORD)?;
     Ok((sshd, user))
+}
+
+/// Makes the connection attempt `connect`, which must fail within `limit`
+/// with a transport error of kind `want` naming `hop` (`what` says what was
+/// tried); returns the error's text and how long it took.
+fn fails_fast(
+    connect: impl FnOnce() -> mitogen::Result<mitogen::Context>,
+    hop: &str,
+    want: TransportFailure,
+    limit: Duration,
+    what: &str,
+) -> Result<(String, Duration)> {
+    let started = Instant::now();
+    let text = kind_failure(connect(), hop, want)?;
+    let took = started.elapsed();
+    ensure!(took < limit, "{what} took {took:?} to fail: {text}");
+    Ok((text, took))
 }
 
 /// Runs `f` while another thread scans every process's argv and environment
@@ -106,27 +123,17 @@ pub fn password_login(router: &Router) -> Result<()> {
 pub fn wrong_password_is_authentication_failed(router: &Router) -> Result<()> {
     let (sshd, user) = password_sshd()?;
     let timeout = Duration::from_secs(30);
-    let started = Instant::now();
     let ssh = sshd
         .ssh_without_key(&user.name)
         .password("not-the-password")
         .connect_timeout(timeout);
-    let (err, text) = failure(router.ssh(ssh), &hop(&user.name, &sshd))?;
-    let took = started.elapsed();
-    ensure!(
-        matches!(
-            err,
-            Error::Transport {
-                kind: TransportFailure::AuthenticationFailed,
-                ..
-            }
-        ),
-        "not an AuthenticationFailed transport error: {text}"
-    );
-    ensure!(
-        took < Duration::from_secs(5),
-        "a wrong password took {took:?} to fail (connect timeout {timeout:?}): {text}"
-    );
+    let (text, took) = fails_fast(
+        || router.ssh(ssh),
+        &hop(&user.name, &sshd),
+        TransportFailure::AuthenticationFailed,
+        Duration::from_secs(5),
+        &format!("a wrong password (connect timeout {timeout:?})"),
+    )?;
     ensure!(
         sshd.log_tail().contains("Failed password"),
         "sshd saw no password attempt:\n{}",
@@ -138,26 +145,16 @@ pub fn wrong_password_is_authentication_failed(router: &Router) -> Result<()> {
 
 pub fn no_password_is_password_required(router: &Router) -> Result<()> {
     let (sshd, user) = password_sshd()?;
-    let started = Instant::now();
     let ssh = sshd
         .ssh_without_key(&user.name)
         .connect_timeout(Duration::from_secs(30));
-    let (err, text) = failure(router.ssh(ssh), &hop(&user.name, &sshd))?;
-    let took = started.elapsed();
-    ensure!(
-        matches!(
-            err,
-            Error::Transport {
-                kind: TransportFailure::PasswordRequired,
-                ..
-            }
-        ),
-        "not a PasswordRequired transport error: {text}"
-    );
-    ensure!(
-        took < Duration::from_secs(3),
-        "no password took {took:?} to fail: {text}"
-    );
+    let (text, took) = fails_fast(
+        || router.ssh(ssh),
+        &hop(&user.name, &sshd),
+        TransportFailure::PasswordRequired,
+        Duration::from_secs(3),
+        "no password",
+    )?;
     println!("    {text} after {took:?}");
     Ok(())
 }
@@ -168,7 +165,6 @@ pub fn no_password_is_password_required(router: &Router) -> Result<()> {
 pub fn password_login_with_unknown_host_key(router: &Router) -> Result<()> {
     let (sshd, user) = password_sshd()?;
     let empty = sshd.known_hosts("known_empty", None)?;
-    let started = Instant::now();
     let ssh = sshd
         .ssh_without_key(&user.name)
         .password(PW_SSH_PASSWORD)
@@ -180,22 +176,13 @@ pub fn password_login_with_unknown_host_key(router: &Router) -> Result<()> {
             "GlobalKnownHostsFile=/dev/null".to_owned(),
         ])
         .connect_timeout(Duration::from_secs(30));
-    let (err, text) = failure(router.ssh(ssh), &hop(&user.name, &sshd))?;
-    let took = started.elapsed();
-    ensure!(
-        matches!(
-            err,
-            Error::Transport {
-                kind: TransportFailure::HostKeyUnknown,
-                ..
-            }
-        ),
-        "not a HostKeyUnknown transport error: {text}"
-    );
-    ensure!(
-        took < Duration::from_secs(5),
-        "the host key question took {took:?} to fail: {text}"
-    );
+    let (text, took) = fails_fast(
+        || router.ssh(ssh),
+        &hop(&user.name, &sshd),
+        TransportFailure::HostKeyUnknown,
+        Duration::from_secs(5),
+        "the host key question",
+    )?;
     ensure!(
         std::fs::read_to_string(&empty)?.trim().is_empty(),
         "the unknown key was accepted into known_hosts"
