@@ -47,6 +47,12 @@ impl CommandOutput {
 
 /// Runs `argv[0]` with arguments `argv[1..]` (no shell), stdin from
 /// `/dev/null`, and returns its exit status and output.
+///
+/// The command starts in a session of its own, without a controlling
+/// terminal: a context started by sudo, su or doas has the prompt's pty as its
+/// terminal, which nobody reads once the context is up (and under su *is* the
+/// context's stream). A command that asks on `/dev/tty` gets an error at once
+/// instead of hanging, or of writing into the stream.
 #[crate::remote]
 pub fn run_command(argv: Vec<String>) -> std::io::Result<CommandOutput> {
     use std::os::unix::process::ExitStatusExt;
@@ -61,13 +67,16 @@ pub fn run_command(argv: Vec<String>) -> std::io::Result<CommandOutput> {
     // signal (sent when the forking *thread* exits) means the process is gone.
     let parent = std::process::id();
     // SAFETY: the closure runs between fork and exec and makes only
-    // async-signal-safe system calls (prctl, getppid).
+    // async-signal-safe system calls (setsid, prctl, getppid); it allocates
+    // nothing, not even for an error (an `Errno` converts to an OS error
+    // without one).
     unsafe {
         std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
+            rustix::process::setsid()?;
             rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))?;
             // The parent may have died before the prctl took effect.
             if rustix::process::getppid().map(|p| p.as_raw_nonzero().get() as u32) != Some(parent) {
-                return Err(std::io::Error::other("the context exited"));
+                return Err(rustix::io::Errno::SRCH.into());
             }
             Ok(())
         });
