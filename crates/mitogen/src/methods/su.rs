@@ -110,9 +110,19 @@ impl Su {
         let name = self.name.clone().unwrap_or_else(|| self.default_name());
         let build = |hash: &str, force: bool| {
             let mut cmd = Command::new(&self.su_path);
-            // The user after `--`, so that no name can pass for an option.
-            cmd.arg("-c")
+            // su hands the caller's environment to the target's shell, which
+            // would run `BASH_ENV` or `ENV` and search the caller's `PATH`
+            // as the target user: it gets none of it, and `/bin/sh` rather
+            // than its login shell (su ignores `-s` for an account whose
+            // shell is not in /etc/shells, unless root asks: the command is
+            // then still `sh -c '…'`, which any shell runs alike).
+            cmd.env_clear()
+                .env("PATH", SAFE_PATH)
+                .arg("-s")
+                .arg("/bin/sh")
+                .arg("-c")
                 .arg(first_stage::command_line(hash, force))
+                // The user after `--`, so that no name can pass for an option.
                 .arg("--")
                 .arg(&self.user);
             cmd
@@ -130,6 +140,7 @@ impl Su {
                     style: PROMPTS,
                     extra_prompts: self.prompts.clone(),
                     extra_failures: self.failures.clone(),
+                    exact_prompt: None,
                     full_pty: true,
                 },
             },
@@ -137,6 +148,9 @@ impl Su {
         )
     }
 }
+
+/// The only `PATH` su's target gets.
+const SAFE_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// su's prompt and refusals (util-linux, shadow, busybox, BSD).
 const PROMPTS: PromptStyle = PromptStyle {

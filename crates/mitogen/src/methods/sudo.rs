@@ -29,8 +29,22 @@ use crate::parent::PromptSpec;
 /// Default time allowed for sudo to authenticate and the program to start.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// The prompt sudo is told to print (`-p`); it contains no `%` escape.
-pub const PROMPT: &str = "[mitogen-sudo] password:";
+/// The start of the prompt sudo is told to print (`-p`); a random word and
+/// `] password:` follow, different for every connection, and only that exact
+/// prompt is answered. It contains no `%` escape.
+pub const PROMPT: &str = "[mitogen-sudo ";
+
+/// The prompt for one connection: [`PROMPT`], 16 random hex digits, and
+/// `] password:`.
+fn one_time_prompt() -> Result<String> {
+    use std::io::Read;
+    let mut nonce = [0u8; 8];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut nonce))
+        .map_err(|e| Error::io("reading /dev/urandom for sudo's prompt", e))?;
+    let hex: String = nonce.iter().map(|b| format!("{b:02x}")).collect();
+    Ok(format!("{PROMPT}{hex}] password:"))
+}
 
 /// Options of a sudo context (at least those of the Python original).
 ///
@@ -149,7 +163,7 @@ impl Sudo {
 
     /// The sudo arguments between the program and `--`, or why they cannot be
     /// used.
-    pub(crate) fn arguments(&self) -> std::result::Result<Vec<String>, String> {
+    pub(crate) fn arguments(&self, prompt: &str) -> std::result::Result<Vec<String>, String> {
         let mut user = self.user.clone();
         let (mut home, mut env, mut login) = (self.set_home, self.preserve_env, self.login);
         let mut env_list = None;
@@ -161,11 +175,16 @@ impl Sudo {
         let mut args = expanded.iter();
         while let Some(arg) = args.next() {
             // `--name=value` or `--name value`; `-xVALUE` or `-x VALUE`.
-            let (flag, inline) = match arg.split_once('=') {
-                Some((f, v)) if f.starts_with("--") => (f.to_owned(), Some(v.to_owned())),
-                _ if !arg.starts_with("--") && arg.len() > 2 => {
-                    (arg[..2].to_owned(), Some(arg[2..].to_owned()))
-                }
+            // Split after the second *character*: an argument from outside
+            // may start with any text (`-é` is two characters, three bytes).
+            let short = arg
+                .char_indices()
+                .nth(2)
+                .map(|(i, _)| arg.split_at(i))
+                .filter(|_| !arg.starts_with("--"));
+            let (flag, inline) = match (arg.split_once('='), short) {
+                (Some((f, v)), _) if f.starts_with("--") => (f.to_owned(), Some(v.to_owned())),
+                (_, Some((f, v))) => (f.to_owned(), Some(v.to_owned())),
                 _ => (arg.clone(), None),
             };
             let mut value = |name: &str| -> std::result::Result<String, String> {
@@ -202,7 +221,7 @@ impl Sudo {
                 }
             }
         }
-        let mut out = vec!["-p".to_owned(), PROMPT.to_owned()];
+        let mut out = vec!["-p".to_owned(), prompt.to_owned()];
         if self.password.is_none() || non_interactive {
             // Nobody could answer a prompt: sudo must fail instead of asking.
             out.push("-n".into());
@@ -239,7 +258,8 @@ impl Sudo {
         id: Option<ContextId>,
     ) -> Result<Context> {
         let name = self.name.clone().unwrap_or_else(|| self.default_name());
-        let args = self.arguments().map_err(|reason| Error::Connect {
+        let prompt = one_time_prompt()?;
+        let args = self.arguments(&prompt).map_err(|reason| Error::Connect {
             context: name.clone(),
             reason,
         })?;
@@ -265,6 +285,7 @@ impl Sudo {
                 prompt: PromptSpec {
                     password: self.password.clone(),
                     style: PROMPTS,
+                    exact_prompt: Some(prompt.clone()),
                     ..Default::default()
                 },
             },
@@ -280,10 +301,10 @@ const WITH_VALUE: &str = "ugrtDC";
 fn expand_clusters(args: &[String]) -> Vec<String> {
     let mut out = Vec::new();
     for a in args {
-        let is_cluster = a.len() > 2
-            && a.starts_with('-')
+        let first = a.strip_prefix('-').and_then(|r| r.chars().next());
+        let is_cluster = a.chars().count() > 2
             && !a.starts_with("--")
-            && !a[1..2].chars().all(|c| WITH_VALUE.contains(c));
+            && first.is_some_and(|c| !WITH_VALUE.contains(c));
         if is_cluster {
             out.extend(a[1..].chars().map(|c| format!("-{c}")));
         } else {
@@ -293,10 +314,11 @@ fn expand_clusters(args: &[String]) -> Vec<String> {
     out
 }
 
-/// sudo's prompt (ours, set with `-p`; sudo-rs's own, `[sudo: authenticate]
-/// Password:`; PAM's) and what it prints when it refuses.
+/// What sudo prints when it refuses. Only the exact prompt given with `-p`
+/// is answered; any other that ends in `password:` (sudo-rs's own, a PAM
+/// module's, or text someone else put on the terminal) is refused unanswered.
 const PROMPTS: PromptStyle = PromptStyle {
-    prompts: &["[mitogen-sudo] password:", "password:"],
+    prompts: &["password:"],
     failures: FAILURES,
 };
 
@@ -357,6 +379,43 @@ impl crate::Router {
 mod tests {
     use super::*;
 
+    const P: &str = "[mitogen-sudo 0011223344556677] password:";
+
+    #[test]
+    fn prompts_differ_and_are_exact() {
+        let (a, b) = (one_time_prompt().unwrap(), one_time_prompt().unwrap());
+        assert_ne!(a, b);
+        assert!(a.starts_with(PROMPT) && a.ends_with("] password:"), "{a}");
+        assert!(!a.contains('%'));
+    }
+
+    #[test]
+    fn arguments_of_any_text_never_panic() {
+        for bad in [
+            "-\u{e9}",
+            "-\u{e9}x",
+            "\u{e9}\u{e9}\u{e9}",
+            "-H\u{e9}",
+            "--\u{e9}=x",
+            "-",
+            "\u{1f600}",
+        ] {
+            let r = Sudo::new().sudo_args([bad]).arguments(P);
+            assert!(r.is_err(), "{bad:?}: {r:?}");
+        }
+        // A value may be any text.
+        let a = Sudo::new()
+            .sudo_args(["-u\u{e9}t\u{e9}"])
+            .arguments(P)
+            .unwrap();
+        assert!(a.contains(&"\u{e9}t\u{e9}".to_owned()), "{a:?}");
+        let a = Sudo::new()
+            .sudo_args(["-D", "/tmp/\u{e9}"])
+            .arguments(P)
+            .unwrap();
+        assert!(a.contains(&"/tmp/\u{e9}".to_owned()), "{a:?}");
+    }
+
     #[test]
     fn builder_options_become_sudo_arguments() {
         let s = Sudo::new()
@@ -365,13 +424,13 @@ mod tests {
             .preserve_env(true)
             .selinux_role("r")
             .selinux_type("t");
-        let a = s.arguments().unwrap();
+        let a = s.arguments(P).unwrap();
         assert_eq!(
             a,
-            ["-p", PROMPT, "-n", "-u", "app", "-H", "-E", "-r", "r", "-t", "t"]
+            ["-p", P, "-n", "-u", "app", "-H", "-E", "-r", "r", "-t", "t"]
         );
-        let a = Sudo::new().password("x").arguments().unwrap();
-        assert_eq!(a, ["-p", PROMPT, "-u", "root"]);
+        let a = Sudo::new().password("x").arguments(P).unwrap();
+        assert_eq!(a, ["-p", P, "-u", "root"]);
     }
 
     #[test]
@@ -379,17 +438,17 @@ mod tests {
         let a = Sudo::new()
             .password("x")
             .sudo_args(["-HE", "-ubob", "--role=r", "-g", "wheel", "-k"])
-            .arguments()
+            .arguments(P)
             .unwrap();
         assert_eq!(
             a,
-            ["-p", PROMPT, "-u", "bob", "-H", "-E", "-r", "r", "-g", "wheel", "-k"]
+            ["-p", P, "-u", "bob", "-H", "-E", "-r", "r", "-g", "wheel", "-k"]
         );
         for bad in ["-S", "-b", "-A", "-s", "--askpass", "-p", "-h", "-HS"] {
-            let e = Sudo::new().sudo_args([bad]).arguments().unwrap_err();
+            let e = Sudo::new().sudo_args([bad]).arguments(P).unwrap_err();
             assert!(e.contains("not supported"), "{bad}: {e}");
         }
-        assert!(Sudo::new().sudo_args(["-u"]).arguments().is_err());
+        assert!(Sudo::new().sudo_args(["-u"]).arguments(P).is_err());
     }
 
     #[test]

@@ -77,13 +77,13 @@ fn wait_fd(fd: BorrowedFd<'_>, out: bool, deadline: Instant) -> Result<(), StepE
 }
 
 /// Waits until `fd` is ready (readable, or writable with `out`) or `pty` is
-/// readable; returns whether the pty is.
+/// readable; returns which of them are: `(fd, pty)`.
 fn wait_any(
     fd: BorrowedFd<'_>,
     out: bool,
     pty: Option<BorrowedFd<'_>>,
     deadline: Instant,
-) -> Result<bool, StepError> {
+) -> Result<(bool, bool), StepError> {
     use rustix::event::{poll, PollFd, PollFlags, Timespec};
     loop {
         let now = Instant::now();
@@ -102,7 +102,28 @@ fn wait_any(
         }
         match poll(&mut pfds, Some(&ts)) {
             Ok(0) => continue,
-            Ok(_) => return Ok(pfds.get(1).is_some_and(|p| !p.revents().is_empty())),
+            Ok(_) => {
+                let ready = |i: usize| pfds.get(i).is_some_and(|p| !p.revents().is_empty());
+                return Ok((ready(0), ready(1)));
+            }
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(StepError::Io(e.into())),
+        }
+    }
+}
+
+/// Whether `fd` has something to read (or an error or hang-up to report)
+/// right now.
+pub(crate) fn readable_now(fd: BorrowedFd<'_>) -> Result<bool, StepError> {
+    use rustix::event::{poll, PollFd, PollFlags, Timespec};
+    let zero = Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    loop {
+        let mut pfds = [PollFd::new(&fd, PollFlags::IN)];
+        match poll(&mut pfds, Some(&zero)) {
+            Ok(n) => return Ok(n > 0 && !pfds[0].revents().is_empty()),
             Err(rustix::io::Errno::INTR) => continue,
             Err(e) => return Err(StepError::Io(e.into())),
         }
@@ -111,6 +132,10 @@ fn wait_any(
 
 /// Reads once (waiting for readability until `deadline`) into `out`,
 /// answering the transport's prompts on `prompter`'s pty meanwhile.
+///
+/// The data stream always goes first: a prompt read from the pty is judged
+/// only after the stream has been found empty, so a first-stage status line
+/// written before a (hostile) prompt has disarmed the prompter by then.
 pub(crate) fn read_some(
     fd: BorrowedFd<'_>,
     out: &mut Vec<u8>,
@@ -119,20 +144,34 @@ pub(crate) fn read_some(
 ) -> Result<(), StepError> {
     let mut buf = [MaybeUninit::<u8>::uninit(); 16 * 1024];
     loop {
+        if let Some(p) = prompter.as_deref_mut() {
+            if p.pending() && !readable_now(fd)? {
+                p.check()?;
+            }
+        }
         let pty = prompter.as_deref().and_then(Prompter::fd);
-        if wait_any(fd, false, pty, deadline)? {
+        let (data, pty) = wait_any(fd, false, pty, deadline)?;
+        if pty && !data {
             if let Some(p) = prompter.as_deref_mut() {
-                p.on_readable()?;
+                // Judged at the top of the loop, once the stream is empty.
+                p.read_pty()?;
             }
             continue;
         }
         match rustix::io::read(fd, &mut buf) {
-            Ok(([], _)) => return Err(StepError::Eof),
+            Ok(([], _)) => {
+                // The tool may have said why on the pty before it exited.
+                if let Some(p) = prompter.as_deref_mut() {
+                    p.closing()?;
+                }
+                return Err(StepError::Eof);
+            }
             Ok((init, _)) => {
                 out.extend_from_slice(init);
-                // On a full pty the prompts come in the stream itself.
+                // The stage's status line disarms the prompter; on a full pty
+                // the prompts come in the stream itself.
                 if let Some(p) = prompter.as_deref_mut() {
-                    p.observe(init)?;
+                    p.stream_data(init)?;
                 }
                 return Ok(());
             }

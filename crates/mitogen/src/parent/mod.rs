@@ -77,6 +77,9 @@ pub(crate) struct PromptSpec {
     pub style: prompt::PromptStyle,
     /// More prompt endings, given by the caller (e.g. a localised `su`).
     pub extra_prompts: Vec<String>,
+    /// The one prompt answered, when the tool was told what to print (sudo's
+    /// `-p`): any other password prompt is refused unanswered.
+    pub exact_prompt: Option<String>,
     /// More failure phrases, given by the caller; checked before the style's.
     pub extra_failures: Vec<(String, TransportFailure)>,
     /// The transport reads its password from stdin, which must be a terminal

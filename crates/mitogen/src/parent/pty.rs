@@ -23,6 +23,10 @@ pub(crate) fn open_pty() -> io::Result<(OwnedFd, OwnedFd)> {
         rustix::fs::OFlags::RDWR | rustix::fs::OFlags::NOCTTY | rustix::fs::OFlags::CLOEXEC,
         rustix::fs::Mode::empty(),
     )?;
+    // grantpt leaves the terminal writable by the `tty` group, so `write` and
+    // `wall` (setgid tty) could put text that looks like a prompt on it: only
+    // we and the tool may.
+    rustix::fs::fchmod(&slave, rustix::fs::Mode::from_raw_mode(0o600))?;
     let mut t = rustix::termios::tcgetattr(&slave)?;
     t.local_modes.remove(rustix::termios::LocalModes::ECHO);
     rustix::termios::tcsetattr(&slave, rustix::termios::OptionalActions::Now, &t)?;

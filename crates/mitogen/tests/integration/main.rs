@@ -12,6 +12,7 @@ mod chains;
 mod errors;
 mod harness;
 mod hooks;
+mod hostile_switch;
 mod leaks;
 mod lifecycle;
 mod logging;
@@ -175,6 +176,12 @@ fn main() {
             test!(chains::ssh_sudo_su, 180),
             test!(chains::local_sudo_local),
             test!(chains::ssh_sudo_wrong_password, 120),
+            test!(
+                hostile_switch::replaced_build_asking_on_the_tty_gets_nothing,
+                120
+            ),
+            test!(hostile_switch::command_reading_the_tty_does_not_hang, 120),
+            test!(hostile_switch::su_target_gets_none_of_the_callers_environment),
         ];
         let failed = harness::run_tests(&router, &tests);
         switch_user::cleanup();

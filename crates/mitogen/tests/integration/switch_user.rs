@@ -281,6 +281,9 @@ pub fn inner_main(router: &Router, scenario: &str) -> usize {
         .map(Secret::new);
     let mut words = scenario.split_whitespace();
     let (method, user) = (words.next().unwrap_or(""), words.next().unwrap_or("root"));
+    if method == "su-env" {
+        return crate::hostile_switch::su_env_main(router, user);
+    }
     if method == "chain" {
         // `chain TARGET`: a whole target string (see `chains`).
         return crate::chains::inner_chain(router, user, password);
