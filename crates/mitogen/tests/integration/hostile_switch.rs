@@ -257,3 +257,38 @@ pub fn su_target_gets_none_of_the_callers_environment(_router: &Router) -> Resul
     );
     Ok(())
 }
+
+/// Finding: under su, the tool's refusal phrases were matched against what
+/// came after the first stage started, so a cached build that could not run
+/// and said "Permission denied" (as a noexec mount makes `exec` say) was
+/// reported as su's policy refusing, instead of being replaced.
+pub fn cached_build_saying_permission_denied_is_replaced(router: &Router) -> Result<()> {
+    fixture()?;
+    let (uid, gid, home) = account(APP_USER)?;
+    let entry = home.join(".cache/mitogen").join(&crate::ssh::own().hash);
+    drop(Guard(router.sudo(Sudo::new().user(APP_USER))?));
+    let t = Duration::from_secs(30);
+    let methods: [(&str, mitogen::methods::Method); 2] = [
+        ("su", Su::user(APP_USER).connect_timeout(t).into()),
+        ("sudo", Sudo::new().user(APP_USER).connect_timeout(t).into()),
+    ];
+    for (tool, method) in methods {
+        plant(
+            &entry,
+            uid,
+            gid,
+            "#!/bin/sh\necho \"sh: 1: exec: $0: Permission denied\" >&2\n\
+             echo \"sh: 1: exec: $0: Permission denied\"\nexit 126\n",
+        )?;
+        let ctx = router
+            .start(None, method)
+            .with_context(|| format!("{tool}: the unusable cached build was not replaced"))?;
+        let ctx = Guard(ctx);
+        check_context(&ctx, uid)?;
+        ensure!(
+            !std::fs::read(&entry)?.starts_with(b"#!"),
+            "{tool}: the planted build is still there"
+        );
+    }
+    Ok(())
+}

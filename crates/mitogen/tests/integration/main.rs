@@ -182,6 +182,10 @@ fn main() {
             ),
             test!(hostile_switch::command_reading_the_tty_does_not_hang, 120),
             test!(hostile_switch::su_target_gets_none_of_the_callers_environment),
+            test!(
+                hostile_switch::cached_build_saying_permission_denied_is_replaced,
+                120
+            ),
         ];
         let failed = harness::run_tests(&router, &tests);
         switch_user::cleanup();
