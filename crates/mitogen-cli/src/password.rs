@@ -2,7 +2,7 @@
 //! terminal with echo off. Never from the command line, where every user of
 //! the machine could read it in `ps`.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{Read, Write};
 
 use mitogen::Secret;
 use rustix::termios::{tcgetattr, tcsetattr, LocalModes, OptionalActions};
@@ -37,8 +37,33 @@ pub fn ask(prompt: &str) -> anyhow::Result<Secret> {
     tcsetattr(&tty, OptionalActions::Flush, &quiet)?;
     let _restore = Restore { tty: &tty, saved };
     (&tty).write_all(prompt.as_bytes())?;
-    let mut line = zeroize::Zeroizing::new(String::new());
-    BufReader::new(&tty).read_line(&mut line)?;
-    let text = line.trim_end_matches(['\n', '\r']);
+    // Read a byte at a time into one buffer that is wiped when dropped and
+    // never grows (a growing buffer leaves copies behind in freed memory, and
+    // a `BufReader` keeps its own): the terminal hands over one line anyway.
+    let mut line = zeroize::Zeroizing::new(vec![0u8; MAX_LINE]);
+    let mut len = 0;
+    let mut byte = [0u8; 1];
+    loop {
+        match (&tty).read(&mut byte) {
+            Ok(0) => break,
+            Ok(_) if byte[0] == b'\n' => break,
+            Ok(_) if len == MAX_LINE => {
+                anyhow::bail!("the password is longer than {MAX_LINE} bytes")
+            }
+            Ok(_) => {
+                line[len] = byte[0];
+                len += 1;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    zeroize::Zeroize::zeroize(&mut byte);
+    let text = line[..len].strip_suffix(b"\r").unwrap_or(&line[..len]);
+    let text = std::str::from_utf8(text)
+        .map_err(|_| anyhow::anyhow!("the password is not valid UTF-8"))?;
     Ok(Secret::new(text))
 }
+
+/// Longest password accepted at the terminal.
+const MAX_LINE: usize = 4096;
