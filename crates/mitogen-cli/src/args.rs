@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{ArgAction, Args, Parser, Subcommand};
+use mitogen::target::Hop;
 use mitogen::{ConnectOptions, Target};
 
 /// Exit codes of `mitogen run`, shown in its `--help`.
@@ -24,7 +25,8 @@ Examples:
   mitogen run deploy@web1:2222 -o IdentityFile=~/.ssh/deploy -- df -h /
   mitogen run -F ./ssh_config web1 web2 -- uptime
   mitogen run --ask-password sudo:app -- id
-  mitogen run --password-file ~/.pw deploy@web1/sudo -- id";
+  mitogen run --password-file ~/.pw deploy@web1/sudo -- id
+  mitogen run --password-file su:bob=bob.pw --password-file su:bob/sudo=mine.pw su:bob/sudo -- id";
 
 /// The keys and exit codes of `mitogen bench`, shown in its `--help`.
 const BENCH_AFTER_HELP: &str = "\
@@ -173,29 +175,100 @@ pub struct ConnectArgs {
     #[arg(long, value_name = "SECS", value_parser = parse_secs)]
     pub connect_timeout: Option<Duration>,
 
-    /// Read the password for sudo, su and doas hops from the first line of
-    /// FILE (never give a password on the command line).
-    #[arg(long, value_name = "FILE", conflicts_with = "ask_password")]
-    pub password_file: Option<PathBuf>,
+    /// Read a password from the first line of FILE (never give a password on
+    /// the command line). `HOP=FILE` is the password of one hop, named by its
+    /// path in the target (`web1/sudo:app`; an ssh hop's is its login's); a
+    /// plain FILE is for each target's one sudo, su or doas hop (a target
+    /// with more than one is refused). Repeatable.
+    #[arg(
+        long,
+        value_name = "[HOP=]FILE",
+        conflicts_with = "ask_password",
+        action = ArgAction::Append
+    )]
+    pub password_file: Vec<PathBuf>,
 
-    /// Ask for the password for sudo, su and doas hops on the terminal, with
-    /// echo off, before connecting.
+    /// Ask on the terminal, with echo off and before connecting, for the
+    /// password of every sudo, su and doas hop of the targets, once per hop
+    /// path: each password goes to its own hop only.
     #[arg(long)]
     pub ask_password: bool,
 }
 
+/// The path of every hop of `targets` (`web1`, `web1/sudo:app`, …), each once,
+/// in order, with its hop.
+fn hop_paths<'a>(targets: &[&'a Target]) -> Vec<(String, &'a Hop)> {
+    let mut out: Vec<(String, &Hop)> = Vec::new();
+    for t in targets {
+        let mut path = String::new();
+        for hop in t.hops() {
+            if !path.is_empty() {
+                path.push('/');
+            }
+            path.push_str(&hop.to_string());
+            if !out.iter().any(|(p, _)| *p == path) {
+                out.push((path.clone(), hop));
+            }
+        }
+    }
+    out
+}
+
+/// Splits `HOP=FILE` when HOP is the path of a hop of the targets; anything
+/// else is a file name (which may hold a `=`).
+fn split_hop_file<'a>(
+    arg: &'a std::path::Path,
+    paths: &[(String, &Hop)],
+) -> Option<(&'a str, &'a str)> {
+    let (hop, file) = arg.to_str()?.split_once('=')?;
+    paths.iter().any(|(p, _)| p == hop).then_some((hop, file))
+}
+
+/// Whose password a switch hop's tool asks for, for the question.
+fn whose(hop: &Hop) -> Option<String> {
+    match hop {
+        Hop::Sudo { .. } | Hop::Doas { .. } => Some("the calling user's".to_owned()),
+        Hop::Su { user } => Some(format!("{}'s", user.as_deref().unwrap_or("root"))),
+        _ => None,
+    }
+}
+
 impl ConnectArgs {
-    /// [`options`](Self::options) with the password, read from
+    /// [`options`](Self::options) with the passwords for `targets`, read from
     /// `--password-file` or asked for with `--ask-password`.
-    pub fn connect_options(&self) -> anyhow::Result<ConnectOptions> {
+    pub fn connect_options(&self, targets: &[&Target]) -> anyhow::Result<ConnectOptions> {
         let mut options = self.options();
-        if let Some(f) = &self.password_file {
-            options.password = Some(
-                mitogen::Secret::from_file(f)
-                    .map_err(|e| anyhow::anyhow!("reading {}: {e}", f.display()))?,
-            );
-        } else if self.ask_password {
-            options.password = Some(crate::password::ask("Password for sudo/su/doas: ")?);
+        let paths = hop_paths(targets);
+        let read = |f: &std::path::Path| {
+            mitogen::Secret::from_file(f)
+                .map_err(|e| anyhow::anyhow!("reading {}: {e}", f.display()))
+        };
+        for f in &self.password_file {
+            match split_hop_file(f, &paths) {
+                Some((hop, file)) => {
+                    let secret = read(std::path::Path::new(file))?;
+                    if options
+                        .hop_passwords
+                        .insert(hop.to_owned(), secret)
+                        .is_some()
+                    {
+                        anyhow::bail!("two --password-file for hop {hop}");
+                    }
+                }
+                None if options.password.is_some() => anyhow::bail!(
+                    "two --password-file without a hop: name the hop of each (HOP=FILE)"
+                ),
+                None => options.password = Some(read(f)?),
+            }
+        }
+        if self.ask_password {
+            for (path, hop) in &paths {
+                if let Some(whose) = whose(hop) {
+                    let question = format!("Password for {path} ({whose}): ");
+                    let secret = crate::password::ask(&question)?;
+                    options.hop_passwords.insert(path.clone(), secret);
+                }
+            }
         }
         Ok(options)
     }
@@ -207,7 +280,7 @@ impl ConnectArgs {
             ssh_config: self.ssh_config.clone(),
             ssh_options: self.ssh_options.clone(),
             connect_timeout: self.connect_timeout,
-            password: None,
+            ..Default::default()
         }
     }
 }
@@ -290,6 +363,26 @@ mod tests {
         assert_eq!(bench.connect.options().ssh_options, ["BatchMode=yes"]);
         assert!(bench.connect.options().ssh_config.is_none());
         assert!(bench.connect.options().connect_timeout.is_none());
+    }
+
+    #[test]
+    fn password_files_are_matched_to_hop_paths() {
+        let a: Target = "web1/sudo:app".parse().unwrap();
+        let b: Target = "web1/su:bob/sudo".parse().unwrap();
+        let paths = hop_paths(&[&a, &b]);
+        let names: Vec<&str> = paths.iter().map(|(p, _)| p.as_str()).collect();
+        assert_eq!(
+            names,
+            ["web1", "web1/sudo:app", "web1/su:bob", "web1/su:bob/sudo"]
+        );
+        let split = |s: &'static str| split_hop_file(std::path::Path::new(s), &paths);
+        assert_eq!(split("web1/su:bob=/k/pw"), Some(("web1/su:bob", "/k/pw")));
+        assert_eq!(split("web1=a=b"), Some(("web1", "a=b")));
+        // Not a hop of these targets: a file name with a `=` in it.
+        assert_eq!(split("sudo=/k/pw"), None);
+        assert_eq!(split("/k/pw"), None);
+        assert_eq!(whose(paths[2].1).as_deref(), Some("bob's"));
+        assert!(whose(paths[0].1).is_none());
     }
 
     #[test]

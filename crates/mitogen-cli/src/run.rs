@@ -127,7 +127,9 @@ pub fn run(router: &Router, args: RunArgs, printer: &mut dyn Printer) -> anyhow:
     let started = Instant::now();
     let deadline = args.timeout.map(|t| started + t);
     let labels = labels(&args.targets);
-    let options = args.connect.connect_options()?;
+    let options = args
+        .connect
+        .connect_options(&args.targets.iter().collect::<Vec<_>>())?;
     let (tx, rx) = mpsc::channel::<(usize, TargetReport)>();
     let mut workers = Vec::with_capacity(args.targets.len());
     for (i, (target, label)) in args

@@ -225,3 +225,55 @@ fn help_documents_exit_codes() {
     assert!(help.contains("Exit status:"), "{help}");
     assert!(help.contains("3  at least one target"), "{help}");
 }
+
+#[test]
+fn one_password_file_never_reaches_two_hops() {
+    let dir = std::env::temp_dir().join(format!("mitogen-cli-pw-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let pw = dir.join("pw");
+    std::fs::write(&pw, "not-needed-Sekret\n").unwrap();
+    let pw = pw.to_str().unwrap();
+    // sudo and su hops both would get it: refused, naming both hops.
+    let out = mitogen(&["run", "--password-file", pw, "sudo/su", "--", "true"]);
+    assert_status(&out, 3);
+    let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(
+        all.contains("give each its own") && all.contains("sudo/su"),
+        "{all}"
+    );
+    if rustix_is_root() {
+        // One file per hop, named by its path (root needs neither).
+        let sudo = format!("sudo={pw}");
+        let su = format!("sudo/su={pw}");
+        let out = mitogen(&[
+            "run",
+            "--password-file",
+            &sudo,
+            "--password-file",
+            &su,
+            "sudo/su",
+            "--",
+            "id",
+            "-u",
+        ]);
+        assert_status(&out, 0);
+        assert!(
+            text(&out.stdout).starts_with("sudo/su: 0\n"),
+            "{}",
+            text(&out.stdout)
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Whether this test runs as root (sudo and su then ask for nothing).
+fn rustix_is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Uid:"))
+                .map(|u| u.split_whitespace().nth(1) == Some("0"))
+        })
+        .unwrap_or(false)
+}

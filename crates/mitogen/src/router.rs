@@ -64,13 +64,78 @@ pub struct ConnectOptions {
     pub ssh_options: Vec<String>,
     /// Time allowed for each hop to start.
     pub connect_timeout: Option<Duration>,
-    /// Password for the `sudo`, `su` and `doas` hops that ask for one. It
-    /// travels only to the context that runs that hop's tool.
+    /// Password for the target's one `sudo`, `su` or `doas` hop (one without
+    /// an entry in [`hop_passwords`](Self::hop_passwords)). It travels only to
+    /// the context that runs that hop's tool. A target with more than one such
+    /// hop is refused with [`Error::BadTarget`]: a password meant for one hop
+    /// is never typed into another hop's prompt.
     pub password: Option<crate::core::secret::Secret>,
+    /// Passwords of particular hops, each keyed by the hop's path: the
+    /// target up to and including that hop, as [`Target`] writes it (e.g.
+    /// `web1/sudo:app`, which is also that context's name). A password is
+    /// typed only into its own hop's prompt (an ssh hop's login, a sudo or
+    /// doas hop's caller, an su hop's target user). Keys naming no hop of a
+    /// target are ignored, so one set of options can serve several targets.
+    pub hop_passwords: std::collections::BTreeMap<String, crate::core::secret::Secret>,
 }
 
-/// The method that starts `hop`, with the options that apply to it.
-fn hop_method(hop: &Hop, options: &ConnectOptions) -> std::result::Result<Method, String> {
+impl ConnectOptions {
+    /// Adds the password of the hop whose path is `hop` (see
+    /// [`hop_passwords`](Self::hop_passwords)).
+    pub fn hop_password(
+        mut self,
+        hop: impl Into<String>,
+        password: impl Into<crate::core::secret::Secret>,
+    ) -> ConnectOptions {
+        self.hop_passwords.insert(hop.into(), password.into());
+        self
+    }
+
+    /// The password for each hop of `target`, or why they cannot be given.
+    fn passwords_for(
+        &self,
+        target: &Target,
+    ) -> std::result::Result<Vec<Option<crate::core::secret::Secret>>, String> {
+        let mut out = Vec::new();
+        let mut shared = Vec::new();
+        let mut path = String::new();
+        for hop in target.hops() {
+            if !path.is_empty() {
+                path.push('/');
+            }
+            path.push_str(&hop.to_string());
+            let switch = matches!(hop, Hop::Sudo { .. } | Hop::Su { .. } | Hop::Doas { .. });
+            match self.hop_passwords.get(&path) {
+                Some(_) if matches!(hop, Hop::Local) => {
+                    return Err(format!("hop {path:?} is local and takes no password"))
+                }
+                Some(p) => out.push(Some(p.clone())),
+                None if switch && self.password.is_some() => {
+                    shared.push(path.clone());
+                    out.push(self.password.clone());
+                }
+                None => out.push(None),
+            }
+        }
+        if shared.len() > 1 {
+            return Err(format!(
+                "one password would go to {} hops ({}); give each its own \
+                 (ConnectOptions::hop_passwords, or `--password-file HOP=FILE`)",
+                shared.len(),
+                shared.join(", ")
+            ));
+        }
+        Ok(out)
+    }
+}
+
+/// The method that starts `hop`, with the options that apply to it and its
+/// own password.
+fn hop_method(
+    hop: &Hop,
+    options: &ConnectOptions,
+    password: Option<crate::core::secret::Secret>,
+) -> std::result::Result<Method, String> {
     Ok(match hop {
         Hop::Local => {
             let mut local = Local::new();
@@ -96,6 +161,9 @@ fn hop_method(hop: &Hop, options: &ConnectOptions) -> std::result::Result<Method
             if let Some(t) = options.connect_timeout {
                 ssh = ssh.connect_timeout(t);
             }
+            if let Some(p) = password {
+                ssh = ssh.password(p);
+            }
             Method::Ssh(ssh)
         }
         Hop::Sudo { user } => {
@@ -103,8 +171,8 @@ fn hop_method(hop: &Hop, options: &ConnectOptions) -> std::result::Result<Method
             if let Some(u) = user {
                 sudo = sudo.user(u.clone());
             }
-            if let Some(p) = &options.password {
-                sudo = sudo.password(p.clone());
+            if let Some(p) = password {
+                sudo = sudo.password(p);
             }
             if let Some(t) = options.connect_timeout {
                 sudo = sudo.connect_timeout(t);
@@ -113,8 +181,8 @@ fn hop_method(hop: &Hop, options: &ConnectOptions) -> std::result::Result<Method
         }
         Hop::Su { user } => {
             let mut su = crate::methods::su::Su::user(user.as_deref().unwrap_or("root"));
-            if let Some(p) = &options.password {
-                su = su.password(p.clone());
+            if let Some(p) = password {
+                su = su.password(p);
             }
             if let Some(t) = options.connect_timeout {
                 su = su.connect_timeout(t);
@@ -126,8 +194,8 @@ fn hop_method(hop: &Hop, options: &ConnectOptions) -> std::result::Result<Method
             if let Some(u) = user {
                 doas = doas.user(u.clone());
             }
-            if let Some(p) = &options.password {
-                doas = doas.password(p.clone());
+            if let Some(p) = password {
+                doas = doas.password(p);
             }
             if let Some(t) = options.connect_timeout {
                 doas = doas.connect_timeout(t);
@@ -377,16 +445,18 @@ impl Router {
         options: &ConnectOptions,
         hops: &mut Vec<Context>,
     ) -> Result<()> {
+        let bad = |reason| Error::BadTarget {
+            target: target.to_string(),
+            reason,
+        };
+        let passwords = options.passwords_for(target).map_err(bad)?;
         let mut name = String::new();
-        for hop in target.hops() {
+        for (hop, password) in target.hops().iter().zip(passwords) {
             if !name.is_empty() {
                 name.push('/');
             }
             name.push_str(&hop.to_string());
-            let method = hop_method(hop, options).map_err(|reason| Error::BadTarget {
-                target: target.to_string(),
-                reason,
-            })?;
+            let method = hop_method(hop, options, password).map_err(bad)?;
             let ctx = self.start(hops.last(), method.named(name.clone()))?;
             hops.push(ctx);
         }

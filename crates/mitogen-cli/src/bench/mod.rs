@@ -375,7 +375,7 @@ fn measure_throughput(
 pub fn run(router: &Router, args: &BenchArgs) -> anyhow::Result<BenchReport> {
     let plan = Plan::new(args.quick, args.mib);
     let target = &args.target;
-    let options = args.connect.connect_options()?;
+    let options = args.connect.connect_options(&[target])?;
     let floor = SshFloor::for_target(target, &options);
     let target_floor = TargetFloor::for_target(target, &options);
     let connect_figures = measure_connect(

@@ -104,6 +104,15 @@ fn hop(
 /// switch-user hop and prints the final context's identity as a `RESULT`
 /// line, as `switch_user::inner_main` does for one hop.
 pub fn inner_chain(router: &Router, target: &str, password: Option<Secret>) -> usize {
+    let options = ConnectOptions {
+        password,
+        ..Default::default()
+    };
+    inner_chain_with(router, target, options)
+}
+
+/// [`inner_chain`] with the given options (and a 20 s time-out per hop).
+pub fn inner_chain_with(router: &Router, target: &str, mut options: ConnectOptions) -> usize {
     let target: Target = match target.parse() {
         Ok(t) => t,
         Err(e) => {
@@ -111,11 +120,7 @@ pub fn inner_chain(router: &Router, target: &str, password: Option<Secret>) -> u
             return 1;
         }
     };
-    let options = ConnectOptions {
-        password,
-        connect_timeout: Some(Duration::from_secs(20)),
-        ..Default::default()
-    };
+    options.connect_timeout = Some(Duration::from_secs(20));
     let started = Instant::now();
     let r = router.connect_with(&target, &options);
     let ms = started.elapsed().as_millis();
@@ -211,6 +216,7 @@ pub fn ssh_sudo_with_password(router: &Router) -> Result<()> {
         ],
         connect_timeout: Some(HOP_TIMEOUT),
         password: Some(Secret::new(PW_USER_PASSWORD)),
+        ..Default::default()
     };
     let scan = Scan::start(&[PW_USER_PASSWORD]);
     let r = router.connect_with(&target, &options);
@@ -351,5 +357,58 @@ pub fn ssh_sudo_wrong_password(router: &Router) -> Result<()> {
         "took {elapsed:?}: the second prompt was not recognised"
     );
     check_context(&web, pw_uid)?;
+    Ok(())
+}
+
+/// One password per hop: `ConnectOptions::password` that would reach two
+/// hops is refused; `hop_passwords` gives each hop its own, typed only into
+/// that hop's prompt (su's for the target user's, sudo's for its caller's).
+pub fn per_hop_passwords(router: &Router) -> Result<()> {
+    let f = fixture()?;
+    let target: Target = format!("sudo/su:{APP_USER}").parse()?;
+    let shared = ConnectOptions {
+        password: Some(Secret::new("shared-Sekret-1")),
+        connect_timeout: Some(HOP_TIMEOUT),
+        ..Default::default()
+    };
+    match router.connect_with(&target, &shared) {
+        Err(Error::BadTarget { reason, .. }) => ensure!(
+            reason.contains("sudo") && reason.contains(&format!("sudo/su:{APP_USER}")),
+            "the refusal does not name both hops: {reason}"
+        ),
+        Err(e) => bail!("not a target error: {e}"),
+        Ok(ctx) => {
+            let _ = ctx.shutdown_timeout(Duration::from_secs(5));
+            bail!("one password was given to two hops");
+        }
+    }
+    // A user whose sudo needs its password: only the sudo hop gets it.
+    let o = run_as(
+        PW_USER,
+        &format!("chain-hops sudo/su:{APP_USER}"),
+        Some(&format!("sudo {PW_USER_PASSWORD}")),
+    )?;
+    expect_ok(o, f.app_uid)?;
+    // Two hops, two prompts: su to the password user with its password,
+    // then that user's sudo with its own.
+    let o = run_as(
+        "mtgsw_no",
+        &format!("chain-hops su:{PW_USER}/sudo:{APP_USER}"),
+        Some(&format!(
+            "su:{PW_USER} {PW_USER_PASSWORD}\nsu:{PW_USER}/sudo:{APP_USER} {PW_USER_PASSWORD}"
+        )),
+    )?;
+    expect_ok(o, f.app_uid)?;
+    // The sudo hop's password is not the su hop's: with only the sudo hop's
+    // given, su is asked and has none.
+    let o = run_as(
+        "mtgsw_no",
+        &format!("chain-hops su:{PW_USER}/sudo:{APP_USER}"),
+        Some(&format!("su:{PW_USER}/sudo:{APP_USER} {PW_USER_PASSWORD}")),
+    )?;
+    match o {
+        crate::switch_user::Outcome::Err { kind, .. } if kind == "PasswordRequired" => {}
+        other => bail!("expected PasswordRequired for the su hop, got {other:?}"),
+    }
     Ok(())
 }

@@ -186,6 +186,7 @@ fn main() {
                 hostile_switch::cached_build_saying_permission_denied_is_replaced,
                 120
             ),
+            test!(chains::per_hop_passwords, 120),
         ];
         let failed = harness::run_tests(&router, &tests);
         switch_user::cleanup();

@@ -281,6 +281,17 @@ pub fn inner_main(router: &Router, scenario: &str) -> usize {
         .map(Secret::new);
     let mut words = scenario.split_whitespace();
     let (method, user) = (words.next().unwrap_or(""), words.next().unwrap_or("root"));
+    if method == "chain-hops" {
+        // `chain-hops TARGET`: stdin holds `HOP PASSWORD` lines, one
+        // password per hop path (see `chains::per_hop_passwords`).
+        let mut options = mitogen::ConnectOptions::default();
+        for l in line.lines() {
+            if let Some((hop, pw)) = l.split_once(' ') {
+                options = options.hop_password(hop, pw);
+            }
+        }
+        return crate::chains::inner_chain_with(router, user, options);
+    }
     if method == "su-env" {
         return crate::hostile_switch::su_env_main(router, user);
     }
