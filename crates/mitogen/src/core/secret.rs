@@ -4,7 +4,7 @@ use zeroize::Zeroizing;
 
 /// Most bytes of a password file's first line that [`Secret::from_file`]
 /// reads.
-pub const MAX_FILE_LINE: usize = 4096;
+const MAX_FILE_LINE: usize = 4096;
 
 /// A password or passphrase.
 ///
@@ -22,9 +22,9 @@ impl Secret {
     }
 
     /// Reads a password from the first line of a file (a trailing newline,
-    /// or `\r\n`, is not part of it). At most [`MAX_FILE_LINE`] bytes are
-    /// read, into one buffer that is wiped when dropped and never grows (a
-    /// growing buffer leaves copies of the password in freed memory).
+    /// or `\r\n`, is not part of it). At most 4 KiB are read, into one
+    /// buffer that is wiped when dropped and never grows (a growing buffer
+    /// leaves copies of the password in freed memory).
     pub fn from_file(path: impl AsRef<std::path::Path>) -> std::io::Result<Secret> {
         use std::io::Read;
         let mut file = std::fs::File::open(path)?;
