@@ -7,8 +7,9 @@
 //!
 //! sudo asks for a password on its controlling terminal, which is a pty used
 //! only for that conversation; the data stream runs over a socketpair (the
-//! seed's `hybrid_tty_create_child`). The prompt is one we set with `-p`, so it
-//! is recognised whatever the system's locale, and a second prompt (a wrong
+//! seed's `hybrid_tty_create_child`). The prompt is one we set (`SUDO_PROMPT`,
+//! different for every connection), so it is recognised whatever the system's
+//! locale, only that exact prompt is answered, and a second prompt (a wrong
 //! password) fails the connection at once instead of waiting for a time-out.
 
 use std::path::PathBuf;
@@ -29,9 +30,14 @@ use crate::parent::PromptSpec;
 /// Default time allowed for sudo to authenticate and the program to start.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// The start of the prompt sudo is told to print (`-p`); a random word and
+/// The start of the prompt sudo is told to print; a random word and
 /// `] password:` follow, different for every connection, and only that exact
 /// prompt is answered. It contains no `%` escape.
+///
+/// It is given in sudo's environment (`SUDO_PROMPT`), not with `-p`: sudo's
+/// arguments are visible to every user in `ps`, while the environment of a
+/// setuid process is readable by root alone, and sudo does not pass the
+/// variable on to the command (unless `-E` keeps the caller's environment).
 pub const PROMPT: &str = "[mitogen-sudo ";
 
 /// The prompt for one connection: [`PROMPT`], 16 random hex digits, and
@@ -163,7 +169,7 @@ impl Sudo {
 
     /// The sudo arguments between the program and `--`, or why they cannot be
     /// used.
-    pub(crate) fn arguments(&self, prompt: &str) -> std::result::Result<Vec<String>, String> {
+    pub(crate) fn arguments(&self) -> std::result::Result<Vec<String>, String> {
         let mut user = self.user.clone();
         let (mut home, mut env, mut login) = (self.set_home, self.preserve_env, self.login);
         let mut env_list = None;
@@ -221,7 +227,7 @@ impl Sudo {
                 }
             }
         }
-        let mut out = vec!["-p".to_owned(), prompt.to_owned()];
+        let mut out = Vec::new();
         if self.password.is_none() || non_interactive {
             // Nobody could answer a prompt: sudo must fail instead of asking.
             out.push("-n".into());
@@ -259,13 +265,14 @@ impl Sudo {
     ) -> Result<Context> {
         let name = self.name.clone().unwrap_or_else(|| self.default_name());
         let prompt = one_time_prompt()?;
-        let args = self.arguments(&prompt).map_err(|reason| Error::Connect {
+        let args = self.arguments().map_err(|reason| Error::Connect {
             context: name.clone(),
             reason,
         })?;
         let build = |hash: &str, force: bool| {
             let mut cmd = Command::new(&self.sudo_path);
-            cmd.args(&args)
+            cmd.env("SUDO_PROMPT", &prompt)
+                .args(&args)
                 .arg("--")
                 .arg("sh")
                 .arg("-c")
@@ -314,7 +321,7 @@ fn expand_clusters(args: &[String]) -> Vec<String> {
     out
 }
 
-/// What sudo prints when it refuses. Only the exact prompt given with `-p`
+/// What sudo prints when it refuses. Only the exact prompt given to sudo
 /// is answered; any other that ends in `password:` (sudo-rs's own, a PAM
 /// module's, or text someone else put on the terminal) is refused unanswered.
 const PROMPTS: PromptStyle = PromptStyle {
@@ -379,8 +386,6 @@ impl crate::Router {
 mod tests {
     use super::*;
 
-    const P: &str = "[mitogen-sudo 0011223344556677] password:";
-
     #[test]
     fn prompts_differ_and_are_exact() {
         let (a, b) = (one_time_prompt().unwrap(), one_time_prompt().unwrap());
@@ -400,18 +405,18 @@ mod tests {
             "-",
             "\u{1f600}",
         ] {
-            let r = Sudo::new().sudo_args([bad]).arguments(P);
+            let r = Sudo::new().sudo_args([bad]).arguments();
             assert!(r.is_err(), "{bad:?}: {r:?}");
         }
         // A value may be any text.
         let a = Sudo::new()
             .sudo_args(["-u\u{e9}t\u{e9}"])
-            .arguments(P)
+            .arguments()
             .unwrap();
         assert!(a.contains(&"\u{e9}t\u{e9}".to_owned()), "{a:?}");
         let a = Sudo::new()
             .sudo_args(["-D", "/tmp/\u{e9}"])
-            .arguments(P)
+            .arguments()
             .unwrap();
         assert!(a.contains(&"/tmp/\u{e9}".to_owned()), "{a:?}");
     }
@@ -424,13 +429,10 @@ mod tests {
             .preserve_env(true)
             .selinux_role("r")
             .selinux_type("t");
-        let a = s.arguments(P).unwrap();
-        assert_eq!(
-            a,
-            ["-p", P, "-n", "-u", "app", "-H", "-E", "-r", "r", "-t", "t"]
-        );
-        let a = Sudo::new().password("x").arguments(P).unwrap();
-        assert_eq!(a, ["-p", P, "-u", "root"]);
+        let a = s.arguments().unwrap();
+        assert_eq!(a, ["-n", "-u", "app", "-H", "-E", "-r", "r", "-t", "t"]);
+        let a = Sudo::new().password("x").arguments().unwrap();
+        assert_eq!(a, ["-u", "root"]);
     }
 
     #[test]
@@ -438,17 +440,14 @@ mod tests {
         let a = Sudo::new()
             .password("x")
             .sudo_args(["-HE", "-ubob", "--role=r", "-g", "wheel", "-k"])
-            .arguments(P)
+            .arguments()
             .unwrap();
-        assert_eq!(
-            a,
-            ["-p", P, "-u", "bob", "-H", "-E", "-r", "r", "-g", "wheel", "-k"]
-        );
+        assert_eq!(a, ["-u", "bob", "-H", "-E", "-r", "r", "-g", "wheel", "-k"]);
         for bad in ["-S", "-b", "-A", "-s", "--askpass", "-p", "-h", "-HS"] {
-            let e = Sudo::new().sudo_args([bad]).arguments(P).unwrap_err();
+            let e = Sudo::new().sudo_args([bad]).arguments().unwrap_err();
             assert!(e.contains("not supported"), "{bad}: {e}");
         }
-        assert!(Sudo::new().sudo_args(["-u"]).arguments(P).is_err());
+        assert!(Sudo::new().sudo_args(["-u"]).arguments().is_err());
     }
 
     #[test]

@@ -292,3 +292,34 @@ pub fn cached_build_saying_permission_denied_is_replaced(router: &Router) -> Res
     }
     Ok(())
 }
+
+/// sudo's one-time prompt is kept from the target account (and every other
+/// user): not in sudo's arguments, which `ps` shows to all, and not in the
+/// target's environment.
+pub fn sudo_prompt_is_secret_from_the_target(router: &Router) -> Result<()> {
+    fixture()?;
+    let ctx = Guard(router.sudo(Sudo::new().user(APP_USER).password(BAIT))?);
+    let env = ctx.call_timeout(environment, (), Duration::from_secs(20))?;
+    ensure!(
+        !env.iter()
+            .any(|(k, v)| k == "SUDO_PROMPT" || v.contains("mitogen-sudo")),
+        "the target sees sudo's prompt: {env:?}"
+    );
+    // sudo waits for its command, so it is still running now.
+    let mut sudos = 0;
+    for e in std::fs::read_dir("/proc")?.flatten() {
+        let Ok(argv) = std::fs::read(e.path().join("cmdline")) else {
+            continue;
+        };
+        let argv = String::from_utf8_lossy(&argv).replace('\0', " ");
+        if argv.contains("MITOGEN-STAGE") && argv.starts_with("sudo") {
+            sudos += 1;
+            ensure!(
+                !argv.contains("mitogen-sudo"),
+                "sudo's prompt is in its arguments: {argv}"
+            );
+        }
+    }
+    ensure!(sudos > 0, "no sudo process found: the check proves nothing");
+    Ok(())
+}

@@ -187,6 +187,7 @@ fn main() {
                 120
             ),
             test!(chains::per_hop_passwords, 120),
+            test!(hostile_switch::sudo_prompt_is_secret_from_the_target),
         ];
         let failed = harness::run_tests(&router, &tests);
         switch_user::cleanup();
