@@ -26,7 +26,7 @@ Examples:
   mitogen run -F ./ssh_config web1 web2 -- uptime
   mitogen run --ask-password sudo:app -- id
   mitogen run --password-file ~/.pw deploy@web1/sudo -- id
-  mitogen run --password-file su:bob=bob.pw --password-file su:bob/sudo=mine.pw su:bob/sudo -- id";
+  mitogen run --password-file su:bob=bob.pw --password-file su:bob/sudo=bob.pw su:bob/sudo -- id";
 
 /// The keys and exit codes of `mitogen bench`, shown in its `--help`.
 const BENCH_AFTER_HELP: &str = "\
