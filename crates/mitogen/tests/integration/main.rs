@@ -188,6 +188,7 @@ fn main() {
             ),
             test!(chains::per_hop_passwords, 120),
             test!(hostile_switch::sudo_prompt_is_secret_from_the_target),
+            test!(ssh::password::password_login_from_a_target_string, 120),
         ];
         let failed = harness::run_tests(&router, &tests);
         switch_user::cleanup();

@@ -204,3 +204,39 @@ pub fn password_login_with_unknown_host_key(router: &Router) -> Result<()> {
     println!("    {text} after {took:?}");
     Ok(())
 }
+
+/// In a target string, an ssh hop's login password is given by the hop's
+/// path (`ConnectOptions::hop_password`) and reaches that hop only.
+pub fn password_login_from_a_target_string(router: &Router) -> Result<()> {
+    let (sshd, user) = password_sshd()?;
+    let hop_text = hop(&user.name, &sshd);
+    let target: mitogen::Target = format!("{hop_text}/local").parse()?;
+    let base = mitogen::ConnectOptions {
+        ssh_config: Some("/dev/null".into()),
+        ssh_options: vec![
+            "StrictHostKeyChecking=no".into(),
+            "UserKnownHostsFile=/dev/null".into(),
+            "PubkeyAuthentication=no".into(),
+        ],
+        connect_timeout: Some(Duration::from_secs(30)),
+        ..Default::default()
+    };
+    let options = base.clone().hop_password(hop_text.clone(), PW_SSH_PASSWORD);
+    let ctx = scanning_for(PW_SSH_PASSWORD, || router.connect_with(&target, &options))??;
+    let ctx = crate::util::Guard(ctx);
+    ensure!(ctx.call(plus_one, (1,))? == 2, "wrong answer");
+    drop(ctx);
+    // The password of the target's one switch-user hop is not the login's.
+    let shared = mitogen::ConnectOptions {
+        password: Some(PW_SSH_PASSWORD.into()),
+        ..base
+    };
+    fails_fast(
+        || router.connect_with(&target, &shared),
+        &hop_text,
+        TransportFailure::PasswordRequired,
+        Duration::from_secs(5),
+        "a shared password and an ssh login",
+    )?;
+    Ok(())
+}
