@@ -321,9 +321,10 @@ fn expand_clusters(args: &[String]) -> Vec<String> {
     out
 }
 
-/// What sudo prints when it refuses. Only the exact prompt given to sudo
-/// is answered; any other that ends in `password:` (sudo-rs's own, a PAM
-/// module's, or text someone else put on the terminal) is refused unanswered.
+/// What sudo prints when it refuses. Only the prompt given to sudo is
+/// answered (alone, or in sudo-rs's brackets before PAM's on the same line);
+/// any other that ends in `password:` (a PAM module's that sudo did not
+/// replace, or text someone else put on the terminal) is refused unanswered.
 const PROMPTS: PromptStyle = PromptStyle {
     prompts: &["password:"],
     failures: FAILURES,

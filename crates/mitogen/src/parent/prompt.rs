@@ -100,26 +100,33 @@ impl Matcher {
             }
         }
         let trimmed = text.trim_end();
-        if let Some(exact) = &self.exact {
-            if trimmed.ends_with(exact.as_str()) {
-                return Verdict::Prompt;
-            }
+        let prompt = self.prompts.iter().any(|p| trimmed.ends_with(p.as_str()));
+        let Some(exact) = &self.exact else {
+            return if prompt {
+                Verdict::Prompt
+            } else {
+                Verdict::Nothing
+            };
+        };
+        // sudo prints the prompt it was given; sudo-rs puts it in brackets
+        // before PAM's own (`[sudo: GIVEN] Password:`). Either way the given
+        // prompt, which nobody else knows, is on the last line.
+        let last = last_line(trimmed);
+        if trimmed.ends_with(exact.as_str()) || (prompt && last.contains(exact.as_str())) {
+            return Verdict::Prompt;
         }
-        if !self.prompts.iter().any(|p| trimmed.ends_with(p.as_str())) {
-            return Verdict::Nothing;
-        }
-        if self.exact.is_some() {
+        if prompt {
             return Verdict::Foreign(last_line(said.trim()).to_owned());
         }
-        Verdict::Prompt
+        Verdict::Nothing
     }
 }
 
-/// The last line of `s`, at most 200 bytes of it (cut on a character
-/// boundary), for an error message.
+/// The last line of `s`, at most 300 bytes of it (cut on a character
+/// boundary).
 fn last_line(s: &str) -> &str {
     let line = s.rsplit(['\n', '\r']).next().unwrap_or(s);
-    let mut start = line.len().saturating_sub(200);
+    let mut start = line.len().saturating_sub(300);
     while !line.is_char_boundary(start) {
         start += 1;
     }
@@ -383,6 +390,16 @@ mod tests {
         assert!(matches!(m.judge(b"Password: "), Verdict::Foreign(_)));
         assert!(matches!(
             m.judge(b"[mitogen-sudo 0123abce] password:"),
+            Verdict::Foreign(_)
+        ));
+        // sudo-rs's form, the given prompt in brackets before PAM's.
+        assert_eq!(
+            m.judge(b"[sudo: [mitogen-sudo 0123abcd] password:] Password: "),
+            Verdict::Prompt
+        );
+        // On an earlier line it proves nothing about the last one.
+        assert!(matches!(
+            m.judge(b"[mitogen-sudo 0123abcd] password:\nPassword: "),
             Verdict::Foreign(_)
         ));
         assert!(matches!(
