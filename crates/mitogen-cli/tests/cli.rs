@@ -277,3 +277,80 @@ fn rustix_is_root() -> bool {
         })
         .unwrap_or(false)
 }
+
+/// `--ask-password` asks once per sudo, su or doas hop path, on the terminal
+/// (here a pty from `script`), naming the hop and whose password it wants.
+#[test]
+fn ask_password_asks_once_per_hop() {
+    use std::io::{Read, Write};
+    use std::process::Stdio;
+    if !rustix_is_root() || !std::path::Path::new("/usr/bin/script").exists() {
+        eprintln!("skipped: needs root (sudo and su then ask nothing) and script(1)");
+        return;
+    }
+    let command = format!(
+        "{} run --ask-password sudo/su sudo -- id -u",
+        env!("CARGO_BIN_EXE_mitogen")
+    );
+    let mut child = Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .env_remove("MITOGEN_LOG")
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting script");
+    let mut stdin = child.stdin.take().unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let reader = std::thread::spawn(move || {
+        let mut all = Vec::new();
+        let mut buf = [0u8; 1024];
+        while let Ok(n) = stdout.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            all.extend_from_slice(&buf[..n]);
+            let _ = tx.send(String::from_utf8_lossy(&all).into_owned());
+        }
+        String::from_utf8_lossy(&all).into_owned()
+    });
+    // Answers each question once it is on the screen (the prompt flushes
+    // what was typed before it).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut seen = String::new();
+    for question in ["Password for sudo (", "Password for sudo/su ("] {
+        while seen.matches(question).count() == 0 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(s) => seen = s,
+                Err(_) => panic!("no question {question:?}; the screen shows {seen:?}"),
+            }
+        }
+        stdin.write_all(b"not-needed\n").unwrap();
+    }
+    drop(stdin);
+    let status = child.wait().unwrap();
+    let screen = reader.join().unwrap();
+    assert!(status.success(), "{status}: {screen}");
+    // Two hop paths, two questions: `sudo` appears in both targets but is
+    // asked for once.
+    assert_eq!(screen.matches("Password for ").count(), 2, "{screen}");
+    assert!(
+        screen.contains("Password for sudo (the calling user's): "),
+        "{screen}"
+    );
+    assert!(
+        screen.contains("Password for sudo/su (root's): "),
+        "{screen}"
+    );
+    assert!(
+        !screen.contains("not-needed"),
+        "the password was echoed: {screen}"
+    );
+    assert!(
+        screen.contains("sudo/su: 0") && screen.contains("sudo: 0"),
+        "{screen}"
+    );
+}
