@@ -100,6 +100,21 @@ pub enum Error {
         /// The OS error.
         source: std::io::Error,
     },
+    /// A context did not exit within the grace period of its shutdown: a
+    /// local process was killed (`killed`), a remote one is left to its
+    /// parent hop, which ends it when it goes itself.
+    #[error(
+        "context {context:?} did not exit within {grace:?} of being asked to{}",
+        if *killed { " and was killed" } else { "" }
+    )]
+    ShutdownTimedOut {
+        /// Name of the context.
+        context: String,
+        /// The grace period it was given.
+        grace: std::time::Duration,
+        /// True when its process was killed.
+        killed: bool,
+    },
 }
 
 fn stderr_line(s: &str) -> String {
