@@ -267,13 +267,13 @@ impl Router {
         self.inner.uploaded.load(Ordering::Relaxed)
     }
 
-    fn check_can_spawn(&self) -> Result<()> {
+    fn check_can_spawn(&self, method: &Method) -> Result<()> {
         if !ENTERED.load(Ordering::Relaxed) {
-            return Err(Error::Connect {
-                context: "local".into(),
-                reason: "the program's main must go through #[mitogen::main] or mitogen::run, \
-                         so that a copy of it started as a child becomes a context"
-                    .into(),
+            return Err(Error::NoEntryPoint {
+                context: method
+                    .name()
+                    .map(str::to_owned)
+                    .unwrap_or_else(|| method.default_name()),
             });
         }
         Ok(())
@@ -309,8 +309,8 @@ impl Router {
     /// # Ok(()) }
     /// ```
     pub fn start(&self, via: Option<&Context>, method: impl Into<Method>) -> Result<Context> {
-        self.check_can_spawn()?;
         let method = method.into();
+        self.check_can_spawn(&method)?;
         let ctx = match via {
             None => method.connect(&self.inner, None)?,
             Some(via) => {
@@ -460,5 +460,33 @@ impl Router {
     /// Dropping the last clone does the same.
     pub fn shutdown(&self) {
         shutdown_inner(&self.inner, DEFAULT_SHUTDOWN_TIMEOUT);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// These unit tests run without the entry point (`ENTERED` is never set
+    /// here): starting a context must say so, naming the context asked for,
+    /// whatever its method.
+    #[test]
+    fn missing_entry_point_is_its_own_error_naming_the_context() {
+        let router = Router::new().expect("router");
+        match router.ssh(Ssh::new("web1").user("deploy")) {
+            Err(Error::NoEntryPoint { context }) => assert_eq!(context, "deploy@web1"),
+            other => panic!("ssh without the entry point: {other:?}"),
+        }
+        let target: Target = "bastion/web1".parse().expect("target");
+        match router.connect(&target) {
+            Err(Error::NoEntryPoint { context }) => assert_eq!(context, "bastion"),
+            other => panic!("a chain without the entry point: {other:?}"),
+        }
+        let err = router.local().expect_err("local without the entry point");
+        assert!(
+            err.to_string().contains("#[mitogen::main]"),
+            "the message says what to do: {err}"
+        );
+        router.shutdown();
     }
 }

@@ -115,6 +115,17 @@ pub enum Error {
         /// True when its process was killed.
         killed: bool,
     },
+    /// This program cannot start contexts: its `main` does not go through
+    /// `#[mitogen::main]` or `mitogen::run`, so a copy of it started as a
+    /// child would run the program's `main` again instead of serving calls.
+    #[error(
+        "cannot start {context:?}: the program's main must go through #[mitogen::main] or \
+         mitogen::run, so that a copy of it started as a child becomes a context"
+    )]
+    NoEntryPoint {
+        /// Name of the context that was to be started.
+        context: String,
+    },
 }
 
 fn stderr_line(s: &str) -> String {
