@@ -259,6 +259,9 @@ impl Context {
     /// Asks the context to finish its queued calls and exit, waiting up to
     /// `DEFAULT_SHUTDOWN_TIMEOUT` (5 s); a local process still running then is
     /// killed, and the result is [`Error::ShutdownTimedOut`].
+    ///
+    /// A hop that [`Router::connect`](crate::Router::connect) started for this
+    /// context (and shares with no other) is shut down after it.
     pub fn shutdown(&self) -> Result<()> {
         self.shutdown_timeout(DEFAULT_SHUTDOWN_TIMEOUT)
     }
@@ -272,6 +275,7 @@ impl Context {
     /// killed; a remote context that does not leave is ended by its parent
     /// hop when that goes.
     pub fn shutdown_timeout(&self, timeout: Duration) -> Result<()> {
+        crate::router::context_closing(&self.router, self.id);
         let outcome = if let (true, Some(p)) = (timeout.is_zero(), &self.process) {
             p.kill();
             p.exit.wait(Duration::from_secs(2));
@@ -281,6 +285,9 @@ impl Context {
             self.request_shutdown();
             self.finish_shutdown(deadline)
         };
+        // Whatever happened, the context is done for: a hop shared only with
+        // it goes too.
+        crate::router::context_gone(&self.router, self.id);
         match outcome {
             Exited::InTime => Ok(()),
             Exited::Killed | Exited::StillThere => Err(Error::ShutdownTimedOut {

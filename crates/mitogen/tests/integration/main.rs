@@ -19,6 +19,7 @@ mod netcut;
 mod relay;
 mod routing;
 mod security;
+mod sharing;
 mod ssh;
 mod ssh_arch;
 mod sshd;
@@ -175,6 +176,12 @@ fn main() {
             test!(chains::ssh_sudo_su, 180),
             test!(chains::local_sudo_local),
             test!(chains::ssh_sudo_wrong_password, 120),
+            test!(sharing::intermediate_is_shared_and_goes_with_its_last_user),
+            test!(sharing::concurrent_connects_start_one_intermediate),
+            test!(sharing::dead_intermediate_is_replaced),
+            test!(sharing::hop_connected_directly_stays_the_programs),
+            test!(sharing::different_options_are_different_hops),
+            test!(sharing::failed_later_hop_leaves_no_earlier_hop),
         ];
         let failed = harness::run_tests(&router, &tests);
         switch_user::cleanup();
