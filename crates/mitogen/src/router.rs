@@ -301,6 +301,13 @@ impl Router {
         self.inner.uploaded.load(Ordering::Relaxed)
     }
 
+    /// Registered reply and channel handles of this router. Not a stable
+    /// interface: for tests that check that nothing is left behind.
+    #[doc(hidden)]
+    pub fn handle_count(&self) -> usize {
+        self.inner.handle_count()
+    }
+
     fn check_can_spawn(&self, method: &Method) -> Result<()> {
         if !ENTERED.load(Ordering::Relaxed) {
             return Err(Error::NoEntryPoint {

@@ -474,6 +474,11 @@ impl RouterInner {
         children.retain(|c| !self.descends_from(c.id(), id));
     }
 
+    /// Handles registered in this router (a measure for leak tests).
+    pub(crate) fn handle_count(&self) -> usize {
+        self.lock_handles().len()
+    }
+
     /// Takes the list of contexts this router started.
     pub(crate) fn take_children(&self) -> Vec<crate::core::context::Context> {
         std::mem::take(&mut *self.children.lock().unwrap_or_else(|e| e.into_inner()))

@@ -38,6 +38,9 @@ fn main() {
         if std::env::var_os(lifecycle::DETACH_ENV).is_some() {
             return lifecycle::detach_main(&router);
         }
+        if std::env::var_os(leaks::CLEAN_MASTER_ENV).is_some() {
+            return leaks::clean_master_main(&router);
+        }
         if std::env::var_os(unix::CLIENT_ENV).is_some() {
             return unix::client_main();
         }
@@ -182,6 +185,9 @@ fn main() {
             test!(sharing::hop_connected_directly_stays_the_programs),
             test!(sharing::different_options_are_different_hops),
             test!(sharing::failed_later_hop_leaves_no_earlier_hop),
+            test!(leaks::chain_cycles_leak_nothing, 300),
+            test!(leaks::ssh_cycles_leak_nothing, 300),
+            test!(leaks::timed_out_calls_leak_nothing, 120),
         ];
         let failed = harness::run_tests(&router, &tests);
         switch_user::cleanup();
