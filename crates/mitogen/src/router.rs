@@ -308,6 +308,13 @@ impl Router {
         self.inner.handle_count()
     }
 
+    /// Records of the hops [`connect`](Self::connect) shares. Not a stable
+    /// interface: for tests that check that nothing is left behind.
+    #[doc(hidden)]
+    pub fn shared_hop_records(&self) -> usize {
+        self.inner.shared_hops.records()
+    }
+
     fn check_can_spawn(&self, method: &Method) -> Result<()> {
         if !ENTERED.load(Ordering::Relaxed) {
             return Err(Error::NoEntryPoint {

@@ -317,6 +317,16 @@ impl SharedHops {
         if slot.as_ref().is_some_and(|e| e.ctx.id() == id) {
             *slot = None;
         }
+        if slot.is_none() {
+            // An empty cell nobody else holds goes, so that the table keeps
+            // nothing of targets whose contexts are all gone. The map's lock
+            // is never held while waiting for a cell, so taking it here is
+            // safe; holding it, no one can pick the cell up meanwhile.
+            let mut cells = lock(&self.cells);
+            if Arc::strong_count(&cell) == 2 {
+                cells.remove(&key);
+            }
+        }
     }
 
     /// Context `id` is shut down or gone: it leaves the table, and its lease
@@ -331,6 +341,14 @@ impl SharedHops {
         if let Some(on) = lease {
             self.release(router, &on);
         }
+    }
+
+    /// Records the table holds: cells, leases, keys and shutdowns in
+    /// progress (for tests that check it keeps nothing of contexts gone).
+    pub(crate) fn records(&self) -> usize {
+        let cells = lock(&self.cells).len();
+        let index = lock(&self.index);
+        cells + index.leases.len() + index.keys.len() + index.closing.len()
     }
 
     /// Empties the table (the router is shutting down and ends every

@@ -57,6 +57,8 @@ struct Snapshot {
     /// Every process below the master, however deep.
     processes: HashSet<u32>,
     handles: usize,
+    /// Records of the router's table of shared hops.
+    hop_records: usize,
     rss_kib: u64,
 }
 
@@ -67,6 +69,7 @@ impl Snapshot {
             threads: thread_count(),
             processes: descendants(std::process::id()).into_iter().collect(),
             handles: router.handle_count(),
+            hop_records: router.shared_hop_records(),
             rss_kib: rss_kib(),
         }
     }
@@ -93,31 +96,37 @@ impl Snapshot {
             fd_count() <= self.fds
                 && thread_count() <= self.threads
                 && router.handle_count() <= self.handles
+                && router.shared_hop_records() <= self.hop_records
                 && self.new_processes().is_empty()
         });
         let rss = rss_kib();
         eprintln!(
             "leaks: {what}: fds {} -> {}, threads {} -> {}, handles {} -> {}, \
-             processes {} -> {}, RSS {} -> {rss} KiB",
+             shared-hop records {} -> {}, processes {} -> {}, RSS {} -> {rss} KiB",
             self.fds,
             fd_count(),
             self.threads,
             thread_count(),
             self.handles,
             router.handle_count(),
+            self.hop_records,
+            router.shared_hop_records(),
             self.processes.len(),
             descendants(std::process::id()).len(),
             self.rss_kib,
         );
         ensure!(
             settled,
-            "after {what}: fds {} -> {}, threads {} -> {}, handles {} -> {}, {}",
+            "after {what}: fds {} -> {}, threads {} -> {}, handles {} -> {}, \
+             shared-hop records {} -> {}, {}",
             self.fds,
             fd_count(),
             self.threads,
             thread_count(),
             self.handles,
             router.handle_count(),
+            self.hop_records,
+            router.shared_hop_records(),
             self.new_processes_report()
         );
         let grown = rss.saturating_sub(self.rss_kib);
