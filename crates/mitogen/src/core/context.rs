@@ -267,8 +267,9 @@ impl Context {
     }
 
     /// [`shutdown`](Self::shutdown) with a chosen grace period. A zero period
-    /// kills a local process at once: the caller asked for that, so it is not
-    /// an error (nor logged as a fault).
+    /// kills a local process at once, and asks a remote context to exit
+    /// without waiting: the caller asked for that, so it is not an error (nor
+    /// logged as a fault).
     ///
     /// Fails with [`Error::ShutdownTimedOut`] when the context had not exited
     /// when the period ran out: `killed` is true when its local process was
@@ -276,9 +277,15 @@ impl Context {
     /// hop when that goes.
     pub fn shutdown_timeout(&self, timeout: Duration) -> Result<()> {
         crate::router::context_closing(&self.router, self.id);
-        let outcome = if let (true, Some(p)) = (timeout.is_zero(), &self.process) {
-            p.kill();
-            p.exit.wait(Duration::from_secs(2));
+        let outcome = if timeout.is_zero() {
+            match &self.process {
+                Some(p) => {
+                    p.kill();
+                    p.exit.wait(Duration::from_secs(2));
+                }
+                // Nothing here to kill: asked, and not waited for.
+                None => self.request_shutdown(),
+            }
             Exited::InTime
         } else {
             let deadline = Instant::now() + timeout;

@@ -506,3 +506,30 @@ pub fn detached_child_exits_when_its_work_is_done(_: &Router) -> Result<()> {
     }
     r
 }
+
+pub fn busy_remote_context_shutdown_says_it_did_not_exit(router: &Router) -> Result<()> {
+    let chain = Chain::new(router, "lc-busy", 2)?;
+    let pids = chain.pids()?;
+    let leaf = chain.leaf();
+    let _busy = leaf.call_async(sleep_ms, (30_000,));
+    // Nothing in the master can kill a remote context: the error says it
+    // did not leave, and that it was not killed.
+    match leaf.shutdown_timeout(Duration::from_millis(300)) {
+        Err(Error::ShutdownTimedOut {
+            context,
+            killed: false,
+            ..
+        }) if context == leaf.name() => {}
+        other => bail!(
+            "shutdown of a busy remote context: expected ShutdownTimedOut {{ killed: false }}, got {other:?}"
+        ),
+    }
+    // Its parent going ends it.
+    chain.hops[0].shutdown_timeout(Duration::ZERO)?;
+    ensure!(
+        wait_dead(pids[1], Duration::from_secs(5)),
+        "the busy leaf outlived its parent: {:?}",
+        proc_state(pids[1])
+    );
+    Ok(())
+}

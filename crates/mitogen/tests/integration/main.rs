@@ -188,6 +188,7 @@ fn main() {
             test!(leaks::chain_cycles_leak_nothing, 300),
             test!(leaks::ssh_cycles_leak_nothing, 300),
             test!(leaks::timed_out_calls_leak_nothing, 120),
+            test!(lifecycle::busy_remote_context_shutdown_says_it_did_not_exit),
         ];
         let failed = harness::run_tests(&router, &tests);
         switch_user::cleanup();
