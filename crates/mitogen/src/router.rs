@@ -16,6 +16,8 @@ use crate::methods::ssh::Ssh;
 use crate::methods::Method;
 use crate::target::{Hop, Target};
 
+pub(crate) mod shared;
+
 static CURRENT: OnceLock<Weak<RouterInner>> = OnceLock::new();
 
 /// Set by [`crate::run`]: children can only be started by a program whose
@@ -53,6 +55,19 @@ fn shutdown_inner(inner: &Arc<RouterInner>, timeout: Duration) {
         c.finish_shutdown(deadline);
     }
     inner.stop();
+    inner.shared_hops.clear();
+}
+
+/// Context `id` has been shut down: a hop that [`Router::connect`] started
+/// for it alone goes too (see [`shared`]).
+pub(crate) fn context_gone(inner: &Arc<RouterInner>, id: ContextId) {
+    inner.shared_hops.gone(inner, id);
+}
+
+/// Notes that `id` is being shut down by its own `shutdown`, which ends its
+/// lease on a shared hop itself when done.
+pub(crate) fn context_closing(inner: &RouterInner, id: ContextId) {
+    inner.shared_hops.closing(id);
 }
 
 /// Options for [`Router::connect_with`] that apply to the hops of a target.
@@ -92,10 +107,7 @@ impl ConnectOptions {
     }
 
     /// The password for each hop of `target`, or why they cannot be given.
-    fn passwords_for(
-        &self,
-        target: &Target,
-    ) -> std::result::Result<Vec<Option<crate::core::secret::Secret>>, String> {
+    fn passwords_for(&self, target: &Target) -> std::result::Result<Passwords, String> {
         let mut out = Vec::new();
         let mut shared = Vec::new();
         let mut path = String::new();
@@ -204,6 +216,31 @@ fn hop_method(
         }
     })
 }
+
+/// The method of every hop of `target`, each named by the target up to it
+/// (`bastion/web1`) and given its own password, checked before anything
+/// starts; with the passwords, hop by hop.
+fn hop_methods(target: &Target, options: &ConnectOptions) -> Result<(Vec<Method>, Passwords)> {
+    let bad = |reason| Error::BadTarget {
+        target: target.to_string(),
+        reason,
+    };
+    let passwords = options.passwords_for(target).map_err(bad)?;
+    let mut name = String::new();
+    let mut methods = Vec::new();
+    for (hop, password) in target.hops().iter().zip(&passwords) {
+        if !name.is_empty() {
+            name.push('/');
+        }
+        name.push_str(&hop.to_string());
+        let method = hop_method(hop, options, password.clone()).map_err(bad)?;
+        methods.push(method.named(name.clone()));
+    }
+    Ok((methods, passwords))
+}
+
+/// The password of each hop of a target, the first hop first.
+type Passwords = Vec<Option<crate::core::secret::Secret>>;
 
 /// Settings of a master router.
 #[derive(Clone, Debug)]
@@ -335,13 +372,27 @@ impl Router {
         self.inner.uploaded.load(Ordering::Relaxed)
     }
 
-    fn check_can_spawn(&self) -> Result<()> {
+    /// Registered reply and channel handles of this router. Not a stable
+    /// interface: for tests that check that nothing is left behind.
+    #[doc(hidden)]
+    pub fn handle_count(&self) -> usize {
+        self.inner.handle_count()
+    }
+
+    /// Records of the hops [`connect`](Self::connect) shares. Not a stable
+    /// interface: for tests that check that nothing is left behind.
+    #[doc(hidden)]
+    pub fn shared_hop_records(&self) -> usize {
+        self.inner.shared_hops.records()
+    }
+
+    fn check_can_spawn(&self, method: &Method) -> Result<()> {
         if !ENTERED.load(Ordering::Relaxed) {
-            return Err(Error::Connect {
-                context: "local".into(),
-                reason: "the program's main must go through #[mitogen::main] or mitogen::run, \
-                         so that a copy of it started as a child becomes a context"
-                    .into(),
+            return Err(Error::NoEntryPoint {
+                context: method
+                    .name()
+                    .map(str::to_owned)
+                    .unwrap_or_else(|| method.default_name()),
             });
         }
         Ok(())
@@ -377,8 +428,8 @@ impl Router {
     /// # Ok(()) }
     /// ```
     pub fn start(&self, via: Option<&Context>, method: impl Into<Method>) -> Result<Context> {
-        self.check_can_spawn()?;
         let method = method.into();
+        self.check_can_spawn(&method)?;
         let ctx = match via {
             None => method.connect(&self.inner, None)?,
             Some(via) => {
@@ -397,70 +448,83 @@ impl Router {
     /// Connects a context described by a target string such as `local`,
     /// `deploy@web1:2222` or `bastion/web1/local` (see [`Target`]); each hop
     /// after the first is started by the one before it.
+    ///
+    /// The hops before the last are shared: connecting `bastion/web1` and
+    /// then `bastion/web2` (with equal [`ConnectOptions`]) starts one
+    /// `bastion` and runs both through it, also when two threads connect at
+    /// once. Such a hop is shut down when the last context below it goes
+    /// (shut down, or disconnected), and a hop that died is replaced by a
+    /// fresh one at the next connect. Hops are the same hop when the target
+    /// up to them and the options are equal: `deploy@web1:2222` with other
+    /// ssh options, another ssh config, time-out or password is another hop.
+    ///
+    /// The last hop is always a new context, and it is the program's: a
+    /// later target that begins with it (`bastion`, then `bastion/web1`)
+    /// runs through it, and it stays up until the program shuts it down,
+    /// taking the contexts below it along. If a later hop fails to start,
+    /// the hops started for it alone are shut down before the error is
+    /// returned.
     pub fn connect(&self, target: &Target) -> Result<Context> {
         self.connect_with(target, &ConnectOptions::default())
     }
 
     /// [`connect`](Self::connect) with options that apply to every hop.
     pub fn connect_with(&self, target: &Target, options: &ConnectOptions) -> Result<Context> {
-        let mut hops = Vec::new();
-        self.start_hops(target, options, &mut hops)?;
-        hops.pop().ok_or_else(|| Error::BadTarget {
-            target: target.to_string(),
-            reason: "empty target".into(),
-        })
+        let (methods, passwords) = hop_methods(target, options)?;
+        let Some(last) = methods.len().checked_sub(1) else {
+            return Err(Error::BadTarget {
+                target: target.to_string(),
+                reason: "empty target".into(),
+            });
+        };
+        let table = &self.inner.shared_hops;
+        table.watch(&self.inner);
+        let hops = target.hops();
+        let keys: Vec<_> = (1..=hops.len())
+            .map(|n| table.key(&hops[..n], options, &passwords[..n]))
+            .collect();
+        let parent = match last {
+            0 => None,
+            _ => Some(table.acquire(&self.inner, &keys, last - 1, &mut |via, i| {
+                self.start(via, methods[i].clone())
+            })?),
+        };
+        let started = self.start(parent.as_ref().map(|p| p.context()), methods[last].clone());
+        table.finish_connect(&self.inner, &keys[last], parent, started)
     }
 
     /// [`connect_with`](Self::connect_with), returning the context of every
     /// hop, the first (nearest this process) first and the target's own last,
     /// so that a caller can shut the whole chain down (innermost first) when
-    /// it is done. If a hop fails, the hops already started are shut down
+    /// it is done. Every hop is started anew for this chain and is the
+    /// program's: none is shared with [`connect`](Self::connect) or shut down
+    /// for the caller. If a hop fails, the hops already started are shut down
     /// before the error is returned.
     pub fn connect_chain_with(
         &self,
         target: &Target,
         options: &ConnectOptions,
     ) -> Result<Vec<Context>> {
-        let mut hops = Vec::new();
-        if let Err(e) = self.start_hops(target, options, &mut hops) {
-            for ctx in hops.iter().rev() {
-                let _ = ctx.shutdown();
-            }
-            return Err(e);
-        }
-        if hops.is_empty() {
+        let (methods, _) = hop_methods(target, options)?;
+        if methods.is_empty() {
             return Err(Error::BadTarget {
                 target: target.to_string(),
                 reason: "empty target".into(),
             });
         }
-        Ok(hops)
-    }
-
-    /// Starts the hops of `target` in order, each from the one before it,
-    /// pushing each context onto `hops` as soon as it is up.
-    fn start_hops(
-        &self,
-        target: &Target,
-        options: &ConnectOptions,
-        hops: &mut Vec<Context>,
-    ) -> Result<()> {
-        let bad = |reason| Error::BadTarget {
-            target: target.to_string(),
-            reason,
-        };
-        let passwords = options.passwords_for(target).map_err(bad)?;
-        let mut name = String::new();
-        for (hop, password) in target.hops().iter().zip(passwords) {
-            if !name.is_empty() {
-                name.push('/');
+        let mut hops: Vec<Context> = Vec::new();
+        for method in methods {
+            match self.start(hops.last(), method) {
+                Ok(ctx) => hops.push(ctx),
+                Err(e) => {
+                    for ctx in hops.iter().rev() {
+                        let _ = ctx.shutdown();
+                    }
+                    return Err(e);
+                }
             }
-            name.push_str(&hop.to_string());
-            let method = hop_method(hop, options, password).map_err(bad)?;
-            let ctx = self.start(hops.last(), method.named(name.clone()))?;
-            hops.push(ctx);
         }
-        Ok(())
+        Ok(hops)
     }
 
     /// A channel whose receiver lives in this process; hand the sender to a
@@ -530,5 +594,33 @@ impl Router {
     /// Dropping the last clone does the same.
     pub fn shutdown(&self) {
         shutdown_inner(&self.inner, DEFAULT_SHUTDOWN_TIMEOUT);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// These unit tests run without the entry point (`ENTERED` is never set
+    /// here): starting a context must say so, naming the context asked for,
+    /// whatever its method.
+    #[test]
+    fn missing_entry_point_is_its_own_error_naming_the_context() {
+        let router = Router::new().expect("router");
+        match router.ssh(Ssh::new("web1").user("deploy")) {
+            Err(Error::NoEntryPoint { context }) => assert_eq!(context, "deploy@web1"),
+            other => panic!("ssh without the entry point: {other:?}"),
+        }
+        let target: Target = "bastion/web1".parse().expect("target");
+        match router.connect(&target) {
+            Err(Error::NoEntryPoint { context }) => assert_eq!(context, "bastion"),
+            other => panic!("a chain without the entry point: {other:?}"),
+        }
+        let err = router.local().expect_err("local without the entry point");
+        assert!(
+            err.to_string().contains("#[mitogen::main]"),
+            "the message says what to do: {err}"
+        );
+        router.shutdown();
     }
 }

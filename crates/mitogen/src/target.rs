@@ -23,7 +23,7 @@ use std::str::FromStr;
 use crate::core::error::Error;
 
 /// One hop of a [`Target`].
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Hop {
     /// A new process of the program.
     Local,

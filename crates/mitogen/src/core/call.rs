@@ -112,7 +112,11 @@ pub(crate) fn decode_reply<T: DeserializeOwned>(body: &[u8]) -> Result<T> {
 
 /// A call in flight: wait for it with [`get`](Self::get), a deadline, or `.await`.
 ///
-/// Dropping it abandons the reply (the call itself still runs).
+/// Dropping it abandons the reply (the call itself still runs), and so does
+/// a wait that times out: the reply handle is unregistered at once, so calls
+/// that time out leave nothing behind however many there are.
+#[must_use = "the call's result (and any error) is lost unless it is waited for; \
+              drop it explicitly to abandon the reply"]
 pub struct PendingCall<T> {
     ctx: Context,
     latch: Arc<Latch<Message>>,
@@ -203,7 +207,10 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> PendingCall<T> {
         r: std::result::Result<Message, LatchError>,
         started: Instant,
     ) -> Result<T> {
-        self.done = true;
+        // A wait that timed out leaves `done` unset, so that dropping the
+        // call (which `get_timeout` does as it returns) unregisters the reply
+        // handle instead of keeping it until a late reply or a disconnect.
+        self.done = !matches!(r, Err(LatchError::Timeout | LatchError::Empty));
         match r {
             Ok(msg) if msg.is_dead() => message_to_value::<T>(&self.ctx.router(), msg),
             Ok(msg) => decode_reply(&msg.body),

@@ -17,6 +17,17 @@ use crate::master::process_monitor::ExitCell;
 /// How long [`Context::shutdown`] waits for an orderly exit before killing.
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How a shutdown ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Exited {
+    /// The context left within the grace period.
+    InTime,
+    /// Its local process had to be killed.
+    Killed,
+    /// A remote context still had not disconnected.
+    StillThere,
+}
+
 /// The local process behind a context this router started.
 pub(crate) struct ChildProcess {
     pub pid: u32,
@@ -246,24 +257,52 @@ impl Context {
     }
 
     /// Asks the context to finish its queued calls and exit, waiting up to
-    /// `DEFAULT_SHUTDOWN_TIMEOUT` (5 s); a local process still running then is killed.
+    /// `DEFAULT_SHUTDOWN_TIMEOUT` (5 s); a local process still running then is
+    /// killed, and the result is [`Error::ShutdownTimedOut`].
+    ///
+    /// A hop that [`Router::connect`](crate::Router::connect) started for this
+    /// context (and shares with no other) is shut down after it.
     pub fn shutdown(&self) -> Result<()> {
         self.shutdown_timeout(DEFAULT_SHUTDOWN_TIMEOUT)
     }
 
     /// [`shutdown`](Self::shutdown) with a chosen grace period. A zero period
-    /// kills a local process at once (the caller has given up on it, so this
-    /// is not logged as a fault).
+    /// kills a local process at once, and asks a remote context to exit
+    /// without waiting: the caller asked for that, so it is not an error (nor
+    /// logged as a fault).
+    ///
+    /// Fails with [`Error::ShutdownTimedOut`] when the context had not exited
+    /// when the period ran out: `killed` is true when its local process was
+    /// killed; a remote context that does not leave is ended by its parent
+    /// hop when that goes.
     pub fn shutdown_timeout(&self, timeout: Duration) -> Result<()> {
-        if let (true, Some(p)) = (timeout.is_zero(), &self.process) {
-            p.kill();
-            p.exit.wait(Duration::from_secs(2));
-            return Ok(());
+        crate::router::context_closing(&self.router, self.id);
+        let outcome = if timeout.is_zero() {
+            match &self.process {
+                Some(p) => {
+                    p.kill();
+                    p.exit.wait(Duration::from_secs(2));
+                }
+                // Nothing here to kill: asked, and not waited for.
+                None => self.request_shutdown(),
+            }
+            Exited::InTime
+        } else {
+            let deadline = Instant::now() + timeout;
+            self.request_shutdown();
+            self.finish_shutdown(deadline)
+        };
+        // Whatever happened, the context is done for: a hop shared only with
+        // it goes too.
+        crate::router::context_gone(&self.router, self.id);
+        match outcome {
+            Exited::InTime => Ok(()),
+            Exited::Killed | Exited::StillThere => Err(Error::ShutdownTimedOut {
+                context: self.name.to_string(),
+                grace: timeout,
+                killed: outcome == Exited::Killed,
+            }),
         }
-        let deadline = Instant::now() + timeout;
-        self.request_shutdown();
-        self.finish_shutdown(deadline);
-        Ok(())
     }
 
     pub(crate) fn request_shutdown(&self) {
@@ -275,15 +314,24 @@ impl Context {
     }
 
     /// Waits for the exit until `deadline`, then kills and reaps.
-    pub(crate) fn finish_shutdown(&self, deadline: Instant) {
+    pub(crate) fn finish_shutdown(&self, deadline: Instant) -> Exited {
         let left = deadline.saturating_duration_since(Instant::now());
-        self.wait_disconnect(left);
-        if let Some(p) = &self.process {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if p.exit.wait(left).is_none() {
-                tracing::warn!(context = %self.name, pid = p.pid, "did not exit in time; killing it");
-                p.kill();
-                p.exit.wait(Duration::from_secs(2));
+        let disconnected = self.wait_disconnect(left);
+        match &self.process {
+            Some(p) => {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if p.exit.wait(left).is_none() {
+                    tracing::warn!(context = %self.name, pid = p.pid, "did not exit in time; killing it");
+                    p.kill();
+                    p.exit.wait(Duration::from_secs(2));
+                    return Exited::Killed;
+                }
+                Exited::InTime
+            }
+            None if disconnected => Exited::InTime,
+            None => {
+                tracing::warn!(context = %self.name, "did not exit in time; left to its parent hop");
+                Exited::StillThere
             }
         }
     }

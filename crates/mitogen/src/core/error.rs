@@ -100,6 +100,32 @@ pub enum Error {
         /// The OS error.
         source: std::io::Error,
     },
+    /// A context did not exit within the grace period of its shutdown: a
+    /// local process was killed (`killed`), a remote one is left to its
+    /// parent hop, which ends it when it goes itself.
+    #[error(
+        "context {context:?} did not exit within {grace:?} of being asked to{}",
+        if *killed { " and was killed" } else { "" }
+    )]
+    ShutdownTimedOut {
+        /// Name of the context.
+        context: String,
+        /// The grace period it was given.
+        grace: std::time::Duration,
+        /// True when its process was killed.
+        killed: bool,
+    },
+    /// This program cannot start contexts: its `main` does not go through
+    /// `#[mitogen::main]` or `mitogen::run`, so a copy of it started as a
+    /// child would run the program's `main` again instead of serving calls.
+    #[error(
+        "cannot start {context:?}: the program's main must go through #[mitogen::main] or \
+         mitogen::run, so that a copy of it started as a child becomes a context"
+    )]
+    NoEntryPoint {
+        /// Name of the context that was to be started.
+        context: String,
+    },
 }
 
 fn stderr_line(s: &str) -> String {

@@ -105,6 +105,8 @@ pub(crate) struct RouterInner {
     pub(crate) signals: super::signals::RouterSignals,
     /// Contexts this router started, for shutdown.
     children: Mutex<Vec<crate::core::context::Context>>,
+    /// Hops that `Router::connect` shares between targets.
+    pub(crate) shared_hops: crate::router::shared::SharedHops,
 }
 
 impl RouterInner {
@@ -136,6 +138,7 @@ impl RouterInner {
             binaries: Default::default(),
             uploaded: Default::default(),
             children: Mutex::new(Vec::new()),
+            shared_hops: Default::default(),
             log_budget: LogBudget::new(),
             signals: Default::default(),
             unix_clients: RwLock::new(HashSet::new()),
@@ -458,7 +461,9 @@ impl RouterInner {
     /// Keeps `ctx` for shutdown; forgets children that are already gone.
     pub(crate) fn remember_child(&self, ctx: crate::core::context::Context) {
         let mut children = self.children.lock().unwrap_or_else(|e| e.into_inner());
-        children.retain(|c| !(c.is_disconnected() && c.exit_status().is_some()));
+        // A remote context has no process to reap: gone once disconnected.
+        children
+            .retain(|c| !(c.is_disconnected() && (c.pid().is_none() || c.exit_status().is_some())));
         children.push(ctx);
     }
 
@@ -467,6 +472,11 @@ impl RouterInner {
     pub(crate) fn forget_children_below(&self, id: ContextId) {
         let mut children = self.children.lock().unwrap_or_else(|e| e.into_inner());
         children.retain(|c| !self.descends_from(c.id(), id));
+    }
+
+    /// Handles registered in this router (a measure for leak tests).
+    pub(crate) fn handle_count(&self) -> usize {
+        self.lock_handles().len()
     }
 
     /// Takes the list of contexts this router started.

@@ -252,15 +252,27 @@ pub fn no_zombies_after_shutdowns(router: &Router) -> Result<()> {
         ctx.call(add, (1, 1))?;
         match how {
             0 => ctx.shutdown()?,
-            1 => ctx.shutdown_timeout(Duration::from_millis(1))?,
+            // 1 ms is seldom enough to exit: killed or not, it is reaped.
+            1 => match ctx.shutdown_timeout(Duration::from_millis(1)) {
+                Ok(()) | Err(Error::ShutdownTimedOut { killed: true, .. }) => {}
+                Err(e) => bail!("shutdown with 1 ms of grace: {e}"),
+            },
             2 => {
                 kill9(pid_of(&ctx)?)?;
                 ctx.wait_disconnect(Duration::from_secs(5));
             }
             _ => {
-                // Busy past the grace period: killed by shutdown.
+                // Busy past the grace period: killed by shutdown, which
+                // says so, naming the context.
                 let _busy = ctx.call_async(sleep_ms, (30_000,));
-                ctx.shutdown_timeout(Duration::from_millis(300))?;
+                match ctx.shutdown_timeout(Duration::from_millis(300)) {
+                    Err(Error::ShutdownTimedOut {
+                        context,
+                        killed: true,
+                        grace,
+                    }) if context == ctx.name() && grace == Duration::from_millis(300) => {}
+                    other => bail!("shutdown of a busy context: expected ShutdownTimedOut {{ killed: true }}, got {other:?}"),
+                }
             }
         }
     }
@@ -493,4 +505,31 @@ pub fn detached_child_exits_when_its_work_is_done(_: &Router) -> Result<()> {
         }
     }
     r
+}
+
+pub fn busy_remote_context_shutdown_says_it_did_not_exit(router: &Router) -> Result<()> {
+    let chain = Chain::new(router, "lc-busy", 2)?;
+    let pids = chain.pids()?;
+    let leaf = chain.leaf();
+    let _busy = leaf.call_async(sleep_ms, (30_000,));
+    // Nothing in the master can kill a remote context: the error says it
+    // did not leave, and that it was not killed.
+    match leaf.shutdown_timeout(Duration::from_millis(300)) {
+        Err(Error::ShutdownTimedOut {
+            context,
+            killed: false,
+            ..
+        }) if context == leaf.name() => {}
+        other => bail!(
+            "shutdown of a busy remote context: expected ShutdownTimedOut {{ killed: false }}, got {other:?}"
+        ),
+    }
+    // Its parent going ends it.
+    chain.hops[0].shutdown_timeout(Duration::ZERO)?;
+    ensure!(
+        wait_dead(pids[1], Duration::from_secs(5)),
+        "the busy leaf outlived its parent: {:?}",
+        proc_state(pids[1])
+    );
+    Ok(())
 }

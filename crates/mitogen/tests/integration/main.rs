@@ -20,6 +20,7 @@ mod netcut;
 mod relay;
 mod routing;
 mod security;
+mod sharing;
 mod ssh;
 mod ssh_arch;
 mod sshd;
@@ -37,6 +38,9 @@ fn main() {
         }
         if std::env::var_os(lifecycle::DETACH_ENV).is_some() {
             return lifecycle::detach_main(&router);
+        }
+        if std::env::var_os(leaks::CLEAN_MASTER_ENV).is_some() {
+            return leaks::clean_master_main(&router);
         }
         if std::env::var_os(unix::CLIENT_ENV).is_some() {
             return unix::client_main();
@@ -189,6 +193,16 @@ fn main() {
             test!(chains::per_hop_passwords, 120),
             test!(hostile_switch::sudo_prompt_is_secret_from_the_target),
             test!(ssh::password::password_login_from_a_target_string, 120),
+            test!(sharing::intermediate_is_shared_and_goes_with_its_last_user),
+            test!(sharing::concurrent_connects_start_one_intermediate),
+            test!(sharing::dead_intermediate_is_replaced),
+            test!(sharing::hop_connected_directly_stays_the_programs),
+            test!(sharing::different_options_are_different_hops),
+            test!(sharing::failed_later_hop_leaves_no_earlier_hop),
+            test!(leaks::chain_cycles_leak_nothing, 300),
+            test!(leaks::ssh_cycles_leak_nothing, 300),
+            test!(leaks::timed_out_calls_leak_nothing, 120),
+            test!(lifecycle::busy_remote_context_shutdown_says_it_did_not_exit),
         ];
         let failed = harness::run_tests(&router, &tests);
         switch_user::cleanup();
