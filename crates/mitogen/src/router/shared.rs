@@ -373,3 +373,33 @@ impl SharedHops {
         *lock(&self.index) = Index::default();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hops(s: &str) -> Vec<Hop> {
+        s.parse::<crate::target::Target>()
+            .map(|t| t.hops().to_vec())
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn each_hops_own_password_is_part_of_its_key() {
+        let table = SharedHops::default();
+        let options = ConnectOptions::default();
+        let path = hops("web1/sudo");
+        let pw = |s: &str| Some(Secret::from(s.to_owned()));
+        let a = table.key(&path, &options, &[None, pw("Sekret-1")]);
+        let b = table.key(&path, &options, &[None, pw("Sekret-1")]);
+        let c = table.key(&path, &options, &[None, pw("Sekret-2")]);
+        let d = table.key(&path, &options, &[pw("Sekret-1"), None]);
+        assert_eq!(a, b, "the same passwords make the same hop");
+        assert_ne!(a, c, "another password is another hop");
+        assert_ne!(a, d, "a password of another hop is another hop");
+        assert!(
+            !format!("{a:?}").contains("Sekret"),
+            "the key holds no password"
+        );
+    }
+}
