@@ -18,7 +18,9 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 
 use super::cut_through::{CutThrough, Fill, CUT_THROUGH_MIN};
-use super::message::{FrameError, Header, Message, FLAG_SECRET, HEADER_LEN};
+use super::message::{
+    FrameError, Header, Message, FLAG_SECRET, HEADER_LEN, MAX_MESSAGE_SIZE_LIMIT,
+};
 use super::router::RouterInner;
 use super::side::{IoStatus, Side};
 use super::stream::{wipe_on_drop, SendStatus, Stream};
@@ -26,6 +28,10 @@ use super::stream::{wipe_on_drop, SendStatus, Stream};
 /// Default read size of a side (the seed's `CHUNK_SIZE`); a frame larger than this
 /// is read straight into a buffer of its own size.
 pub const CHUNK_SIZE: usize = 128 * 1024;
+
+/// Largest frame whose whole size is reserved as soon as its header is in;
+/// beyond it, memory grows with what has arrived.
+const EAGER_LIMIT: usize = 4 * 1024 * 1024;
 
 /// Read size while frames are being relayed cut-through: the next frame is
 /// probably another large one, and the less of it is read into memory, the
@@ -115,14 +121,15 @@ pub enum ReadStatus {
 }
 
 impl FrameReader {
-    /// A reader refusing bodies over `max` bytes, starting with bytes that
-    /// arrived during the bootstrap (after the greeting).
+    /// A reader refusing bodies over `max` bytes (at most
+    /// [`MAX_MESSAGE_SIZE_LIMIT`]), starting with bytes that arrived during
+    /// the bootstrap (after the greeting).
     pub fn new(max: usize, initial: &[u8]) -> FrameReader {
         let mut buf = BytesMut::with_capacity(CHUNK_SIZE.max(initial.len()));
         buf.extend_from_slice(initial);
         FrameReader {
             buf,
-            max,
+            max: max.min(MAX_MESSAGE_SIZE_LIMIT),
             header: None,
             relay: None,
             peek: false,
@@ -130,6 +137,26 @@ impl FrameReader {
             no_cut: false,
             spare: None,
         }
+    }
+
+    /// `reserve` for a buffer that holds part of a secret frame: where
+    /// `BytesMut` would move the bytes (to a new allocation, or to the front
+    /// of its own), leaving a copy of the secret behind in memory that is
+    /// freed or reused unwiped, the bytes are copied to a new buffer here
+    /// and the old one is zeroed before it goes.
+    fn reserve_wiping(&mut self, want: usize) {
+        if self.buf.capacity() - self.buf.len() >= want {
+            return;
+        }
+        let mut grown = BytesMut::with_capacity(self.buf.len() + want);
+        grown.extend_from_slice(&self.buf);
+        let mut old = std::mem::replace(&mut self.buf, grown);
+        old.fill(0);
+    }
+
+    /// The memory this reader holds for frames not yet complete.
+    pub fn capacity(&self) -> usize {
+        self.buf.capacity()
     }
 
     /// Appends raw bytes (for tests and fuzzing).
@@ -141,12 +168,27 @@ impl FrameReader {
     pub fn read_from(&mut self, side: &Side) -> io::Result<ReadStatus> {
         let least = if self.peek { PEEK_SIZE } else { CHUNK_SIZE };
         let want = match self.header {
-            // Read a large frame's body in one go into a buffer of its own size.
-            Some(h) => (HEADER_LEN + h.len).saturating_sub(self.buf.len()),
+            // Read a large frame's body in one go into a buffer of its own
+            // size; but memory for a frame larger than `EAGER_LIMIT` grows
+            // only as its bytes arrive (doubling), so a header alone, or a
+            // header and a trickle, cannot make each stream reserve the
+            // largest message size.
+            Some(h) => {
+                let rest = (HEADER_LEN + h.len).saturating_sub(self.buf.len());
+                if rest > EAGER_LIMIT {
+                    rest.min(self.buf.len().max(EAGER_LIMIT))
+                } else {
+                    rest
+                }
+            }
             None => 0,
         }
         .max(least);
-        self.buf.reserve(want);
+        if self.header.is_some_and(|h| h.flags & FLAG_SECRET != 0) {
+            self.reserve_wiping(want);
+        } else {
+            self.buf.reserve(want);
+        }
         let spare = self.buf.spare_capacity_mut();
         // While peeking, read no further than asked: what stays in the kernel
         // can still be spliced.

@@ -18,7 +18,7 @@
 //! `log_budget`.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use bytes::Bytes;
@@ -27,7 +27,7 @@ use mio::Poll;
 use super::broker::Broker;
 use super::latch::Latch;
 use super::log::{self, LogRecord};
-use super::message::{handles, ContextId, Message, FIRST_USER_HANDLE};
+use super::message::{handles, ContextId, Message, FIRST_USER_HANDLE, MAX_MESSAGE_SIZE_LIMIT};
 use super::stream::Stream;
 
 mod disconnect;
@@ -43,8 +43,8 @@ pub enum Policy {
     /// (the seed's `has_parent_authority`). Every handle that runs code or changes
     /// the context's state uses it.
     ParentsOnly,
-    /// Any context that can reach this one; for replies and channels whose handle
-    /// number the sender was given.
+    /// Any context that can reach this one, subject to the handle's
+    /// respondent and key (replies and channels check those).
     Any,
 }
 
@@ -60,11 +60,29 @@ pub(crate) enum Sink {
 struct HandleEntry {
     sink: Sink,
     /// The context expected to answer; if it disconnects, the handle gets a DEAD
-    /// message.
+    /// message. A reply handle takes messages from this very context only; a
+    /// channel tied to a context, from that context's subtree.
     respondent: Option<ContextId>,
     /// Removed after one delivery (replies).
     once: bool,
     policy: Policy,
+    /// A channel's key: only messages flagged `FLAG_KEYED` carrying it in
+    /// `reply_to` are taken.
+    key: Option<u32>,
+}
+
+/// A fresh secret key from the kernel's random source.
+fn random_key() -> std::io::Result<[u8; 32]> {
+    let mut key = [0u8; 32];
+    let mut filled = 0;
+    while filled < key.len() {
+        match rustix::rand::getrandom(&mut key[filled..], rustix::rand::GetRandomFlags::empty()) {
+            Ok(n) => filled += n,
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(key)
 }
 
 /// Shared state of one process's router.
@@ -77,7 +95,11 @@ pub(crate) struct RouterInner {
     pub(crate) ancestors: Vec<ContextId>,
     parent: Option<Arc<Stream>>,
     handles: Mutex<HashMap<u32, HandleEntry>>,
-    next_handle: AtomicU32,
+    /// Secret key of the numbers drawn for handles and channel keys: each is
+    /// a keyed BLAKE3 hash of a counter, unpredictable to anyone who sees
+    /// others (a context sees the reply handles of the calls made to it).
+    token_key: [u8; 32],
+    token_counter: AtomicU64,
     routes: RwLock<HashMap<ContextId, Arc<Stream>>>,
     /// `routes.len()`, readable without the lock by a thread polling for work.
     route_count: AtomicUsize,
@@ -121,11 +143,12 @@ impl RouterInner {
             id,
             name,
             broker,
-            max_message_size,
+            max_message_size: max_message_size.min(MAX_MESSAGE_SIZE_LIMIT),
             ancestors,
             parent,
             handles: Mutex::new(HashMap::new()),
-            next_handle: AtomicU32::new(FIRST_USER_HANDLE),
+            token_key: random_key()?,
+            token_counter: AtomicU64::new(0),
             routes: RwLock::new(HashMap::new()),
             route_count: AtomicUsize::new(0),
             names: RwLock::new(HashMap::new()),
@@ -160,17 +183,35 @@ impl RouterInner {
         self.next_context_id.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// Registers a handle and returns its number.
+    /// A fresh unpredictable number (a handle or a channel key).
+    pub(crate) fn token(&self) -> u32 {
+        let n = self.token_counter.fetch_add(1, Ordering::Relaxed);
+        let h = blake3::keyed_hash(&self.token_key, &n.to_le_bytes());
+        let b = h.as_bytes();
+        u32::from_le_bytes([b[0], b[1], b[2], b[3]])
+    }
+
+    /// Registers a handle at a fresh random number and returns it. Only
+    /// messages carrying `key` (with `FLAG_KEYED`) reach a keyed handle.
     pub(crate) fn add_handler(
         &self,
         sink: Sink,
         respondent: Option<ContextId>,
         once: bool,
         policy: Policy,
+        key: Option<u32>,
     ) -> u32 {
-        let handle = self.next_handle.fetch_add(1, Ordering::Relaxed);
-        self.add_handler_at(handle, sink, respondent, once, policy);
-        handle
+        loop {
+            let handle = self.token();
+            if handle < FIRST_USER_HANDLE || self.lock_handles().contains_key(&handle) {
+                continue;
+            }
+            // Numbers are drawn from 2^32 - 1000, so a clash with a live
+            // handle is rare; registering the same number twice is not
+            // possible (only this function draws numbers above 1000).
+            self.insert_handler(handle, sink, respondent, once, policy, key);
+            return handle;
+        }
     }
 
     /// Registers a handler at a fixed (well-known) handle.
@@ -181,6 +222,18 @@ impl RouterInner {
         respondent: Option<ContextId>,
         once: bool,
         policy: Policy,
+    ) {
+        self.insert_handler(handle, sink, respondent, once, policy, None);
+    }
+
+    fn insert_handler(
+        &self,
+        handle: u32,
+        sink: Sink,
+        respondent: Option<ContextId>,
+        once: bool,
+        policy: Policy,
+        key: Option<u32>,
     ) {
         if let Some(r) = respondent {
             if self.is_disconnected(r) {
@@ -203,6 +256,7 @@ impl RouterInner {
                 respondent,
                 once,
                 policy,
+                key,
             },
         );
     }

@@ -12,6 +12,7 @@ mod chains;
 mod errors;
 mod harness;
 mod hooks;
+mod hostile_tree;
 mod leaks;
 mod lifecycle;
 mod logging;
@@ -175,6 +176,13 @@ fn main() {
             test!(chains::ssh_sudo_su, 180),
             test!(chains::local_sudo_local),
             test!(chains::ssh_sudo_wrong_password, 120),
+            test!(hostile_tree::grandchild_cannot_answer_calls_to_its_parent),
+            test!(hostile_tree::grandchild_cannot_send_to_channels_it_was_not_given),
+            test!(hostile_tree::intermediate_cannot_forge_outside_its_subtree),
+            test!(hostile_tree::stopped_intermediate_delays_only_its_subtree),
+            test!(hostile_tree::receiver_that_falls_behind_is_closed_not_grown),
+            test!(hostile_tree::message_size_limit_is_clamped_to_the_length_field),
+            test!(hostile_tree::setuid_program_refuses_child_mode),
         ];
         let failed = harness::run_tests(&router, &tests);
         switch_user::cleanup();

@@ -1,0 +1,379 @@
+//! A hostile context deeper in the tree, or in the middle of it. A hostile
+//! *grandchild* (say `host/sudo:www-data` below `host`) writes forged frames
+//! on its own stream; a hostile *intermediate* does the same, and may also
+//! stop relaying. An intermediate controls everything below it by
+//! construction (it ships their program and relays their traffic), but it
+//! must never forge on behalf of contexts outside its subtree; a grandchild
+//! must never speak for its parent.
+//!
+//! Also here: the bounds on what a context may make another hold (a
+//! receiver's queue, the message size limit), and child mode refused to a
+//! set-user-ID program.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context as _, Result};
+use bytes::Bytes;
+use mitogen::core::message::{
+    ContextId, Message, FLAG_DEAD, FLAG_DISCONNECTED, FLAG_KEYED, MASTER_ID,
+};
+use mitogen::{Blob, Context, Error, Local, Router, Sender};
+
+use crate::calls::{add, sleep_ms};
+use crate::capture;
+use crate::security::send_value;
+
+/// One raw frame as a hostile context writes it.
+fn raw(
+    dst: ContextId,
+    src: ContextId,
+    handle: u32,
+    reply_to: u32,
+    flags: u16,
+    body: &[u8],
+) -> Vec<u8> {
+    let msg = Message {
+        dst,
+        src,
+        auth_id: src,
+        handle,
+        reply_to,
+        flags,
+        body: Bytes::copy_from_slice(body),
+    };
+    let mut v = msg.encode_header().to_vec();
+    v.extend_from_slice(body);
+    v
+}
+
+/// The key a sender carries (it travels as `(context, handle, key)`).
+pub fn key_of<T>(tx: &Sender<T>) -> Result<u32> {
+    let (_, _, key): (u32, u32, u32) = postcard::from_bytes(&postcard::to_allocvec(tx)?)?;
+    Ok(key)
+}
+
+/// A successful reply body carrying `v`: `ReplyHead::Ok`, then the value.
+fn ok_reply(v: u64) -> Vec<u8> {
+    let mut b = vec![0u8];
+    b.extend(postcard::to_allocvec(&v).expect("encodable"));
+    b
+}
+
+/// Writes `bytes` raw on this context's parent stream: its lowest socket
+/// descriptor (the stream was moved to the lowest free one above 2 before
+/// anything else was opened; the streams to its children come later).
+#[mitogen::remote]
+pub fn write_raw_up(bytes: Vec<u8>) -> std::io::Result<()> {
+    use std::os::fd::{BorrowedFd, RawFd};
+    let fd: RawFd = std::fs::read_dir("/proc/self/fd")?
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .filter(|&fd: &RawFd| {
+            fd > 2
+                && std::fs::read_link(format!("/proc/self/fd/{fd}"))
+                    .is_ok_and(|p| p.to_string_lossy().starts_with("socket:"))
+        })
+        .min()
+        .ok_or_else(|| std::io::Error::other("no socket"))?;
+    // SAFETY: the descriptor stays open for the life of the process.
+    let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+    let mut left = bytes.as_slice();
+    while !left.is_empty() {
+        match rustix::io::write(fd, left) {
+            Ok(n) => left = &left[n..],
+            Err(rustix::io::Errno::AGAIN) => std::thread::sleep(Duration::from_millis(1)),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+/// Writes `frames` raw on `ctx`'s parent stream.
+fn forge(ctx: &Context, frames: Vec<u8>) -> Result<()> {
+    ctx.call_timeout(write_raw_up, (frames,), Duration::from_secs(30))
+        .with_context(|| format!("the hostile write of {}", ctx.name()))?;
+    Ok(())
+}
+
+/// Waits for a warning saying `text` from `context` (`None`: the master).
+fn expect_warned(mark: usize, context: Option<&str>, text: &str) -> Result<()> {
+    capture::wait_for(mark, Duration::from_secs(5), |e| {
+        e.level <= tracing::Level::WARN
+            && e.message.contains(text)
+            && match context {
+                None => e.target != "mitogen::remote",
+                Some(c) => e.target == "mitogen::remote" && e.field("context") == Some(c),
+            }
+    })
+    .map(drop)
+    .with_context(|| {
+        format!(
+            "no warning {text:?} from {}",
+            context.unwrap_or("the master")
+        )
+    })
+}
+
+/// Shuts contexts down (deepest first) when dropped.
+struct Down(Vec<Context>);
+
+impl Drop for Down {
+    fn drop(&mut self) {
+        for c in &self.0 {
+            let _ = c.shutdown_timeout(Duration::from_secs(5));
+        }
+    }
+}
+
+pub fn grandchild_cannot_answer_calls_to_its_parent(router: &Router) -> Result<()> {
+    let host = router.start(None, Local::new().name("ht-host"))?;
+    let gc = router.start(Some(&host), Local::new().name("ht-gc"))?;
+    let _down = Down(vec![gc.clone(), host.clone()]);
+    let mark = capture::mark();
+    let slow = host.call_async(sleep_ms, (1500,));
+    let h = slow.reply_handle();
+    let (me, parent) = (gc.id(), host.id());
+    // Answering as itself, killing the call with DEAD, and claiming to be
+    // its parent (which the parent's router drops: not from behind the
+    // grandchild's stream).
+    let mut frames = raw(MASTER_ID, me, h, 0, 0, &ok_reply(777));
+    frames.extend(raw(
+        MASTER_ID,
+        me,
+        h,
+        0,
+        FLAG_DEAD | FLAG_DISCONNECTED,
+        b"forged",
+    ));
+    frames.extend(raw(MASTER_ID, parent, h, 0, 0, &ok_reply(778)));
+    forge(&gc, frames)?;
+    match slow.get_timeout(Duration::from_secs(10)) {
+        Ok(1500) => {}
+        other => bail!("the call to the parent ended with {other:?}, not its own reply"),
+    }
+    expect_warned(mark, None, "reply not from the context called")?;
+    expect_warned(mark, Some(host.name()), "source is not behind")?;
+    ensure!(host.call(add, (2, 3))? == 5);
+    ensure!(gc.call(add, (1, 1))? == 2);
+    Ok(())
+}
+
+pub fn grandchild_cannot_send_to_channels_it_was_not_given(router: &Router) -> Result<()> {
+    let host = router.start(None, Local::new().name("ht-chan-host"))?;
+    let gc = router.start(Some(&host), Local::new().name("ht-chan-gc"))?;
+    let _down = Down(vec![gc.clone(), host.clone()]);
+    let mark = capture::mark();
+    let me = gc.id();
+    // A channel of the master's own, and one tied to the grandchild's
+    // parent (whose subtree the grandchild is in).
+    let (tx_any, rx_any) = router.channel::<u64>();
+    let (tx_host, rx_host) = host.channel::<u64>();
+    let value = postcard::to_allocvec(&666u64)?;
+    let mut frames = Vec::new();
+    for (rx, key) in [
+        (rx_any.handle(), key_of(&tx_any)?),
+        (rx_host.handle(), key_of(&tx_host)?),
+    ] {
+        // Without a key, with wrong keys, and a close without a key.
+        frames.extend(raw(MASTER_ID, me, rx, 0, 0, &value));
+        for wrong in [0, key ^ 1, key.wrapping_add(1), !key] {
+            frames.extend(raw(MASTER_ID, me, rx, wrong, FLAG_KEYED, &value));
+        }
+        frames.extend(raw(MASTER_ID, me, rx, 0, FLAG_DEAD, b"forged close"));
+    }
+    forge(&gc, frames)?;
+    for (name, rx) in [
+        ("the master's channel", &rx_any),
+        ("the parent's channel", &rx_host),
+    ] {
+        match rx.recv_timeout(Duration::from_millis(300)) {
+            Err(Error::Timeout(_)) => {}
+            other => bail!("{name} took a forged message: {other:?}"),
+        }
+    }
+    expect_warned(mark, None, "without the channel's key")?;
+    // Handed the senders, the same contexts may send.
+    gc.call(send_value, (tx_any.clone(), 5))?;
+    ensure!(rx_any.recv_timeout(Duration::from_secs(5))? == 5);
+    host.call(send_value, (tx_host, 6))?;
+    ensure!(rx_host.recv_timeout(Duration::from_secs(5))? == 6);
+    Ok(())
+}
+
+pub fn intermediate_cannot_forge_outside_its_subtree(router: &Router) -> Result<()> {
+    let mid = router.start(None, Local::new().name("ht-mid"))?;
+    let below = router.start(Some(&mid), Local::new().name("ht-below"))?;
+    let sibling = router.start(None, Local::new().name("ht-sibling"))?;
+    let _down = Down(vec![below.clone(), mid.clone(), sibling.clone()]);
+    let mark = capture::mark();
+    let me = mid.id();
+    let slow = sibling.call_async(sleep_ms, (1500,));
+    let h = slow.reply_handle();
+    let (tx, rx) = router.channel::<u64>();
+    let value = postcard::to_allocvec(&666u64)?;
+    // Replies to a call made to another subtree: as that subtree (dropped by
+    // the master: not from behind the intermediate's stream), as itself and
+    // as its own child (refused: not the context called).
+    let mut frames = raw(MASTER_ID, sibling.id(), h, 0, 0, &ok_reply(777));
+    frames.extend(raw(MASTER_ID, me, h, 0, FLAG_DEAD, b"forged"));
+    frames.extend(raw(MASTER_ID, below.id(), h, 0, 0, &ok_reply(778)));
+    // Values into a channel it was never handed, under every name it may
+    // use, with keys guessed.
+    for src in [me, below.id()] {
+        frames.extend(raw(MASTER_ID, src, rx.handle(), 0, 0, &value));
+        for guess in 0..64u32 {
+            frames.extend(raw(
+                MASTER_ID,
+                src,
+                rx.handle(),
+                guess.wrapping_mul(0x9e37_79b9),
+                FLAG_KEYED,
+                &value,
+            ));
+        }
+    }
+    forge(&mid, frames)?;
+    match slow.get_timeout(Duration::from_secs(10)) {
+        Ok(1500) => {}
+        other => bail!("the call to the sibling ended with {other:?}, not its own reply"),
+    }
+    match rx.recv_timeout(Duration::from_millis(300)) {
+        Err(Error::Timeout(_)) => {}
+        other => bail!("the channel took a forged value: {other:?}"),
+    }
+    expect_warned(mark, None, "source is not behind")?;
+    expect_warned(mark, None, "reply not from the context called")?;
+    expect_warned(mark, None, "without the channel's key")?;
+    // The honest holder of the sender still gets through.
+    sibling.call(send_value, (tx, 9))?;
+    ensure!(rx.recv_timeout(Duration::from_secs(5))? == 9);
+    ensure!(below.call(add, (2, 2))? == 4);
+    Ok(())
+}
+
+pub fn stopped_intermediate_delays_only_its_subtree(router: &Router) -> Result<()> {
+    let mid = router.start(None, Local::new().name("ht-stop-mid"))?;
+    let below = router.start(Some(&mid), Local::new().name("ht-stop-below"))?;
+    let sibling = router.start(None, Local::new().name("ht-stop-sibling"))?;
+    let _down = Down(vec![below.clone(), mid.clone(), sibling.clone()]);
+    let pid = mid.call(mitogen::builtins::getpid, ())?;
+    let pid = rustix::process::Pid::from_raw(pid as i32).context("pid")?;
+    // Holding what passes through it: calls below it wait, with a deadline.
+    rustix::process::kill_process(pid, rustix::process::Signal::STOP)?;
+    ensure!(
+        crate::util::wait_until(Duration::from_secs(5), || crate::util::proc_state(
+            pid.as_raw_nonzero().get() as u32
+        ) == Some('T')),
+        "the intermediate did not stop: {:?}",
+        crate::util::proc_state(pid.as_raw_nonzero().get() as u32)
+    );
+    let r = below.call_timeout(add, (1, 2), Duration::from_millis(500));
+    let sibling_ok = sibling.call_timeout(add, (2, 2), Duration::from_secs(5));
+    rustix::process::kill_process(pid, rustix::process::Signal::CONT)?;
+    match r {
+        Err(Error::Timeout(_)) => {}
+        other => bail!("a call through the stopped intermediate: {other:?}"),
+    }
+    ensure!(sibling_ok? == 4, "another subtree was held up");
+    ensure!(below.call_timeout(add, (3, 3), Duration::from_secs(10))? == 6);
+    Ok(())
+}
+
+/// Sends `chunks` values of `size` bytes to `tx` as fast as the stream takes
+/// them.
+#[mitogen::remote]
+pub fn flood_blobs(tx: Sender<Blob>, chunks: u32, size: u32) -> mitogen::Result<()> {
+    let chunk = Bytes::from(vec![1u8; size as usize]);
+    for _ in 0..chunks {
+        tx.send(Blob(chunk.clone()))?;
+    }
+    Ok(())
+}
+
+pub fn receiver_that_falls_behind_is_closed_not_grown(_: &Router) -> Result<()> {
+    // The smallest limit: a receiver holds at most 64 MiB for its reader.
+    let r = Router::builder().max_message_size(1 << 20).build()?;
+    let child = r.local()?;
+    let _down = Down(vec![child.clone()]);
+    let mark = capture::mark();
+    let (tx, rx) = r.channel::<Blob>();
+    // 96 MiB that nobody reads meanwhile.
+    child.call_timeout(flood_blobs, (tx, 384, 256 << 10), Duration::from_secs(60))?;
+    std::thread::sleep(Duration::from_millis(300));
+    let mut got = 0usize;
+    let end = loop {
+        match rx.recv_timeout(Duration::from_secs(2)) {
+            Ok(b) => got += b.len(),
+            Err(e) => break e,
+        }
+    };
+    match &end {
+        Error::ChannelClosed(reason) if reason.contains("fell behind") => {}
+        other => bail!(
+            "after {} MiB: expected the channel closed, got {other:?}",
+            got >> 20
+        ),
+    }
+    ensure!(got <= 64 << 20, "the receiver held {} MiB", got >> 20);
+    ensure!(
+        got >= 32 << 20,
+        "only {} MiB arrived before the close",
+        got >> 20
+    );
+    expect_warned(mark, None, "fell behind")?;
+    // The context is fine; a new channel works.
+    let (tx, rx) = r.channel::<Blob>();
+    child.call(flood_blobs, (tx, 4, 1024))?;
+    for _ in 0..4 {
+        ensure!(rx.recv_timeout(Duration::from_secs(5))?.len() == 1024);
+    }
+    Ok(())
+}
+
+pub fn message_size_limit_is_clamped_to_the_length_field(_: &Router) -> Result<()> {
+    let r = Router::builder().max_message_size(usize::MAX).build()?;
+    ensure!(
+        r.max_message_size() == u32::MAX as usize - 1,
+        "a limit of {} bytes was kept",
+        r.max_message_size()
+    );
+    // Children get the clamped limit and work as ever.
+    let child = r.local()?;
+    ensure!(child.call(add, (1, 2))? == 3);
+    child.shutdown()?;
+    Ok(())
+}
+
+pub fn setuid_program_refuses_child_mode(_: &Router) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    let dir = std::env::temp_dir().join(format!("mitogen-setuid-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))?;
+    let prog = dir.join("prog");
+    std::fs::copy(std::env::current_exe()?, &prog)?;
+    // Owned by root (who runs the tests), set-user-ID, run by nobody: the
+    // kernel starts it with AT_SECURE.
+    std::fs::set_permissions(&prog, std::fs::Permissions::from_mode(0o4755))?;
+    let started = Instant::now();
+    let out = std::process::Command::new(&prog)
+        .env("MITOGEN_CHILD", "1")
+        .uid(65534)
+        .gid(65534)
+        .stdin(std::process::Stdio::null())
+        .output();
+    let _ = std::fs::remove_dir_all(&dir);
+    let out = out?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    ensure!(
+        !stdout.contains("MITOGEN-RS"),
+        "the set-user-ID program greeted as a child: {stdout:?}"
+    );
+    ensure!(
+        out.status.code() == Some(126) && stderr.contains("refusing child mode"),
+        "exit {:?}, stderr {stderr:?}",
+        out.status
+    );
+    ensure!(started.elapsed() < Duration::from_secs(10));
+    Ok(())
+}
