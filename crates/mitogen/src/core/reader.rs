@@ -139,21 +139,6 @@ impl FrameReader {
         }
     }
 
-    /// `reserve` for a buffer that holds part of a secret frame: where
-    /// `BytesMut` would move the bytes (to a new allocation, or to the front
-    /// of its own), leaving a copy of the secret behind in memory that is
-    /// freed or reused unwiped, the bytes are copied to a new buffer here
-    /// and the old one is zeroed before it goes.
-    fn reserve_wiping(&mut self, want: usize) {
-        if self.buf.capacity() - self.buf.len() >= want {
-            return;
-        }
-        let mut grown = BytesMut::with_capacity(self.buf.len() + want);
-        grown.extend_from_slice(&self.buf);
-        let mut old = std::mem::replace(&mut self.buf, grown);
-        old.fill(0);
-    }
-
     /// The memory this reader holds for frames not yet complete.
     pub fn capacity(&self) -> usize {
         self.buf.capacity()
@@ -185,7 +170,7 @@ impl FrameReader {
         }
         .max(least);
         if self.header.is_some_and(|h| h.flags & FLAG_SECRET != 0) {
-            self.reserve_wiping(want);
+            drop(reserve_wiping(&mut self.buf, want));
         } else {
             self.buf.reserve(want);
         }
@@ -253,6 +238,22 @@ impl FrameReader {
         let h = self.header?;
         (h.len >= CUT_THROUGH_MIN && self.buf.len() < HEADER_LEN + h.len).then_some(h)
     }
+}
+
+/// `reserve` for a buffer that holds part of a secret frame: where
+/// `BytesMut` would move the bytes (to a new allocation, or to the front of
+/// its own), leaving a copy of the secret behind in memory that is freed or
+/// reused unwiped, the bytes are copied to a new buffer here and the old one
+/// is returned zeroed, to be dropped.
+fn reserve_wiping(buf: &mut BytesMut, want: usize) -> Option<BytesMut> {
+    if buf.capacity() - buf.len() >= want {
+        return None;
+    }
+    let mut grown = BytesMut::with_capacity(buf.len() + want);
+    grown.extend_from_slice(buf);
+    let mut old = std::mem::replace(buf, grown);
+    old.fill(0);
+    Some(old)
 }
 
 /// What one [`pump`] step came to.
@@ -494,5 +495,27 @@ fn kick(out: &Arc<Stream>, router: &RouterInner) {
     if out.on_transmit() == SendStatus::Disconnected {
         let out = out.clone();
         router.broker.defer(move |core| core.disconnect(&out));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_secret_frame_is_moved_by_hand_and_its_old_buffer_zeroed() {
+        let mut buf = BytesMut::with_capacity(64);
+        buf.extend_from_slice(b"header and the first bytes of a password");
+        let old = reserve_wiping(&mut buf, 1 << 20).expect("the buffer had to grow");
+        assert!(
+            old.iter().all(|&b| b == 0),
+            "the old buffer kept the secret"
+        );
+        assert_eq!(&buf[..], b"header and the first bytes of a password");
+        assert!(buf.capacity() - buf.len() >= 1 << 20);
+        assert!(
+            reserve_wiping(&mut buf, 16).is_none(),
+            "room enough: no move"
+        );
     }
 }

@@ -36,6 +36,10 @@ mod routing;
 
 use log_budget::LogBudget;
 
+/// Log records a second the master takes from each context (see
+/// [`RouterInner::install_log_receiver`]).
+pub(crate) const FORWARDED_PER_SEC: u32 = 10_000;
+
 /// Who may send to a handle.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Policy {
@@ -453,8 +457,14 @@ impl RouterInner {
         self.forward_log(&LogRecord::new(level, stream, line));
     }
 
-    /// Sends a log record towards the master.
+    /// Sends a log record towards the master (cut to [`log::MAX_RECORD`]
+    /// bytes: a record is one message, and must fit one).
     pub(crate) fn forward_log(&self, rec: &LogRecord) {
+        if rec.message.len() + rec.target.len() > log::MAX_RECORD {
+            let mut rec = rec.clone();
+            rec.truncate(log::MAX_RECORD);
+            return self.forward_log(&rec);
+        }
         if self.parent.is_none() {
             log::emit_remote(&self.name, rec);
             return;
@@ -471,14 +481,35 @@ impl RouterInner {
     }
 
     /// Installs the master's handler that turns forwarded records into events.
+    ///
+    /// What a context may make the master log is bounded: at most
+    /// [`FORWARDED_PER_SEC`] records a second from each context (the first
+    /// one after a cut says how many were dropped), each cut to
+    /// [`log::MAX_RECORD`] bytes.
     pub(crate) fn install_log_receiver(self: &Arc<Self>) {
         let weak = Arc::downgrade(self);
+        let budget = LogBudget::per_second(FORWARDED_PER_SEC);
+        let warnings = LogBudget::per_second(1);
         self.add_handler_at(
             handles::FORWARD_LOG,
             Sink::Func(Arc::new(move |msg: Message| {
                 let Some(router) = weak.upgrade() else { return };
+                if budget.take(msg.src).is_none() {
+                    if let Some(before) = warnings.take(msg.src) {
+                        tracing::warn!(
+                            context = %router.name_of(msg.src),
+                            "dropping log records from a context sending more than \
+                             {FORWARDED_PER_SEC} a second ({before} more dropped since \
+                             the last such warning)"
+                        );
+                    }
+                    return;
+                }
                 match postcard::from_bytes::<LogRecord>(&msg.body) {
-                    Ok(rec) => log::emit_remote(&router.name_of(msg.src), &rec),
+                    Ok(mut rec) => {
+                        rec.truncate(log::MAX_RECORD);
+                        log::emit_remote(&router.name_of(msg.src), &rec)
+                    }
                     Err(e) => tracing::warn!(src = msg.src, "undecodable log record: {e}"),
                 }
             })),

@@ -377,3 +377,57 @@ pub fn setuid_program_refuses_child_mode(_: &Router) -> Result<()> {
     ensure!(started.elapsed() < Duration::from_secs(10));
     Ok(())
 }
+
+pub fn forwarded_log_flood_is_cut(router: &Router) -> Result<()> {
+    use mitogen::core::log::LogRecord;
+    let bad = router.local()?;
+    let _down = Down(vec![bad.clone()]);
+    let mark = capture::mark();
+    let me = bad.id();
+    let record = |target: &str, message: &str| {
+        postcard::to_allocvec(&LogRecord::new(tracing::Level::INFO, target, message))
+            .expect("encodable")
+    };
+    let handle = mitogen::core::message::handles::FORWARD_LOG;
+    let mut frames = raw(
+        MASTER_ID,
+        me,
+        handle,
+        0,
+        0,
+        &record("ht-big", &"y".repeat(1 << 20)),
+    );
+    const N: usize = 30_000;
+    for _ in 0..N {
+        frames.extend(raw(MASTER_ID, me, handle, 0, 0, &record("ht-flood", "x")));
+    }
+    let started = Instant::now();
+    forge(&bad, frames)?;
+    ensure!(bad.call(add, (1, 1))? == 2);
+    let took = started.elapsed();
+    std::thread::sleep(Duration::from_millis(200));
+    let events = capture::since(mark);
+    let from = |origin: &str| {
+        events
+            .iter()
+            .filter(|e| e.target == "mitogen::remote" && e.field("origin") == Some(origin))
+            .count()
+    };
+    let big = events
+        .iter()
+        .find(|e| e.field("origin") == Some("ht-big"))
+        .context("the large record did not arrive")?;
+    ensure!(
+        big.message.len() <= 70_000 && big.message.contains("bytes cut"),
+        "a record of {} bytes was logged",
+        big.message.len()
+    );
+    let flood = from("ht-flood");
+    let allowed = 10_000 * (took.as_secs() as usize + 2);
+    ensure!(
+        flood < N.min(allowed),
+        "{flood} of {N} records logged in {took:?}"
+    );
+    expect_warned(mark, None, "dropping log records")?;
+    Ok(())
+}

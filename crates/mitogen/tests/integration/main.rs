@@ -183,6 +183,7 @@ fn main() {
             test!(hostile_tree::receiver_that_falls_behind_is_closed_not_grown),
             test!(hostile_tree::message_size_limit_is_clamped_to_the_length_field),
             test!(hostile_tree::setuid_program_refuses_child_mode),
+            test!(hostile_tree::forwarded_log_flood_is_cut),
         ];
         let failed = harness::run_tests(&router, &tests);
         switch_user::cleanup();
