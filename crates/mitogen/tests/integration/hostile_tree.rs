@@ -87,6 +87,68 @@ pub fn write_raw_up(bytes: Vec<u8>) -> std::io::Result<()> {
     Ok(())
 }
 
+/// This context's parent stream (see [`write_raw_up`]).
+fn parent_fd() -> std::io::Result<std::os::fd::RawFd> {
+    std::fs::read_dir("/proc/self/fd")?
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .filter(|&fd: &std::os::fd::RawFd| {
+            fd > 2
+                && std::fs::read_link(format!("/proc/self/fd/{fd}"))
+                    .is_ok_and(|p| p.to_string_lossy().starts_with("socket:"))
+        })
+        .min()
+        .ok_or_else(|| std::io::Error::other("no socket"))
+}
+
+/// Forks a process that, after `delay_ms`, writes `frame` `times` times on
+/// this context's parent stream, while this context itself can be stopped
+/// and read nothing. Returns the writer's pid.
+#[mitogen::remote]
+pub fn fork_writer(frame: Vec<u8>, times: u32, delay_ms: u64) -> std::io::Result<u32> {
+    let bytes = frame.repeat(times as usize);
+    let fd = parent_fd()?;
+    // SAFETY: the forked process only calls async-signal-safe functions
+    // (nanosleep, poll, write, _exit) on memory it already has.
+    match unsafe { libc::fork() } {
+        -1 => Err(std::io::Error::last_os_error()),
+        0 => unsafe {
+            let ts = libc::timespec {
+                tv_sec: (delay_ms / 1000) as libc::time_t,
+                tv_nsec: ((delay_ms % 1000) * 1_000_000) as libc::c_long,
+            };
+            libc::nanosleep(&ts, std::ptr::null_mut());
+            let mut at = 0;
+            while at < bytes.len() {
+                let n = libc::write(fd, bytes[at..].as_ptr().cast(), bytes.len() - at);
+                if n > 0 {
+                    at += n as usize;
+                    continue;
+                }
+                let mut pfd = libc::pollfd {
+                    fd,
+                    events: libc::POLLOUT,
+                    revents: 0,
+                };
+                if libc::poll(&mut pfd, 1, 10_000) <= 0 {
+                    libc::_exit(1);
+                }
+            }
+            libc::_exit(0)
+        },
+        pid => Ok(pid as u32),
+    }
+}
+
+/// Resident memory of `pid` in KiB.
+fn rss_kib(pid: u32) -> Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .context("no VmRSS")
+}
+
 /// Writes `frames` raw on `ctx`'s parent stream.
 fn forge(ctx: &Context, frames: Vec<u8>) -> Result<()> {
     ctx.call_timeout(write_raw_up, (frames,), Duration::from_secs(30))
@@ -375,6 +437,46 @@ pub fn setuid_program_refuses_child_mode(_: &Router) -> Result<()> {
         out.status
     );
     ensure!(started.elapsed() < Duration::from_secs(10));
+    Ok(())
+}
+
+pub fn relay_does_not_echo_a_flood_back_to_a_child_that_does_not_read(
+    router: &Router,
+) -> Result<()> {
+    use crate::util::{proc_state, wait_until};
+    use rustix::process::{kill_process, Pid, Signal};
+    let mid = router.local()?;
+    let bad = router.start(Some(&mid), Local::new().name("ht-echo"))?;
+    let _down = Down(vec![bad.clone(), mid.clone()]);
+    let mark = capture::mark();
+    let mid_pid = mid.call(mitogen::builtins::getpid, ())?;
+    let bad_pid = bad.call(mitogen::builtins::getpid, ())?;
+    // 160 MiB of frames for the hostile child itself: its own router would
+    // have delivered them, so they can only mean to come back down.
+    let me = bad.id();
+    let chunk = raw(me, me, 999_999, 0, 0, &[0u8; 64 << 10]);
+    let before = rss_kib(mid_pid)?;
+    let writer = bad.call(fork_writer, (chunk, 2560, 300))?;
+    let pid = |p: u32| Pid::from_raw(p as i32).context("pid");
+    kill_process(pid(bad_pid)?, Signal::STOP)?;
+    ensure!(wait_until(Duration::from_secs(5), || proc_state(bad_pid) == Some('T')));
+    let done = wait_until(Duration::from_secs(60), || {
+        matches!(proc_state(writer), None | Some('Z'))
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let after = rss_kib(mid_pid)?;
+    println!(
+        "    (relay memory {before} KiB before the flood, {after} KiB after; writer {:?})",
+        proc_state(writer)
+    );
+    kill_process(pid(bad_pid)?, Signal::CONT)?;
+    ensure!(done, "the writer did not finish");
+    ensure!(
+        after < before + (32 << 10),
+        "the relay grew from {before} KiB to {after} KiB"
+    );
+    expect_warned(mark, Some(mid.name()), "behind the stream it came on")?;
+    ensure!(mid.call(add, (1, 2))? == 3);
     Ok(())
 }
 

@@ -74,6 +74,27 @@ impl RouterInner {
                 self.bounce(&msg, "refused: contexts may not message other subtrees");
                 return;
             }
+            Err(NoWay::BackDown) => {
+                // From below, for a context behind the very stream it came
+                // on: the sender's own routers would have delivered it, so it
+                // is a forgery, and echoing it back would let a context that
+                // never reads its stream grow our queue towards it without
+                // end.
+                if let Some(suppressed) = self.log_budget.take(msg.src) {
+                    tracing::warn!(
+                        suppressed,
+                        src = msg.src,
+                        dst = msg.dst,
+                        handle = msg.handle,
+                        "refused: message from below for a context behind the stream it came on"
+                    );
+                }
+                self.bounce(
+                    &msg,
+                    "refused: a message may not come back down its own stream",
+                );
+                return;
+            }
             Err(NoWay::NoRoute) => {
                 let reason = format!("no route to context {}", msg.dst);
                 tracing::debug!(handle = msg.handle, "{reason}");
@@ -123,8 +144,10 @@ impl RouterInner {
         match stream {
             Some(s) => {
                 if let Some(f) = from {
+                    if !f.is_parent && Arc::ptr_eq(f, &s) {
+                        return Err(NoWay::BackDown);
+                    }
                     if !f.is_parent
-                        && !Arc::ptr_eq(f, &s)
                         && !self.allow_lateral()
                         && !self.is_unix_client(src)
                         && !self.is_unix_client(dst)
@@ -172,14 +195,34 @@ impl RouterInner {
     }
 
     /// Tells the sender of an undeliverable message that its reply will never come.
+    ///
+    /// Not when the stream back to the sender already holds more than
+    /// [`BOUNCE_LIMIT`]: a context that sends refused messages and never reads
+    /// its stream would otherwise make us queue an answer to each, without
+    /// end. An honest sender reads its stream, so its queue is far below that.
     pub(super) fn bounce(&self, msg: &Message, reason: &str) {
         if msg.wants_reply() {
             let dead = Message::disconnected(msg.src, msg.dst, msg.reply_to, reason);
             if msg.src == self.id {
                 self.deliver_local(dead);
-            } else {
-                self.route(dead, None);
+                return;
             }
+            if self
+                .stream_towards(msg.src)
+                .is_some_and(|s| s.pending_bytes() > BOUNCE_LIMIT)
+            {
+                if let Some(suppressed) = self.log_budget.take(msg.src) {
+                    tracing::warn!(
+                        suppressed,
+                        src = msg.src,
+                        handle = msg.handle,
+                        "not answering a refused message: the stream towards its sender \
+                         does not drain"
+                    );
+                }
+                return;
+            }
+            self.route(dead, None);
         }
     }
 
@@ -323,6 +366,10 @@ impl RouterInner {
 /// [`RouterInner::receiver_limit`]).
 pub(crate) const RECEIVER_LIMIT: usize = 64 * 1024 * 1024;
 
+/// Bytes queued towards a sender beyond which its refused messages are not
+/// answered (see [`RouterInner::bounce`]).
+pub(crate) const BOUNCE_LIMIT: usize = 64 * 1024 * 1024;
+
 /// Why a message was refused by the handle it names.
 enum Refusal {
     /// A reply not from the context called.
@@ -357,6 +404,8 @@ enum NoWay {
     Lateral,
     /// No route to its destination.
     NoRoute,
+    /// It came from below for a context behind the same stream.
+    BackDown,
 }
 
 /// Checks and removes the trailer byte of a frame relayed cut-through (see
