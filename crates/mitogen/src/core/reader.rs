@@ -269,6 +269,9 @@ pub(crate) enum Pumped {
     Stalled,
     /// The stream ended or broke (already logged): disconnect it.
     Ended,
+    /// Reading is paused until the parent stream drains (the broker resumes
+    /// it, see `RouterInner::hold`).
+    Held,
 }
 
 /// Reads `stream` once and routes every complete message; relays a large frame
@@ -279,6 +282,9 @@ pub(crate) fn pump(stream: &Arc<Stream>, reader: &mut FrameReader, router: &Rout
     }
     if reader.relay.is_some() {
         return pump_relay(stream, reader, router);
+    }
+    if stream.is_held() {
+        return Pumped::Held;
     }
     match reader.read_from(stream.rx_side()) {
         Err(e) => {

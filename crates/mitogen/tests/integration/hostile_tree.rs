@@ -480,6 +480,49 @@ pub fn relay_does_not_echo_a_flood_back_to_a_child_that_does_not_read(
     Ok(())
 }
 
+pub fn relay_holds_a_child_back_while_its_parent_does_not_drain(router: &Router) -> Result<()> {
+    use crate::util::{proc_state, wait_until};
+    use rustix::process::{kill_process, Pid, Signal};
+    let top = router.start(None, Local::new().name("ht-hold-top"))?;
+    let mid = router.start(Some(&top), Local::new().name("ht-hold-mid"))?;
+    let bad = router.start(Some(&mid), Local::new().name("ht-hold-bad"))?;
+    let _down = Down(vec![bad.clone(), mid.clone(), top.clone()]);
+    let top_pid = top.call(mitogen::builtins::getpid, ())?;
+    let mid_pid = mid.call(mitogen::builtins::getpid, ())?;
+    let pid = |p: u32| Pid::from_raw(p as i32).context("pid");
+    // 160 MiB for `top`, which reads nothing meanwhile: everything the
+    // hostile child sends piles up in `mid` unless `mid` stops reading it.
+    let me = bad.id();
+    let chunk = raw(top.id(), me, 999_999, 0, 0, &[0u8; 64 << 10]);
+    let before = rss_kib(mid_pid)?;
+    // The writer starts after 500 ms: the call to start it passes `top`.
+    let writer = bad.call(fork_writer, (chunk, 2560, 500))?;
+    kill_process(pid(top_pid)?, Signal::STOP)?;
+    ensure!(wait_until(Duration::from_secs(5), || proc_state(top_pid) == Some('T')));
+    std::thread::sleep(Duration::from_millis(2000));
+    let during = rss_kib(mid_pid)?;
+    kill_process(pid(top_pid)?, Signal::CONT)?;
+    println!(
+        "    (relay memory {before} KiB before the flood, {during} KiB with its parent stopped)"
+    );
+    ensure!(
+        during < before + (48 << 10),
+        "the relay grew from {before} KiB to {during} KiB"
+    );
+    // Once `top` reads again, all of it passes and everyone answers.
+    ensure!(
+        wait_until(Duration::from_secs(30), || matches!(
+            proc_state(writer),
+            None | Some('Z')
+        )),
+        "the flood never drained"
+    );
+    for c in [&top, &mid, &bad] {
+        ensure!(c.call_timeout(add, (1, 2), Duration::from_secs(10))? == 3);
+    }
+    Ok(())
+}
+
 pub fn forwarded_log_flood_is_cut(router: &Router) -> Result<()> {
     use mitogen::core::log::LogRecord;
     let bad = router.local()?;

@@ -105,7 +105,31 @@ impl RouterInner {
         if stream.send(&msg) == SendStatus::Disconnected {
             let reason = self.disconnect_reason(msg.dst);
             self.bounce(&msg, &reason);
+        } else if let Some(from) = from {
+            if !from.is_parent && stream.is_parent && stream.pending_bytes() > RELAY_HOLD {
+                self.hold(from, &stream);
+            }
         }
+    }
+
+    /// Stops reading `from`, a child's stream, until `up`, our parent stream,
+    /// has drained to half of [`RELAY_HOLD`]: what a subtree sends up must not
+    /// pile up here faster than our parent takes it (a flood, or a fast
+    /// local child behind a slow ssh hop). The child's own stream then fills,
+    /// and its senders wait (flow control) or its writes block. Only the
+    /// parent stream holds a child's back: it drains as the parent reads,
+    /// and no parent waits for its child's stream to drain before it reads,
+    /// so holds cannot wait on each other in a circle.
+    fn hold(&self, from: &Arc<Stream>, up: &Arc<Stream>) {
+        if !from.hold() {
+            return;
+        }
+        tracing::debug!(
+            stream = %from.name(),
+            queued = up.pending_bytes(),
+            "pausing reading: the parent stream is not draining as fast"
+        );
+        watch_hold(self, from.clone(), up.clone());
     }
 
     /// True when context `src` is reached through `stream`.
@@ -365,6 +389,25 @@ impl RouterInner {
 /// Least number of bytes a receiver may hold for its reader (see
 /// [`RouterInner::receiver_limit`]).
 pub(crate) const RECEIVER_LIMIT: usize = 64 * 1024 * 1024;
+
+/// Bytes queued on our parent stream beyond which we stop reading the child
+/// stream that sent more (see `RouterInner::hold`).
+pub(crate) const RELAY_HOLD: usize = crate::core::stream::HIGH_WATER;
+
+/// How often a paused stream looks whether it may read again.
+const HOLD_CHECK: std::time::Duration = std::time::Duration::from_millis(1);
+
+/// Resumes reading `from` once `up` has drained (or either is gone).
+fn watch_hold(router: &RouterInner, from: Arc<Stream>, up: Arc<Stream>) {
+    router.broker.call_later(HOLD_CHECK, move |core| {
+        if up.pending_bytes() <= RELAY_HOLD / 2 || up.is_dead() || from.is_dead() {
+            from.release();
+            core.resume_reading(&from);
+        } else {
+            watch_hold(core.router(), from, up);
+        }
+    });
+}
 
 /// Bytes queued towards a sender beyond which its refused messages are not
 /// answered (see [`RouterInner::bounce`]).
