@@ -18,7 +18,7 @@
 //! `log_budget`.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use bytes::Bytes;
@@ -75,20 +75,6 @@ struct HandleEntry {
     key: Option<u32>,
 }
 
-/// A fresh secret key from the kernel's random source.
-fn random_key() -> std::io::Result<[u8; 32]> {
-    let mut key = [0u8; 32];
-    let mut filled = 0;
-    while filled < key.len() {
-        match rustix::rand::getrandom(&mut key[filled..], rustix::rand::GetRandomFlags::empty()) {
-            Ok(n) => filled += n,
-            Err(rustix::io::Errno::INTR) => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Ok(key)
-}
-
 /// Shared state of one process's router.
 pub(crate) struct RouterInner {
     pub(crate) id: ContextId,
@@ -99,11 +85,6 @@ pub(crate) struct RouterInner {
     pub(crate) ancestors: Vec<ContextId>,
     parent: Option<Arc<Stream>>,
     handles: Mutex<HashMap<u32, HandleEntry>>,
-    /// Secret key of the numbers drawn for handles and channel keys: each is
-    /// a keyed BLAKE3 hash of a counter, unpredictable to anyone who sees
-    /// others (a context sees the reply handles of the calls made to it).
-    token_key: [u8; 32],
-    token_counter: AtomicU64,
     routes: RwLock<HashMap<ContextId, Arc<Stream>>>,
     /// `routes.len()`, readable without the lock by a thread polling for work.
     route_count: AtomicUsize,
@@ -142,6 +123,7 @@ impl RouterInner {
         parent: Option<Arc<Stream>>,
         max_message_size: usize,
     ) -> std::io::Result<Arc<RouterInner>> {
+        super::token::init()?;
         let (broker, poll): (Broker, Poll) = Broker::new()?;
         let inner = Arc::new(RouterInner {
             id,
@@ -151,8 +133,6 @@ impl RouterInner {
             ancestors,
             parent,
             handles: Mutex::new(HashMap::new()),
-            token_key: random_key()?,
-            token_counter: AtomicU64::new(0),
             routes: RwLock::new(HashMap::new()),
             route_count: AtomicUsize::new(0),
             names: RwLock::new(HashMap::new()),
@@ -187,15 +167,12 @@ impl RouterInner {
         self.next_context_id.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// A fresh unpredictable number (a handle or a channel key).
+    /// A fresh unguessable number (a channel key).
     pub(crate) fn token(&self) -> u32 {
-        let n = self.token_counter.fetch_add(1, Ordering::Relaxed);
-        let h = blake3::keyed_hash(&self.token_key, &n.to_le_bytes());
-        let b = h.as_bytes();
-        u32::from_le_bytes([b[0], b[1], b[2], b[3]])
+        super::token::next()
     }
 
-    /// Registers a handle at a fresh random number and returns it. Only
+    /// Registers a handle at a fresh unguessable number and returns it. Only
     /// messages carrying `key` (with `FLAG_KEYED`) reach a keyed handle.
     pub(crate) fn add_handler(
         &self,
@@ -205,17 +182,45 @@ impl RouterInner {
         policy: Policy,
         key: Option<u32>,
     ) -> u32 {
-        loop {
-            let handle = self.token();
-            if handle < FIRST_USER_HANDLE || self.lock_handles().contains_key(&handle) {
-                continue;
-            }
-            // Numbers are drawn from 2^32 - 1000, so a clash with a live
-            // handle is rare; registering the same number twice is not
-            // possible (only this function draws numbers above 1000).
-            self.insert_handler(handle, sink, respondent, once, policy, key);
+        let entry = HandleEntry {
+            sink,
+            respondent,
+            once,
+            policy,
+            key,
+        };
+        if let Some(handle) = self.refuse_if_gone(&entry) {
             return handle;
         }
+        let mut handles = self.lock_handles();
+        loop {
+            // Numbers below 1000 are the well-known handles; a clash with a
+            // live handle is rare (2^32 numbers) and drawn again.
+            let handle = super::token::next();
+            if handle >= FIRST_USER_HANDLE && !handles.contains_key(&handle) {
+                handles.insert(handle, entry);
+                return handle;
+            }
+        }
+    }
+
+    /// When `entry` waits on a context that is gone already, tells its waiter
+    /// at once and returns the (unregistered) handle it would have had.
+    fn refuse_if_gone(&self, entry: &HandleEntry) -> Option<u32> {
+        let r = entry.respondent?;
+        if !self.is_disconnected(r) {
+            return None;
+        }
+        let handle = super::token::next().max(FIRST_USER_HANDLE);
+        if let Sink::Latch(l) = &entry.sink {
+            l.put(Message::disconnected(
+                self.id,
+                r,
+                handle,
+                &self.disconnect_reason(r),
+            ));
+        }
+        Some(handle)
     }
 
     /// Registers a handler at a fixed (well-known) handle.
@@ -227,42 +232,16 @@ impl RouterInner {
         once: bool,
         policy: Policy,
     ) {
-        self.insert_handler(handle, sink, respondent, once, policy, None);
-    }
-
-    fn insert_handler(
-        &self,
-        handle: u32,
-        sink: Sink,
-        respondent: Option<ContextId>,
-        once: bool,
-        policy: Policy,
-        key: Option<u32>,
-    ) {
-        if let Some(r) = respondent {
-            if self.is_disconnected(r) {
-                // The peer is already gone: the waiter learns it at once.
-                if let Sink::Latch(l) = &sink {
-                    l.put(Message::disconnected(
-                        self.id,
-                        r,
-                        handle,
-                        &self.disconnect_reason(r),
-                    ));
-                }
-                return;
-            }
+        let entry = HandleEntry {
+            sink,
+            respondent,
+            once,
+            policy,
+            key: None,
+        };
+        if self.refuse_if_gone(&entry).is_none() {
+            self.lock_handles().insert(handle, entry);
         }
-        self.lock_handles().insert(
-            handle,
-            HandleEntry {
-                sink,
-                respondent,
-                once,
-                policy,
-                key,
-            },
-        );
     }
 
     /// Unregisters a handle.
