@@ -59,7 +59,8 @@ impl<T: Payload> Receiver<T> {
         }
     }
 
-    /// A sender that delivers to this receiver, from any context.
+    /// A sender that delivers to this receiver, from whichever context it is
+    /// handed to (it carries the channel's key; see the module docs).
     pub fn sender(&self) -> Sender<T> {
         Sender {
             context: self.router.id,
@@ -171,6 +172,11 @@ impl<T: Payload> Future for Recv<'_, T> {
 
 /// The sending end of a channel; cheap to clone, and serializable so it can be
 /// passed to a remote function.
+///
+/// It carries the channel's key, drawn at random with the receiver: the
+/// receiver takes values only from senders, so a context can send to a
+/// channel only if a sender was handed to it (or passed through it on the way
+/// to a context below it). Hand a sender only to contexts that may send.
 pub struct Sender<T> {
     context: ContextId,
     handle: u32,
