@@ -11,8 +11,38 @@ pub fn is_child() -> bool {
     std::env::var_os(CHILD_ENV).is_some()
 }
 
+/// True when the kernel raised this program's privileges as it started it
+/// (set-user-ID, set-group-ID, file capabilities; `AT_SECURE` in the
+/// auxiliary vector): whoever started it is less privileged than it is.
+fn started_privileged() -> bool {
+    // SAFETY: getauxval only reads the auxiliary vector, which the kernel
+    // set up before the program started and nothing changes.
+    unsafe { libc::getauxval(libc::AT_SECURE) != 0 }
+}
+
+/// Refuses child mode in a program the kernel started with raised
+/// privileges. Child mode is chosen by the environment alone, and a child
+/// serves whatever calls arrive on its stdin: if a set-user-ID (or
+/// set-group-ID, or capability-raising) program built on this crate honoured
+/// `MITOGEN_CHILD`, any user allowed to run it could make it run any of its
+/// `#[mitogen::remote]` functions with its privileges. Contexts are never
+/// started that way (`sudo`, `su` and `doas` start them as an ordinary
+/// program of the target user, without `AT_SECURE`).
+fn refuse_privileged_child() -> ! {
+    eprintln!(
+        "mitogen: refusing child mode: this program was started with raised privileges \
+         (set-user-ID, set-group-ID or file capabilities), so {CHILD_ENV} in its \
+         environment cannot be trusted"
+    );
+    std::process::exit(126);
+}
+
 /// Runs the program: in a child context, serves calls and exits without
 /// returning; in the master, calls `main` with a fresh [`Router`].
+///
+/// A program that the kernel started with raised privileges (set-user-ID,
+/// set-group-ID, file capabilities) never enters child mode: it prints why
+/// and exits with status 126.
 ///
 /// `#[mitogen::main]` expands to this; call it directly from `main` when a macro
 /// is not wanted:
@@ -32,6 +62,9 @@ pub fn is_child() -> bool {
 /// nothing works without it.
 pub fn run<R>(main: impl FnOnce(Router) -> R) -> R {
     if is_child() {
+        if started_privileged() {
+            refuse_privileged_child();
+        }
         crate::child::main();
     }
     ENTERED.store(true, Ordering::Relaxed);

@@ -163,3 +163,79 @@ proptest! {
         prop_assert_eq!(r.next_message(), Err(FrameError::BadMagic { found: magic }));
     }
 }
+
+/// Writes `data` into one end of a socketpair and lets `r` read the other
+/// until it has taken everything.
+fn read_through_socket(r: &mut FrameReader, data: &[u8]) {
+    use mitogen::core::side::{socketpair, Side};
+    use mitogen::core::stream::ReadStatus;
+    let (a, b) = socketpair().expect("socketpair");
+    let side = Side::new(b).expect("side");
+    let mut w = std::fs::File::from(a);
+    std::io::Write::write_all(&mut w, data).expect("write");
+    drop(w);
+    while r.read_from(&side).expect("read") == ReadStatus::Data {
+        while let Some(_m) = r.next_message().expect("valid") {}
+    }
+}
+
+#[test]
+fn a_large_header_reserves_memory_only_as_its_body_arrives() {
+    let max = 128 * 1024 * 1024;
+    let mut header = Message::default().encode_header();
+    header[24..28].copy_from_slice(&(100u32 << 20).to_le_bytes());
+    let mut r = FrameReader::new(max, &[]);
+    let mut data = header.to_vec();
+    data.extend_from_slice(&[7u8; 1000]);
+    read_through_socket(&mut r, &data);
+    assert_eq!(r.buffered(), HEADER_LEN + 1000);
+    assert!(
+        r.capacity() <= 8 << 20,
+        "a header and 1000 bytes made the reader hold {} bytes",
+        r.capacity()
+    );
+}
+
+#[test]
+fn a_large_frame_still_arrives_whole() {
+    let body: Vec<u8> = (0..(20u32 << 20)).map(|i| i as u8).collect();
+    let msg = Message {
+        dst: 1,
+        handle: 1234,
+        body: Bytes::from(body),
+        ..Default::default()
+    };
+    let data = encode(std::slice::from_ref(&msg));
+    let mut r = FrameReader::new(64 << 20, &[]);
+    use mitogen::core::side::{socketpair, Side};
+    use mitogen::core::stream::ReadStatus;
+    let (a, b) = socketpair().expect("socketpair");
+    let side = Side::new(b).expect("side");
+    let writer = std::thread::spawn(move || {
+        let mut w = std::fs::File::from(a);
+        std::io::Write::write_all(&mut w, &data).expect("write");
+    });
+    let mut got = None;
+    while got.is_none() {
+        match r.read_from(&side).expect("read") {
+            ReadStatus::Data => got = r.next_message().expect("valid"),
+            ReadStatus::WouldBlock => std::thread::sleep(std::time::Duration::from_millis(1)),
+            ReadStatus::Eof => panic!("end of stream before the frame"),
+        }
+    }
+    writer.join().expect("writer");
+    assert_eq!(got, Some(msg));
+}
+
+#[test]
+fn a_limit_above_the_length_field_is_clamped() {
+    // A limit of more than 32 bits would let a sender truncate a length on
+    // the wire; the reader takes the largest a length field can say.
+    let mut header = Message::default().encode_header();
+    header[24..28].copy_from_slice(&u32::MAX.to_le_bytes());
+    let mut r = FrameReader::new(usize::MAX, &header);
+    assert!(matches!(
+        r.next_message(),
+        Err(FrameError::TooLarge { len, .. }) if len == u32::MAX as usize
+    ));
+}

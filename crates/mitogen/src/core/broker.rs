@@ -408,7 +408,7 @@ impl Core {
             match pump(stream, &mut reader, &self.router) {
                 Pumped::Progress => {}
                 // A stalled relay also waits for its pipe: `RelayPipe`.
-                Pumped::WouldBlock | Pumped::Stalled => return,
+                Pumped::WouldBlock | Pumped::Stalled | Pumped::Held => return,
                 Pumped::Ended => {
                     drop(reader);
                     self.disconnect(stream);
@@ -417,6 +417,18 @@ impl Core {
             }
         }
         self.again.push(token);
+    }
+
+    /// Reads `stream` again after a pause (see `RouterInner::hold`): its
+    /// descriptor reports readiness only on new data, and some may wait.
+    pub(crate) fn resume_reading(&mut self, stream: &Arc<Stream>) {
+        let token = self.sources.iter().find_map(|(t, s)| match s {
+            Source::StreamRx(st) if Arc::ptr_eq(st, stream) => Some(*t),
+            _ => None,
+        });
+        if let Some(token) = token {
+            self.on_receive(token, stream);
+        }
     }
 
     /// Tears down `stream` and tells the router, which fails everything that

@@ -70,30 +70,32 @@ pub(crate) fn encode_call<A: Serialize>(
     Ok(Bytes::from(buf))
 }
 
-/// Encodes a call whose arguments hold a secret: in a buffer large enough
-/// never to be reallocated (which would leave a copy behind in freed memory)
-/// and wiped when freed.
+/// Encodes a call whose arguments hold a secret into a buffer of fixed size,
+/// wiped when freed: encoding never reallocates it (which would leave a copy
+/// of the secret in freed memory), and a failure (too large, or an argument
+/// that does not encode) wipes what was written so far as the buffer goes.
 pub(crate) fn encode_secret_call<A: Serialize>(function: &str, args: &A) -> Result<Bytes> {
     let head = CallHead {
         op: CallOp::Call,
         function,
         chain: None,
     };
-    let mut buf = zeroize::Zeroizing::new(Vec::with_capacity(SECRET_CALL_CAPACITY));
-    let len = {
-        let b = std::mem::take(&mut *buf);
-        let b = postcard::to_extend(&head, b).map_err(|e| Error::encode("call head", e))?;
-        let b = postcard::to_extend(args, b).map_err(|e| Error::encode(function.to_owned(), e))?;
-        let len = b.len();
-        *buf = b;
-        len
-    };
-    if len > SECRET_CALL_CAPACITY {
-        return Err(Error::encode(
+    let mut buf = zeroize::Zeroizing::new(vec![0u8; SECRET_CALL_CAPACITY]);
+    let too_large = |e: postcard::Error| match e {
+        postcard::Error::SerializeBufferFull => Error::encode(
             function.to_owned(),
             "a call holding a secret is over 64 KiB",
-        ));
-    }
+        ),
+        e => Error::encode(function.to_owned(), e),
+    };
+    let head_len = postcard::to_slice(&head, &mut buf[..])
+        .map_err(too_large)?
+        .len();
+    let args_len = postcard::to_slice(args, &mut buf[head_len..])
+        .map_err(too_large)?
+        .len();
+    // Shortening keeps the allocation; its tail is wiped with the rest.
+    buf.truncate(head_len + args_len);
     Ok(super::stream::wipe_on_drop(std::mem::take(&mut *buf)))
 }
 
@@ -161,7 +163,8 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> PendingCall<T> {
             pending.failed = Some(Error::RouterShutdown);
             return pending;
         }
-        pending.handle = router.add_handler(Sink::Latch(latch), Some(ctx.id()), true, Policy::Any);
+        pending.handle =
+            router.add_handler(Sink::Latch(latch), Some(ctx.id()), true, Policy::Any, None);
         router.send(Message {
             dst: ctx.id(),
             handle: handles::CALL_FUNCTION,
@@ -218,6 +221,14 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> PendingCall<T> {
             Err(LatchError::Closed(_)) => Err(Error::RouterShutdown),
             Err(e) => Err(e.into_error(None)),
         }
+    }
+}
+
+impl<T> PendingCall<T> {
+    /// The handle the reply is awaited on (tests forge replies to it).
+    #[doc(hidden)]
+    pub fn reply_handle(&self) -> u32 {
+        self.handle
     }
 }
 

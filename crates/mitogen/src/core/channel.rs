@@ -1,9 +1,14 @@
 //! Typed channels across contexts: [`Sender`] and [`Receiver`].
 //!
-//! A receiver owns a handle in its process's router; a sender is just that
-//! handle's address (context id, handle number) and can itself be sent anywhere,
-//! for example as an argument of a remote call, so a child can stream results back
-//! to whoever made the receiver.
+//! A receiver owns a handle in its process's router; a sender is that
+//! handle's address (context id, handle number) and the channel's key, and can
+//! itself be sent anywhere, for example as an argument of a remote call, so a
+//! child can stream results back to whoever made the receiver.
+//!
+//! The key is a capability: the receiver takes only messages that carry it
+//! (in `reply_to`, flagged `FLAG_KEYED`), and both the handle and the key are
+//! drawn at random, so a context that was never handed the sender (nor sits
+//! on the path a sender travelled) cannot send to the channel.
 
 use std::future::Future;
 use std::marker::PhantomData;
@@ -16,7 +21,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::error::{Error, Result};
 use super::latch::{Latch, LatchError};
-use super::message::{ContextId, Message};
+use super::message::{ContextId, Message, FLAG_KEYED};
 use super::payload::Payload;
 use super::router::{Policy, RouterInner, Sink};
 use super::select::Selectable;
@@ -29,6 +34,7 @@ use super::select::Selectable;
 pub struct Receiver<T> {
     router: Arc<RouterInner>,
     handle: u32,
+    key: u32,
     latch: Arc<Latch<Message>>,
     _t: PhantomData<fn() -> T>,
 }
@@ -36,20 +42,30 @@ pub struct Receiver<T> {
 impl<T: Payload> Receiver<T> {
     pub(crate) fn new(router: Arc<RouterInner>, respondent: Option<ContextId>) -> Receiver<T> {
         let latch = Arc::new(Latch::new());
-        let handle = router.add_handler(Sink::Latch(latch.clone()), respondent, false, Policy::Any);
+        let key = router.token();
+        let handle = router.add_handler(
+            Sink::Latch(latch.clone()),
+            respondent,
+            false,
+            Policy::Any,
+            Some(key),
+        );
         Receiver {
             router,
             handle,
+            key,
             latch,
             _t: PhantomData,
         }
     }
 
-    /// A sender that delivers to this receiver, from any context.
+    /// A sender that delivers to this receiver, from whichever context it is
+    /// handed to (it carries the channel's key; see the module docs).
     pub fn sender(&self) -> Sender<T> {
         Sender {
             context: self.router.id,
             handle: self.handle,
+            key: self.key,
             router: Some(self.router.clone()),
             _t: PhantomData,
         }
@@ -156,9 +172,15 @@ impl<T: Payload> Future for Recv<'_, T> {
 
 /// The sending end of a channel; cheap to clone, and serializable so it can be
 /// passed to a remote function.
+///
+/// It carries the channel's key, drawn at random with the receiver: the
+/// receiver takes values only from senders, so a context can send to a
+/// channel only if a sender was handed to it (or passed through it on the way
+/// to a context below it). Hand a sender only to contexts that may send.
 pub struct Sender<T> {
     context: ContextId,
     handle: u32,
+    key: u32,
     router: Option<Arc<RouterInner>>,
     _t: PhantomData<fn(T)>,
 }
@@ -168,6 +190,7 @@ impl<T> Clone for Sender<T> {
         Sender {
             context: self.context,
             handle: self.handle,
+            key: self.key,
             router: self.router.clone(),
             _t: PhantomData,
         }
@@ -211,6 +234,8 @@ impl<T: Payload> Sender<T> {
         router.send(Message {
             dst: self.context,
             handle: self.handle,
+            reply_to: self.key,
+            flags: FLAG_KEYED,
             body,
             ..Default::default()
         });
@@ -221,12 +246,15 @@ impl<T: Payload> Sender<T> {
     /// [`Error::ChannelClosed`] after the values already sent.
     pub fn close(&self) -> Result<()> {
         let router = self.router()?;
-        router.send(Message::dead(
+        let mut dead = Message::dead(
             self.context,
             router.id,
             self.handle,
             "sender closed the channel",
-        ));
+        );
+        dead.flags |= FLAG_KEYED;
+        dead.reply_to = self.key;
+        router.send(dead);
         Ok(())
     }
 
@@ -236,18 +264,21 @@ impl<T: Payload> Sender<T> {
     }
 }
 
+/// A sender travels as `(context, handle, key)`: whoever it is handed to may
+/// send to the channel.
 impl<T> Serialize for Sender<T> {
     fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        (self.context, self.handle).serialize(s)
+        (self.context, self.handle, self.key).serialize(s)
     }
 }
 
 impl<'de, T> Deserialize<'de> for Sender<T> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        let (context, handle) = <(ContextId, u32)>::deserialize(d)?;
+        let (context, handle, key) = <(ContextId, u32, u32)>::deserialize(d)?;
         Ok(Sender {
             context,
             handle,
+            key,
             router: None,
             _t: PhantomData,
         })

@@ -37,11 +37,25 @@ impl LatchError {
 }
 
 struct State<T> {
-    queue: VecDeque<T>,
+    /// Values with their weights (see [`Latch::put_within`]).
+    queue: VecDeque<(T, usize)>,
+    /// Sum of the weights queued.
+    held: usize,
     closed: Option<String>,
     sleepers: usize,
     task: Option<Waker>,
     notify: Option<(Arc<Latch<usize>>, usize)>,
+}
+
+/// What [`Latch::put_within`] did with a value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Put {
+    /// Queued.
+    Queued,
+    /// Dropped: the latch is closed.
+    Closed,
+    /// Dropped: the latch holds as much as it may.
+    Full,
 }
 
 /// A thread-safe queue whose consumers can block with a deadline or `.await`.
@@ -71,6 +85,7 @@ impl<T> Latch<T> {
         Latch {
             state: Mutex::new(State {
                 queue: VecDeque::new(),
+                held: 0,
                 closed: None,
                 sleepers: 0,
                 task: None,
@@ -90,11 +105,22 @@ impl<T> Latch<T> {
     /// Queues a value and wakes one waiter. Returns `false` (dropping the value)
     /// when the latch is closed.
     pub fn put(&self, value: T) -> bool {
+        self.put_within(value, 0, usize::MAX) == Put::Queued
+    }
+
+    /// Queues `value`, which weighs `weight` (its size in bytes, say), unless
+    /// the latch is closed or the weight queued would then exceed `limit`:
+    /// how a queue that another process fills is kept bounded.
+    pub(crate) fn put_within(&self, value: T, weight: usize, limit: usize) -> Put {
         let mut st = self.lock();
         if st.closed.is_some() {
-            return false;
+            return Put::Closed;
         }
-        st.queue.push_back(value);
+        if st.held.saturating_add(weight) > limit {
+            return Put::Full;
+        }
+        st.held += weight;
+        st.queue.push_back((value, weight));
         self.queued.store(st.queue.len(), Ordering::Release);
         let task = st.task.take();
         let notify = st.notify.clone();
@@ -109,7 +135,7 @@ impl<T> Latch<T> {
         if let Some((select, index)) = notify {
             select.put(index);
         }
-        true
+        Put::Queued
     }
 
     /// Closes the latch: waiters wake with [`LatchError::Closed`] once the queue is
@@ -223,11 +249,10 @@ impl<T> Latch<T> {
     }
 
     fn pop(&self, st: &mut State<T>) -> Option<T> {
-        let v = st.queue.pop_front();
-        if v.is_some() {
-            self.queued.store(st.queue.len(), Ordering::Release);
-        }
-        v
+        let (v, weight) = st.queue.pop_front()?;
+        st.held -= weight;
+        self.queued.store(st.queue.len(), Ordering::Release);
+        Some(v)
     }
 
     /// Polls briefly for a value before the caller goes to sleep, when that
@@ -292,6 +317,19 @@ mod tests {
         assert_eq!(l.get(), Ok(1));
         assert_eq!(l.get(), Err(LatchError::Closed("gone".into())));
         assert!(!l.put(2));
+    }
+
+    #[test]
+    fn weighed_puts_stop_at_the_limit_and_resume_as_values_go() {
+        let l: Latch<u8> = Latch::new();
+        assert_eq!(l.put_within(1, 60, 100), Put::Queued);
+        assert_eq!(l.put_within(2, 60, 100), Put::Full);
+        assert_eq!(l.put_within(3, 40, 100), Put::Queued);
+        assert_eq!(l.try_get(), Ok(1));
+        assert_eq!(l.put_within(4, 60, 100), Put::Queued);
+        assert_eq!(l.len(), 2);
+        l.close("gone");
+        assert_eq!(l.put_within(5, 0, 100), Put::Closed);
     }
 
     #[test]

@@ -41,6 +41,36 @@ impl LogRecord {
     }
 }
 
+/// Longest record forwarded or re-emitted, in bytes of target and message;
+/// the rest of a longer one is cut (and the cut said).
+pub const MAX_RECORD: usize = 64 * 1024;
+
+impl LogRecord {
+    /// Cuts the record to at most `max` bytes of target and message (on
+    /// character boundaries), saying how much was cut.
+    pub fn truncate(&mut self, max: usize) {
+        fn cut(s: &mut String, max: usize) -> usize {
+            if s.len() <= max {
+                return 0;
+            }
+            let mut at = max;
+            while !s.is_char_boundary(at) {
+                at -= 1;
+            }
+            let cut = s.len() - at;
+            s.truncate(at);
+            cut
+        }
+        cut(&mut self.target, 256);
+        let room = max.saturating_sub(self.target.len() + 64);
+        let n = cut(&mut self.message, room);
+        if n > 0 {
+            use std::fmt::Write as _;
+            let _ = write!(self.message, "… ({n} more bytes cut)");
+        }
+    }
+}
+
 fn level_to_u8(l: Level) -> u8 {
     match l {
         Level::TRACE => 0,
@@ -181,5 +211,26 @@ pub(crate) fn current_max_level() -> u8 {
     match LevelFilter::current() {
         LevelFilter::OFF => 5,
         f => f.into_level().map(level_to_u8).unwrap_or(5),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_long_record_is_cut_on_a_character_boundary_and_says_so() {
+        let mut rec = LogRecord::new(Level::INFO, &"t".repeat(1000), &"é".repeat(100_000));
+        rec.truncate(MAX_RECORD);
+        assert!(rec.target.len() <= 256);
+        assert!(rec.target.len() + rec.message.len() <= MAX_RECORD);
+        assert!(
+            rec.message.ends_with("bytes cut)"),
+            "{}",
+            &rec.message[rec.message.len() - 40..]
+        );
+        let mut short = LogRecord::new(Level::INFO, "t", "hello");
+        short.truncate(MAX_RECORD);
+        assert_eq!(short.message, "hello");
     }
 }

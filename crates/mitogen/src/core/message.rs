@@ -10,6 +10,8 @@
 //!                       bit 2: SECRET (the body holds a password: wipe it)
 //!                       bit 3: TRAILER (relayed cut-through: the body's last
 //!                              byte is 1 if it arrived whole, 0 if not)
+//!                       bit 4: KEYED (`reply_to` holds the key of the channel
+//!                              the message is for, not a reply handle)
 //!      4    4 dst       context id the message is for
 //!      8    4 src       context id that sent it
 //!     12    4 auth_id   context id whose authority it carries (set by the receiving
@@ -34,6 +36,12 @@ pub const MAGIC: u16 = 0x4d47;
 /// Default upper bound on a message body: larger data must be streamed in chunks.
 pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 128 * 1024 * 1024;
 
+/// Largest body size a limit may be set to: the header's length field is 32
+/// bits, and a relay's trailer byte may add one (see [`FLAG_TRAILER`]). A
+/// larger limit is clamped to this, so a length is never truncated on the
+/// wire (which would put the stream out of step).
+pub const MAX_MESSAGE_SIZE_LIMIT: usize = u32::MAX as usize - 1;
+
 /// Flag: this message reports that a handle, a channel or a peer is gone.
 pub const FLAG_DEAD: u16 = 1;
 
@@ -56,6 +64,13 @@ pub const FLAG_SECRET: u16 = 4;
 /// The destination strips the byte; relays pass it on.
 pub const FLAG_TRAILER: u16 = 8;
 
+/// Flag: the message is for a channel, and `reply_to` holds that channel's
+/// key (the secret a [`Sender`](crate::Sender) carries) instead of a reply
+/// handle. A channel's receiver takes only messages with its key, so knowing
+/// (or guessing) a handle number is not enough to send to it; nothing ever
+/// answers a keyed message, so the key never travels back.
+pub const FLAG_KEYED: u16 = 16;
+
 /// The id of the master context, the root of every tree.
 pub const MASTER_ID: ContextId = 0;
 
@@ -75,8 +90,9 @@ pub mod handles {
     pub const DEL_ROUTE: u32 = 105;
 }
 
-/// First handle number handed out for replies and channels; the numbers below it
-/// are reserved for [`handles`].
+/// Handles for replies and channels are drawn at random from this number up
+/// (the numbers below it are reserved for [`handles`]), so that a context
+/// cannot guess the handle of a call or a channel it was not given.
 pub const FIRST_USER_HANDLE: u32 = 1000;
 
 /// One message: routing header plus body.
@@ -122,6 +138,12 @@ impl Message {
         let mut m = Message::dead(dst, src, handle, reason);
         m.flags |= FLAG_DISCONNECTED;
         m
+    }
+
+    /// True when `reply_to` names a handle waiting for an answer (not a
+    /// channel's key, and not on a DEAD message, which is never answered).
+    pub fn wants_reply(&self) -> bool {
+        self.reply_to != 0 && self.flags & (FLAG_DEAD | FLAG_KEYED) == 0
     }
 
     /// True when a DEAD message reports an unreachable context.

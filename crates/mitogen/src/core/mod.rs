@@ -39,3 +39,4 @@ pub mod side;
 pub mod signals;
 pub(crate) mod spin;
 pub mod stream;
+pub(crate) mod token;

@@ -18,7 +18,9 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 
 use super::cut_through::{CutThrough, Fill, CUT_THROUGH_MIN};
-use super::message::{FrameError, Header, Message, FLAG_SECRET, HEADER_LEN};
+use super::message::{
+    FrameError, Header, Message, FLAG_SECRET, HEADER_LEN, MAX_MESSAGE_SIZE_LIMIT,
+};
 use super::router::RouterInner;
 use super::side::{IoStatus, Side};
 use super::stream::{wipe_on_drop, SendStatus, Stream};
@@ -26,6 +28,10 @@ use super::stream::{wipe_on_drop, SendStatus, Stream};
 /// Default read size of a side (the seed's `CHUNK_SIZE`); a frame larger than this
 /// is read straight into a buffer of its own size.
 pub const CHUNK_SIZE: usize = 128 * 1024;
+
+/// Largest frame whose whole size is reserved as soon as its header is in;
+/// beyond it, memory grows with what has arrived.
+const EAGER_LIMIT: usize = 4 * 1024 * 1024;
 
 /// Read size while frames are being relayed cut-through: the next frame is
 /// probably another large one, and the less of it is read into memory, the
@@ -115,14 +121,15 @@ pub enum ReadStatus {
 }
 
 impl FrameReader {
-    /// A reader refusing bodies over `max` bytes, starting with bytes that
-    /// arrived during the bootstrap (after the greeting).
+    /// A reader refusing bodies over `max` bytes (at most
+    /// [`MAX_MESSAGE_SIZE_LIMIT`]), starting with bytes that arrived during
+    /// the bootstrap (after the greeting).
     pub fn new(max: usize, initial: &[u8]) -> FrameReader {
         let mut buf = BytesMut::with_capacity(CHUNK_SIZE.max(initial.len()));
         buf.extend_from_slice(initial);
         FrameReader {
             buf,
-            max,
+            max: max.min(MAX_MESSAGE_SIZE_LIMIT),
             header: None,
             relay: None,
             peek: false,
@@ -130,6 +137,11 @@ impl FrameReader {
             no_cut: false,
             spare: None,
         }
+    }
+
+    /// The memory this reader holds for frames not yet complete.
+    pub fn capacity(&self) -> usize {
+        self.buf.capacity()
     }
 
     /// Appends raw bytes (for tests and fuzzing).
@@ -141,12 +153,27 @@ impl FrameReader {
     pub fn read_from(&mut self, side: &Side) -> io::Result<ReadStatus> {
         let least = if self.peek { PEEK_SIZE } else { CHUNK_SIZE };
         let want = match self.header {
-            // Read a large frame's body in one go into a buffer of its own size.
-            Some(h) => (HEADER_LEN + h.len).saturating_sub(self.buf.len()),
+            // Read a large frame's body in one go into a buffer of its own
+            // size; but memory for a frame larger than `EAGER_LIMIT` grows
+            // only as its bytes arrive (doubling), so a header alone, or a
+            // header and a trickle, cannot make each stream reserve the
+            // largest message size.
+            Some(h) => {
+                let rest = (HEADER_LEN + h.len).saturating_sub(self.buf.len());
+                if rest > EAGER_LIMIT {
+                    rest.min(self.buf.len().max(EAGER_LIMIT))
+                } else {
+                    rest
+                }
+            }
             None => 0,
         }
         .max(least);
-        self.buf.reserve(want);
+        if self.header.is_some_and(|h| h.flags & FLAG_SECRET != 0) {
+            drop(reserve_wiping(&mut self.buf, want));
+        } else {
+            self.buf.reserve(want);
+        }
         let spare = self.buf.spare_capacity_mut();
         // While peeking, read no further than asked: what stays in the kernel
         // can still be spliced.
@@ -213,6 +240,22 @@ impl FrameReader {
     }
 }
 
+/// `reserve` for a buffer that holds part of a secret frame: where
+/// `BytesMut` would move the bytes (to a new allocation, or to the front of
+/// its own), leaving a copy of the secret behind in memory that is freed or
+/// reused unwiped, the bytes are copied to a new buffer here and the old one
+/// is returned zeroed, to be dropped.
+fn reserve_wiping(buf: &mut BytesMut, want: usize) -> Option<BytesMut> {
+    if buf.capacity() - buf.len() >= want {
+        return None;
+    }
+    let mut grown = BytesMut::with_capacity(buf.len() + want);
+    grown.extend_from_slice(buf);
+    let mut old = std::mem::replace(buf, grown);
+    old.fill(0);
+    Some(old)
+}
+
 /// What one [`pump`] step came to.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Pumped {
@@ -226,6 +269,9 @@ pub(crate) enum Pumped {
     Stalled,
     /// The stream ended or broke (already logged): disconnect it.
     Ended,
+    /// Reading is paused until the parent stream drains (the broker resumes
+    /// it, see `RouterInner::hold`).
+    Held,
 }
 
 /// Reads `stream` once and routes every complete message; relays a large frame
@@ -236,6 +282,9 @@ pub(crate) fn pump(stream: &Arc<Stream>, reader: &mut FrameReader, router: &Rout
     }
     if reader.relay.is_some() {
         return pump_relay(stream, reader, router);
+    }
+    if stream.is_held() {
+        return Pumped::Held;
     }
     match reader.read_from(stream.rx_side()) {
         Err(e) => {
@@ -452,5 +501,27 @@ fn kick(out: &Arc<Stream>, router: &RouterInner) {
     if out.on_transmit() == SendStatus::Disconnected {
         let out = out.clone();
         router.broker.defer(move |core| core.disconnect(&out));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_secret_frame_is_moved_by_hand_and_its_old_buffer_zeroed() {
+        let mut buf = BytesMut::with_capacity(64);
+        buf.extend_from_slice(b"header and the first bytes of a password");
+        let old = reserve_wiping(&mut buf, 1 << 20).expect("the buffer had to grow");
+        assert!(
+            old.iter().all(|&b| b == 0),
+            "the old buffer kept the secret"
+        );
+        assert_eq!(&buf[..], b"header and the first bytes of a password");
+        assert!(buf.capacity() - buf.len() >= 1 << 20);
+        assert!(
+            reserve_wiping(&mut buf, 16).is_none(),
+            "room enough: no move"
+        );
     }
 }

@@ -27,7 +27,7 @@ use mio::Poll;
 use super::broker::Broker;
 use super::latch::Latch;
 use super::log::{self, LogRecord};
-use super::message::{handles, ContextId, Message, FIRST_USER_HANDLE};
+use super::message::{handles, ContextId, Message, FIRST_USER_HANDLE, MAX_MESSAGE_SIZE_LIMIT};
 use super::stream::Stream;
 
 mod disconnect;
@@ -36,6 +36,10 @@ mod routing;
 
 use log_budget::LogBudget;
 
+/// Log records a second the master takes from each context (see
+/// [`RouterInner::install_log_receiver`]).
+pub(crate) const FORWARDED_PER_SEC: u32 = 10_000;
+
 /// Who may send to a handle.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Policy {
@@ -43,8 +47,8 @@ pub enum Policy {
     /// (the seed's `has_parent_authority`). Every handle that runs code or changes
     /// the context's state uses it.
     ParentsOnly,
-    /// Any context that can reach this one; for replies and channels whose handle
-    /// number the sender was given.
+    /// Any context that can reach this one, subject to the handle's
+    /// respondent and key (replies and channels check those).
     Any,
 }
 
@@ -60,11 +64,15 @@ pub(crate) enum Sink {
 struct HandleEntry {
     sink: Sink,
     /// The context expected to answer; if it disconnects, the handle gets a DEAD
-    /// message.
+    /// message. A reply handle takes messages from this very context only; a
+    /// channel tied to a context, from that context's subtree.
     respondent: Option<ContextId>,
     /// Removed after one delivery (replies).
     once: bool,
     policy: Policy,
+    /// A channel's key: only messages flagged `FLAG_KEYED` carrying it in
+    /// `reply_to` are taken.
+    key: Option<u32>,
 }
 
 /// Shared state of one process's router.
@@ -77,7 +85,6 @@ pub(crate) struct RouterInner {
     pub(crate) ancestors: Vec<ContextId>,
     parent: Option<Arc<Stream>>,
     handles: Mutex<HashMap<u32, HandleEntry>>,
-    next_handle: AtomicU32,
     routes: RwLock<HashMap<ContextId, Arc<Stream>>>,
     /// `routes.len()`, readable without the lock by a thread polling for work.
     route_count: AtomicUsize,
@@ -118,16 +125,16 @@ impl RouterInner {
         parent: Option<Arc<Stream>>,
         max_message_size: usize,
     ) -> std::io::Result<Arc<RouterInner>> {
+        super::token::init()?;
         let (broker, poll): (Broker, Poll) = Broker::new()?;
         let inner = Arc::new(RouterInner {
             id,
             name,
             broker,
-            max_message_size,
+            max_message_size: max_message_size.min(MAX_MESSAGE_SIZE_LIMIT),
             ancestors,
             parent,
             handles: Mutex::new(HashMap::new()),
-            next_handle: AtomicU32::new(FIRST_USER_HANDLE),
             routes: RwLock::new(HashMap::new()),
             route_count: AtomicUsize::new(0),
             names: RwLock::new(HashMap::new()),
@@ -163,17 +170,60 @@ impl RouterInner {
         self.next_context_id.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// Registers a handle and returns its number.
+    /// A fresh unguessable number (a channel key).
+    pub(crate) fn token(&self) -> u32 {
+        super::token::next()
+    }
+
+    /// Registers a handle at a fresh unguessable number and returns it. Only
+    /// messages carrying `key` (with `FLAG_KEYED`) reach a keyed handle.
     pub(crate) fn add_handler(
         &self,
         sink: Sink,
         respondent: Option<ContextId>,
         once: bool,
         policy: Policy,
+        key: Option<u32>,
     ) -> u32 {
-        let handle = self.next_handle.fetch_add(1, Ordering::Relaxed);
-        self.add_handler_at(handle, sink, respondent, once, policy);
-        handle
+        let entry = HandleEntry {
+            sink,
+            respondent,
+            once,
+            policy,
+            key,
+        };
+        if let Some(handle) = self.refuse_if_gone(&entry) {
+            return handle;
+        }
+        let mut handles = self.lock_handles();
+        loop {
+            // Numbers below 1000 are the well-known handles; a clash with a
+            // live handle is rare (2^32 numbers) and drawn again.
+            let handle = super::token::next();
+            if handle >= FIRST_USER_HANDLE && !handles.contains_key(&handle) {
+                handles.insert(handle, entry);
+                return handle;
+            }
+        }
+    }
+
+    /// When `entry` waits on a context that is gone already, tells its waiter
+    /// at once and returns the (unregistered) handle it would have had.
+    fn refuse_if_gone(&self, entry: &HandleEntry) -> Option<u32> {
+        let r = entry.respondent?;
+        if !self.is_disconnected(r) {
+            return None;
+        }
+        let handle = super::token::next().max(FIRST_USER_HANDLE);
+        if let Sink::Latch(l) = &entry.sink {
+            l.put(Message::disconnected(
+                self.id,
+                r,
+                handle,
+                &self.disconnect_reason(r),
+            ));
+        }
+        Some(handle)
     }
 
     /// Registers a handler at a fixed (well-known) handle.
@@ -185,29 +235,16 @@ impl RouterInner {
         once: bool,
         policy: Policy,
     ) {
-        if let Some(r) = respondent {
-            if self.is_disconnected(r) {
-                // The peer is already gone: the waiter learns it at once.
-                if let Sink::Latch(l) = &sink {
-                    l.put(Message::disconnected(
-                        self.id,
-                        r,
-                        handle,
-                        &self.disconnect_reason(r),
-                    ));
-                }
-                return;
-            }
+        let entry = HandleEntry {
+            sink,
+            respondent,
+            once,
+            policy,
+            key: None,
+        };
+        if self.refuse_if_gone(&entry).is_none() {
+            self.lock_handles().insert(handle, entry);
         }
-        self.lock_handles().insert(
-            handle,
-            HandleEntry {
-                sink,
-                respondent,
-                once,
-                policy,
-            },
-        );
     }
 
     /// Unregisters a handle.
@@ -402,8 +439,14 @@ impl RouterInner {
         self.forward_log(&LogRecord::new(level, stream, line));
     }
 
-    /// Sends a log record towards the master.
+    /// Sends a log record towards the master (cut to [`log::MAX_RECORD`]
+    /// bytes: a record is one message, and must fit one).
     pub(crate) fn forward_log(&self, rec: &LogRecord) {
+        if rec.message.len() + rec.target.len() > log::MAX_RECORD {
+            let mut rec = rec.clone();
+            rec.truncate(log::MAX_RECORD);
+            return self.forward_log(&rec);
+        }
         if self.parent.is_none() {
             log::emit_remote(&self.name, rec);
             return;
@@ -420,14 +463,35 @@ impl RouterInner {
     }
 
     /// Installs the master's handler that turns forwarded records into events.
+    ///
+    /// What a context may make the master log is bounded: at most
+    /// [`FORWARDED_PER_SEC`] records a second from each context (the first
+    /// one after a cut says how many were dropped), each cut to
+    /// [`log::MAX_RECORD`] bytes.
     pub(crate) fn install_log_receiver(self: &Arc<Self>) {
         let weak = Arc::downgrade(self);
+        let budget = LogBudget::per_second(FORWARDED_PER_SEC);
+        let warnings = LogBudget::per_second(1);
         self.add_handler_at(
             handles::FORWARD_LOG,
             Sink::Func(Arc::new(move |msg: Message| {
                 let Some(router) = weak.upgrade() else { return };
+                if budget.take(msg.src).is_none() {
+                    if let Some(before) = warnings.take(msg.src) {
+                        tracing::warn!(
+                            context = %router.name_of(msg.src),
+                            "dropping log records from a context sending more than \
+                             {FORWARDED_PER_SEC} a second ({before} more dropped since \
+                             the last such warning)"
+                        );
+                    }
+                    return;
+                }
                 match postcard::from_bytes::<LogRecord>(&msg.body) {
-                    Ok(rec) => log::emit_remote(&router.name_of(msg.src), &rec),
+                    Ok(mut rec) => {
+                        rec.truncate(log::MAX_RECORD);
+                        log::emit_remote(&router.name_of(msg.src), &rec)
+                    }
                     Err(e) => tracing::warn!(src = msg.src, "undecodable log record: {e}"),
                 }
             })),

@@ -123,6 +123,9 @@ pub struct Stream {
     /// True when the peer is this process's parent (messages from it carry the
     /// authority of our ancestors).
     pub(crate) is_parent: bool,
+    /// Reading is paused: what came from here fills the parent stream faster
+    /// than it drains (see `RouterInner::hold`).
+    held: AtomicBool,
 }
 
 impl std::fmt::Debug for Stream {
@@ -162,7 +165,23 @@ impl Stream {
             reg: std::sync::OnceLock::new(),
             reader: Mutex::new(FrameReader::new(0, &[])),
             is_parent,
+            held: AtomicBool::new(false),
         }
+    }
+
+    /// Pauses reading; `false` if it was paused already.
+    pub(crate) fn hold(&self) -> bool {
+        !self.held.swap(true, Ordering::AcqRel)
+    }
+
+    /// Resumes reading (the caller reads what waits).
+    pub(crate) fn release(&self) {
+        self.held.store(false, Ordering::Release);
+    }
+
+    /// True while reading is paused.
+    pub(crate) fn is_held(&self) -> bool {
+        self.held.load(Ordering::Acquire)
     }
 
     /// Name used in logs and errors (normally the peer context's name).

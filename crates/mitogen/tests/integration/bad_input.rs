@@ -7,13 +7,14 @@ use std::time::Duration;
 
 use anyhow::{bail, ensure, Context as _, Result};
 use bytes::Bytes;
-use mitogen::core::message::{handles, Message, DEFAULT_MAX_MESSAGE_SIZE, MASTER_ID};
+use mitogen::core::message::{handles, Message, DEFAULT_MAX_MESSAGE_SIZE, FLAG_KEYED, MASTER_ID};
 use mitogen::{Error, Router};
 use serde::{Deserialize, Serialize};
 use tracing::Level;
 
 use crate::calls::add;
 use crate::capture;
+use crate::hostile_tree::key_of;
 use crate::util::{local, wait_until, Guard};
 
 /// What the hostile function does after writing.
@@ -80,6 +81,13 @@ fn frame(src: u32, handle: u32, reply_to: u32, body: &[u8]) -> Vec<u8> {
     let mut v = msg.encode_header().to_vec();
     v.extend_from_slice(body);
     v
+}
+
+/// One encoded frame for a channel whose sender's key is `key`.
+fn frame_keyed(src: u32, handle: u32, key: u32, body: &[u8]) -> Vec<u8> {
+    let mut f = frame(src, handle, key, body);
+    f[2..4].copy_from_slice(&FLAG_KEYED.to_le_bytes());
+    f
 }
 
 /// Runs a hostile write whose framing is broken and checks the outcome.
@@ -213,12 +221,13 @@ pub fn message_to_unknown_handle(router: &Router) -> Result<()> {
 
 pub fn undecodable_channel_body(router: &Router) -> Result<()> {
     let bad = local(router)?;
-    let (_tx, rx) = bad.channel::<u64>();
-    let mut bytes = frame(bad.id(), rx.handle(), 0, &[0xff; 12]);
-    bytes.extend(frame(
+    let (tx, rx) = bad.channel::<u64>();
+    let key = key_of(&tx)?;
+    let mut bytes = frame_keyed(bad.id(), rx.handle(), key, &[0xff; 12]);
+    bytes.extend(frame_keyed(
         bad.id(),
         rx.handle(),
-        0,
+        key,
         &postcard::to_allocvec(&7u64)?,
     ));
     write_and_survive(&bad, bytes)?;
@@ -247,19 +256,20 @@ pub fn undecodable_log_record(router: &Router) -> Result<()> {
 pub fn spoofed_source_is_dropped(router: &Router) -> Result<()> {
     let sibling = local(router)?;
     let bad = local(router)?;
-    let (_tx, rx) = bad.channel::<u64>();
+    let (tx, rx) = bad.channel::<u64>();
+    let key = key_of(&tx)?;
     let mark = capture::mark();
-    let mut bytes = frame(MASTER_ID, rx.handle(), 0, &postcard::to_allocvec(&1u64)?);
-    bytes.extend(frame(
+    let mut bytes = frame_keyed(MASTER_ID, rx.handle(), key, &postcard::to_allocvec(&1u64)?);
+    bytes.extend(frame_keyed(
         sibling.id(),
         rx.handle(),
-        0,
+        key,
         &postcard::to_allocvec(&2u64)?,
     ));
-    bytes.extend(frame(
+    bytes.extend(frame_keyed(
         bad.id(),
         rx.handle(),
-        0,
+        key,
         &postcard::to_allocvec(&3u64)?,
     ));
     write_and_survive(&bad, bytes)?;

@@ -13,6 +13,7 @@ mod errors;
 mod harness;
 mod hooks;
 mod hostile_switch;
+mod hostile_tree;
 mod leaks;
 mod lifecycle;
 mod logging;
@@ -203,6 +204,16 @@ fn main() {
             test!(leaks::ssh_cycles_leak_nothing, 300),
             test!(leaks::timed_out_calls_leak_nothing, 120),
             test!(lifecycle::busy_remote_context_shutdown_says_it_did_not_exit),
+            test!(hostile_tree::grandchild_cannot_answer_calls_to_its_parent),
+            test!(hostile_tree::grandchild_cannot_send_to_channels_it_was_not_given),
+            test!(hostile_tree::intermediate_cannot_forge_outside_its_subtree),
+            test!(hostile_tree::stopped_intermediate_delays_only_its_subtree),
+            test!(hostile_tree::receiver_that_falls_behind_is_closed_not_grown),
+            test!(hostile_tree::message_size_limit_is_clamped_to_the_length_field),
+            test!(hostile_tree::setuid_program_refuses_child_mode),
+            test!(hostile_tree::forwarded_log_flood_is_cut),
+            test!(hostile_tree::relay_does_not_echo_a_flood_back_to_a_child_that_does_not_read),
+            test!(hostile_tree::relay_holds_a_child_back_while_its_parent_does_not_drain),
         ];
         let failed = harness::run_tests(&router, &tests);
         switch_user::cleanup();

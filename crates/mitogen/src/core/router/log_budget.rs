@@ -15,20 +15,31 @@ const REFUSALS_LOGGED_PER_SEC: u32 = 50;
 /// source, so one noisy context does not silence the refusals of another; the
 /// first record after a quiet spell says how many were left out
 /// (`suppressed`).
-pub(super) struct LogBudget(Mutex<HashMap<ContextId, (Instant, u32, u64)>>);
+pub(crate) struct LogBudget {
+    sources: Mutex<HashMap<ContextId, (Instant, u32, u64)>>,
+    per_sec: u32,
+}
 
 /// Sources tracked at once; beyond this, stale entries are dropped.
 const LOG_BUDGET_SOURCES: usize = 1024;
 
 impl LogBudget {
-    pub(super) fn new() -> LogBudget {
-        LogBudget(Mutex::new(HashMap::new()))
+    pub(crate) fn new() -> LogBudget {
+        LogBudget::per_second(REFUSALS_LOGGED_PER_SEC)
+    }
+
+    /// A budget of `per_sec` events a second and source.
+    pub(crate) fn per_second(per_sec: u32) -> LogBudget {
+        LogBudget {
+            sources: Mutex::new(HashMap::new()),
+            per_sec,
+        }
     }
 
     /// `Some(number left out before this one)` when an event about a message
     /// from `source` may be logged.
-    pub(super) fn take(&self, source: ContextId) -> Option<u64> {
-        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+    pub(crate) fn take(&self, source: ContextId) -> Option<u64> {
+        let mut map = self.sources.lock().unwrap_or_else(|e| e.into_inner());
         let now = Instant::now();
         let second = Duration::from_secs(1);
         if map.len() >= LOG_BUDGET_SOURCES && !map.contains_key(&source) {
@@ -42,7 +53,7 @@ impl LogBudget {
             b.0 = now;
             b.1 = 0;
         }
-        if b.1 < REFUSALS_LOGGED_PER_SEC {
+        if b.1 < self.per_sec {
             b.1 += 1;
             Some(std::mem::take(&mut b.2))
         } else {

@@ -7,8 +7,11 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::{Policy, RouterInner, Sink};
-use crate::core::message::{ContextId, Header, Message, FLAG_DEAD, FLAG_SECRET, FLAG_TRAILER};
+use super::{HandleEntry, Policy, RouterInner, Sink};
+use crate::core::latch::{Latch, Put};
+use crate::core::message::{
+    ContextId, Header, Message, FLAG_DEAD, FLAG_KEYED, FLAG_SECRET, FLAG_TRAILER,
+};
 use crate::core::stream::{SendStatus, Stream};
 
 impl RouterInner {
@@ -71,6 +74,27 @@ impl RouterInner {
                 self.bounce(&msg, "refused: contexts may not message other subtrees");
                 return;
             }
+            Err(NoWay::BackDown) => {
+                // From below, for a context behind the very stream it came
+                // on: the sender's own routers would have delivered it, so it
+                // is a forgery, and echoing it back would let a context that
+                // never reads its stream grow our queue towards it without
+                // end.
+                if let Some(suppressed) = self.log_budget.take(msg.src) {
+                    tracing::warn!(
+                        suppressed,
+                        src = msg.src,
+                        dst = msg.dst,
+                        handle = msg.handle,
+                        "refused: message from below for a context behind the stream it came on"
+                    );
+                }
+                self.bounce(
+                    &msg,
+                    "refused: a message may not come back down its own stream",
+                );
+                return;
+            }
             Err(NoWay::NoRoute) => {
                 let reason = format!("no route to context {}", msg.dst);
                 tracing::debug!(handle = msg.handle, "{reason}");
@@ -81,7 +105,31 @@ impl RouterInner {
         if stream.send(&msg) == SendStatus::Disconnected {
             let reason = self.disconnect_reason(msg.dst);
             self.bounce(&msg, &reason);
+        } else if let Some(from) = from {
+            if !from.is_parent && stream.is_parent && stream.pending_bytes() > RELAY_HOLD {
+                self.hold(from, &stream);
+            }
         }
+    }
+
+    /// Stops reading `from`, a child's stream, until `up`, our parent stream,
+    /// has drained to half of [`RELAY_HOLD`]: what a subtree sends up must not
+    /// pile up here faster than our parent takes it (a flood, or a fast
+    /// local child behind a slow ssh hop). The child's own stream then fills,
+    /// and its senders wait (flow control) or its writes block. Only the
+    /// parent stream holds a child's back: it drains as the parent reads,
+    /// and no parent waits for its child's stream to drain before it reads,
+    /// so holds cannot wait on each other in a circle.
+    fn hold(&self, from: &Arc<Stream>, up: &Arc<Stream>) {
+        if !from.hold() {
+            return;
+        }
+        tracing::debug!(
+            stream = %from.name(),
+            queued = up.pending_bytes(),
+            "pausing reading: the parent stream is not draining as fast"
+        );
+        watch_hold(self, from.clone(), up.clone());
     }
 
     /// True when context `src` is reached through `stream`.
@@ -120,8 +168,10 @@ impl RouterInner {
         match stream {
             Some(s) => {
                 if let Some(f) = from {
+                    if !f.is_parent && Arc::ptr_eq(f, &s) {
+                        return Err(NoWay::BackDown);
+                    }
                     if !f.is_parent
-                        && !Arc::ptr_eq(f, &s)
                         && !self.allow_lateral()
                         && !self.is_unix_client(src)
                         && !self.is_unix_client(dst)
@@ -169,14 +219,34 @@ impl RouterInner {
     }
 
     /// Tells the sender of an undeliverable message that its reply will never come.
+    ///
+    /// Not when the stream back to the sender already holds more than
+    /// [`BOUNCE_LIMIT`]: a context that sends refused messages and never reads
+    /// its stream would otherwise make us queue an answer to each, without
+    /// end. An honest sender reads its stream, so its queue is far below that.
     pub(super) fn bounce(&self, msg: &Message, reason: &str) {
-        if msg.reply_to != 0 && !msg.is_dead() {
+        if msg.wants_reply() {
             let dead = Message::disconnected(msg.src, msg.dst, msg.reply_to, reason);
             if msg.src == self.id {
                 self.deliver_local(dead);
-            } else {
-                self.route(dead, None);
+                return;
             }
+            if self
+                .stream_towards(msg.src)
+                .is_some_and(|s| s.pending_bytes() > BOUNCE_LIMIT)
+            {
+                if let Some(suppressed) = self.log_budget.take(msg.src) {
+                    tracing::warn!(
+                        suppressed,
+                        src = msg.src,
+                        handle = msg.handle,
+                        "not answering a refused message: the stream towards its sender \
+                         does not drain"
+                    );
+                }
+                return;
+            }
+            self.route(dead, None);
         }
     }
 
@@ -200,26 +270,22 @@ impl RouterInner {
                         self.bounce(&msg, "refused: sender lacks parent authority");
                         return;
                     }
-                    // Reply and channel handles are numbered in order, so any
-                    // context could guess one. A handle waiting on a context
-                    // takes messages only from that context's subtree (a
-                    // sender may be handed down), or from this process:
-                    // otherwise a child could answer calls made to its sibling.
-                    if let Some(r) = e.respondent {
-                        if msg.src != self.id && !self.descends_from(msg.src, r) {
-                            drop(handles);
-                            if let Some(suppressed) = self.log_budget.take(msg.src) {
-                                tracing::warn!(
-                                    suppressed,
-                                    src = msg.src,
-                                    respondent = r,
-                                    handle = msg.handle,
-                                    "refused: reply or channel message not from the context it waits on"
-                                );
-                            }
-                            self.bounce(&msg, "refused: not from the context this handle waits on");
-                            return;
+                    if let Some(refusal) = self.check_sender(e, &msg) {
+                        drop(handles);
+                        if let Some(suppressed) = self.log_budget.take(msg.src) {
+                            tracing::warn!(
+                                suppressed,
+                                src = msg.src,
+                                respondent = e_respondent(&refusal),
+                                handle = msg.handle,
+                                "refused: {}",
+                                refusal.what()
+                            );
                         }
+                        // Answered as if the handle did not exist, so that a
+                        // refusal does not tell a guesser it found one.
+                        self.bounce(&msg, &self.no_handle(msg.handle));
+                        return;
                     }
                     let sink = e.sink.clone();
                     if e.once {
@@ -230,9 +296,7 @@ impl RouterInner {
             }
         };
         match sink {
-            Some(Sink::Latch(l)) => {
-                l.put(msg);
-            }
+            Some(Sink::Latch(l)) => self.queue(&l, msg),
             Some(Sink::Func(f)) => f(msg),
             None => {
                 if !msg.is_dead() {
@@ -244,13 +308,136 @@ impl RouterInner {
                             "message for unknown handle"
                         );
                     }
-                    self.bounce(
-                        &msg,
-                        &format!("no handle {} in {:?}", msg.handle, self.name),
-                    );
+                    self.bounce(&msg, &self.no_handle(msg.handle));
                 }
             }
         }
+    }
+}
+
+impl RouterInner {
+    /// Why `msg` may not reach the handle `e`, if it may not.
+    ///
+    /// A reply handle takes its answer from the context called and nobody
+    /// else: not from a context below it (a less trusted grandchild, say
+    /// `host/sudo:www-data` answering a call made to `host`), which could
+    /// otherwise answer, or kill with DEAD, the calls made to its parent.
+    /// Source checks already ensure that a message claiming to come from the
+    /// context called really came from behind the stream towards it. A
+    /// channel tied to a context takes values from that context's subtree
+    /// (its sender may be handed down). A channel's key must match in every
+    /// case. Messages from this process pass the respondent checks (it is
+    /// the one that made the handle), not the key's.
+    fn check_sender(&self, e: &HandleEntry, msg: &Message) -> Option<Refusal> {
+        if let Some(key) = e.key {
+            if msg.flags & FLAG_KEYED == 0 || msg.reply_to != key {
+                return Some(Refusal::Key(e.respondent));
+            }
+        }
+        let r = e.respondent?;
+        if msg.src == self.id {
+            return None;
+        }
+        if e.once {
+            (msg.src != r).then_some(Refusal::NotCalled(r))
+        } else {
+            (!self.descends_from(msg.src, r)).then_some(Refusal::NotBelow(r))
+        }
+    }
+
+    /// Queues `msg` for the thread that waits on its handle. What other
+    /// contexts send is bounded: a receiver that falls too far behind (a
+    /// flood, or a consumer slower than its producers) is closed with the
+    /// reason, after the values already queued, and its handle removed; its
+    /// values are never silently thinned out.
+    fn queue(&self, latch: &Latch<Message>, msg: Message) {
+        if msg.src == self.id {
+            latch.put(msg);
+            return;
+        }
+        let (src, handle) = (msg.src, msg.handle);
+        // The bookkeeping of a queued message costs about this much besides
+        // its body, so a flood of empty ones is bounded too.
+        let weight = msg.body.len() + 64;
+        let limit = self.receiver_limit();
+        if latch.put_within(msg, weight, limit) != Put::Full {
+            return;
+        }
+        let reason = format!(
+            "the receiver fell behind: more than {} MiB from other contexts waiting to be \
+             received (the last from {:?}); channel closed",
+            limit >> 20,
+            self.name_of(src)
+        );
+        tracing::warn!(src, handle, "{reason}");
+        latch.close(&reason);
+        self.del_handler(handle);
+    }
+
+    /// Most bytes a receiver holds for its reader from other contexts: twice
+    /// the largest message, and at least [`RECEIVER_LIMIT`].
+    pub(crate) fn receiver_limit(&self) -> usize {
+        self.max_message_size.saturating_mul(2).max(RECEIVER_LIMIT)
+    }
+
+    /// The reason given for a message to a handle that does not exist.
+    fn no_handle(&self, handle: u32) -> String {
+        format!("no handle {handle} in {:?}", self.name)
+    }
+}
+
+/// Least number of bytes a receiver may hold for its reader (see
+/// [`RouterInner::receiver_limit`]).
+pub(crate) const RECEIVER_LIMIT: usize = 64 * 1024 * 1024;
+
+/// Bytes queued on our parent stream beyond which we stop reading the child
+/// stream that sent more (see `RouterInner::hold`).
+pub(crate) const RELAY_HOLD: usize = crate::core::stream::HIGH_WATER;
+
+/// How often a paused stream looks whether it may read again.
+const HOLD_CHECK: std::time::Duration = std::time::Duration::from_millis(1);
+
+/// Resumes reading `from` once `up` has drained (or either is gone).
+fn watch_hold(router: &RouterInner, from: Arc<Stream>, up: Arc<Stream>) {
+    router.broker.call_later(HOLD_CHECK, move |core| {
+        if up.pending_bytes() <= RELAY_HOLD / 2 || up.is_dead() || from.is_dead() {
+            from.release();
+            core.resume_reading(&from);
+        } else {
+            watch_hold(core.router(), from, up);
+        }
+    });
+}
+
+/// Bytes queued towards a sender beyond which its refused messages are not
+/// answered (see [`RouterInner::bounce`]).
+pub(crate) const BOUNCE_LIMIT: usize = 64 * 1024 * 1024;
+
+/// Why a message was refused by the handle it names.
+enum Refusal {
+    /// A reply not from the context called.
+    NotCalled(ContextId),
+    /// A channel value not from the subtree of the context it is tied to.
+    NotBelow(ContextId),
+    /// A channel value without the channel's key.
+    Key(Option<ContextId>),
+}
+
+impl Refusal {
+    fn what(&self) -> &'static str {
+        match self {
+            Refusal::NotCalled(_) => "reply not from the context called",
+            Refusal::NotBelow(_) => "channel message not from the context it waits on",
+            Refusal::Key(_) => "channel message without the channel's key",
+        }
+    }
+}
+
+/// The respondent named in a refusal's log record.
+fn e_respondent(r: &Refusal) -> Option<ContextId> {
+    match r {
+        Refusal::NotCalled(c) | Refusal::NotBelow(c) => Some(*c),
+        Refusal::Key(c) => *c,
     }
 }
 
@@ -260,6 +447,8 @@ enum NoWay {
     Lateral,
     /// No route to its destination.
     NoRoute,
+    /// It came from below for a context behind the same stream.
+    BackDown,
 }
 
 /// Checks and removes the trailer byte of a frame relayed cut-through (see

@@ -62,7 +62,7 @@ impl Stream {
                 Pumped::Progress if reader.is_relaying() => break 'lead Lead::Busy,
                 Pumped::Progress => continue,
                 Pumped::WouldBlock => {}
-                Pumped::Stalled => break 'lead Lead::Busy,
+                Pumped::Stalled | Pumped::Held => break 'lead Lead::Busy,
                 Pumped::Ended => break 'lead Lead::Ended,
             }
             if done() {
