@@ -175,6 +175,15 @@ fn main() {
             test!(chains::ssh_sudo_su, 180),
             test!(chains::local_sudo_local),
             test!(chains::ssh_sudo_wrong_password, 120),
+            test!(
+                ssh::cache_trust::planted_fallback_directories_are_never_trusted,
+                180
+            ),
+            test!(
+                ssh::cache_trust::planted_files_in_the_victims_directory_never_run,
+                180
+            ),
+            test!(ssh::cache_trust::home_with_a_space, 120),
         ];
         let failed = harness::run_tests(&router, &tests);
         switch_user::cleanup();
