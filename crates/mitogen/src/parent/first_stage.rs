@@ -89,7 +89,9 @@ const SCRIPT: &str = concat!(
     // g PARENT NAME MAKE: enter the directory PARENT/NAME (NAME-UID for the
     // fallbacks) and check it from inside; with MAKE=1, create it and fix its
     // mode once it is known to be ours. On failure, the reason goes into $r.
-    "g() { n=$2; case $n in *-) [ -n \"$i\" ] || i=$(id -u); n=$n$i;; esac; d=\"$1/$n\"; ",
+    // Tools run only from `/` or from a directory found to be ours, so that
+    // not even a PATH holding `.` can run a file of another user's.
+    "g() { cd /; n=$2; case $n in *-) [ -n \"$i\" ] || i=$(id -u); n=$n$i;; esac; d=\"$1/$n\"; ",
     "case $1 in /*) ;; *) r=\"$r $d: not an absolute path;\"; return 1;; esac; ",
     "if [ \"$3\" = 1 ]; then mkdir -p \"$1\" 2>/dev/null; fi; ",
     "cd -P \"$1\" 2>/dev/null || { r=\"$r $d: $1 cannot be made or entered;\"; return 1; }; q=${PWD%/}; ",
@@ -102,7 +104,7 @@ const SCRIPT: &str = concat!(
     "k() { if [ \"$F\" = 0 ]; then while [ $# -gt 1 ]; do ",
     "if g \"$1\" \"$2\" 0 && [ -f \"./$H\" ] && [ -x \"./$H\" ] && [ -O \"./$H\" ]; then ",
     "echo \"MITOGEN-STAGE cached\"; MITOGEN_CHILD=1 MITOGEN_HASH=$H MITOGEN_CWD=\"$o\" exec \"./$H\"; fi; shift 2; done; fi; }; k \"$@\"; ",
-    "u=$(uname -sm); @O@r=; w=; while [ $# -gt 1 ]; do if g \"$1\" \"$2\" 1; then ",
+    "cd /; u=$(uname -sm); @O@r=; w=; while [ $# -gt 1 ]; do if g \"$1\" \"$2\" 1; then ",
     "if [ -w . ] && { { [ -f .probe ] && [ -O .probe ] && [ -x .probe ]; } || ",
     "{ rm -f .probe && echo \"exit 0\" > .probe && chmod 700 .probe; }; } && ./.probe 2>/dev/null; then w=1; break; fi; ",
     "r=\"$r $d: not writable or mounted noexec;\"; fi; shift 2; done; ",
@@ -388,6 +390,16 @@ mod runs {
     /// Runs the stage with `HOME` and `TMPDIR` in `scratch`, answering an
     /// upload request with [`BUILD`]; its output.
     fn stage(shell: &[&str], scratch: &Path, force: bool) -> String {
+        stage_with_path(
+            shell,
+            scratch,
+            force,
+            &std::env::var("PATH").unwrap_or_default(),
+        )
+    }
+
+    /// [`stage`] with `PATH` set to `path`.
+    fn stage_with_path(shell: &[&str], scratch: &Path, force: bool, path: &str) -> String {
         let mut child = Command::new(shell[0])
             .args(&shell[1..])
             .arg("-c")
@@ -396,6 +408,7 @@ mod runs {
             .env("HOME", scratch.join("home dir"))
             .env("TMPDIR", scratch.join("tmp"))
             .env_remove("XDG_CACHE_HOME")
+            .env("PATH", path)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -463,7 +476,20 @@ mod runs {
             std::fs::set_permissions(&elsewhere, std::fs::Permissions::from_mode(0o755)).unwrap();
             std::fs::create_dir(s.0.join("home dir/.cache")).unwrap();
             std::os::unix::fs::symlink(&elsewhere, s.0.join("home dir/.cache/mitogen")).unwrap();
-            let out = stage(&shell, &s.0, false);
+            // Tools of the same names there, for a PATH that holds `.`:
+            // never run either.
+            let marker = s.0.join("a tool ran");
+            for tool in ["id", "ls", "mkdir", "chmod", "uname", "rm", "head", "mv"] {
+                let t = elsewhere.join(tool);
+                std::fs::write(&t, format!("#!/bin/sh\ntouch \"{}\"\n", marker.display())).unwrap();
+                std::fs::set_permissions(&t, std::fs::Permissions::from_mode(0o755)).unwrap();
+            }
+            let path = format!(".:{}", std::env::var("PATH").unwrap_or_default());
+            let out = stage_with_path(&shell, &s.0, false, &path);
+            assert!(
+                !marker.exists(),
+                "{shell:?}: a tool in the linked directory ran"
+            );
             let uid = rustix::process::geteuid().as_raw();
             let fallback = s.0.join(format!("tmp/mitogen-{uid}"));
             assert!(
