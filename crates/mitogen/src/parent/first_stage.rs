@@ -53,7 +53,10 @@
 //! owns with mode 0700, so nobody else can put a file under `./HASH` between
 //! the check and the `exec`. Files that were there before the directory
 //! became private are not trusted either: a cached build runs only if the
-//! user owns it, and a `.probe` the user does not own is replaced. With no
+//! user owns it, and a `.probe` the user does not own is replaced. Between
+//! candidates it goes back to `/`, so a tool (`id`, `ls`, `mkdir`, …) never
+//! runs with another user's directory as its working directory, where a
+//! `PATH` holding `.` would find that user's file of the same name. With no
 //! trusted candidate left, the connection fails with an error that names
 //! each directory tried and why it was refused. The build then runs with its
 //! working directory back where the stage started (`MITOGEN_CWD`), and keeps
