@@ -32,7 +32,7 @@ const STREAM_GRACE: Duration = Duration::from_secs(120);
 /// Empties every cache directory the first stage may use
 /// (`crates/mitogen/src/parent/first_stage.rs`), so the next connection
 /// uploads the program.
-const CLEAR_CACHE: &str = "U=\"${USER:-${LOGNAME:-user}}\"; \
+const CLEAR_CACHE: &str = "U=$(id -u); \
      rm -rf \"${XDG_CACHE_HOME:-${HOME:-/nonexistent}/.cache}/mitogen\" \
      \"${TMPDIR:-/tmp}/mitogen-$U\" \"/dev/shm/mitogen-$U\"";
 

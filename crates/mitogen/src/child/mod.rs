@@ -122,14 +122,16 @@ fn own_hash_is_right() -> bool {
 
 fn run() -> std::io::Result<()> {
     arm_parent_death_signal();
+    let hash = std::env::var(HASH_ENV).ok();
+    // Started by the first stage: from inside the cache directory it checked.
+    let stage_dir = hash.as_ref().and_then(|_| cache::take_stage_dir());
     let hash_ok = own_hash_is_right();
-    let cache_entry = std::env::var(HASH_ENV)
-        .ok()
-        .filter(|_| hash_ok)
-        .and_then(|h| cache::own_entry(&h));
+    let cache_entry = hash
+        .zip(stage_dir)
+        .and_then(|(h, dir)| cache::Entry::own(dir, &h));
     // Commands the child runs must not mistake themselves for contexts. No other
     // thread exists yet, so changing the environment is safe.
-    for var in [CHILD_ENV, HASH_ENV, PARENT_PID_ENV] {
+    for var in [CHILD_ENV, HASH_ENV, PARENT_PID_ENV, cache::CWD_ENV] {
         std::env::remove_var(var);
     }
     let (rx, tx, out_r, err_r) = take_stdio()?;
@@ -139,9 +141,10 @@ fn run() -> std::io::Result<()> {
         let mut line = BAD_HASH.to_vec();
         line.push(b'\n');
         let _ = bootstrap::write_all(tx.as_fd(), &line, deadline);
-        if let Ok(path) = std::fs::read_link("/proc/self/exe") {
-            // Out of the way, so the next start finds no entry and uploads.
-            let _ = std::fs::remove_file(path);
+        // Out of the way, so the next start finds no entry and uploads; but
+        // only while its name still refers to this file.
+        if let Some(entry) = cache_entry {
+            entry.remove();
         }
         return Err(std::io::Error::other(
             "own executable does not match its hash",

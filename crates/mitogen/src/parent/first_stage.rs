@@ -2,27 +2,66 @@
 //! a host where nothing of ours is installed.
 //!
 //! The transport (`ssh host`, `sudo -u bob`, …) runs `sh -c 'SCRIPT'`. The
-//! script needs only `sh`, `uname`, `mkdir`, `head`, `chmod` and `mv` (and
-//! `gzip`, if present, to take a compressed upload):
+//! script needs only `sh`, `uname`, `id`, `ls`, `mkdir`, `head`, `chmod` and
+//! `mv` (busybox is enough; and `gzip`, if present, to take a compressed
+//! upload). The cache directories it tries, in order, are
+//! `$XDG_CACHE_HOME/mitogen` (else `~/.cache/mitogen`), `$TMPDIR/mitogen-UID`
+//! (else `/tmp/mitogen-UID`) and `/dev/shm/mitogen-UID`, UID being `id -u`:
+//! never `$USER`, which `su` to root leaves as the caller's.
 //!
 //! 1. It knows the hash of the master's own build. If that build is in one of
-//!    the cache directories, it prints `MITOGEN-STAGE cached` and `exec`s it at
-//!    once: no round trip, and not even a `uname`. (Should the cached build not
-//!    run here, say a home directory shared with hosts of another architecture,
-//!    the `exec` fails, and the master connects again forcing step 2, which
-//!    reports the system and gets the matching build.)
+//!    the cache directories (a trusted one, below, and a file the user owns),
+//!    it prints `MITOGEN-STAGE cached` and `exec`s it at once: no round trip,
+//!    and not even a `uname`. (Should the cached build not run here, say a
+//!    home directory shared with hosts of another architecture, the `exec`
+//!    fails, and the master connects again forcing step 2, which reports the
+//!    system and gets the matching build.)
 //!    A master with builds for other systems also has, after the `uname`, a
 //!    `case` on the system that looks for that system's build the same way.
-//! 2. Otherwise it finds a private cache directory (`$XDG_CACHE_HOME/mitogen` or
-//!    `~/.cache/mitogen`, else `$TMPDIR/mitogen-$USER` or `/dev/shm/mitogen-$USER`;
-//!    made 0700, owned by the user, writable, and not mounted `noexec`, which it
-//!    checks by running a tiny script there) and prints
-//!    `MITOGEN-STAGE need GZIP DIR SYSTEM`.
+//! 2. Otherwise it takes the first cache directory that it can make (or
+//!    find) trusted, writable and not mounted `noexec` (which it checks by
+//!    running a tiny `.probe` script there), and prints
+//!    `MITOGEN-STAGE need GZIP SYSTEM`; if there is none, it prints
+//!    `MITOGEN-STAGE nodir` and, for each directory, why it was refused, and
+//!    exits.
 //! 3. The master answers with one line `HASH SIZE COMPRESSED` for the build that
 //!    matches SYSTEM, then exactly SIZE bytes. The script stores them under a
 //!    temporary name, makes them executable, renames them into place (atomic:
 //!    two connections filling one cache both succeed) and `exec`s. An upload
 //!    that fails half-way leaves no temporary file behind.
+//!
+//! # Why the cache can be trusted
+//!
+//! What the stage runs is whatever file the cache holds under the hash; the
+//! child's own hash check (below) runs only once that file is running, so it
+//! finds damage but proves nothing against a replacement. The guarantee is
+//! the directory: the stage `cd`s into it once and checks it from inside,
+//! where no rename or link of the path can change what is checked:
+//!
+//! * it is the directory the path names, not one a symbolic link leads to
+//!   (`cd -P`, then `$PWD` must be the parent's physical path plus the name:
+//!   another user's link in `/tmp` is refused, not followed);
+//! * it is owned by the user (`-O .`), and its mode is then exactly 0700
+//!   (`ls -ld .`). A directory it makes is made 0700 (`mkdir -m 700`); one
+//!   it finds with a looser mode is `chmod`ed only after the checks above,
+//!   so no other user's directory is ever changed. A directory of another
+//!   user's, squatting the name, is refused.
+//!
+//! From then on it names files only relatively (`./HASH`, `./.probe`), so
+//! they are looked up in that directory, whatever happens to its path. Only
+//! the user (and root) can add, swap or remove files in a directory the user
+//! owns with mode 0700, so nobody else can put a file under `./HASH` between
+//! the check and the `exec`. Files that were there before the directory
+//! became private are not trusted either: a cached build runs only if the
+//! user owns it, and a `.probe` the user does not own is replaced. Between
+//! candidates it goes back to `/`, so a tool (`id`, `ls`, `mkdir`, …) never
+//! runs with another user's directory as its working directory, where a
+//! `PATH` holding `.` would find that user's file of the same name. With no
+//! trusted candidate left, the connection fails with an error that names
+//! each directory tried and why it was refused. The build then runs with its
+//! working directory back where the stage started (`MITOGEN_CWD`), and keeps
+//! the cache directory open as a descriptor for its own upkeep
+//! (`child/cache.rs`).
 //!
 //! The master sends nothing beyond those bytes until the child greets, so no
 //! tool in the script can read something meant for the child. The child is
@@ -30,7 +69,8 @@
 //! reports `MITOGEN-RS/BADHASH` if the file is corrupt or truncated; the master
 //! then connects once more forcing a fresh upload. The script is one line with
 //! no `'` or `!`, so every login shell (sh, bash, zsh, fish, csh) passes it on
-//! unchanged.
+//! unchanged. The `need` line holds no path (the cache directory is the
+//! script's working directory), so a home with spaces works.
 
 use std::os::fd::BorrowedFd;
 use std::time::Instant;
@@ -47,22 +87,37 @@ pub const STAGE_MARKER: &[u8] = b"MITOGEN-STAGE ";
 pub const BAD_HASH: &[u8] = b"MITOGEN-RS/BADHASH";
 
 const SCRIPT: &str = concat!(
-    "H=@H@; F=@F@; U=\"${USER:-${LOGNAME:-user}}\"; ",
-    "set -- \"${XDG_CACHE_HOME:-${HOME:-/nonexistent}/.cache}/mitogen\" \"${TMPDIR:-/tmp}/mitogen-$U\" \"/dev/shm/mitogen-$U\"; ",
-    "k() { if [ \"$F\" = 0 ]; then for d do ",
-    "if [ -f \"$d/$H\" ] && [ -x \"$d/$H\" ] && [ -O \"$d\" ]; then ",
-    "echo \"MITOGEN-STAGE cached\"; MITOGEN_CHILD=1 MITOGEN_HASH=$H exec \"$d/$H\"; fi; done; fi; }; k \"$@\"; ",
-    "u=$(uname -sm); @O@w=; for d do ",
-    "if mkdir -p \"$d\" 2>/dev/null && chmod 700 \"$d\" 2>/dev/null && [ -O \"$d\" ] && [ -w \"$d\" ]; then ",
-    "if [ -x \"$d/.probe\" ] || { echo \"exit 0\" > \"$d/.probe\" && chmod 700 \"$d/.probe\"; }; then ",
-    "if \"$d/.probe\" 2>/dev/null; then w=\"$d\"; break; fi; fi; fi; done; ",
+    "H=@H@; F=@F@; o=$PWD; i=; r=; ",
+    "set -- \"${XDG_CACHE_HOME:-${HOME:-/nonexistent}/.cache}\" mitogen \"${TMPDIR:-/tmp}\" mitogen- /dev/shm mitogen-; ",
+    // g PARENT NAME MAKE: enter the directory PARENT/NAME (NAME-UID for the
+    // fallbacks) and check it from inside; with MAKE=1, create it and fix its
+    // mode once it is known to be ours. On failure, the reason goes into $r.
+    // Tools run only from `/` or from a directory found to be ours, so that
+    // not even a PATH holding `.` can run a file of another user's.
+    "g() { cd /; n=$2; case $n in *-) [ -n \"$i\" ] || i=$(id -u); n=$n$i;; esac; d=\"$1/$n\"; ",
+    "case $1 in /*) ;; *) r=\"$r $d: not an absolute path;\"; return 1;; esac; ",
+    "if [ \"$3\" = 1 ]; then mkdir -p \"$1\" 2>/dev/null; fi; ",
+    "cd -P \"$1\" 2>/dev/null || { r=\"$r $d: $1 cannot be made or entered;\"; return 1; }; q=${PWD%/}; ",
+    "if [ \"$3\" = 1 ]; then mkdir -m 700 \"./$n\" 2>/dev/null; fi; ",
+    "cd -P \"./$n\" 2>/dev/null || { r=\"$r $d: cannot be made or entered;\"; return 1; }; ",
+    "[ \"$PWD\" = \"$q/$n\" ] || { r=\"$r $d: a symbolic link;\"; return 1; }; ",
+    "[ -O . ] || { r=\"$r $d: owned by another user;\"; return 1; }; ",
+    "if [ \"$3\" = 1 ]; then chmod 700 . 2>/dev/null; fi; ",
+    "case $(ls -ld .) in \"drwx------ \"* | \"drwx------.\"*) ;; *) r=\"$r $d: not mode 0700;\"; return 1;; esac; }; ",
+    "k() { if [ \"$F\" = 0 ]; then while [ $# -gt 1 ]; do ",
+    "if g \"$1\" \"$2\" 0 && [ -f \"./$H\" ] && [ -x \"./$H\" ] && [ -O \"./$H\" ]; then ",
+    "echo \"MITOGEN-STAGE cached\"; MITOGEN_CHILD=1 MITOGEN_HASH=$H MITOGEN_CWD=\"$o\" exec \"./$H\"; fi; shift 2; done; fi; }; k \"$@\"; ",
+    "cd /; u=$(uname -sm); @O@r=; w=; while [ $# -gt 1 ]; do if g \"$1\" \"$2\" 1; then ",
+    "if [ -w . ] && { { [ -f .probe ] && [ -O .probe ] && [ -x .probe ]; } || ",
+    "{ rm -f .probe && echo \"exit 0\" > .probe && chmod 700 .probe; }; } && ./.probe 2>/dev/null; then w=1; break; fi; ",
+    "r=\"$r $d: not writable or mounted noexec;\"; fi; shift 2; done; ",
     "z=0; command -v gzip >/dev/null 2>&1 && z=1; ",
-    "echo \"MITOGEN-STAGE need $z ${w:-none} $u\"; ",
-    "[ -n \"$w\" ] || exit 1; ",
+    "if [ -z \"$w\" ]; then echo \"MITOGEN-STAGE nodir$r\"; exit 1; fi; ",
+    "echo \"MITOGEN-STAGE need $z $u\"; ",
     "read -r h s c || exit 1; [ \"$h\" = none ] && exit 1; ",
-    "t=\"$w/.$h.$$\"; trap \"rm -f \\\"\\$t\\\"\" EXIT; trap \"exit 1\" HUP INT TERM PIPE; ",
+    "t=\"./.$h.$$\"; trap \"rm -f \\\"\\$t\\\"\" EXIT; trap \"exit 1\" HUP INT TERM PIPE; ",
     "if [ \"$c\" = 1 ]; then head -c \"$s\" | gzip -dc > \"$t\"; else head -c \"$s\" > \"$t\"; fi || exit 1; ",
-    "chmod 700 \"$t\" && mv -f \"$t\" \"$w/$h\" && MITOGEN_CHILD=1 MITOGEN_HASH=$h exec \"$w/$h\""
+    "chmod 700 \"$t\" && mv -f \"$t\" \"./$h\" && MITOGEN_CHILD=1 MITOGEN_HASH=$h MITOGEN_CWD=\"$o\" exec \"./$h\""
 );
 
 /// The script for a master whose own build has `hash`, optionally forcing a
@@ -174,23 +229,25 @@ pub(crate) fn run(
         why,
         noise,
     };
-    let mut words = line.splitn(4, ' ');
-    match words.next() {
-        Some("cached") => Ok(StageOutcome {
+    let (status, args) = line.split_once(' ').unwrap_or((line.as_str(), ""));
+    match status {
+        "cached" => Ok(StageOutcome {
             uploaded: 0,
             rest: after,
         }),
-        Some("need") => {
-            let gzip = words.next() == Some("1");
-            let dir = words.next().unwrap_or("none");
-            let system = words.next().unwrap_or("").trim().to_owned();
-            if dir == "none" {
-                return Err(plain(
-                    "no writable, executable cache directory (tried ~/.cache, $TMPDIR, /dev/shm)"
-                        .to_owned(),
-                    after,
-                ));
-            }
+        "nodir" => Err(plain(
+            format!(
+                "no usable cache directory; tried: {}",
+                args.trim().trim_end_matches(';')
+            ),
+            after,
+        )),
+        "need" => {
+            // `need GZIP SYSTEM`: the directory is the stage's working
+            // directory, never named here, so no path can break the line.
+            let (gzip, system) = args.split_once(' ').unwrap_or((args, ""));
+            let gzip = gzip == "1";
+            let system = system.trim().to_owned();
             let binary = match binaries.for_system(&system) {
                 Ok(b) => b,
                 Err(why) => {
@@ -272,5 +329,179 @@ mod tests {
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
+    }
+}
+
+/// The script run for real, by each shell there is, in directories of this
+/// test's own (the tests with other users, against sshd, are in
+/// `tests/integration/ssh/cache_trust.rs`).
+#[cfg(test)]
+mod runs {
+    use super::*;
+    use std::io::Write;
+    use std::os::unix::fs::PermissionsExt;
+    use std::path::{Path, PathBuf};
+    use std::process::{Command, Stdio};
+
+    const HASH: &str = "0123456789abcdef0123456789abcdef";
+
+    /// What the "build" does: say where it runs and with what.
+    const BUILD: &str = "#!/bin/sh\necho \"ran $MITOGEN_HASH in $(pwd -P) from $MITOGEN_CWD\"\n";
+
+    /// The shells installed here, `sh` always.
+    fn shells() -> Vec<Vec<&'static str>> {
+        let mut v = vec![vec!["sh"]];
+        for (sh, probe) in [(vec!["dash"], "dash"), (vec!["busybox", "sh"], "busybox")] {
+            if Command::new(probe)
+                .args(if probe == "busybox" {
+                    &["true"][..]
+                } else {
+                    &["-c", "true"][..]
+                })
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+            {
+                v.push(sh);
+            }
+        }
+        v
+    }
+
+    /// A directory of this test's own, removed at the end; `name` may hold
+    /// spaces.
+    struct Scratch(PathBuf);
+
+    impl Scratch {
+        fn new(name: &str) -> Scratch {
+            let p = std::env::temp_dir()
+                .join(format!("mitogen-stage-test-{}-{name}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&p);
+            std::fs::create_dir_all(p.join("home dir")).unwrap();
+            std::fs::create_dir_all(p.join("tmp")).unwrap();
+            Scratch(p)
+        }
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    /// Runs the stage with `HOME` and `TMPDIR` in `scratch`, answering an
+    /// upload request with [`BUILD`]; its output.
+    fn stage(shell: &[&str], scratch: &Path, force: bool) -> String {
+        stage_with_path(
+            shell,
+            scratch,
+            force,
+            &std::env::var("PATH").unwrap_or_default(),
+        )
+    }
+
+    /// [`stage`] with `PATH` set to `path`.
+    fn stage_with_path(shell: &[&str], scratch: &Path, force: bool, path: &str) -> String {
+        let mut child = Command::new(shell[0])
+            .args(&shell[1..])
+            .arg("-c")
+            .arg(script(HASH, force))
+            .current_dir(scratch)
+            .env("HOME", scratch.join("home dir"))
+            .env("TMPDIR", scratch.join("tmp"))
+            .env_remove("XDG_CACHE_HOME")
+            .env("PATH", path)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let mut answer = format!("{HASH} {} 0\n", BUILD.len()).into_bytes();
+        answer.extend_from_slice(BUILD.as_bytes());
+        // A cached start reads nothing: the pipe may be closed.
+        let _ = child.stdin.take().unwrap().write_all(&answer);
+        let out = child.wait_with_output().unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn mode(p: &Path) -> u32 {
+        std::fs::symlink_metadata(p).unwrap().permissions().mode() & 0o7777
+    }
+
+    #[test]
+    fn stage_uploads_then_starts_from_the_cache() {
+        for shell in shells() {
+            let s = Scratch::new(&format!("plain-{}", shell[0]));
+            let cache = s.0.join("home dir/.cache/mitogen");
+            let first = stage(&shell, &s.0, false);
+            let ran = format!("ran {HASH} in {} from {}", cache.display(), s.0.display());
+            assert!(
+                first.starts_with("MITOGEN-STAGE need ") && first.contains(&ran),
+                "{shell:?}: {first}"
+            );
+            assert_eq!(mode(&cache), 0o700, "{shell:?}");
+            let second = stage(&shell, &s.0, false);
+            assert_eq!(
+                second,
+                format!("MITOGEN-STAGE cached\n{ran}\n"),
+                "{shell:?}"
+            );
+            let forced = stage(&shell, &s.0, true);
+            assert!(
+                forced.starts_with("MITOGEN-STAGE need "),
+                "{shell:?}: {forced}"
+            );
+
+            // A cache directory left open to others is not run from, and is
+            // made private again by the upload that follows.
+            std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o777)).unwrap();
+            let loose = stage(&shell, &s.0, false);
+            assert!(
+                loose.starts_with("MITOGEN-STAGE need "),
+                "{shell:?}: {loose}"
+            );
+            assert_eq!(mode(&cache), 0o700, "{shell:?}");
+        }
+    }
+
+    #[test]
+    fn stage_never_follows_a_link_to_the_cache() {
+        for shell in shells() {
+            let s = Scratch::new(&format!("link-{}", shell[0]));
+            // ~/.cache/mitogen is a link to a directory holding the build,
+            // private and of this user's: neither run from nor written.
+            let elsewhere = s.0.join("elsewhere");
+            std::fs::create_dir(&elsewhere).unwrap();
+            std::fs::write(elsewhere.join(HASH), BUILD).unwrap();
+            std::fs::set_permissions(elsewhere.join(HASH), std::fs::Permissions::from_mode(0o700))
+                .unwrap();
+            std::fs::set_permissions(&elsewhere, std::fs::Permissions::from_mode(0o755)).unwrap();
+            std::fs::create_dir(s.0.join("home dir/.cache")).unwrap();
+            std::os::unix::fs::symlink(&elsewhere, s.0.join("home dir/.cache/mitogen")).unwrap();
+            // Tools of the same names there, for a PATH that holds `.`:
+            // never run either.
+            let marker = s.0.join("a tool ran");
+            for tool in ["id", "ls", "mkdir", "chmod", "uname", "rm", "head", "mv"] {
+                let t = elsewhere.join(tool);
+                std::fs::write(&t, format!("#!/bin/sh\ntouch \"{}\"\n", marker.display())).unwrap();
+                std::fs::set_permissions(&t, std::fs::Permissions::from_mode(0o755)).unwrap();
+            }
+            let path = format!(".:{}", std::env::var("PATH").unwrap_or_default());
+            let out = stage_with_path(&shell, &s.0, false, &path);
+            assert!(
+                !marker.exists(),
+                "{shell:?}: a tool in the linked directory ran"
+            );
+            let uid = rustix::process::geteuid().as_raw();
+            let fallback = s.0.join(format!("tmp/mitogen-{uid}"));
+            assert!(
+                out.starts_with("MITOGEN-STAGE need ")
+                    && out.contains(&format!("in {} ", fallback.display())),
+                "{shell:?}: {out}"
+            );
+            assert_eq!(mode(&elsewhere), 0o755, "{shell:?}");
+            assert!(!elsewhere.join(".probe").exists(), "{shell:?}");
+        }
     }
 }

@@ -425,12 +425,13 @@ pub struct User {
 }
 
 impl User {
-    /// The per-user cache directories the first stage tries, in order.
+    /// The per-user cache directories the first stage tries, in order (the
+    /// fallbacks are named by uid).
     pub fn cache_dirs(&self) -> [PathBuf; 3] {
         [
             self.home.join(".cache/mitogen"),
-            PathBuf::from(format!("/tmp/mitogen-{}", self.name)),
-            PathBuf::from(format!("/dev/shm/mitogen-{}", self.name)),
+            PathBuf::from(format!("/tmp/mitogen-{}", self.uid)),
+            PathBuf::from(format!("/dev/shm/mitogen-{}", self.uid)),
         ]
     }
 

@@ -10,6 +10,7 @@
 //! (target strings, round trips and streaming).
 
 pub mod cache;
+pub mod cache_trust;
 pub mod calls;
 pub mod failures;
 pub mod password;
