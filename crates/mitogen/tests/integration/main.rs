@@ -214,6 +214,7 @@ fn main() {
             test!(hostile_tree::forwarded_log_flood_is_cut),
             test!(hostile_tree::relay_does_not_echo_a_flood_back_to_a_child_that_does_not_read),
             test!(hostile_tree::relay_holds_a_child_back_while_its_parent_does_not_drain),
+            test!(
                 ssh::cache_trust::planted_fallback_directories_are_never_trusted,
                 180
             ),
