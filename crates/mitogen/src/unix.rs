@@ -136,10 +136,11 @@ pub(crate) fn listen(router: &Arc<RouterInner>, path: &Path) -> Result<Listener>
 /// Binds a socket in `$XDG_RUNTIME_DIR` when it is private to this user, or
 /// else in a fresh private directory of the temporary directory.
 pub(crate) fn listen_private(router: &Arc<RouterInner>) -> Result<Listener> {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
     let name = OsString::from(format!(
         "mitogen-{}-{}.sock",
         std::process::id(),
-        router.alloc_context_id()
+        NEXT.fetch_add(1, Ordering::Relaxed)
     ));
     let dir = match PrivateDir::runtime() {
         Some(d) => d,
@@ -413,9 +414,9 @@ pub fn connect(path: impl AsRef<Path>) -> Result<Client> {
         context: path.display().to_string(),
         reason,
     };
-    let stream = std::os::unix::net::UnixStream::connect(path)
+    let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
+    let fd = connect_by_path(path, deadline)
         .map_err(|e| io(&format!("connecting to {}", path.display()), e))?;
-    let fd = OwnedFd::from(stream);
     let server = rustix::net::sockopt::socket_peercred(&fd)
         .map_err(|e| refused(format!("SO_PEERCRED: {e}")))?;
     let me = rustix::process::geteuid();
@@ -428,7 +429,6 @@ pub fn connect(path: impl AsRef<Path>) -> Result<Client> {
             me.as_raw()
         )));
     }
-    let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
     bootstrap::write_all(fd.as_fd(), HELLO, deadline)
         .map_err(|e| refused(format!("saying hello: {e}")))?;
     let (header, body) = bootstrap::read_frame(
@@ -468,6 +468,35 @@ pub fn connect(path: impl AsRef<Path>) -> Result<Client> {
         contexts: config.contexts,
         side,
     })
+}
+
+/// Connects a non-blocking socket to `path` by `deadline`: a listener whose
+/// backlog is full makes `connect(2)` on a Unix socket wait (or, non-blocking,
+/// fail with `EAGAIN`) rather than fail, so it is retried until then.
+fn connect_by_path(path: &Path, deadline: Instant) -> std::io::Result<OwnedFd> {
+    let fd = rustix::net::socket_with(
+        AddressFamily::UNIX,
+        SocketType::STREAM,
+        SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
+        None,
+    )?;
+    let addr = SocketAddrUnix::new(path)?;
+    loop {
+        match rustix::net::connect(&fd, &addr) {
+            Ok(()) => return Ok(fd),
+            Err(rustix::io::Errno::INTR) => {}
+            Err(rustix::io::Errno::AGAIN) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(rustix::io::Errno::AGAIN) => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "the listener's backlog stayed full",
+                ))
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
 }
 
 /// Decodes the body of the master's handshake frame.
