@@ -82,7 +82,13 @@ fn reply(body: &[u8]) -> bool {
     let bytes = Bytes::copy_from_slice(body);
     let _ = <Blob as Payload>::decode(bytes.clone());
     let _ = <String as Payload>::decode(bytes.clone());
-    let _ = <Vec<u8> as Payload>::decode(bytes);
+    let _ = <Vec<u8> as Payload>::decode(bytes.clone());
+    // A DEAD message's reason.
+    let dead = crate::core::message::Message {
+        body: bytes,
+        ..Default::default()
+    };
+    let _ = dead.dead_reason();
     ok
 }
 

@@ -22,8 +22,8 @@ const SUN_PATH_MAX: usize = 107;
 pub(super) struct PrivateDir {
     fd: OwnedFd,
     path: PathBuf,
-    /// Set when the directory was made for this listener and goes with it:
-    /// the directory it was made in, held open, and its name there.
+    /// Set when the directory was made for this listener and goes with it
+    /// (on drop): the directory it was made in, held open, and its name there.
     made: Option<(OwnedFd, OsString)>,
 }
 
@@ -58,9 +58,9 @@ impl PrivateDir {
     }
 
     /// Makes a new directory of an unguessable name, mode 0700, in the
-    /// temporary directory; it is removed again by [`remove`](Self::remove).
+    /// temporary directory.
     /// A name someone else took first (`mkdir` never follows or reuses
-    /// anything) is skipped for another.
+    /// anything) is skipped for another. It is removed on drop.
     pub(super) fn make_temp() -> io::Result<PrivateDir> {
         let base_path = std::env::temp_dir();
         let base = rustix::fs::openat(
@@ -126,11 +126,16 @@ impl PrivateDir {
         self.fd.as_fd()
     }
 
-    /// Removes `name` from the directory, and the directory itself if it was
-    /// made for this listener.
+    /// Removes `name` from the directory.
     pub(super) fn remove(&self, name: &OsStr) {
         let _ = rustix::fs::unlinkat(&self.fd, name, AtFlags::empty());
+    }
+}
+
+impl Drop for PrivateDir {
+    fn drop(&mut self) {
         if let Some((base, dir)) = &self.made {
+            // Only when empty: anything else in it is not ours to delete.
             let _ = rustix::fs::unlinkat(base, dir.as_os_str(), AtFlags::REMOVEDIR);
         }
     }
