@@ -419,6 +419,8 @@ pub fn connect(path: impl AsRef<Path>) -> Result<Client> {
         .map_err(|e| io(&format!("connecting to {}", path.display()), e))?;
     let server = rustix::net::sockopt::socket_peercred(&fd)
         .map_err(|e| refused(format!("SO_PEERCRED: {e}")))?;
+    // Not even root's: a real master serves only its own user, so a socket
+    // served by any other uid is not one, whoever runs it.
     let me = rustix::process::geteuid();
     if server.uid != me {
         return Err(refused(format!(
