@@ -62,7 +62,21 @@ fn impostor_main() -> usize {
         let listener = std::os::unix::net::UnixListener::bind(&path)?;
         println!("ready");
         std::io::stdout().flush()?;
-        let (mut conn, _) = listener.accept()?;
+        // Not forever: the test may fail before it connects.
+        listener.set_nonblocking(true)?;
+        let give_up = Instant::now() + Duration::from_secs(10);
+        let mut conn = loop {
+            match listener.accept() {
+                Ok((c, _)) => break c,
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::WouldBlock && Instant::now() < give_up =>
+                {
+                    std::thread::sleep(Duration::from_millis(10))
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
+        conn.set_nonblocking(false)?;
         let config = (
             7u32,
             "unix:impostor".to_owned(),
