@@ -121,6 +121,7 @@ fn main() {
             test!(unix::shared_or_planted_directories_are_refused),
             test!(unix::a_server_of_another_user_is_refused),
             test!(unix::silent_clients_do_not_hold_up_others),
+            test!(unix::listen_private_uses_only_a_runtime_dir_of_its_own),
             test!(security::spoofed_source),
             test!(security::spoofed_auth_id),
             test!(security::call_into_parent),

@@ -25,8 +25,10 @@ pub const CLIENT_ENV: &str = "MITOGEN_TEST_UNIX_CLIENT";
 /// `main` of that client (or, with the argument `impostor`, of a server
 /// posing as a master: see [`impostor_main`]).
 pub fn client_main() -> usize {
-    if std::env::args().nth(1).as_deref() == Some("impostor") {
-        return impostor_main();
+    match std::env::args().nth(1).as_deref() {
+        Some("impostor") => return impostor_main(),
+        Some("where") => return where_main(),
+        _ => {}
     }
     let run = || -> Result<String> {
         let path = std::env::var(CLIENT_ENV)?;
@@ -103,6 +105,26 @@ fn impostor_main() -> usize {
     match run() {
         Ok(got) => {
             println!("got {got}");
+            0
+        }
+        Err(e) => {
+            println!("error {e:#}");
+            1
+        }
+    }
+}
+
+/// `main` of a process that listens with `Router::listen_private` (under the
+/// `$XDG_RUNTIME_DIR` it was given) and prints where: `at PATH`.
+fn where_main() -> usize {
+    let run = || -> Result<PathBuf> {
+        let router = Router::builder().build()?;
+        let listener = router.listen_private()?;
+        Ok(listener.path().to_owned())
+    };
+    match run() {
+        Ok(path) => {
+            println!("at {}", path.display());
             0
         }
         Err(e) => {
@@ -472,5 +494,52 @@ pub fn silent_clients_do_not_hold_up_others(router: &Router) -> Result<()> {
         );
     }
     ensure!(client.context(ctx.id()).call(add, (1, 1))? == 2);
+    Ok(())
+}
+
+pub fn listen_private_uses_only_a_runtime_dir_of_its_own(_: &Router) -> Result<()> {
+    let other = other_user()?;
+    let ours = SocketDir::new("xdg-ours", 0o700)?;
+    let open = SocketDir::new("xdg-open", 0o755)?;
+    // What `sudo -E` leaves: the invoking user's runtime directory.
+    let theirs = SocketDir::new("xdg-theirs", 0o700)?;
+    other.chown(&theirs.0)?;
+    let listen_under = |xdg: &Path| -> Result<PathBuf> {
+        let out = Command::new(std::env::current_exe()?)
+            .arg("where")
+            .env(CLIENT_ENV, "")
+            .env("XDG_RUNTIME_DIR", xdg)
+            .env_remove(mitogen::parent::CHILD_ENV)
+            .stdin(Stdio::null())
+            .stderr(Stdio::inherit())
+            .output()?;
+        let said = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        let path = said
+            .strip_prefix("at ")
+            .with_context(|| format!("it said {said:?}"))?;
+        Ok(PathBuf::from(path))
+    };
+    let at = listen_under(&ours.0)?;
+    ensure!(
+        at.parent() == Some(ours.0.as_path()),
+        "not in $XDG_RUNTIME_DIR: {}",
+        at.display()
+    );
+    for dir in [&open.0, &theirs.0] {
+        let at = listen_under(dir)?;
+        let parent = at.parent().context("no parent")?;
+        ensure!(
+            parent != dir.as_path()
+                && parent.starts_with(std::env::temp_dir())
+                && parent
+                    .file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with("mitogen-unix-")),
+            "with $XDG_RUNTIME_DIR={} the socket was at {}",
+            dir.display(),
+            at.display()
+        );
+        ensure!(!parent.exists(), "{} was left behind", parent.display());
+    }
+    ensure!(std::fs::read_dir(&theirs.0)?.next().is_none());
     Ok(())
 }
