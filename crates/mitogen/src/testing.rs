@@ -145,6 +145,8 @@ pub fn prompt(
     ) else {
         return 0;
     };
+    // Fields added to the spec later keep their defaults here.
+    #[allow(clippy::needless_update)]
     let spec = PromptSpec {
         password: with_password.then(|| crate::Secret::new("fuzz")),
         style: STYLE,
@@ -154,6 +156,7 @@ pub fn prompt(
             .map(|f| (f.clone(), TransportFailure::Other))
             .collect(),
         full_pty: true,
+        ..PromptSpec::default()
     };
     let mut p = Prompter::new(null, None, &spec, true);
     for (n, chunk) in chunks.iter().enumerate() {
