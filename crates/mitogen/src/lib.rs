@@ -51,6 +51,8 @@ pub mod methods;
 pub mod parent;
 mod router;
 pub mod target;
+#[doc(hidden)]
+pub mod testing;
 pub mod unix;
 
 pub use crate::core::call::{CallChain, PendingCall};

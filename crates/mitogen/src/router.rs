@@ -583,11 +583,21 @@ impl Router {
     /// dropped): each gets a [`crate::unix::Client`] from
     /// [`crate::unix::connect`] and may call into this router's contexts with
     /// the master's authority. Connections from other users are refused
-    /// (`SO_PEERCRED`) and logged.
+    /// (`SO_PEERCRED`) and logged. The directory of `path` must belong to
+    /// this user and be closed to group and others (not a symbolic link);
+    /// [`listen_private`](Self::listen_private) picks one.
     ///
     /// [`Listener`]: crate::unix::Listener
     pub fn listen(&self, path: impl AsRef<std::path::Path>) -> Result<crate::unix::Listener> {
         crate::unix::listen(&self.inner, path.as_ref())
+    }
+
+    /// [`listen`](Self::listen) on a socket in `$XDG_RUNTIME_DIR` when it is
+    /// private to this user, or else in a fresh 0700 directory of the
+    /// temporary directory (removed with the socket); the
+    /// [`Listener`](crate::unix::Listener) tells where.
+    pub fn listen_private(&self) -> Result<crate::unix::Listener> {
+        crate::unix::listen_private(&self.inner)
     }
 
     /// Shuts down every context this router started and stops its broker.

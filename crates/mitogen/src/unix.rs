@@ -1,19 +1,36 @@
 //! Joining a running master from another process (the seed's `mitogen.unix`).
 //!
-//! [`Router::listen`](crate::Router::listen) binds a Unix socket (mode 0600)
-//! and serves it on a thread of its own. Another process of the same user
-//! calls [`connect`] and gets a [`Client`]: a small router whose parent is
-//! the master, holding [`Context`]s for the contexts the master has. Calls and
-//! channels from the client then travel through the master's router like the
-//! master's own.
+//! [`Router::listen`](crate::Router::listen) (or
+//! [`Router::listen_private`](crate::Router::listen_private)) binds a Unix
+//! socket and serves it on a thread of its own. Another process of the same
+//! user calls [`connect`] and gets a [`Client`]: a small router whose parent
+//! is the master, holding [`Context`]s for the contexts the master has. Calls
+//! and channels from the client then travel through the master's router like
+//! the master's own.
 //!
 //! Security: a client acts with the master's authority (it may run code in
-//! every context, as the master may), so only processes of the master's own
-//! user are accepted: the socket is created 0600 before it listens, and every
-//! connection's peer credentials (`SO_PEERCRED`) are checked, whatever the
-//! file's mode. A process of the same user could attach a debugger to the
-//! master anyway, so this grants nothing that user did not have.
+//! every context, as the master may). That is more than another process of
+//! the same user can otherwise get where Yama (`kernel.yama.ptrace_scope` 1
+//! or more) keeps it from attaching a debugger to the master, so listening is
+//! something a program opts into, and it is fenced on both sides:
+//!
+//! * the socket lives in a directory only this user may enter
+//!   (`$XDG_RUNTIME_DIR`, or a fresh 0700 directory; a directory given by the
+//!   caller must be private already). The directory is opened without
+//!   following a symbolic link and checked on the descriptor, and the socket
+//!   is created and set to 0600 through that descriptor, never through a path
+//!   that could have been swapped (`unix/private_dir.rs`);
+//! * every connection's peer credentials (`SO_PEERCRED`) are checked, whatever
+//!   the file's mode: a process of another user is refused before anything is
+//!   sent to it;
+//! * the client checks the server's credentials the same way before it sends
+//!   anything: a socket planted by another user is refused;
+//! * a connection that does not say hello within [`HELLO_TIMEOUT`] is closed;
+//!   connections waiting for theirs never hold up the others.
 
+mod private_dir;
+
+use std::ffi::OsString;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -21,6 +38,8 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use rustix::event::{PollFd, PollFlags, Timespec};
+use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
 use serde::{Deserialize, Serialize};
 
 use crate::core::channel::{Receiver, Sender};
@@ -32,9 +51,21 @@ use crate::core::router::RouterInner;
 use crate::core::side::Side;
 use crate::core::stream::{FrameReader, Stream};
 use crate::parent::bootstrap;
+use private_dir::PrivateDir;
 
-/// How long either side waits for the other during the handshake.
+/// How long a client waits for the master's answer.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long the listener waits for a new connection's hello before it
+/// closes it.
+pub const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What a client says first, once it has checked who serves the socket.
+const HELLO: &[u8] = b"MITOGEN-UNIX 1\n";
+
+/// Connections the listener holds waiting for their hello; more are refused
+/// until some finish or time out.
+const MAX_WAITING: usize = 64;
 
 /// How often the accepting thread looks whether it should stop.
 const ACCEPT_POLL: Duration = Duration::from_millis(100);
@@ -50,10 +81,13 @@ struct ClientConfig {
 }
 
 /// A listening socket; dropping it stops accepting and removes the file
-/// (clients already connected stay connected).
+/// (and the directory, when it was made for it); clients already connected
+/// stay connected.
 #[derive(Debug)]
 pub struct Listener {
     path: PathBuf,
+    dir: PrivateDir,
+    name: OsString,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
@@ -71,7 +105,7 @@ impl Drop for Listener {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
-        let _ = std::fs::remove_file(&self.path);
+        self.dir.remove(&self.name);
     }
 }
 
@@ -79,9 +113,50 @@ fn io(what: &str, e: impl Into<std::io::Error>) -> Error {
     Error::io(what.to_owned(), e.into())
 }
 
-/// Binds `path` (0600 before anyone can connect) and starts accepting.
+/// Binds `path`, whose directory must be private to this user, and starts
+/// accepting.
 pub(crate) fn listen(router: &Arc<RouterInner>, path: &Path) -> Result<Listener> {
-    use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
+    let name = path
+        .file_name()
+        .ok_or_else(|| {
+            io(
+                "unix socket path",
+                invalid(format!("{} names no file", path.display())),
+            )
+        })?
+        .to_owned();
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let dir = PrivateDir::open(parent).map_err(|e| io("unix socket directory", e))?;
+    bind(router, dir, name)
+}
+
+/// Binds a socket in `$XDG_RUNTIME_DIR` when it is private to this user, or
+/// else in a fresh private directory of the temporary directory.
+pub(crate) fn listen_private(router: &Arc<RouterInner>) -> Result<Listener> {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    let name = OsString::from(format!(
+        "mitogen-{}-{}.sock",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
+    let dir = match PrivateDir::runtime() {
+        Some(d) => d,
+        None => PrivateDir::make_temp().map_err(|e| io("making a private directory", e))?,
+    };
+    bind(router, dir, name)
+}
+
+fn invalid(why: String) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidInput, why)
+}
+
+/// Binds `name` in `dir` through the directory's descriptor, sets it to 0600
+/// before anyone can connect, and starts the accepting thread.
+fn bind(router: &Arc<RouterInner>, dir: PrivateDir, name: OsString) -> Result<Listener> {
+    let path = dir.path().join(&name);
     let fd = rustix::net::socket_with(
         AddressFamily::UNIX,
         SocketType::STREAM,
@@ -89,14 +164,23 @@ pub(crate) fn listen(router: &Arc<RouterInner>, path: &Path) -> Result<Listener>
         None,
     )
     .map_err(|e| io("creating a unix socket", e))?;
-    let addr = SocketAddrUnix::new(path).map_err(|e| io("unix socket path", e))?;
+    let through = dir
+        .path_through_fd(&name)
+        .map_err(|e| io("unix socket path", e))?;
+    let addr = SocketAddrUnix::new(&through).map_err(|e| io("unix socket path", e))?;
     rustix::net::bind(&fd, &addr).map_err(|e| io(&format!("binding {}", path.display()), e))?;
-    // Nobody can connect before `listen`, so the mode is right from the first
-    // connection on.
-    let ready = rustix::fs::chmod(path, rustix::fs::Mode::from_raw_mode(0o600))
-        .and_then(|()| rustix::net::listen(&fd, 64));
+    // Only this user can write the directory, so `name` is still the socket
+    // just bound; and nobody can connect before `listen`, so the mode is
+    // right from the first connection on.
+    let ready = rustix::fs::chmodat(
+        dir.fd(),
+        &name,
+        rustix::fs::Mode::from_raw_mode(0o600),
+        rustix::fs::AtFlags::empty(),
+    )
+    .and_then(|()| rustix::net::listen(&fd, 64));
     if let Err(e) = ready {
-        let _ = std::fs::remove_file(path);
+        dir.remove(&name);
         return Err(io(&format!("listening on {}", path.display()), e));
     }
     let stop = Arc::new(AtomicBool::new(false));
@@ -105,35 +189,79 @@ pub(crate) fn listen(router: &Arc<RouterInner>, path: &Path) -> Result<Listener>
     let thread = std::thread::Builder::new()
         .name("mitogen-unix".into())
         .spawn(move || accept_loop(fd, weak, stop2))
-        .map_err(|e| io("starting the unix listener thread", e))?;
+        .map_err(|e| {
+            dir.remove(&name);
+            io("starting the unix listener thread", e)
+        })?;
     Ok(Listener {
-        path: path.to_owned(),
+        path,
+        dir,
+        name,
         stop,
         thread: Some(thread),
     })
 }
 
-fn accept_loop(fd: OwnedFd, router: std::sync::Weak<RouterInner>, stop: Arc<AtomicBool>) {
-    let ts = rustix::event::Timespec {
-        tv_sec: 0,
-        tv_nsec: ACCEPT_POLL.as_nanos() as i64,
-    };
-    while !stop.load(Ordering::Acquire) {
-        let mut pfd = [rustix::event::PollFd::new(
-            &fd,
-            rustix::event::PollFlags::IN,
-        )];
-        if !matches!(rustix::event::poll(&mut pfd, Some(&ts)), Ok(n) if n > 0) {
-            continue;
+/// A connection of this user that has not said hello yet.
+struct Waiting {
+    fd: OwnedFd,
+    pid: i32,
+    deadline: Instant,
+    heard: Vec<u8>,
+}
+
+/// What reading a waiting connection came to.
+enum Heard {
+    More,
+    Hello,
+    Gone,
+    Wrong,
+}
+
+impl Waiting {
+    /// Reads what has arrived, never past the hello (what follows belongs to
+    /// the stream).
+    fn read(&mut self) -> Heard {
+        let mut buf = [0u8; HELLO.len()];
+        let want = HELLO.len() - self.heard.len();
+        match rustix::io::read(&self.fd, &mut buf[..want]) {
+            Ok(0) => Heard::Gone,
+            Ok(n) => {
+                self.heard.extend_from_slice(&buf[..n]);
+                if !HELLO.starts_with(&self.heard) {
+                    Heard::Wrong
+                } else if self.heard.len() == HELLO.len() {
+                    Heard::Hello
+                } else {
+                    Heard::More
+                }
+            }
+            Err(rustix::io::Errno::AGAIN | rustix::io::Errno::INTR) => Heard::More,
+            Err(_) => Heard::Gone,
         }
-        let client = match rustix::net::accept_with(&fd, rustix::net::SocketFlags::CLOEXEC) {
-            Ok(c) => c,
-            Err(rustix::io::Errno::AGAIN | rustix::io::Errno::INTR) => continue,
-            Err(e) => {
-                tracing::warn!("unix listener: accept failed: {e}");
-                std::thread::sleep(ACCEPT_POLL);
+    }
+}
+
+fn accept_loop(fd: OwnedFd, router: std::sync::Weak<RouterInner>, stop: Arc<AtomicBool>) {
+    let mut waiting: Vec<Waiting> = Vec::new();
+    while !stop.load(Ordering::Acquire) {
+        let wait = waiting
+            .iter()
+            .map(|w| w.deadline.saturating_duration_since(Instant::now()))
+            .fold(ACCEPT_POLL, Duration::min);
+        let ts = Timespec {
+            tv_sec: wait.as_secs() as i64,
+            tv_nsec: i64::from(wait.subsec_nanos()),
+        };
+        let ready: Vec<bool> = {
+            let mut pfds: Vec<PollFd<'_>> = std::iter::once(&fd)
+                .chain(waiting.iter().map(|w| &w.fd))
+                .map(|f| PollFd::new(f, PollFlags::IN))
+                .collect();
+            if rustix::event::poll(&mut pfds, Some(&ts)).is_err() {
                 continue;
             }
+            pfds.iter().map(|p| !p.revents().is_empty()).collect()
         };
         let Some(router) = router.upgrade() else {
             return;
@@ -141,28 +269,91 @@ fn accept_loop(fd: OwnedFd, router: std::sync::Weak<RouterInner>, stop: Arc<Atom
         if router.is_shut_down() {
             return;
         }
-        if let Err(e) = admit(&router, client) {
-            tracing::warn!("unix listener: client refused: {e}");
+        let now = Instant::now();
+        let mut still = Vec::with_capacity(waiting.len());
+        for (mut w, ready) in waiting.drain(..).zip(ready[1..].iter().copied()) {
+            match if ready { w.read() } else { Heard::More } {
+                Heard::Hello => {
+                    if let Err(e) = admit(&router, w.fd, w.pid, w.deadline) {
+                        tracing::warn!("unix listener: pid {}: {e}", w.pid);
+                    }
+                }
+                Heard::Wrong => tracing::warn!(
+                    "unix listener: pid {} said {:?}, not hello; closed",
+                    w.pid,
+                    String::from_utf8_lossy(&w.heard)
+                ),
+                Heard::Gone => tracing::debug!("unix listener: pid {} left before hello", w.pid),
+                Heard::More if now >= w.deadline => tracing::warn!(
+                    "unix listener: pid {} said no hello within {HELLO_TIMEOUT:?}; closed",
+                    w.pid
+                ),
+                Heard::More => still.push(w),
+            }
+        }
+        waiting = still;
+        if ready[0] {
+            accept_all(&fd, &mut waiting);
         }
     }
 }
 
-/// Checks a new connection's user, tells it its id and the contexts there
-/// are, and adds it to the router as a client acting for the master.
-fn admit(router: &Arc<RouterInner>, fd: OwnedFd) -> std::result::Result<(), String> {
+/// Accepts every connection there is; those of this user wait for their
+/// hello, the others are refused at once.
+fn accept_all(fd: &OwnedFd, waiting: &mut Vec<Waiting>) {
+    loop {
+        let client =
+            match rustix::net::accept_with(fd, SocketFlags::CLOEXEC | SocketFlags::NONBLOCK) {
+                Ok(c) => c,
+                Err(rustix::io::Errno::AGAIN) => return,
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(e) => {
+                    tracing::warn!("unix listener: accept failed: {e}");
+                    std::thread::sleep(ACCEPT_POLL);
+                    return;
+                }
+            };
+        match check_peer(&client) {
+            Ok(pid) if waiting.len() < MAX_WAITING => waiting.push(Waiting {
+                fd: client,
+                pid,
+                deadline: Instant::now() + HELLO_TIMEOUT,
+                heard: Vec::new(),
+            }),
+            Ok(pid) => tracing::warn!(
+                "unix listener: client refused: pid {pid}: {MAX_WAITING} connections already wait for their hello"
+            ),
+            Err(e) => tracing::warn!("unix listener: client refused: {e}"),
+        }
+    }
+}
+
+/// The peer's pid if it runs as this process's user.
+fn check_peer(fd: &OwnedFd) -> std::result::Result<i32, String> {
     let cred =
-        rustix::net::sockopt::socket_peercred(&fd).map_err(|e| format!("SO_PEERCRED: {e}"))?;
-    let me = rustix::process::getuid();
+        rustix::net::sockopt::socket_peercred(fd).map_err(|e| format!("SO_PEERCRED: {e}"))?;
+    let me = rustix::process::geteuid();
+    let pid = cred.pid.as_raw_nonzero().get();
     if cred.uid != me {
         return Err(format!(
-            "pid {} runs as uid {}, not {} like this master",
-            cred.pid.as_raw_nonzero(),
+            "pid {pid} runs as uid {}, not {} like this master",
             cred.uid.as_raw(),
             me.as_raw()
         ));
     }
+    Ok(pid)
+}
+
+/// Tells a client that said hello its id and the contexts there are, and
+/// adds it to the router as a client acting for the master.
+fn admit(
+    router: &Arc<RouterInner>,
+    fd: OwnedFd,
+    pid: i32,
+    deadline: Instant,
+) -> std::result::Result<(), String> {
     let id = router.alloc_context_id();
-    let name = format!("unix:{}", cred.pid.as_raw_nonzero());
+    let name = format!("unix:{pid}");
     let config = ClientConfig {
         id,
         name: name.clone(),
@@ -180,8 +371,9 @@ fn admit(router: &Arc<RouterInner>, fd: OwnedFd) -> std::result::Result<(), Stri
     };
     let mut frame = msg.encode_header().to_vec();
     frame.extend_from_slice(&msg.body);
-    bootstrap::write_all(fd.as_fd(), &frame, Instant::now() + HANDSHAKE_TIMEOUT)
-        .map_err(|e| format!("handshake: {e}"))?;
+    // The client reads as soon as its hello is out, so this takes no time;
+    // the deadline only bounds one that stops reading.
+    bootstrap::write_all(fd.as_fd(), &frame, deadline).map_err(|e| format!("handshake: {e}"))?;
     let side = Arc::new(Side::new(fd).map_err(|e| e.to_string())?);
     let stream = Arc::new(Stream::new(name.clone(), side.clone(), side, false));
     stream.set_remote_id(id);
@@ -213,29 +405,44 @@ impl std::fmt::Debug for Client {
     }
 }
 
-/// Connects to the master listening at `path`.
+/// Connects to the master listening at `path`. The process serving the socket
+/// must run as this process's user (`SO_PEERCRED`); any other is refused
+/// before a byte is sent to it.
 pub fn connect(path: impl AsRef<Path>) -> Result<Client> {
     let path = path.as_ref();
-    let stream = std::os::unix::net::UnixStream::connect(path)
+    let refused = |reason: String| Error::Connect {
+        context: path.display().to_string(),
+        reason,
+    };
+    let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
+    let fd = connect_by_path(path, deadline)
         .map_err(|e| io(&format!("connecting to {}", path.display()), e))?;
-    let fd = OwnedFd::from(stream);
+    let server = rustix::net::sockopt::socket_peercred(&fd)
+        .map_err(|e| refused(format!("SO_PEERCRED: {e}")))?;
+    // Not even root's: a real master serves only its own user, so a socket
+    // served by any other uid is not one, whoever runs it.
+    let me = rustix::process::geteuid();
+    if server.uid != me {
+        return Err(refused(format!(
+            "the socket is served by pid {} as uid {}, not uid {} like this process: \
+             not a master of this user, refused",
+            server.pid.as_raw_nonzero(),
+            server.uid.as_raw(),
+            me.as_raw()
+        )));
+    }
+    bootstrap::write_all(fd.as_fd(), HELLO, deadline)
+        .map_err(|e| refused(format!("saying hello: {e}")))?;
     let (header, body) = bootstrap::read_frame(
         fd.as_fd(),
         crate::core::message::DEFAULT_MAX_MESSAGE_SIZE,
-        Instant::now() + HANDSHAKE_TIMEOUT,
+        deadline,
     )
-    .map_err(|e| Error::Connect {
-        context: path.display().to_string(),
-        reason: format!("no handshake from the master (refused?): {e}"),
-    })?;
+    .map_err(|e| refused(format!("no handshake from the master (refused?): {e}")))?;
     if header.handle != handles::BOOTSTRAP {
-        return Err(Error::Connect {
-            context: path.display().to_string(),
-            reason: "the first frame is not a handshake".into(),
-        });
+        return Err(refused("the first frame is not a handshake".into()));
     }
-    let config: ClientConfig =
-        postcard::from_bytes(&body).map_err(|e| Error::decode("unix handshake", e))?;
+    let config = decode_config(&body)?;
     let side = Arc::new(Side::new(fd).map_err(|e| io("unix socket", e))?);
     let stream = Arc::new(Stream::new(
         "master".into(),
@@ -263,6 +470,45 @@ pub fn connect(path: impl AsRef<Path>) -> Result<Client> {
         contexts: config.contexts,
         side,
     })
+}
+
+/// Connects a non-blocking socket to `path` by `deadline`: a listener whose
+/// backlog is full makes `connect(2)` on a Unix socket wait (or, non-blocking,
+/// fail with `EAGAIN`) rather than fail, so it is retried until then.
+fn connect_by_path(path: &Path, deadline: Instant) -> std::io::Result<OwnedFd> {
+    let fd = rustix::net::socket_with(
+        AddressFamily::UNIX,
+        SocketType::STREAM,
+        SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
+        None,
+    )?;
+    let addr = SocketAddrUnix::new(path)?;
+    loop {
+        match rustix::net::connect(&fd, &addr) {
+            Ok(()) => return Ok(fd),
+            Err(rustix::io::Errno::INTR) => {}
+            Err(rustix::io::Errno::AGAIN) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(rustix::io::Errno::AGAIN) => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "the listener's backlog stayed full",
+                ))
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Decodes the body of the master's handshake frame.
+fn decode_config(body: &[u8]) -> Result<ClientConfig> {
+    postcard::from_bytes(body).map_err(|e| Error::decode("unix handshake", e))
+}
+
+/// [`decode_config`] for the fuzz targets: whether `body` decodes.
+pub(crate) fn decode_config_for_fuzzing(body: &[u8]) -> bool {
+    decode_config(body).is_ok()
 }
 
 impl Client {

@@ -106,6 +106,21 @@ pub(crate) struct Binaries {
 }
 
 impl Binaries {
+    /// Builds whose own is `bytes` instead of the running executable: a
+    /// stand-in small enough to upload over and over (the fuzz targets').
+    pub(crate) fn with_own_bytes(bytes: Vec<u8>) -> Binaries {
+        let own = Binary {
+            path: PathBuf::new(),
+            hash: content_hash(&bytes),
+            bytes: Arc::new(bytes),
+            gz: OnceLock::new(),
+        };
+        Binaries {
+            own: OnceLock::from(Ok(Arc::new(own))),
+            extra: Mutex::default(),
+        }
+    }
+
     /// This program's own executable (read and hashed once).
     pub(crate) fn own(&self) -> Result<Arc<Binary>> {
         self.own
