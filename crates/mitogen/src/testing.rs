@@ -24,7 +24,7 @@ use crate::core::route_control::{AddRoute, DelRoute};
 use crate::master::binary::Binaries;
 use crate::parent::bootstrap::ChildConfig;
 use crate::parent::first_stage::{self, Compression};
-use crate::parent::prompt::{PromptStyle, Prompter};
+use crate::parent::prompt::{Matcher, PromptStyle, Verdict};
 use crate::parent::PromptSpec;
 use crate::TransportFailure;
 
@@ -118,10 +118,11 @@ pub fn first_stage(said: &[u8]) -> Result<usize, String> {
         .map_err(|e| e.why)
 }
 
-/// Feeds `chunks` (a transport's output on a full pty) to a password
-/// prompter that looks for `prompts` and `failures` besides a `password:`
-/// style of its own, as the bootstrap does, until it reports a failure.
-/// Its answers go to `/dev/null`. Returns how many chunks it took.
+/// Feeds `chunks` (a transport's output on its pty) to the prompt matcher
+/// that looks for `prompts` and `failures` besides a `password:` style of its
+/// own (with a password, the first of `prompts` is the exact one answered),
+/// keeping its transcript as the prompter does, until it reports a failure
+/// or a prompt not its own. Returns how many chunks it took.
 pub fn prompt(
     prompts: &[String],
     failures: &[String],
@@ -138,19 +139,17 @@ pub fn prompt(
             ),
         ],
     };
-    let Ok(null) = rustix::fs::open(
-        "/dev/null",
-        rustix::fs::OFlags::WRONLY | rustix::fs::OFlags::CLOEXEC,
-        rustix::fs::Mode::empty(),
-    ) else {
-        return 0;
-    };
     // Fields added to the spec later keep their defaults here.
     #[allow(clippy::needless_update)]
     let spec = PromptSpec {
         password: with_password.then(|| crate::Secret::new("fuzz")),
         style: STYLE,
         extra_prompts: prompts.to_vec(),
+        exact_prompt: if with_password {
+            prompts.first().cloned()
+        } else {
+            None
+        },
         extra_failures: failures
             .iter()
             .map(|f| (f.clone(), TransportFailure::Other))
@@ -158,10 +157,19 @@ pub fn prompt(
         full_pty: true,
         ..PromptSpec::default()
     };
-    let mut p = Prompter::new(null, None, &spec, true);
+    // As the prompter keeps it: the pty's output since the last answer, its
+    // last 4 KiB.
+    let matcher = Matcher::new(&spec);
+    let mut transcript = Vec::new();
     for (n, chunk) in chunks.iter().enumerate() {
-        if p.observe(chunk).is_err() {
-            return n + 1;
+        transcript.extend_from_slice(chunk);
+        if transcript.len() > 4096 {
+            transcript.drain(..transcript.len() - 4096);
+        }
+        match matcher.judge(&transcript) {
+            Verdict::Nothing => {}
+            Verdict::Prompt => transcript.clear(),
+            Verdict::Foreign(_) | Verdict::Failed(..) => return n + 1,
         }
     }
     chunks.len()
