@@ -214,6 +214,10 @@ fn main() {
             test!(hostile_tree::forwarded_log_flood_is_cut),
             test!(hostile_tree::relay_does_not_echo_a_flood_back_to_a_child_that_does_not_read),
             test!(hostile_tree::relay_holds_a_child_back_while_its_parent_does_not_drain),
+            test!(
+                hostile_tree::hop_password_never_reaches_a_sibling_subtree,
+                120
+            ),
         ];
         let failed = harness::run_tests(&router, &tests);
         switch_user::cleanup();
