@@ -379,6 +379,15 @@ impl Router {
         self.inner.handle_count()
     }
 
+    /// Records this router keeps per context (routes, names, disconnect
+    /// latches, parents, log budgets). Not a stable interface: for tests that
+    /// check that a context that is gone, and that nothing holds on to, is
+    /// forgotten.
+    #[doc(hidden)]
+    pub fn context_records(&self) -> usize {
+        self.inner.context_records()
+    }
+
     /// Records of the hops [`connect`](Self::connect) shares. Not a stable
     /// interface: for tests that check that nothing is left behind.
     #[doc(hidden)]

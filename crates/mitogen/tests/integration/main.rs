@@ -218,6 +218,7 @@ fn main() {
                 hostile_tree::hop_password_never_reaches_a_sibling_subtree,
                 120
             ),
+            test!(leaks::gone_context_is_named_until_forgotten),
         ];
         let failed = harness::run_tests(&router, &tests);
         switch_user::cleanup();
