@@ -481,3 +481,39 @@ pub fn gone_context_is_named_until_forgotten(router: &Router) -> Result<()> {
     );
     Ok(())
 }
+
+/// The records this context's router keeps per context.
+#[mitogen::remote]
+pub fn router_context_records() -> usize {
+    Router::current().map_or(0, |r| r.context_records())
+}
+
+/// An intermediate forgets the contexts it relayed for once they are gone:
+/// many grandchildren started and shut down through it leave its records
+/// as they were.
+pub fn intermediate_forgets_grandchildren_that_are_gone(router: &Router) -> Result<()> {
+    use mitogen::Local;
+    let mid = crate::util::Guard(router.start(None, Local::new().name("leaks-mid"))?);
+    let cycle = |i: u64| -> Result<()> {
+        let gc = router.start(Some(&mid), Local::new().name(format!("leaks-gc-{i}")))?;
+        ensure!(gc.call(add, (i, 1))? == i + 1);
+        gc.shutdown()?;
+        Ok(())
+    };
+    cycle(0)?;
+    let before = mid.call(router_context_records, ())?;
+    for i in 1..41 {
+        cycle(i)?;
+    }
+    let mut after = 0;
+    let settled = wait_until(Duration::from_secs(5), || {
+        after = mid.call(router_context_records, ()).unwrap_or(usize::MAX);
+        after <= before
+    });
+    ensure!(
+        settled,
+        "the intermediate keeps {after} records per context after 40 grandchildren, {before} \
+         after the first"
+    );
+    Ok(())
+}

@@ -219,6 +219,7 @@ fn main() {
                 120
             ),
             test!(leaks::gone_context_is_named_until_forgotten),
+            test!(leaks::intermediate_forgets_grandchildren_that_are_gone),
         ];
         let failed = harness::run_tests(&router, &tests);
         switch_user::cleanup();
