@@ -589,11 +589,11 @@ struct Tap {
     out: std::path::PathBuf,
 }
 
-/// The bytes one thread read, in the order it read them.
+/// What a tapped process read: the capture, and the bytes of each read.
 struct Reads {
     /// The capture as strace wrote it.
     text: String,
-    /// `(thread id, bytes)` per read syscall, from its hex dump.
+    /// `(thread id, bytes)` per read syscall, from its hex dump, in order.
     by_thread: Vec<(u32, Vec<u8>)>,
 }
 
