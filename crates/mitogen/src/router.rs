@@ -262,7 +262,11 @@ impl Default for RouterBuilder {
 
 impl RouterBuilder {
     /// Largest message body sent or accepted (default 128 MiB); children get
-    /// the same limit.
+    /// the same limit. A larger value than a frame's 32-bit length field
+    /// holds is clamped to `u32::MAX - 1` bytes (one byte is kept for a
+    /// relay's trailer), so a length is never cut short on the wire;
+    /// [`Router::max_message_size`] gives the limit in force. Larger data is
+    /// streamed in chunks ([`Blob`](crate::Blob) over a channel).
     pub fn max_message_size(mut self, bytes: usize) -> Self {
         self.max_message_size = bytes;
         self
@@ -361,7 +365,9 @@ impl Router {
         &self.inner.name
     }
 
-    /// Largest message body this router sends or accepts.
+    /// Largest message body this router sends or accepts: the limit its
+    /// builder was given (or its parent's, in a child), clamped to what a
+    /// frame's length field holds (`u32::MAX - 1` bytes).
     pub fn max_message_size(&self) -> usize {
         self.inner.max_message_size
     }
@@ -377,6 +383,15 @@ impl Router {
     #[doc(hidden)]
     pub fn handle_count(&self) -> usize {
         self.inner.handle_count()
+    }
+
+    /// Records this router keeps per context (routes, names, disconnect
+    /// latches, parents, log budgets). Not a stable interface: for tests that
+    /// check that a context that is gone, and that nothing holds on to, is
+    /// forgotten.
+    #[doc(hidden)]
+    pub fn context_records(&self) -> usize {
+        self.inner.context_records()
     }
 
     /// Records of the hops [`connect`](Self::connect) shares. Not a stable

@@ -23,7 +23,7 @@ use super::error::{Error, Result};
 use super::latch::{Latch, LatchError};
 use super::message::{ContextId, Message, FLAG_KEYED};
 use super::payload::Payload;
-use super::router::{Policy, RouterInner, Sink};
+use super::router::{Policy, Presence, RouterInner, Sink};
 use super::select::Selectable;
 
 /// The receiving end of a channel: values of type `T` sent to its handle.
@@ -36,11 +36,15 @@ pub struct Receiver<T> {
     handle: u32,
     key: u32,
     latch: Arc<Latch<Message>>,
+    /// For a receiver tied to a context: the router's record of it, kept
+    /// so that the receiver's error names it after it is gone.
+    _presence: Option<Presence>,
     _t: PhantomData<fn() -> T>,
 }
 
 impl<T: Payload> Receiver<T> {
     pub(crate) fn new(router: Arc<RouterInner>, respondent: Option<ContextId>) -> Receiver<T> {
+        let presence = respondent.map(|id| router.presence(id));
         let latch = Arc::new(Latch::new());
         let key = router.token();
         let handle = router.add_handler(
@@ -55,6 +59,7 @@ impl<T: Payload> Receiver<T> {
             handle,
             key,
             latch,
+            _presence: presence,
             _t: PhantomData,
         }
     }

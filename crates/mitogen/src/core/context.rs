@@ -10,7 +10,7 @@ use super::error::{Error, Result};
 use super::message::{handles, ContextId, Message};
 use super::payload::Payload;
 use super::remote::RemoteFn;
-use super::router::RouterInner;
+use super::router::{Presence, RouterInner};
 use super::signals::Subscription;
 use crate::master::process_monitor::ExitCell;
 
@@ -73,6 +73,9 @@ pub struct Context {
     id: ContextId,
     name: Arc<str>,
     process: Option<Arc<ChildProcess>>,
+    /// Keeps the router's record of this context (its disconnect latch,
+    /// its name) while any clone of this handle lives.
+    presence: Arc<Presence>,
 }
 
 impl std::fmt::Debug for Context {
@@ -92,6 +95,7 @@ impl Context {
         process: Option<Arc<ChildProcess>>,
     ) -> Context {
         Context {
+            presence: Arc::new(router.presence(id)),
             router,
             id,
             name: name.into(),
@@ -198,7 +202,7 @@ impl Context {
 
     /// True once the connection to the context is gone.
     pub fn is_disconnected(&self) -> bool {
-        self.router.disconnect_latch(self.id).is_closed()
+        self.presence.latch().is_closed()
     }
 
     /// Calls `f` once when this context becomes unreachable (at once, if it
@@ -251,7 +255,7 @@ impl Context {
 
     /// Waits up to `timeout` for the context to disconnect; true if it did.
     pub fn wait_disconnect(&self, timeout: Duration) -> bool {
-        let latch = self.router.disconnect_latch(self.id);
+        let latch = self.presence.latch();
         let _ = latch.get_timeout(timeout);
         latch.is_closed()
     }

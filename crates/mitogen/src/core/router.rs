@@ -13,6 +13,11 @@
 //! When a stream disconnects, every handle waiting on a context behind it gets a
 //! DEAD message at once, so no caller waits for a reply that cannot come.
 //!
+//! What the router knows of a context (its route, name, parent, disconnect
+//! latch, log budgets) is forgotten once the context is gone and nothing
+//! holds a [`Presence`] on it any more, so a long-lived master does not grow
+//! with every context it ever had.
+//!
 //! The routing decisions are in `routing`, what a disconnection sets off in
 //! `disconnect`, the rate limit of the logs of refused messages in
 //! `log_budget`.
@@ -39,6 +44,35 @@ use log_budget::LogBudget;
 /// Log records a second the master takes from each context (see
 /// [`RouterInner::install_log_receiver`]).
 pub(crate) const FORWARDED_PER_SEC: u32 = 10_000;
+
+/// A hold on what a router knows of one context: its name and its
+/// disconnect latch. A [`Context`](crate::Context) handle (and every call
+/// pending on it) and a receiver tied to a context hold one, so whatever
+/// they report after the context is gone still names it and knows it is
+/// gone. Once the context is gone and its last hold is dropped, the router
+/// forgets it.
+pub(crate) struct Presence {
+    router: Arc<RouterInner>,
+    id: ContextId,
+    latch: Arc<Latch<()>>,
+}
+
+impl Presence {
+    /// The latch closed when the context disconnects.
+    pub(crate) fn latch(&self) -> &Arc<Latch<()>> {
+        &self.latch
+    }
+}
+
+impl Drop for Presence {
+    fn drop(&mut self) {
+        let router = self.router.clone();
+        let id = self.id;
+        // Our own reference must be gone before the count is looked at.
+        self.latch = Arc::new(Latch::new());
+        router.prune_gone(Some(id));
+    }
+}
 
 /// Who may send to a handle.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -88,7 +122,10 @@ pub(crate) struct RouterInner {
     routes: RwLock<HashMap<ContextId, Arc<Stream>>>,
     /// `routes.len()`, readable without the lock by a thread polling for work.
     route_count: AtomicUsize,
+    /// The name of every context with a route, and of every gone one that
+    /// something still holds a [`Presence`] on (its errors name it).
     names: RwLock<HashMap<ContextId, String>>,
+    /// The disconnect latch of the same contexts (closed once gone).
     disconnects: Mutex<HashMap<ContextId, Arc<Latch<()>>>>,
     next_context_id: AtomicU32,
     shut: AtomicBool,
@@ -105,6 +142,10 @@ pub(crate) struct RouterInner {
     allow_lateral: AtomicBool,
     /// Rate limit of the logs of refused messages.
     log_budget: LogBudget,
+    /// Rate limits of the master's forwarded log records, and of its
+    /// warnings that it drops some (see [`Self::install_log_receiver`]).
+    forwarded_budget: LogBudget,
+    forwarded_warnings: LogBudget,
     /// Processes joined through a unix-socket listener: they act for this
     /// router's context (see `crate::unix`).
     unix_clients: RwLock<HashSet<ContextId>>,
@@ -147,6 +188,8 @@ impl RouterInner {
             children: Mutex::new(Vec::new()),
             shared_hops: Default::default(),
             log_budget: LogBudget::new(),
+            forwarded_budget: LogBudget::per_second(FORWARDED_PER_SEC),
+            forwarded_warnings: LogBudget::per_second(1),
             signals: Default::default(),
             unix_clients: RwLock::new(HashSet::new()),
             allow_lateral: AtomicBool::new(false),
@@ -254,17 +297,20 @@ impl RouterInner {
 
     /// Records `id`'s name and the stream that leads to it.
     pub(crate) fn add_route(&self, id: ContextId, name: &str, stream: Arc<Stream>) {
-        self.names
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(id, name.to_owned());
-        self.disconnects
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(id)
-            .or_insert_with(|| Arc::new(Latch::new()));
         {
+            // All three under the routes lock (taken first, as
+            // `prune_gone` does), so a prune never sees the name or latch
+            // of a context whose route is about to appear.
             let mut routes = self.routes.write().unwrap_or_else(|e| e.into_inner());
+            self.disconnects
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .entry(id)
+                .or_insert_with(|| Arc::new(Latch::new()));
+            self.names
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(id, name.to_owned());
             routes.insert(id, stream);
             self.route_count.store(routes.len(), Ordering::Release);
         }
@@ -291,28 +337,101 @@ impl RouterInner {
     }
 
     /// A latch closed when context `id` disconnects.
+    ///
+    /// In the master, a context id it handed out that has neither a route
+    /// nor a record any more belongs to a context that is gone and was
+    /// forgotten: its latch is closed at once (and not recorded).
     pub(crate) fn disconnect_latch(&self, id: ContextId) -> Arc<Latch<()>> {
-        self.disconnects
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(id)
-            .or_insert_with(|| Arc::new(Latch::new()))
-            .clone()
+        let forgotten = self.forgotten(id);
+        let mut disconnects = self.disconnects.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(l) = disconnects.get(&id) {
+            return l.clone();
+        }
+        let latch = Arc::new(Latch::new());
+        if forgotten {
+            latch.close("disconnected");
+        } else {
+            disconnects.insert(id, latch.clone());
+        }
+        latch
+    }
+
+    /// A hold on what this router knows of context `id`, kept until the
+    /// holder is dropped (see [`Presence`]).
+    pub(crate) fn presence(self: &Arc<Self>, id: ContextId) -> Presence {
+        Presence {
+            latch: self.disconnect_latch(id),
+            router: self.clone(),
+            id,
+        }
+    }
+
+    /// Forgets the name, disconnect latch and log budgets of every context
+    /// that has no route (it is gone, or was never reached) and that nothing
+    /// holds a [`Presence`] on: nobody can ask about it any more. `only`
+    /// limits the sweep to one context.
+    pub(crate) fn prune_gone(&self, only: Option<ContextId>) {
+        // Lock order: routes, then disconnects, then names (as `add_route`).
+        let routes = self.routes.read().unwrap_or_else(|e| e.into_inner());
+        let mut disconnects = self.disconnects.lock().unwrap_or_else(|e| e.into_inner());
+        let unheld = |id: &ContextId, latch: &Arc<Latch<()>>| {
+            Arc::strong_count(latch) == 1 && !routes.contains_key(id)
+        };
+        let gone: Vec<ContextId> = match only {
+            Some(id) => disconnects
+                .get(&id)
+                .filter(|l| unheld(&id, l))
+                .map(|_| id)
+                .into_iter()
+                .collect(),
+            None => disconnects
+                .iter()
+                .filter(|(id, l)| unheld(id, l))
+                .map(|(id, _)| *id)
+                .collect(),
+        };
+        for id in &gone {
+            disconnects.remove(id);
+        }
+        let mut names = self.names.write().unwrap_or_else(|e| e.into_inner());
+        if only.is_none() {
+            names.retain(|id, _| routes.contains_key(id) || disconnects.contains_key(id));
+        } else {
+            for id in &gone {
+                names.remove(id);
+            }
+        }
+        drop((names, disconnects, routes));
+        for budget in [
+            &self.log_budget,
+            &self.forwarded_budget,
+            &self.forwarded_warnings,
+        ] {
+            budget.forget(&gone);
+        }
     }
 
     fn is_disconnected(&self, id: ContextId) -> bool {
         if id == self.id {
             return false;
         }
-        match self
+        let known = self
             .disconnects
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(&id)
-        {
-            Some(l) => l.is_closed(),
-            None => false,
-        }
+            .map(|l| l.is_closed());
+        known.unwrap_or_else(|| self.forgotten(id))
+    }
+
+    /// True in the master for an id it handed out whose context has no
+    /// route and no record: it is gone, and was forgotten (ids are never
+    /// handed out twice).
+    fn forgotten(&self, id: ContextId) -> bool {
+        self.parent.is_none()
+            && id > self.id
+            && id < self.next_context_id.load(Ordering::Relaxed)
+            && self.route_to(id).is_none()
     }
 
     fn disconnect_reason(&self, id: ContextId) -> String {
@@ -470,14 +589,12 @@ impl RouterInner {
     /// [`log::MAX_RECORD`] bytes.
     pub(crate) fn install_log_receiver(self: &Arc<Self>) {
         let weak = Arc::downgrade(self);
-        let budget = LogBudget::per_second(FORWARDED_PER_SEC);
-        let warnings = LogBudget::per_second(1);
         self.add_handler_at(
             handles::FORWARD_LOG,
             Sink::Func(Arc::new(move |msg: Message| {
                 let Some(router) = weak.upgrade() else { return };
-                if budget.take(msg.src).is_none() {
-                    if let Some(before) = warnings.take(msg.src) {
+                if router.forwarded_budget.take(msg.src).is_none() {
+                    if let Some(before) = router.forwarded_warnings.take(msg.src) {
                         tracing::warn!(
                             context = %router.name_of(msg.src),
                             "dropping log records from a context sending more than \
@@ -541,6 +658,34 @@ impl RouterInner {
     /// Handles registered in this router (a measure for leak tests).
     pub(crate) fn handle_count(&self) -> usize {
         self.lock_handles().len()
+    }
+
+    /// Records this router keeps per context: routes, names, disconnect
+    /// latches, parents, unix clients and log budgets (a measure for leak
+    /// tests: it returns to its size once the contexts are gone and nothing
+    /// holds on to them).
+    pub(crate) fn context_records(&self) -> usize {
+        let routes = self.routes.read().unwrap_or_else(|e| e.into_inner()).len();
+        let names = self.names.read().unwrap_or_else(|e| e.into_inner()).len();
+        let latches = self
+            .disconnects
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .len();
+        let parents = self.parents.lock().unwrap_or_else(|e| e.into_inner()).len();
+        let clients = self
+            .unix_clients
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .len();
+        routes
+            + names
+            + latches
+            + parents
+            + clients
+            + self.log_budget.len()
+            + self.forwarded_budget.len()
+            + self.forwarded_warnings.len()
     }
 
     /// Takes the list of contexts this router started.

@@ -228,6 +228,12 @@ fn main() {
                 180
             ),
             test!(ssh::cache_trust::home_with_a_space, 120),
+            test!(
+                hostile_tree::hop_password_never_reaches_a_sibling_subtree,
+                120
+            ),
+            test!(leaks::gone_context_is_named_until_forgotten),
+            test!(leaks::intermediate_forgets_grandchildren_that_are_gone),
         ];
         let failed = harness::run_tests(&router, &tests);
         switch_user::cleanup();

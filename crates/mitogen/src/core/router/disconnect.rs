@@ -129,5 +129,9 @@ impl RouterInner {
         for id in newly_gone {
             self.signals.disconnect.fire(&(id, self.name_of(id)));
         }
+        // What nothing holds on to any more is forgotten: these contexts
+        // unless a handle on them is still held, and any held earlier whose
+        // last holder was dropped while another thread looked at it.
+        self.prune_gone(None);
     }
 }

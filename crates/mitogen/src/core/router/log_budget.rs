@@ -63,6 +63,24 @@ impl LogBudget {
     }
 }
 
+impl LogBudget {
+    /// Drops the budgets of `sources` (contexts that are gone).
+    pub(crate) fn forget(&self, sources: &[ContextId]) {
+        if sources.is_empty() {
+            return;
+        }
+        let mut map = self.sources.lock().unwrap_or_else(|e| e.into_inner());
+        for s in sources {
+            map.remove(s);
+        }
+    }
+
+    /// Sources with a budget now.
+    pub(crate) fn len(&self) -> usize {
+        self.sources.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
