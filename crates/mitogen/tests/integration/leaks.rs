@@ -107,10 +107,9 @@ impl Snapshot {
                 && self.new_processes().is_empty()
         });
         let rss = rss_kib();
-        eprintln!(
-            "leaks: {what}: fds {} -> {}, threads {} -> {}, handles {} -> {}, \
-             shared-hop records {} -> {}, context records {} -> {}, processes {} -> {}, \
-             RSS {} -> {rss} KiB",
+        let counts = format!(
+            "fds {} -> {}, threads {} -> {}, handles {} -> {}, \
+             shared-hop records {} -> {}, context records {} -> {}",
             self.fds,
             fd_count(),
             self.threads,
@@ -121,24 +120,16 @@ impl Snapshot {
             router.shared_hop_records(),
             self.context_records,
             router.context_records(),
+        );
+        eprintln!(
+            "leaks: {what}: {counts}, processes {} -> {}, RSS {} -> {rss} KiB",
             self.processes.len(),
             descendants(std::process::id()).len(),
             self.rss_kib,
         );
         ensure!(
             settled,
-            "after {what}: fds {} -> {}, threads {} -> {}, handles {} -> {}, \
-             shared-hop records {} -> {}, context records {} -> {}, {}",
-            self.fds,
-            fd_count(),
-            self.threads,
-            thread_count(),
-            self.handles,
-            router.handle_count(),
-            self.hop_records,
-            router.shared_hop_records(),
-            self.context_records,
-            router.context_records(),
+            "after {what}: {counts}, {}",
             self.new_processes_report()
         );
         let grown = rss.saturating_sub(self.rss_kib);

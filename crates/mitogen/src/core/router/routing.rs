@@ -62,16 +62,11 @@ impl RouterInner {
             Err(NoWay::Lateral) => {
                 // From one subtree into another: a child may talk to its
                 // ancestors and its own descendants, not its siblings.
-                if let Some(suppressed) = self.log_budget.take(msg.src) {
-                    tracing::warn!(
-                        suppressed,
-                        src = msg.src,
-                        dst = msg.dst,
-                        handle = msg.handle,
-                        "refused: message from one child's subtree to another's"
-                    );
-                }
-                self.bounce(&msg, "refused: contexts may not message other subtrees");
+                self.refuse(
+                    &msg,
+                    "refused: message from one child's subtree to another's",
+                    "refused: contexts may not message other subtrees",
+                );
                 return;
             }
             Err(NoWay::BackDown) => {
@@ -80,17 +75,9 @@ impl RouterInner {
                 // is a forgery, and echoing it back would let a context that
                 // never reads its stream grow our queue towards it without
                 // end.
-                if let Some(suppressed) = self.log_budget.take(msg.src) {
-                    tracing::warn!(
-                        suppressed,
-                        src = msg.src,
-                        dst = msg.dst,
-                        handle = msg.handle,
-                        "refused: message from below for a context behind the stream it came on"
-                    );
-                }
-                self.bounce(
+                self.refuse(
                     &msg,
+                    "refused: message from below for a context behind the stream it came on",
                     "refused: a message may not come back down its own stream",
                 );
                 return;
@@ -216,6 +203,21 @@ impl RouterInner {
     pub(crate) fn bounce_header(&self, h: &Header, reason: &str) {
         let msg = h.into_message(Bytes::new());
         self.bounce(&msg, reason);
+    }
+
+    /// Refuses `msg`: logs `why` (within the sender's log budget) and tells
+    /// the sender `answer` if it waits for a reply.
+    fn refuse(&self, msg: &Message, why: &str, answer: &str) {
+        if let Some(suppressed) = self.log_budget.take(msg.src) {
+            tracing::warn!(
+                suppressed,
+                src = msg.src,
+                dst = msg.dst,
+                handle = msg.handle,
+                "{why}"
+            );
+        }
+        self.bounce(msg, answer);
     }
 
     /// Tells the sender of an undeliverable message that its reply will never come.
