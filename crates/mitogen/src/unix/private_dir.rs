@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use rustix::fs::{AtFlags, Mode, OFlags, CWD};
 
 /// Longest path `bind(2)` takes (`sun_path` less its terminating NUL).
-const SUN_PATH_MAX: usize = 107;
+const SUN_PATH_MAX: usize = crate::sys::SUN_PATH_MAX;
 
 /// A directory only this user may enter, held open.
 #[derive(Debug)]

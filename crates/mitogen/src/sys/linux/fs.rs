@@ -7,6 +7,10 @@ use std::path::PathBuf;
 
 use rustix::fs::{Mode, OFlags};
 
+/// Longest path `bind(2)` takes: `sun_path` (108 bytes on Linux) less its
+/// terminating NUL.
+pub(crate) const SUN_PATH_MAX: usize = 107;
+
 /// A path to `name` inside the directory open as `dir` that resolves through
 /// the descriptor, whatever has become of the directory's own path (renamed,
 /// replaced by a link): for calls such as `bind(2)` that take a path only.
@@ -94,6 +98,31 @@ mod tests {
             meta("f").ino(),
             std::fs::metadata(d.join("f")).unwrap().ino()
         );
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn a_socket_path_of_sun_path_max_bytes_binds_and_a_longer_one_does_not() {
+        use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
+        let d = tmpdir();
+        let bind = |len: usize| {
+            let mut p = d.as_os_str().to_owned();
+            p.push("/");
+            let name = "s".repeat(len - p.len());
+            p.push(name);
+            let fd = rustix::net::socket_with(
+                AddressFamily::UNIX,
+                SocketType::STREAM,
+                SocketFlags::CLOEXEC,
+                None,
+            )
+            .unwrap();
+            SocketAddrUnix::new(std::path::Path::new(&p)).and_then(|a| rustix::net::bind(&fd, &a))
+        };
+        assert!(bind(SUN_PATH_MAX).is_ok());
+        // Linux takes a path filling `sun_path` without its NUL too, which
+        // not every system (nor every C client) reads right: never made here.
+        assert!(bind(SUN_PATH_MAX + 2).is_err());
         std::fs::remove_dir_all(&d).unwrap();
     }
 }
