@@ -29,7 +29,7 @@
 //! | [`outlive_parent`] (context) | undoes [`die_with_parent`] for this process | `prctl(PR_SET_PDEATHSIG, 0)` | stop the parent-watch thread |
 //! | [`started_privileged`] (both) | true when the kernel raised the program's privileges at `exec` (set-user-ID, set-group-ID, file capabilities) | `getauxval(AT_SECURE)` | `issetugid(2)` |
 //! | [`set_controlling_terminal`] (master) | from `pre_exec`, after `setsid`: makes the given terminal the session's controlling terminal | `ioctl(TIOCSCTTY)` | the same ioctl (no port needed; here so every `pre_exec` call is in one place) |
-//! | [`peer_credentials`] (both) | uid, gid and (where known) pid of the process at the other end of a connected Unix socket, as of `connect`/`socketpair` | `SO_PEERCRED` | `getpeereid(3)` for uid and gid; the pid from `LOCAL_PEERPID` (macOS) or `LOCAL_PEERCRED`'s `cr_pid` (FreeBSD 13+) |
+//! | [`peer_credentials`], [`PeerCredentials`] (both) | uid, gid and (where known) pid of the process at the other end of a connected Unix socket, as of `connect`/`socketpair` | `SO_PEERCRED` | `getpeereid(3)` for uid and gid; the pid from `LOCAL_PEERPID` (macOS) or `LOCAL_PEERCRED`'s `cr_pid` (FreeBSD 13+) |
 //! | [`read_own_exe`], [`open_own_exe`] (master: upload; context: cache check) | the bytes of the image this process runs, even if its file was since replaced or deleted | `/proc/self/exe` | the path from `_NSGetExecutablePath` (macOS) or `sysctl(KERN_PROC_PATHNAME)` (FreeBSD), opened and checked against the running image's `dev`/`ino` taken at start-up (a replaced file is an error, not a different program) |
 //! | [`path_through_fd`] (master) | a path that resolves through an open directory descriptor, whatever became of the directory's own path (for `bind(2)`, which takes no descriptor) | `/proc/self/fd/N/name` | FreeBSD: `bindat(2)`; macOS: `fcntl(F_GETPATH)` then a `fstat` check that the path still names the same directory, failing if it does not |
 //! | [`SUN_PATH_MAX`] (master: the unix listener) | the longest path a Unix socket address holds | 107 (`sun_path[108]`) | 103 (`sun_path[104]`) |
@@ -56,3 +56,37 @@ pub(crate) use linux::*;
 
 #[cfg(any(test, not(target_os = "linux")))]
 pub(crate) mod portable;
+
+/// The contract's signatures, checked by the compiler: a platform module
+/// that lacks an item, or gives it another type, fails here with the item's
+/// name rather than somewhere in its callers.
+const _CONTRACT: () = {
+    use std::ffi::OsStr;
+    use std::fs::File;
+    use std::io::Result;
+    use std::os::fd::{BorrowedFd, OwnedFd};
+    use std::path::PathBuf;
+
+    fn has_a_descriptor<T: std::os::fd::AsFd + std::os::fd::AsRawFd>() {}
+
+    let _: fn(u32) -> Result<ProcessHandle> = ProcessHandle::open;
+    let _: fn(&ProcessHandle) -> Result<()> = ProcessHandle::kill;
+    let _ = has_a_descriptor::<ProcessHandle>;
+    let _: fn(u32) -> Result<()> = die_with_parent;
+    let _: fn() -> Result<()> = outlive_parent;
+    let _: fn() -> bool = started_privileged;
+    let _: fn(BorrowedFd<'_>) -> Result<()> = set_controlling_terminal;
+    let _: fn(BorrowedFd<'_>) -> Result<PeerCredentials> = peer_credentials;
+    let _: fn(PeerCredentials) -> (Option<u32>, u32, u32) = |c| (c.pid, c.uid, c.gid);
+    let _: fn() -> Result<Vec<u8>> = read_own_exe;
+    let _: fn() -> Result<File> = open_own_exe;
+    let _: fn(BorrowedFd<'_>, &OsStr) -> PathBuf = path_through_fd;
+    let _: usize = SUN_PATH_MAX;
+    let _: fn(BorrowedFd<'_>, &OsStr) -> Result<OwnedFd> = |dir, name| open_for_stat(dir, name);
+    let _: fn() -> Result<u64> = resident_set_kib;
+    let _: fn() = release_free_memory;
+    let _: fn() -> Result<(OwnedFd, OwnedFd)> = pipe;
+    let _: fn() -> Result<(OwnedFd, OwnedFd)> = relay_pipe;
+    let _: fn(BorrowedFd<'_>) -> bool = can_splice;
+    let _: fn(BorrowedFd<'_>, BorrowedFd<'_>, usize) -> rustix::io::Result<usize> = splice;
+};
