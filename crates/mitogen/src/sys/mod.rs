@@ -36,6 +36,7 @@
 //! | [`open_for_stat`] (context) | opens a name in a directory without following a link and without side effects (no device opened, no FIFO waited on), for `fstat` only | `O_PATH \| O_NOFOLLOW` | `fstatat(AT_SYMLINK_NOFOLLOW)` instead of an open |
 //! | [`resident_set_kib`] (context) | the process's resident set now, in KiB | `VmRSS` in `/proc/self/status` | `proc_pidinfo(PROC_PIDTASKINFO)` (macOS), `kinfo_proc.ki_rssize` (BSD) |
 //! | [`release_free_memory`] (context) | hands the allocator's free memory back to the system, or does nothing | `malloc_trim(0)` under glibc, nothing under musl | nothing (the system allocators return memory themselves) |
+//! | [`random_bytes`] (both) | fills a buffer from the kernel's random source (handles, the key of the handle generator) | `getrandom(2)` | `getentropy(2)`, 256 bytes a call (macOS, OpenBSD); `getrandom(2)` on FreeBSD |
 //! | [`pipe`] (both) | a close-on-exec pipe, atomically so (no fork in between may inherit it) | `pipe2(O_CLOEXEC)` | `pipe2` on the BSDs; on macOS `pipe` + `FD_CLOEXEC` under the lock std takes around `fork` |
 //! | [`relay_pipe`], [`splice`], [`can_splice`] (both: relays) | moves bytes descriptor to descriptor without copying them through this process; `EAGAIN` when the source is empty *or* the destination full, `Ok(0)` at the source's end, and never loses a byte it read | `splice(2)` through a pipe | `sys::portable`: a socketpair instead of the pipe and a copy by `recv(MSG_PEEK)`, write, then consume what was written (no byte is taken from the source before its destination took it); sources that are not sockets fall back to buffering frames whole, as terminals already do |
 //!
@@ -85,6 +86,7 @@ const _CONTRACT: () = {
     let _: fn(BorrowedFd<'_>, &OsStr) -> Result<OwnedFd> = |dir, name| open_for_stat(dir, name);
     let _: fn() -> Result<u64> = resident_set_kib;
     let _: fn() = release_free_memory;
+    let _: fn(&mut [u8]) -> Result<()> = random_bytes;
     let _: fn() -> Result<(OwnedFd, OwnedFd)> = pipe;
     let _: fn() -> Result<(OwnedFd, OwnedFd)> = relay_pipe;
     let _: fn(BorrowedFd<'_>) -> bool = can_splice;
