@@ -16,13 +16,7 @@ pub fn getpid() -> u32 {
 /// The remote process's resident set size (`VmRSS`) in KiB.
 #[crate::remote]
 pub fn rss_kib() -> std::io::Result<u64> {
-    let status = std::fs::read_to_string("/proc/self/status")?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
-        .ok_or_else(|| std::io::Error::other("no VmRSS in /proc/self/status"))
+    crate::sys::resident_set_kib()
 }
 
 /// What a command run by [`run_command`] did.
@@ -67,18 +61,13 @@ pub fn run_command(argv: Vec<String>) -> std::io::Result<CommandOutput> {
     // signal (sent when the forking *thread* exits) means the process is gone.
     let parent = std::process::id();
     // SAFETY: the closure runs between fork and exec and makes only
-    // async-signal-safe system calls (setsid, prctl, getppid); it allocates
+    // async-signal-safe system calls (setsid, `sys::die_with_parent`); it allocates
     // nothing, not even for an error (an `Errno` converts to an OS error
     // without one).
     unsafe {
         std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
             rustix::process::setsid()?;
-            rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))?;
-            // The parent may have died before the prctl took effect.
-            if rustix::process::getppid().map(|p| p.as_raw_nonzero().get() as u32) != Some(parent) {
-                return Err(rustix::io::Errno::SRCH.into());
-            }
-            Ok(())
+            crate::sys::die_with_parent(parent)
         });
     }
     let out = cmd

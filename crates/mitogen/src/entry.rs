@@ -15,9 +15,7 @@ pub fn is_child() -> bool {
 /// (set-user-ID, set-group-ID, file capabilities; `AT_SECURE` in the
 /// auxiliary vector): whoever started it is less privileged than it is.
 fn started_privileged() -> bool {
-    // SAFETY: getauxval only reads the auxiliary vector, which the kernel
-    // set up before the program started and nothing changes.
-    unsafe { libc::getauxval(libc::AT_SECURE) != 0 }
+    crate::sys::started_privileged()
 }
 
 /// Refuses child mode in a program the kernel started with raised

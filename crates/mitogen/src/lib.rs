@@ -50,6 +50,7 @@ pub mod master;
 pub mod methods;
 pub mod parent;
 mod router;
+pub(crate) mod sys;
 pub mod target;
 #[doc(hidden)]
 pub mod testing;

@@ -330,15 +330,13 @@ fn accept_all(fd: &OwnedFd, waiting: &mut Vec<Waiting>) {
 
 /// The peer's pid if it runs as this process's user.
 fn check_peer(fd: &OwnedFd) -> std::result::Result<i32, String> {
-    let cred =
-        rustix::net::sockopt::socket_peercred(fd).map_err(|e| format!("SO_PEERCRED: {e}"))?;
-    let me = rustix::process::geteuid();
-    let pid = cred.pid.as_raw_nonzero().get();
+    let cred = crate::sys::peer_credentials(fd.as_fd()).map_err(|e| format!("SO_PEERCRED: {e}"))?;
+    let me = rustix::process::geteuid().as_raw();
+    let pid = cred.pid.map_or(-1, |p| p as i32);
     if cred.uid != me {
         return Err(format!(
-            "pid {pid} runs as uid {}, not {} like this master",
-            cred.uid.as_raw(),
-            me.as_raw()
+            "pid {pid} runs as uid {}, not {me} like this master",
+            cred.uid
         ));
     }
     Ok(pid)
@@ -417,18 +415,17 @@ pub fn connect(path: impl AsRef<Path>) -> Result<Client> {
     let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
     let fd = connect_by_path(path, deadline)
         .map_err(|e| io(&format!("connecting to {}", path.display()), e))?;
-    let server = rustix::net::sockopt::socket_peercred(&fd)
+    let server = crate::sys::peer_credentials(fd.as_fd())
         .map_err(|e| refused(format!("SO_PEERCRED: {e}")))?;
     // Not even root's: a real master serves only its own user, so a socket
     // served by any other uid is not one, whoever runs it.
-    let me = rustix::process::geteuid();
+    let me = rustix::process::geteuid().as_raw();
     if server.uid != me {
         return Err(refused(format!(
-            "the socket is served by pid {} as uid {}, not uid {} like this process: \
+            "the socket is served by pid {} as uid {}, not uid {me} like this process: \
              not a master of this user, refused",
-            server.pid.as_raw_nonzero(),
-            server.uid.as_raw(),
-            me.as_raw()
+            server.pid.map_or(-1, |p| p as i64),
+            server.uid,
         )));
     }
     bootstrap::write_all(fd.as_fd(), HELLO, deadline)

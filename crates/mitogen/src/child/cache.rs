@@ -103,7 +103,7 @@ impl Entry {
     /// first stage leaves it so), and hold this process's own executable
     /// under the name `hash`.
     pub(crate) fn own(dir: OwnedFd, hash: &str) -> Option<Entry> {
-        let exe = fs::File::open("/proc/self/exe").ok()?;
+        let exe = crate::sys::open_own_exe().ok()?;
         let entry = Entry::in_dir(dir, hash, exe)?;
         let found = stat_at(&entry.dir, hash)?;
         same_file(&found, &entry.file.metadata().ok()?).then_some(entry)
@@ -230,13 +230,7 @@ pub(crate) fn tend(entry: &Entry, now: SystemTime) {
 /// What `name` in `dir` is, itself (a link is not followed), opened without
 /// side effects (`O_PATH`: no device is opened, no FIFO waited on).
 fn stat_at(dir: impl AsFd, name: &str) -> Option<fs::Metadata> {
-    let fd = rustix::fs::openat(
-        dir,
-        name,
-        OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .ok()?;
+    let fd = crate::sys::open_for_stat(dir, name.as_ref()).ok()?;
     fs::File::from(fd).metadata().ok()
 }
 

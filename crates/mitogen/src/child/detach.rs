@@ -22,7 +22,7 @@ pub(crate) fn is_detached() -> bool {
 /// losing its parent stream no longer ends it.
 #[crate::remote]
 pub fn detach_self() -> std::io::Result<()> {
-    rustix::process::set_parent_process_death_signal(None)?;
+    crate::sys::outlive_parent()?;
     // Fails only if we already lead a process group: then we are on our own
     // already.
     let _ = rustix::process::setsid();

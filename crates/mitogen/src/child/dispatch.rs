@@ -62,11 +62,7 @@ const TRIM_AFTER: usize = 256;
 /// calls most of its life, no longer needs; glibc keeps it otherwise. Cheap
 /// (tens of microseconds), and done only when a burst has ended.
 fn release_free_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only walks the allocator's own free lists.
-    unsafe {
-        libc::malloc_trim(0);
-    }
+    crate::sys::release_free_memory();
 }
 
 impl Dispatcher {

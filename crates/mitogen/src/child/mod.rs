@@ -82,8 +82,8 @@ fn take_stdio() -> std::io::Result<(Arc<Side>, Arc<Side>, OwnedFd, OwnedFd)> {
         rustix::fs::Mode::empty(),
     )?;
     rustix::stdio::dup2_stdin(&null)?;
-    let (out_r, out_w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
-    let (err_r, err_w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
+    let (out_r, out_w) = crate::sys::pipe()?;
+    let (err_r, err_w) = crate::sys::pipe()?;
     rustix::stdio::dup2_stdout(&out_w)?;
     rustix::stdio::dup2_stderr(&err_w)?;
     Ok((rx, tx, out_r, err_r))
@@ -94,13 +94,11 @@ fn take_stdio() -> std::io::Result<(Arc<Side>, Arc<Side>, OwnedFd, OwnedFd)> {
 fn arm_parent_death_signal() {
     let Some(expected) = std::env::var(PARENT_PID_ENV)
         .ok()
-        .and_then(|s| s.parse::<i32>().ok())
+        .and_then(|s| s.parse::<u32>().ok())
     else {
         return;
     };
-    let _ = rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL));
-    let parent = rustix::process::getppid().map(|p| p.as_raw_nonzero().get());
-    if parent != Some(expected) {
+    if crate::sys::die_with_parent(expected).is_err() {
         std::process::exit(1);
     }
 }
@@ -112,7 +110,7 @@ fn own_hash_is_right() -> bool {
     let Some(expected) = std::env::var_os(HASH_ENV) else {
         return true;
     };
-    match std::fs::read("/proc/self/exe") {
+    match crate::sys::read_own_exe() {
         Ok(bytes) => {
             crate::master::binary::content_hash(&bytes).as_bytes() == expected.as_encoded_bytes()
         }

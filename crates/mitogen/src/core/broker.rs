@@ -1,7 +1,7 @@
 //! [`Broker`]: the one thread per process that drives every descriptor.
 //!
-//! The broker owns the poller (mio: epoll on Linux, kqueue on the BSDs and macOS)
-//! and reacts to readiness: it reads and decodes frames and hands them to the
+//! The broker owns the poller (mio: epoll on Linux; kqueue on the BSDs and
+//! macOS, where the crate does not build yet: see `sys/`) and reacts to readiness: it reads and decodes frames and hands them to the
 //! router, finishes writes that a sending thread could not complete, forwards the
 //! output of the process's own stdout/stderr as log records, reaps exited child
 //! processes and runs timers. Other threads talk to it by queueing closures

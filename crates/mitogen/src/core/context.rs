@@ -31,7 +31,7 @@ pub(crate) enum Exited {
 /// The local process behind a context this router started.
 pub(crate) struct ChildProcess {
     pub pid: u32,
-    pub pidfd: Option<OwnedFd>,
+    pub pidfd: Option<crate::sys::ProcessHandle>,
     pub exit: Arc<ExitCell>,
     /// The transport's prompt terminal, held open while it runs (closing it
     /// would hang the transport up).
@@ -45,7 +45,7 @@ impl ChildProcess {
             return;
         }
         if let Some(fd) = &self.pidfd {
-            let _ = rustix::process::pidfd_send_signal(fd, rustix::process::Signal::KILL);
+            let _ = fd.kill();
         }
     }
 }

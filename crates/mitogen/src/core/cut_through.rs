@@ -33,27 +33,13 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use rustix::io::Errno;
-use rustix::pipe::{PipeFlags, SpliceFlags};
 
 /// Bodies at least this large are relayed as they arrive; smaller ones are
 /// buffered whole (a pipe costs more than copying them).
 pub const CUT_THROUGH_MIN: usize = 256 * 1024;
 
-/// The pipe size asked for: one 1 MiB chunk fits in flight. The kernel may
-/// give less (an unprivileged user past `pipe-user-pages-soft`); any size works.
-const PIPE_SIZE: usize = 1 << 20;
-
-/// True when `fd` can be a `splice(2)` endpoint: a socket or a pipe (a
-/// terminal, which `su` streams use, cannot).
-pub(crate) fn can_splice(fd: BorrowedFd<'_>) -> bool {
-    match rustix::fs::fstat(fd) {
-        Ok(st) => {
-            let t = rustix::fs::FileType::from_raw_mode(st.st_mode);
-            matches!(t, rustix::fs::FileType::Socket | rustix::fs::FileType::Fifo)
-        }
-        Err(_) => false,
-    }
-}
+/// True when `fd` can be a `splice(2)` endpoint (`sys` says which can).
+pub(crate) use crate::sys::can_splice;
 
 /// The body of one frame in transit: the pipe it passes through and how far it
 /// has got. Shared by the incoming stream's reader, which fills the pipe, and
@@ -109,9 +95,7 @@ impl CutThrough {
     /// A pipe for `body` more bytes of a frame. `own_trailer`: whether this relay
     /// appends the trailer byte.
     pub(crate) fn new(body: usize, own_trailer: bool) -> io::Result<CutThrough> {
-        let (pipe_r, pipe_w) = rustix::pipe::pipe_with(PipeFlags::CLOEXEC | PipeFlags::NONBLOCK)?;
-        // Best effort: a smaller pipe only means more system calls.
-        let _ = rustix::pipe::fcntl_setpipe_size(&pipe_w, PIPE_SIZE);
+        let (pipe_r, pipe_w) = crate::sys::relay_pipe()?;
         Ok(CutThrough {
             pipe_r,
             pipe_w,
@@ -163,14 +147,7 @@ impl CutThrough {
         }
         loop {
             let held = self.in_pipe.load(Ordering::Acquire);
-            let r = rustix::pipe::splice(
-                from,
-                None,
-                &self.pipe_w,
-                None,
-                want,
-                SpliceFlags::NONBLOCK | SpliceFlags::MOVE,
-            );
+            let r = crate::sys::splice(from, self.pipe_w.as_fd(), want);
             return match r {
                 Ok(0) => Ok(Fill::Eof),
                 Ok(n) => {
@@ -216,14 +193,7 @@ impl CutThrough {
         let status = if written < self.body {
             let held = self.in_pipe.load(Ordering::Acquire);
             if held > 0 {
-                let r = rustix::pipe::splice(
-                    &self.pipe_r,
-                    None,
-                    to,
-                    None,
-                    held,
-                    SpliceFlags::NONBLOCK | SpliceFlags::MOVE,
-                );
+                let r = crate::sys::splice(self.pipe_r.as_fd(), to, held);
                 if let Ok(n) = r {
                     self.in_pipe.fetch_sub(n, Ordering::AcqRel);
                 }

@@ -68,14 +68,7 @@ fn refill() {
 /// A fresh secret key from the kernel's random source.
 fn random_key() -> std::io::Result<[u8; 32]> {
     let mut key = [0u8; 32];
-    let mut filled = 0;
-    while filled < key.len() {
-        match rustix::rand::getrandom(&mut key[filled..], rustix::rand::GetRandomFlags::empty()) {
-            Ok(n) => filled += n,
-            Err(rustix::io::Errno::INTR) => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
+    crate::sys::random_bytes(&mut key)?;
     Ok(key)
 }
 

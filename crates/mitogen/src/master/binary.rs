@@ -126,8 +126,8 @@ impl Binaries {
         self.own
             .get_or_init(|| {
                 let path = std::env::current_exe().map_err(|e| e.to_string())?;
-                // /proc/self/exe still reads if the file was replaced on disk.
-                let bytes = std::fs::read("/proc/self/exe")
+                // The running image still reads if the file was replaced on disk.
+                let bytes = crate::sys::read_own_exe()
                     .or_else(|_| std::fs::read(&path))
                     .map_err(|e| format!("reading own executable: {e}"))?;
                 Ok(Arc::new(Binary {

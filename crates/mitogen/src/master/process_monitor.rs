@@ -5,7 +5,7 @@
 //! records its status, without a `SIGCHLD` handler that would fight with the
 //! program's own.
 
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, RawFd};
 use std::process::{Child, ExitStatus};
 use std::sync::{Arc, Mutex};
 
@@ -38,7 +38,7 @@ impl ExitCell {
 
 /// One watched process: its pidfd and the `Child` to reap.
 pub(crate) struct ProcessWatch {
-    pidfd: OwnedFd,
+    pidfd: crate::sys::ProcessHandle,
     child: Child,
     exit: Arc<ExitCell>,
 }
@@ -46,9 +46,7 @@ pub(crate) struct ProcessWatch {
 impl ProcessWatch {
     /// Watches `child`; `exit` receives its status.
     pub(crate) fn new(child: Child, exit: Arc<ExitCell>) -> std::io::Result<ProcessWatch> {
-        let pid = rustix::process::Pid::from_raw(child.id() as i32)
-            .ok_or_else(|| std::io::Error::other("invalid pid"))?;
-        let pidfd = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty())?;
+        let pidfd = crate::sys::ProcessHandle::open(child.id())?;
         Ok(ProcessWatch { pidfd, child, exit })
     }
 

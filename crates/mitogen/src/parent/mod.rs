@@ -371,8 +371,7 @@ fn attempt(
 
     let pid = child.id();
     let exit = Arc::new(ExitCell::default());
-    let pidfd = rustix::process::Pid::from_raw(pid as i32)
-        .and_then(|p| rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty()).ok());
+    let pidfd = crate::sys::ProcessHandle::open(pid).ok();
     match ProcessWatch::new(child, exit.clone()) {
         Ok(w) => router.broker.add_process(w),
         Err(e) => tracing::warn!(context = name, "cannot watch process {pid}: {e}"),

@@ -37,15 +37,14 @@ pub(crate) fn open_pty() -> io::Result<(OwnedFd, OwnedFd)> {
 pub(crate) fn attach(cmd: &mut Command, slave: &OwnedFd) -> io::Result<()> {
     let raw = slave.as_raw_fd();
     // SAFETY: runs between fork and exec and makes only async-signal-safe
-    // system calls (setsid, ioctl).
+    // system calls (setsid, `sys::set_controlling_terminal`).
     unsafe {
         std::os::unix::process::CommandExt::pre_exec(cmd, move || {
             rustix::process::setsid()?;
             // SAFETY: `raw` stays open in the parent until the spawn returns, so
             // it is open in the forked child too.
             let fd = std::os::fd::BorrowedFd::borrow_raw(raw);
-            rustix::process::ioctl_tiocsctty(fd)?;
-            Ok(())
+            crate::sys::set_controlling_terminal(fd)
         });
     }
     Ok(())

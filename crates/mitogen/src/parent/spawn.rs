@@ -35,7 +35,7 @@ pub(crate) fn create_child(mut cmd: Command, capture_stderr: bool) -> io::Result
     cmd.stdin(Stdio::from(theirs.try_clone()?))
         .stdout(Stdio::from(theirs));
     let stderr = if capture_stderr {
-        let (r, w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
+        let (r, w) = crate::sys::pipe()?;
         cmd.stderr(Stdio::from(w));
         Some(r)
     } else {

@@ -9,13 +9,13 @@
 
 use std::ffi::{OsStr, OsString};
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use rustix::fs::{AtFlags, Mode, OFlags, CWD};
 
 /// Longest path `bind(2)` takes (`sun_path` less its terminating NUL).
-const SUN_PATH_MAX: usize = 107;
+const SUN_PATH_MAX: usize = crate::sys::SUN_PATH_MAX;
 
 /// A directory only this user may enter, held open.
 #[derive(Debug)]
@@ -106,8 +106,7 @@ impl PrivateDir {
     /// A path to `name` inside this directory that resolves through the
     /// open descriptor, whatever has become of [`path`](Self::path).
     pub(super) fn path_through_fd(&self, name: &OsStr) -> io::Result<PathBuf> {
-        let mut p = PathBuf::from(format!("/proc/self/fd/{}", self.fd.as_raw_fd()));
-        p.push(name);
+        let p = crate::sys::path_through_fd(self.fd.as_fd(), name);
         if p.as_os_str().len() > SUN_PATH_MAX {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,

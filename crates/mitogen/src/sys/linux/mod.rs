@@ -1,0 +1,19 @@
+//! The Linux implementation of the contract in `sys/mod.rs`.
+
+mod exe;
+mod fs;
+mod memory;
+mod peer;
+mod process;
+mod random;
+mod splice;
+mod tty;
+
+pub(crate) use exe::{open_own_exe, read_own_exe};
+pub(crate) use fs::{open_for_stat, path_through_fd, SUN_PATH_MAX};
+pub(crate) use memory::{release_free_memory, resident_set_kib};
+pub(crate) use peer::{peer_credentials, PeerCredentials};
+pub(crate) use process::{die_with_parent, outlive_parent, started_privileged, ProcessHandle};
+pub(crate) use random::random_bytes;
+pub(crate) use splice::{can_splice, pipe, relay_pipe, splice};
+pub(crate) use tty::set_controlling_terminal;
