@@ -56,13 +56,14 @@ pub mod testing;
 pub mod unix;
 
 pub use crate::core::call::{CallChain, PendingCall};
+pub use crate::core::cancel::{cancelled, CancelToken};
 pub use crate::core::channel::{Receiver, Recv, Sender};
 pub use crate::core::context::Context;
 pub use crate::core::error::{CallError, CallErrorKind, Error, Result, TransportFailure};
 pub use crate::core::latch::Latch;
 pub use crate::core::message::ContextId;
 pub use crate::core::payload::{Blob, Payload};
-pub use crate::core::remote::RemoteFn;
+pub use crate::core::remote::{IntoArgs, RemoteFn};
 pub use crate::core::secret::Secret;
 pub use crate::core::select::{Select, Selectable};
 pub use crate::core::signals::{Signal, Subscription};
@@ -73,7 +74,7 @@ pub use methods::ssh::Ssh;
 pub use methods::su::Su;
 pub use methods::sudo::Sudo;
 pub use mitogen_macros::{main, remote};
-pub use router::{ConnectOptions, Router, RouterBuilder};
+pub use router::{ConnectOptions, IntoTarget, Router, RouterBuilder};
 pub use target::Target;
 
 /// Items used by the code `#[mitogen::remote]` generates. Not a public API.
