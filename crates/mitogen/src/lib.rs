@@ -18,8 +18,8 @@
 //! #[mitogen::main]
 //! fn main(router: mitogen::Router) -> Result<(), mitogen::Error> {
 //!     let child = router.local()?;                        // same executable, new process
-//!     let free = child.call(disk_free, ("/".into(),))?;   // typed, checked at compile time
-//!     let pending = child.call_async(disk_free, ("/tmp".into(),)); // pipelined
+//!     let free = child.call(disk_free, "/")?;             // typed, checked at compile time
+//!     let pending = child.call_async(disk_free, "/tmp");  // pipelined
 //!     println!("{free} {}", pending.get()?);
 //!     Ok(())
 //! }
@@ -34,6 +34,8 @@
 //! * [`Context::call`], [`Context::call_async`] (also a `Future`),
 //!   [`Context::call_no_reply`] and [`CallChain`] cover blocking, async and
 //!   pipelined use; [`Sender`]/[`Receiver`] stream values between contexts.
+//!   A function of one argument takes it bare or in a tuple ([`IntoArgs`]);
+//!   dropping a [`PendingCall`] cancels the call ([`cancelled`]).
 //!
 //! The protocol (frame layout, handles, the bootstrap of a child) is described
 //! in `docs/protocol.md` and in the [`core`] module docs.

@@ -205,11 +205,10 @@ fn run() -> std::io::Result<()> {
             handles::CANCEL_CALL,
             Sink::Func(Arc::new(move |msg: Message| {
                 // The reply handle of the call; anything else is ignored.
-                let Ok(handle) = <[u8; 4]>::try_from(&msg.body[..]) else {
+                let Some(handle) = crate::core::cancel::decode_cancel(&msg.body) else {
                     tracing::debug!(src = msg.src, "malformed call cancellation ignored");
                     return;
                 };
-                let handle = u32::from_le_bytes(handle);
                 if inflight.cancel(msg.src, handle) {
                     tracing::debug!(src = msg.src, "call cancelled by its caller");
                 }

@@ -246,7 +246,7 @@ impl<T> Drop for PendingCall<T> {
                 router.send(Message {
                     dst: self.ctx.id(),
                     handle: handles::CANCEL_CALL,
-                    body: Bytes::copy_from_slice(&self.handle.to_le_bytes()),
+                    body: super::cancel::encode_cancel(self.handle),
                     ..Default::default()
                 });
             }
@@ -297,6 +297,9 @@ static NEXT_CHAIN: AtomicU64 = AtomicU64::new(1);
 /// chain.call(write, ("/tmp/app/x".into(), b"hi".to_vec()))?; // fails with mkdir's error
 /// # Ok(()) }
 /// ```
+///
+/// A concurrent function (`#[mitogen::remote(concurrent)]`) called through a
+/// chain runs in the chain's order, on the context's main thread.
 pub struct CallChain {
     ctx: Context,
     id: u64,

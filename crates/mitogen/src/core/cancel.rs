@@ -51,6 +51,17 @@ pub fn cancelled() -> bool {
     CURRENT.with(|c| c.borrow().as_ref().is_some_and(CancelToken::is_cancelled))
 }
 
+/// The body of a `CANCEL_CALL` message: the call's reply handle.
+pub(crate) fn encode_cancel(reply_to: u32) -> bytes::Bytes {
+    bytes::Bytes::copy_from_slice(&reply_to.to_le_bytes())
+}
+
+/// The reply handle a `CANCEL_CALL` body names; `None` for a body of any
+/// other length.
+pub(crate) fn decode_cancel(body: &[u8]) -> Option<u32> {
+    <[u8; 4]>::try_from(body).ok().map(u32::from_le_bytes)
+}
+
 /// Makes `token` this thread's current one until the guard is dropped.
 pub(crate) fn enter(token: CancelToken) -> CurrentGuard {
     CURRENT.with(|c| *c.borrow_mut() = Some(token));
