@@ -116,14 +116,21 @@ struct Pool {
     tx: mpsc::Sender<Job>,
     rx: Arc<Mutex<mpsc::Receiver<Job>>>,
     threads: usize,
-    /// Calls handed to the pool and not finished, and idle threads.
     state: Arc<(Mutex<PoolState>, Condvar)>,
 }
 
+/// What the pool is doing. Every job sent is matched by one thread taking
+/// it: an idle thread claimed for it, a thread started for it, or (all
+/// busy) the next thread that finishes, which then takes a queued job
+/// instead of counting itself idle.
 #[derive(Default)]
 struct PoolState {
+    /// Calls handed to the pool and not finished.
     running: usize,
+    /// Threads waiting for a job that no sent job has claimed.
     idle: usize,
+    /// Jobs sent while every thread was busy.
+    queued: usize,
 }
 
 impl Pool {
@@ -137,30 +144,30 @@ impl Pool {
         }
     }
 
-    /// Runs `job` on the pool; on the calling thread if no thread can be
-    /// started.
+    /// Runs `job` on the pool; on the calling thread if the pool has no
+    /// thread and none can be started.
     fn run(&mut self, job: Job) {
-        let idle = {
-            let mut st = self.state.0.lock().unwrap_or_else(|e| e.into_inner());
+        {
+            let state = self.state.clone();
+            let mut st = state.0.lock().unwrap_or_else(|e| e.into_inner());
+            if st.idle > 0 {
+                st.idle -= 1;
+            } else if self.threads < POOL_THREADS && self.spawn().is_ok() {
+                // The new thread takes this job.
+            } else if self.threads > 0 {
+                st.queued += 1;
+            } else {
+                drop(st);
+                job();
+                return;
+            }
             st.running += 1;
-            st.idle
-        };
-        if idle == 0 && self.threads < POOL_THREADS && self.spawn().is_err() && self.threads == 0 {
-            self.done_one();
-            job();
-            return;
         }
         if let Err(mpsc::SendError(job)) = self.tx.send(job) {
-            self.done_one();
+            // Cannot happen while `self` holds the receiver too; run it here
+            // rather than lose it.
             job();
         }
-    }
-
-    fn done_one(&self) {
-        let (lock, cv) = &*self.state;
-        let mut st = lock.lock().unwrap_or_else(|e| e.into_inner());
-        st.running -= 1;
-        cv.notify_all();
     }
 
     fn spawn(&mut self) -> std::io::Result<()> {
@@ -169,17 +176,17 @@ impl Pool {
         std::thread::Builder::new()
             .name(format!("mitogen-call-{}", self.threads))
             .spawn(move || loop {
-                {
-                    state.0.lock().unwrap_or_else(|e| e.into_inner()).idle += 1;
-                }
                 let job = rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
-                {
-                    state.0.lock().unwrap_or_else(|e| e.into_inner()).idle -= 1;
-                }
                 let Ok(job) = job else { return };
                 job();
                 let (lock, cv) = &*state;
-                lock.lock().unwrap_or_else(|e| e.into_inner()).running -= 1;
+                let mut st = lock.lock().unwrap_or_else(|e| e.into_inner());
+                st.running -= 1;
+                if st.queued > 0 {
+                    st.queued -= 1;
+                } else {
+                    st.idle += 1;
+                }
                 cv.notify_all();
             })?;
         self.threads += 1;

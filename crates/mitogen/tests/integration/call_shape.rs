@@ -281,3 +281,29 @@ pub fn ordinary_calls_stay_in_order(router: &Router) -> Result<()> {
     }
     Ok(())
 }
+
+/// More concurrent calls than the pool has threads: the rest wait for a
+/// thread and all finish, faster than one after the other.
+pub fn concurrent_calls_beyond_the_pool_queue(router: &Router) -> Result<()> {
+    let ctx = local(router)?;
+    // Warm the pool up, so that starting threads is not timed.
+    let warm: Vec<_> = (0..4).map(|_| ctx.call_async(sleep_beside, 50)).collect();
+    for w in warm {
+        w.get()?;
+    }
+    let t = Instant::now();
+    let calls: Vec<_> = (0..8).map(|_| ctx.call_async(sleep_beside, 400)).collect();
+    for c in calls {
+        ensure!(c.get()? == 400);
+    }
+    let took = t.elapsed();
+    ensure!(
+        took >= Duration::from_millis(800),
+        "8 calls on 4 threads took {took:?}"
+    );
+    ensure!(
+        took < Duration::from_millis(2400),
+        "8 calls on 4 threads took {took:?}"
+    );
+    Ok(())
+}

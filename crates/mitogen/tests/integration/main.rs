@@ -239,6 +239,7 @@ fn main() {
             test!(call_shape::sibling_cannot_cancel_a_call),
             test!(call_shape::concurrent_calls_overlap),
             test!(call_shape::ordinary_calls_stay_in_order),
+            test!(call_shape::concurrent_calls_beyond_the_pool_queue),
         ];
         let failed = harness::run_tests(&router, &tests);
         switch_user::cleanup();
