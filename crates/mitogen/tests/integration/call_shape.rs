@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Result};
 use bytes::Bytes;
 use mitogen::core::message::{handles, ContextId, Message, MASTER_ID};
-use mitogen::{Context, Error, Local, Router};
+use mitogen::{Blob, Context, Error, Local, Router, Sender};
 
 use crate::calls::{add, pid};
 use crate::hostile_tree::write_raw_up;
@@ -305,5 +305,43 @@ pub fn concurrent_calls_beyond_the_pool_queue(router: &Router) -> Result<()> {
         took < Duration::from_millis(2400),
         "8 calls on 4 threads took {took:?}"
     );
+    Ok(())
+}
+
+/// Sends a `CANCEL_CALL` for `handle` to `dst` from the context it runs in,
+/// as a context may: through a sender forged to point at the handle.
+#[mitogen::remote]
+pub fn cancel_as_me(dst: ContextId, handle: u32) -> anyhow::Result<()> {
+    let to: Sender<Blob> =
+        postcard::from_bytes(&postcard::to_allocvec(&(dst, handles::CANCEL_CALL, 0u32))?)?;
+    to.send(Blob(Bytes::copy_from_slice(&handle.to_le_bytes())))?;
+    Ok(())
+}
+
+/// The parent of a context (an ancestor with authority over it) cannot
+/// cancel the calls the master makes there; the master, its caller, can.
+pub fn another_ancestor_cannot_cancel_a_call(router: &Router) -> Result<()> {
+    let host = router.start(None, Local::new().name("shape-anc-host"))?;
+    let gc = router.start(Some(&host), Local::new().name("shape-anc-gc"))?;
+    let _down = Down(vec![gc.clone(), host.clone()]);
+    // The path works: the caller's own cancellation, sent the same way.
+    // A cancelled call sends no reply: its outcome is asked for after it.
+    let mine = gc.call_async(wait_for_cancel, 5000);
+    cancel_as_me(gc.id(), mine.reply_handle())?;
+    // Skipped before it started (0) or stopped while it ran (1).
+    let got = gc.call(outcome, ())?;
+    ensure!(
+        got == 0 || got == 1,
+        "the caller's own cancellation did not arrive ({got})"
+    );
+    drop(mine);
+    // The parent hop tries the same for the master's next call.
+    let theirs = gc.call_async(wait_for_cancel, 1500);
+    host.call(cancel_as_me, (gc.id(), theirs.reply_handle()))?;
+    match theirs.get_timeout(Duration::from_secs(10)) {
+        Ok(false) => {}
+        other => bail!("the parent hop cancelled the master's call: {other:?}"),
+    }
+    ensure!(gc.call(outcome, ())? == 2);
     Ok(())
 }

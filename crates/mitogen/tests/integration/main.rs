@@ -240,6 +240,7 @@ fn main() {
             test!(call_shape::concurrent_calls_overlap),
             test!(call_shape::ordinary_calls_stay_in_order),
             test!(call_shape::concurrent_calls_beyond_the_pool_queue),
+            test!(call_shape::another_ancestor_cannot_cancel_a_call),
         ];
         let failed = harness::run_tests(&router, &tests);
         switch_user::cleanup();
