@@ -103,7 +103,8 @@ fn expand_remote(func: ItemFn, concurrent: bool) -> syn::Result<TokenStream2> {
     if sig.asyncness.is_some() {
         return Err(syn::Error::new_spanned(
             sig.asyncness,
-            "remote functions cannot be async (they run on the context's main thread)",
+            "remote functions cannot be async (they run on a thread of the context: its main \
+             thread, or its pool with #[mitogen::remote(concurrent)])",
         ));
     }
     let mut arg_types = Vec::new();

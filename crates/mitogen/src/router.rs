@@ -497,6 +497,9 @@ impl Router {
     /// let worker = router.start(Some(&web), Local::new())?;        // a second process on web1
     /// # Ok(()) }
     /// ```
+    ///
+    /// [`Context::start`] says the same from the context's side:
+    /// `web.start(Local::new())`.
     pub fn start(&self, via: Option<&Context>, method: impl Into<Method>) -> Result<Context> {
         let method = method.into();
         self.check_can_spawn(&method)?;
