@@ -20,20 +20,40 @@ use syn::{parse_macro_input, FnArg, GenericArgument, ItemFn, PathArguments, Retu
 /// assert_eq!(ctx.call(add, (1, 2))?, 3);       // the same function, in `ctx`
 /// ```
 ///
+/// A function of one argument also takes it bare (`ctx.call(double, 21)` as
+/// well as `ctx.call(double, (21,))`), and one whose single argument is a
+/// `String` also takes a `&str` (`ctx.call(disk_free, "/")`).
+///
+/// Calls into a context run one at a time, in order, on its main thread.
+/// `#[mitogen::remote(concurrent)]` lets a function run on a small pool of
+/// the context's threads instead, beside other calls (for calls that wait:
+/// on the network, on a child process, on a lock). Such a call made through
+/// a `CallChain` still runs in the chain's order.
+///
 /// Arguments must be owned `serde` types (no references, no generics). A
 /// function returning `Result<T, E>` (any type named `Result`, such as
 /// `std::io::Result<T>` or `anyhow::Result<T>`) sends `T` back on success and its
 /// error, with the `source()` chain, as a `CallError`; `E` must convert into
-/// `Box<dyn Error + Send + Sync>`.
+/// `Box<dyn Error + Send + Sync>`. While it runs in a context,
+/// `mitogen::cancelled()` tells whether its caller gave up waiting.
 #[proc_macro_attribute]
 pub fn remote(attr: TokenStream, item: TokenStream) -> TokenStream {
-    if !attr.is_empty() {
-        return syn::Error::new(Span::call_site(), "#[mitogen::remote] takes no arguments")
+    let concurrent = if attr.is_empty() {
+        false
+    } else {
+        let word = parse_macro_input!(attr as syn::Ident);
+        if word != "concurrent" {
+            return syn::Error::new_spanned(
+                word,
+                "#[mitogen::remote] takes no argument but `concurrent`",
+            )
             .to_compile_error()
             .into();
-    }
+        }
+        true
+    };
     let func = parse_macro_input!(item as ItemFn);
-    match expand_remote(func) {
+    match expand_remote(func, concurrent) {
         Ok(t) => t.into(),
         Err(e) => e.to_compile_error().into(),
     }
@@ -55,7 +75,24 @@ fn result_ok_type(ty: &Type) -> Option<&Type> {
     }
 }
 
-fn expand_remote(func: ItemFn) -> syn::Result<TokenStream2> {
+/// True for a type written `String` or `std::string::String` (with or
+/// without a leading `::`): such an argument also takes a `&str`.
+fn is_string(ty: &Type) -> bool {
+    let Type::Path(p) = ty else { return false };
+    if p.qself.is_some() {
+        return false;
+    }
+    let names: Vec<String> = p
+        .path
+        .segments
+        .iter()
+        .map(|s| s.ident.to_string())
+        .collect();
+    let plain = p.path.segments.iter().all(|s| s.arguments.is_none());
+    plain && (names == ["String"] || names == ["std", "string", "String"])
+}
+
+fn expand_remote(func: ItemFn, concurrent: bool) -> syn::Result<TokenStream2> {
     let sig = &func.sig;
     if !sig.generics.params.is_empty() || sig.generics.where_clause.is_some() {
         return Err(syn::Error::new_spanned(
@@ -66,7 +103,8 @@ fn expand_remote(func: ItemFn) -> syn::Result<TokenStream2> {
     if sig.asyncness.is_some() {
         return Err(syn::Error::new_spanned(
             sig.asyncness,
-            "remote functions cannot be async (they run on the context's main thread)",
+            "remote functions cannot be async (they run on a thread of the context: its main \
+             thread, or its pool with #[mitogen::remote(concurrent)])",
         ));
     }
     let mut arg_types = Vec::new();
@@ -114,6 +152,31 @@ fn expand_remote(func: ItemFn) -> syn::Result<TokenStream2> {
         .collect();
     let args_tuple = quote!((#(#arg_types,)*));
     let name_str = name.to_string();
+    // The forms a call accepts besides the tuple: the bare value of a single
+    // argument, and a `&str` for a single `String`. Each impl is keyed by
+    // this function's own type, so they never overlap another function's.
+    let single = match arg_types.as_slice() {
+        [ty] => {
+            let from_str = is_string(ty).then(|| {
+                quote! {
+                    impl ::mitogen::IntoArgs<#name> for &str {
+                        fn into_args(self) -> #args_tuple {
+                            (::std::string::String::from(self),)
+                        }
+                    }
+                }
+            });
+            quote! {
+                impl ::mitogen::IntoArgs<#name> for #ty {
+                    fn into_args(self) -> #args_tuple {
+                        (self,)
+                    }
+                }
+                #from_str
+            }
+        }
+        _ => quote!(),
+    };
 
     Ok(quote! {
         #(#docs)*
@@ -132,6 +195,14 @@ fn expand_remote(func: ItemFn) -> syn::Result<TokenStream2> {
                 type Output = #output;
                 const NAME: &'static str = concat!(module_path!(), "::", #name_str);
             }
+
+            impl ::mitogen::IntoArgs<#name> for #args_tuple {
+                fn into_args(self) -> #args_tuple {
+                    self
+                }
+            }
+
+            #single
 
             impl ::core::ops::Deref for #name {
                 type Target = fn(#(#arg_types),*) -> #ret;
@@ -155,6 +226,7 @@ fn expand_remote(func: ItemFn) -> syn::Result<TokenStream2> {
             static __ENTRY: ::mitogen::__private::RemoteEntry = ::mitogen::__private::RemoteEntry {
                 name: <#name as ::mitogen::RemoteFn>::NAME,
                 invoke: __invoke,
+                concurrent: #concurrent,
             };
         };
     })

@@ -1,11 +1,10 @@
 #[mitogen::main]
 fn main(router: mitogen::Router) -> Result<(), mitogen::Error> {
-    let t: mitogen::Target = std::env::args()
+    let target = std::env::args()
         .nth(1)
-        .unwrap_or("local/local/local".into())
-        .parse()?;
+        .unwrap_or("local/local/local".into());
     let start = std::time::Instant::now();
-    let ctx = router.connect(&t)?;
+    let ctx = router.connect(target)?;
     println!(
         "{} connected in {:?}, pid {}",
         ctx.name(),

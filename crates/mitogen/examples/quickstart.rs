@@ -44,8 +44,8 @@ fn main(router: mitogen::Router) -> Result<(), mitogen::Error> {
     println!("{}: {}", a.name(), a.call(whoami, ())?);
     println!("{}: {}", b.name(), b.call(whoami, ())?);
 
-    let free = a.call(disk_free, ("/".into(),))?;
-    let pending = b.call_async(disk_free, ("/tmp".into(),));
+    let free = a.call(disk_free, "/")?;
+    let pending = b.call_async(disk_free, "/tmp");
     println!("free on /: {free} bytes; on /tmp: {} bytes", pending.get()?);
 
     let (tx, rx) = a.channel::<u64>();
@@ -53,7 +53,7 @@ fn main(router: mitogen::Router) -> Result<(), mitogen::Error> {
     let got: Vec<u64> = rx.iter().collect();
     println!("squares streamed from {}: {got:?}", a.name());
 
-    match a.call(disk_free, ("/no/such/dir".into(),)) {
+    match a.call(disk_free, "/no/such/dir") {
         Err(e) => println!("a remote error comes back typed: {e}"),
         Ok(v) => println!("unexpected: {v}"),
     }

@@ -18,8 +18,8 @@
 //! #[mitogen::main]
 //! fn main(router: mitogen::Router) -> Result<(), mitogen::Error> {
 //!     let child = router.local()?;                        // same executable, new process
-//!     let free = child.call(disk_free, ("/".into(),))?;   // typed, checked at compile time
-//!     let pending = child.call_async(disk_free, ("/tmp".into(),)); // pipelined
+//!     let free = child.call(disk_free, "/")?;             // typed, checked at compile time
+//!     let pending = child.call_async(disk_free, "/tmp");  // pipelined
 //!     println!("{free} {}", pending.get()?);
 //!     Ok(())
 //! }
@@ -34,6 +34,8 @@
 //! * [`Context::call`], [`Context::call_async`] (also a `Future`),
 //!   [`Context::call_no_reply`] and [`CallChain`] cover blocking, async and
 //!   pipelined use; [`Sender`]/[`Receiver`] stream values between contexts.
+//!   A function of one argument takes it bare or in a tuple ([`IntoArgs`]);
+//!   dropping a [`PendingCall`] cancels the call ([`cancelled`]).
 //!
 //! The protocol (frame layout, handles, the bootstrap of a child) is described
 //! in `docs/protocol.md` and in the [`core`] module docs.
@@ -57,13 +59,14 @@ pub mod testing;
 pub mod unix;
 
 pub use crate::core::call::{CallChain, PendingCall};
+pub use crate::core::cancel::{cancelled, CancelToken};
 pub use crate::core::channel::{Receiver, Recv, Sender};
 pub use crate::core::context::Context;
 pub use crate::core::error::{CallError, CallErrorKind, Error, Result, TransportFailure};
 pub use crate::core::latch::Latch;
 pub use crate::core::message::ContextId;
 pub use crate::core::payload::{Blob, Payload};
-pub use crate::core::remote::RemoteFn;
+pub use crate::core::remote::{IntoArgs, RemoteFn};
 pub use crate::core::secret::Secret;
 pub use crate::core::select::{Select, Selectable};
 pub use crate::core::signals::{Signal, Subscription};
@@ -74,7 +77,7 @@ pub use methods::ssh::Ssh;
 pub use methods::su::Su;
 pub use methods::sudo::Sudo;
 pub use mitogen_macros::{main, remote};
-pub use router::{ConnectOptions, Router, RouterBuilder};
+pub use router::{ConnectOptions, IntoTarget, Router, RouterBuilder};
 pub use target::Target;
 
 /// Items used by the code `#[mitogen::remote]` generates. Not a public API.

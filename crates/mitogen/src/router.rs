@@ -239,6 +239,59 @@ fn hop_methods(target: &Target, options: &ConnectOptions) -> Result<(Vec<Method>
     Ok((methods, passwords))
 }
 
+/// What [`Router::connect`] takes: a [`Target`], or a string parsed as one
+/// (a string that does not parse fails with [`Error::BadTarget`]).
+pub trait IntoTarget {
+    /// The target, parsed if need be.
+    fn into_target(self) -> Result<Target>;
+}
+
+impl IntoTarget for Target {
+    fn into_target(self) -> Result<Target> {
+        Ok(self)
+    }
+}
+
+impl IntoTarget for &Target {
+    fn into_target(self) -> Result<Target> {
+        Ok(self.clone())
+    }
+}
+
+impl IntoTarget for &str {
+    fn into_target(self) -> Result<Target> {
+        self.parse()
+    }
+}
+
+impl IntoTarget for String {
+    fn into_target(self) -> Result<Target> {
+        self.parse()
+    }
+}
+
+/// Starting contexts from a context, for chains read left to right.
+impl Context {
+    /// Starts a context with `method` through this one (which ships the
+    /// program onwards itself): `web.start(Sudo::new())` is
+    /// `router.start(Some(&web), Sudo::new())`. The new context is a child
+    /// of this one, and is shut down with the router that made this one.
+    ///
+    /// ```no_run
+    /// # fn demo(router: mitogen::Router) -> mitogen::Result<()> {
+    /// use mitogen::{Ssh, Sudo};
+    /// let root = router.ssh(Ssh::new("web1"))?.start(Sudo::new())?;
+    /// # Ok(()) }
+    /// ```
+    pub fn start(&self, method: impl Into<Method>) -> Result<Context> {
+        let router = Router {
+            inner: self.router(),
+            owner: None,
+        };
+        router.start(Some(self), method)
+    }
+}
+
 /// The password of each hop of a target, the first hop first.
 type Passwords = Vec<Option<crate::core::secret::Secret>>;
 
@@ -248,6 +301,7 @@ pub struct RouterBuilder {
     max_message_size: usize,
     allow_lateral: bool,
     binaries: Vec<(String, std::path::PathBuf)>,
+    call_timeout: Option<Duration>,
 }
 
 impl Default for RouterBuilder {
@@ -256,6 +310,7 @@ impl Default for RouterBuilder {
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
             allow_lateral: false,
             binaries: Vec::new(),
+            call_timeout: None,
         }
     }
 }
@@ -293,6 +348,18 @@ impl RouterBuilder {
         self
     }
 
+    /// How long [`Context::call`] and [`CallChain::call`](crate::CallChain::call)
+    /// wait for a result before they fail with [`Error::Timeout`] (and cancel
+    /// the call); by default they wait until the context goes away.
+    /// [`Context::call_timeout`] and [`PendingCall`](crate::PendingCall)'s
+    /// own waits are not affected. It applies to the calls this router
+    /// makes: contexts it starts do not inherit it (a remote function that
+    /// calls onwards chooses its own deadlines).
+    pub fn call_timeout(mut self, timeout: Duration) -> Self {
+        self.call_timeout = Some(timeout);
+        self
+    }
+
     /// Starts the router's broker thread.
     pub fn build(self) -> Result<Router> {
         let inner = RouterInner::start(
@@ -308,6 +375,9 @@ impl RouterBuilder {
         inner.set_allow_lateral(self.allow_lateral);
         for (system, path) in &self.binaries {
             inner.binaries.add(system, path)?;
+        }
+        if let Some(t) = self.call_timeout {
+            let _ = inner.call_timeout.set(t);
         }
         set_current(&inner);
         Ok(Router {
@@ -442,6 +512,9 @@ impl Router {
     /// let worker = router.start(Some(&web), Local::new())?;        // a second process on web1
     /// # Ok(()) }
     /// ```
+    ///
+    /// [`Context::start`] says the same from the context's side:
+    /// `web.start(Local::new())`.
     pub fn start(&self, via: Option<&Context>, method: impl Into<Method>) -> Result<Context> {
         let method = method.into();
         self.check_can_spawn(&method)?;
@@ -462,7 +535,9 @@ impl Router {
 
     /// Connects a context described by a target string such as `local`,
     /// `deploy@web1:2222` or `bastion/web1/local` (see [`Target`]); each hop
-    /// after the first is started by the one before it.
+    /// after the first is started by the one before it. The target is a
+    /// [`Target`] or a string (`router.connect("deploy@web1/sudo")`), which
+    /// fails to parse with [`Error::BadTarget`].
     ///
     /// The hops before the last are shared: connecting `bastion/web1` and
     /// then `bastion/web2` (with equal [`ConnectOptions`]) starts one
@@ -479,12 +554,17 @@ impl Router {
     /// taking the contexts below it along. If a later hop fails to start,
     /// the hops started for it alone are shut down before the error is
     /// returned.
-    pub fn connect(&self, target: &Target) -> Result<Context> {
+    pub fn connect(&self, target: impl IntoTarget) -> Result<Context> {
         self.connect_with(target, &ConnectOptions::default())
     }
 
     /// [`connect`](Self::connect) with options that apply to every hop.
-    pub fn connect_with(&self, target: &Target, options: &ConnectOptions) -> Result<Context> {
+    pub fn connect_with(
+        &self,
+        target: impl IntoTarget,
+        options: &ConnectOptions,
+    ) -> Result<Context> {
+        let target = &target.into_target()?;
         let (methods, passwords) = hop_methods(target, options)?;
         let Some(last) = methods.len().checked_sub(1) else {
             return Err(Error::BadTarget {
@@ -517,9 +597,10 @@ impl Router {
     /// before the error is returned.
     pub fn connect_chain_with(
         &self,
-        target: &Target,
+        target: impl IntoTarget,
         options: &ConnectOptions,
     ) -> Result<Vec<Context>> {
+        let target = &target.into_target()?;
         let (methods, _) = hop_methods(target, options)?;
         if methods.is_empty() {
             return Err(Error::BadTarget {

@@ -53,6 +53,7 @@ pub fn handle_body(handle: u32, body: &[u8]) -> bool {
         handles::DEL_ROUTE => postcard::from_bytes::<DelRoute>(body).is_ok(),
         // SHUTDOWN's body is not read.
         handles::SHUTDOWN => true,
+        handles::CANCEL_CALL => crate::core::cancel::decode_cancel(body).is_some(),
         _ => reply(body),
     }
 }

@@ -181,13 +181,41 @@ fn run() -> std::io::Result<()> {
     install_logging(&router, &config);
 
     let calls: Arc<Latch<Message>> = Arc::new(Latch::new());
-    router.add_handler_at(
-        handles::CALL_FUNCTION,
-        Sink::Latch(calls.clone()),
-        None,
-        false,
-        Policy::ParentsOnly,
-    );
+    let inflight = Arc::new(dispatch::Inflight::default());
+    {
+        // Entered as it arrives, so that a cancellation finds a call still
+        // queued; then queued as for any handle (bounded the same way).
+        let (calls, weak) = (calls.clone(), Arc::downgrade(&router));
+        let arrivals = inflight.clone();
+        router.add_handler_at(
+            handles::CALL_FUNCTION,
+            Sink::Func(Arc::new(move |msg: Message| {
+                let Some(router) = weak.upgrade() else { return };
+                arrivals.arrived(&msg);
+                router.queue(&calls, msg);
+            })),
+            None,
+            false,
+            Policy::ParentsOnly,
+        );
+        let inflight = inflight.clone();
+        router.add_handler_at(
+            handles::CANCEL_CALL,
+            Sink::Func(Arc::new(move |msg: Message| {
+                // The reply handle of the call; anything else is ignored.
+                let Some(handle) = crate::core::cancel::decode_cancel(&msg.body) else {
+                    tracing::debug!(src = msg.src, "malformed call cancellation ignored");
+                    return;
+                };
+                if inflight.cancel(msg.src, handle) {
+                    tracing::debug!(src = msg.src, "call cancelled by its caller");
+                }
+            })),
+            None,
+            false,
+            Policy::ParentsOnly,
+        );
+    }
     let c2 = calls.clone();
     let weak = Arc::downgrade(&router);
     router.add_handler_at(
@@ -226,7 +254,7 @@ fn run() -> std::io::Result<()> {
         FrameReader::new(router.max_message_size, &[]),
     );
 
-    dispatch::Dispatcher::new(router.clone()).run(&calls, &stream);
+    dispatch::Dispatcher::new(router.clone(), inflight).run(&calls, &stream);
 
     tracing::debug!("shutting down");
     stream.flush_blocking(Instant::now() + FLUSH_TIMEOUT);

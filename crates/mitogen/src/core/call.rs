@@ -21,7 +21,7 @@ use super::context::Context;
 use super::error::{CallError, Error, Result};
 use super::latch::{Latch, LatchError};
 use super::message::{handles, Message};
-use super::remote::RemoteFn;
+use super::remote::{IntoArgs, RemoteFn};
 use super::router::{Policy, Sink};
 use super::select::Selectable;
 
@@ -114,9 +114,11 @@ pub(crate) fn decode_reply<T: DeserializeOwned>(body: &[u8]) -> Result<T> {
 
 /// A call in flight: wait for it with [`get`](Self::get), a deadline, or `.await`.
 ///
-/// Dropping it abandons the reply (the call itself still runs), and so does
-/// a wait that times out: the reply handle is unregistered at once, so calls
-/// that time out leave nothing behind however many there are.
+/// Dropping it before the result came cancels the call, and so does a wait
+/// that times out: the reply handle is unregistered at once (so calls that
+/// time out leave nothing behind however many there are), and the callee is
+/// told. There a call still queued is skipped, and a running one sees
+/// [`cancelled()`](crate::cancelled) turn true; no reply is sent for either.
 #[must_use = "the call's result (and any error) is lost unless it is waited for; \
               drop it explicitly to abandon the reply"]
 pub struct PendingCall<T> {
@@ -235,7 +237,19 @@ impl<T> PendingCall<T> {
 impl<T> Drop for PendingCall<T> {
     fn drop(&mut self) {
         if !self.done && self.handle != 0 {
-            self.ctx.router().del_handler(self.handle);
+            let router = self.ctx.router();
+            router.del_handler(self.handle);
+            // Nobody waits for the reply any more: tell the callee, which
+            // skips the call if it has not started and lets a running one
+            // see it (a context that is gone just drops the message).
+            if !router.is_shut_down() && !self.ctx.is_disconnected() {
+                router.send(Message {
+                    dst: self.ctx.id(),
+                    handle: handles::CANCEL_CALL,
+                    body: super::cancel::encode_cancel(self.handle),
+                    ..Default::default()
+                });
+            }
         }
     }
 }
@@ -279,10 +293,13 @@ static NEXT_CHAIN: AtomicU64 = AtomicU64::new(1);
 /// # #[mitogen::remote] fn write(p: String, b: Vec<u8>) -> std::io::Result<()> { std::fs::write(p, b) }
 /// # fn demo(ctx: &mitogen::Context) -> mitogen::Result<()> {
 /// let chain = ctx.chain();
-/// chain.call_no_reply(mkdir, ("/tmp/app".into(),))?;
+/// chain.call_no_reply(mkdir, "/tmp/app")?;
 /// chain.call(write, ("/tmp/app/x".into(), b"hi".to_vec()))?; // fails with mkdir's error
 /// # Ok(()) }
 /// ```
+///
+/// A concurrent function (`#[mitogen::remote(concurrent)]`) called through a
+/// chain runs in the chain's order, on the context's main thread.
 pub struct CallChain {
     ctx: Context,
     id: u64,
@@ -298,18 +315,23 @@ impl CallChain {
 
     /// Sends a call without waiting for its result; a failure is remembered by
     /// the target and fails the chain's later calls.
-    pub fn call_no_reply<F: RemoteFn>(&self, _f: F, args: F::Args) -> Result<()> {
-        self.ctx.send_call(F::NAME, Some(self.id), &args)
+    pub fn call_no_reply<F: RemoteFn>(&self, _f: F, args: impl IntoArgs<F>) -> Result<()> {
+        self.ctx
+            .send_call(F::NAME, Some(self.id), &args.into_args())
     }
 
     /// Calls and waits.
-    pub fn call<F: RemoteFn>(&self, f: F, args: F::Args) -> Result<F::Output> {
-        self.call_async(f, args).get()
+    pub fn call<F: RemoteFn>(&self, f: F, args: impl IntoArgs<F>) -> Result<F::Output> {
+        let pending = self.call_async(f, args);
+        match self.ctx.router().call_timeout.get() {
+            Some(t) => pending.get_timeout(*t),
+            None => pending.get(),
+        }
     }
 
     /// Calls without waiting; the result comes through the returned handle.
-    pub fn call_async<F: RemoteFn>(&self, _f: F, args: F::Args) -> PendingCall<F::Output> {
-        let body = encode_call(F::NAME, Some(self.id), &args);
+    pub fn call_async<F: RemoteFn>(&self, _f: F, args: impl IntoArgs<F>) -> PendingCall<F::Output> {
+        let body = encode_call(F::NAME, Some(self.id), &args.into_args());
         PendingCall::start(&self.ctx, body)
     }
 

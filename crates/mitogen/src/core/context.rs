@@ -9,7 +9,7 @@ use super::channel::Receiver;
 use super::error::{Error, Result};
 use super::message::{handles, ContextId, Message};
 use super::payload::Payload;
-use super::remote::RemoteFn;
+use super::remote::{IntoArgs, RemoteFn};
 use super::router::{Presence, RouterInner};
 use super::signals::Subscription;
 use crate::master::process_monitor::ExitCell;
@@ -122,20 +122,32 @@ impl Context {
         self.process.as_ref().map(|p| p.pid)
     }
 
-    /// Calls `f(args)` in the context and waits for the result.
+    /// Calls `f(args)` in the context and waits for the result, at most the
+    /// router's default call timeout if it has one
+    /// ([`RouterBuilder::call_timeout`](crate::RouterBuilder::call_timeout)).
+    ///
+    /// `args` is the argument tuple, or for a function of one argument the
+    /// bare value (see [`IntoArgs`]): `ctx.call(disk_free, "/")`,
+    /// `ctx.call(add, (1, 2))`, `ctx.call(noop, ())`.
     ///
     /// Fails with [`Error::Call`] when the function returns an error, panics or
-    /// does not exist there, and with [`Error::Disconnected`] as soon as the
-    /// context goes away.
-    pub fn call<F: RemoteFn>(&self, f: F, args: F::Args) -> Result<F::Output> {
-        self.call_async(f, args).get()
+    /// does not exist there, with [`Error::Disconnected`] as soon as the
+    /// context goes away, and with [`Error::Timeout`] when the default
+    /// timeout runs out (the call is then cancelled, see [`PendingCall`]).
+    pub fn call<F: RemoteFn>(&self, f: F, args: impl IntoArgs<F>) -> Result<F::Output> {
+        let pending = self.call_async(f, args);
+        match self.router.call_timeout.get() {
+            Some(t) => pending.get_timeout(*t),
+            None => pending.get(),
+        }
     }
 
-    /// Like [`call`](Self::call), with a deadline.
+    /// Like [`call`](Self::call), with a deadline (instead of the router's
+    /// default one).
     pub fn call_timeout<F: RemoteFn>(
         &self,
         f: F,
-        args: F::Args,
+        args: impl IntoArgs<F>,
         timeout: Duration,
     ) -> Result<F::Output> {
         self.call_async(f, args).get_timeout(timeout)
@@ -156,14 +168,15 @@ impl Context {
 
     /// Starts a call and returns at once; wait with [`PendingCall::get`] or
     /// `.await`. Many calls started this way are pipelined on the connection.
-    pub fn call_async<F: RemoteFn>(&self, _f: F, args: F::Args) -> PendingCall<F::Output> {
-        PendingCall::start(self, encode_call(F::NAME, None, &args))
+    /// Dropping the [`PendingCall`] before the result came cancels the call.
+    pub fn call_async<F: RemoteFn>(&self, _f: F, args: impl IntoArgs<F>) -> PendingCall<F::Output> {
+        PendingCall::start(self, encode_call(F::NAME, None, &args.into_args()))
     }
 
     /// Starts a call whose result is not wanted. A failure is logged in the
     /// context.
-    pub fn call_no_reply<F: RemoteFn>(&self, _f: F, args: F::Args) -> Result<()> {
-        self.send_call(F::NAME, None, &args)
+    pub fn call_no_reply<F: RemoteFn>(&self, _f: F, args: impl IntoArgs<F>) -> Result<()> {
+        self.send_call(F::NAME, None, &args.into_args())
     }
 
     pub(crate) fn send_call<A: serde::Serialize>(

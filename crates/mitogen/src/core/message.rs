@@ -88,6 +88,9 @@ pub mod handles {
     pub const ADD_ROUTE: u32 = 104;
     /// A context below the sender went away.
     pub const DEL_ROUTE: u32 = 105;
+    /// The caller of a call gave up on it; the body is the call's reply
+    /// handle (4 bytes, little-endian).
+    pub const CANCEL_CALL: u32 = 110;
 }
 
 /// Handles for replies and channels are drawn at random from this number up

@@ -14,12 +14,14 @@
 //! | `spin` | when a waiting thread polls before it sleeps |
 //! | `channel`, `select` | `Receiver`, `Sender`, `Select` |
 //! | `call`, `context` | `Context.call*`, `CallChain` |
+//! | `cancel` | a call's caller giving up: `CancelToken`, `cancelled()` |
 //! | `remote` | what `#[mitogen::remote]` registers |
 //! | `io_logger`, [`log`] | `IoLogger`, log forwarding, `PidfulStreamHandler` |
 //! | [`signals`] | `Signals` (`listen`/`fire`): typed observer hooks |
 
 pub(crate) mod broker;
 pub(crate) mod call;
+pub(crate) mod cancel;
 pub(crate) mod channel;
 pub(crate) mod context;
 pub(crate) mod cut_through;

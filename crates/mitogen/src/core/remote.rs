@@ -18,11 +18,22 @@ use super::error::CallErrorKind;
 /// `#[mitogen::remote]`; not meant to be implemented by hand.
 pub trait RemoteFn: Copy + Send + Sync + 'static {
     /// The argument tuple, e.g. `(String, u32)`, or `()`.
-    type Args: Serialize + DeserializeOwned + Send + 'static;
+    type Args: Serialize + DeserializeOwned + Send + 'static + IntoArgs<Self>;
     /// The success value (for a function returning `Result<T, E>`, `T`).
     type Output: Serialize + DeserializeOwned + Send + 'static;
     /// Full path of the function, unique in the program.
     const NAME: &'static str;
+}
+
+/// What a call of `F` accepts as its arguments: the argument tuple always
+/// (`(a, b)`, `(a,)`, `()`); for a function of one argument, also the bare
+/// value (`x` for `(x,)`), and for one `String` argument also a `&str`.
+/// Implemented by `#[mitogen::remote]` for each function (keyed by the
+/// function, so each function gets exactly the forms that fit it and a call
+/// still infers its literals' types).
+pub trait IntoArgs<F: RemoteFn> {
+    /// The argument tuple.
+    fn into_args(self) -> F::Args;
 }
 
 /// How a remote invocation failed, before it is given the context's name.
@@ -45,6 +56,9 @@ pub struct RemoteEntry {
     pub name: &'static str,
     /// Decodes the arguments, runs the function, encodes the result.
     pub invoke: fn(&[u8]) -> Invoked,
+    /// Declared `#[mitogen::remote(concurrent)]`: may run beside other calls
+    /// on the context's pool instead of in order on its main thread.
+    pub concurrent: bool,
 }
 
 /// Every `#[mitogen::remote]` function linked into the program.

@@ -155,6 +155,8 @@ pub(crate) struct RouterInner {
     children: Mutex<Vec<crate::core::context::Context>>,
     /// Hops that `Router::connect` shares between targets.
     pub(crate) shared_hops: crate::router::shared::SharedHops,
+    /// How long `Context::call` waits when not told (`RouterBuilder::call_timeout`).
+    pub(crate) call_timeout: std::sync::OnceLock<std::time::Duration>,
 }
 
 impl RouterInner {
@@ -194,6 +196,7 @@ impl RouterInner {
             unix_clients: RwLock::new(HashSet::new()),
             allow_lateral: AtomicBool::new(false),
             parents: Mutex::new(HashMap::new()),
+            call_timeout: std::sync::OnceLock::new(),
         });
         inner.broker.start(poll, inner.clone())?;
         Ok(inner)

@@ -69,6 +69,12 @@ impl RemoteFn for NotThere {
     const NAME: &'static str = "integration::errors::not_there";
 }
 
+impl mitogen::IntoArgs<NotThere> for (u32,) {
+    fn into_args(self) -> (u32,) {
+        self
+    }
+}
+
 /// The name of `add` with argument types that do not match it.
 #[derive(Clone, Copy)]
 struct AddWithoutArgs;
@@ -77,6 +83,10 @@ impl RemoteFn for AddWithoutArgs {
     type Args = ();
     type Output = u64;
     const NAME: &'static str = <add as RemoteFn>::NAME;
+}
+
+impl mitogen::IntoArgs<AddWithoutArgs> for () {
+    fn into_args(self) {}
 }
 
 fn expect_call_error<T: std::fmt::Debug>(r: mitogen::Result<T>) -> Result<CallError> {

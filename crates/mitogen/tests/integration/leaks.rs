@@ -186,7 +186,7 @@ fn local_cycle(router: &Router, i: u64) -> Result<()> {
     let ctx = if i.is_multiple_of(2) {
         router.local()?
     } else {
-        router.connect(&"local".parse()?)?
+        router.connect("local")?
     };
     ensure!(ctx.call(add, (i, 1))? == i + 1);
     ctx.shutdown()?;

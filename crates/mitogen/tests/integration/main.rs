@@ -6,6 +6,7 @@
 //! `MITOGEN_TEST_LOG=1` echoes every event of the master to stderr.
 
 mod bad_input;
+mod call_shape;
 mod calls;
 mod capture;
 mod chains;
@@ -234,6 +235,18 @@ fn main() {
             ),
             test!(leaks::gone_context_is_named_until_forgotten),
             test!(leaks::intermediate_forgets_grandchildren_that_are_gone),
+            test!(call_shape::single_argument_without_a_tuple),
+            test!(call_shape::default_call_timeout),
+            test!(call_shape::context_start_and_connect_from_a_string),
+            test!(call_shape::dropped_call_is_cancelled_in_the_callee),
+            test!(call_shape::cancelled_queued_call_never_runs),
+            test!(call_shape::timed_out_call_is_cancelled),
+            test!(call_shape::grandchild_cannot_cancel_its_parents_calls),
+            test!(call_shape::sibling_cannot_cancel_a_call),
+            test!(call_shape::concurrent_calls_overlap),
+            test!(call_shape::ordinary_calls_stay_in_order),
+            test!(call_shape::concurrent_calls_beyond_the_pool_queue),
+            test!(call_shape::another_ancestor_cannot_cancel_a_call),
         ];
         let failed = harness::run_tests(&router, &tests);
         switch_user::cleanup();

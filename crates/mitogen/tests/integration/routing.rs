@@ -197,7 +197,7 @@ pub fn shutdown_through_chain(router: &Router) -> Result<()> {
 
 pub fn dropping_router_ends_whole_chain(_: &Router) -> Result<()> {
     let r = Router::builder().build()?;
-    let leaf = r.connect(&"local/local/local".parse()?)?;
+    let leaf = r.connect("local/local/local")?;
     ensure!(
         leaf.name() == "local/local/local",
         "named {:?}",
@@ -231,10 +231,8 @@ pub fn dropping_router_ends_whole_chain(_: &Router) -> Result<()> {
 }
 
 pub fn connect_chain_returns_every_hop(router: &Router) -> Result<()> {
-    let hops = router.connect_chain_with(
-        &"local/local/local".parse()?,
-        &mitogen::ConnectOptions::default(),
-    )?;
+    let hops =
+        router.connect_chain_with("local/local/local", &mitogen::ConnectOptions::default())?;
     let names: Vec<&str> = hops.iter().map(Context::name).collect();
     ensure!(
         names == ["local", "local/local", "local/local/local"],

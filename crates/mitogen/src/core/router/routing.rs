@@ -352,7 +352,7 @@ impl RouterInner {
     /// flood, or a consumer slower than its producers) is closed with the
     /// reason, after the values already queued, and its handle removed; its
     /// values are never silently thinned out.
-    fn queue(&self, latch: &Latch<Message>, msg: Message) {
+    pub(crate) fn queue(&self, latch: &Latch<Message>, msg: Message) {
         if msg.src == self.id {
             latch.put(msg);
             return;
