@@ -3,8 +3,8 @@
 
 use std::sync::atomic::Ordering;
 
+use crate::api::router::{Router, ENTERED};
 use crate::parent::CHILD_ENV;
-use crate::router::{Router, ENTERED};
 
 /// True when this process was started as a child context.
 pub fn is_child() -> bool {

@@ -46,10 +46,14 @@ pub mod builtins;
 pub(crate) mod child;
 pub mod core;
 mod entry;
-pub mod master;
+/// Where the program's builds used to live; see [`core`].
+#[doc(hidden)]
+pub mod master {
+    pub use crate::core::binary;
+}
+mod api;
 pub mod methods;
 pub mod parent;
-mod router;
 pub mod target;
 #[doc(hidden)]
 pub mod testing;
@@ -66,6 +70,7 @@ pub use crate::core::remote::RemoteFn;
 pub use crate::core::secret::Secret;
 pub use crate::core::select::{Select, Selectable};
 pub use crate::core::signals::{Signal, Subscription};
+pub use api::{ConnectOptions, Router, RouterBuilder};
 pub use entry::{is_child, run};
 pub use methods::doas::Doas;
 pub use methods::local::Local;
@@ -73,7 +78,6 @@ pub use methods::ssh::Ssh;
 pub use methods::su::Su;
 pub use methods::sudo::Sudo;
 pub use mitogen_macros::{main, remote};
-pub use router::{ConnectOptions, Router, RouterBuilder};
 pub use target::Target;
 
 /// Items used by the code `#[mitogen::remote]` generates. Not a public API.

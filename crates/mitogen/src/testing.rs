@@ -14,15 +14,15 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+use crate::core::binary::Binaries;
 use crate::core::call::{decode_reply, CallHead};
 use crate::core::error::CallError;
+use crate::core::handshake::ChildConfig;
 use crate::core::log::{emit_remote, LogRecord};
 use crate::core::message::handles;
 use crate::core::payload::{Blob, Payload};
 use crate::core::remote::{decode_args, lookup};
 use crate::core::route_control::{AddRoute, DelRoute};
-use crate::master::binary::Binaries;
-use crate::parent::bootstrap::ChildConfig;
 use crate::parent::first_stage::{self, Compression};
 use crate::parent::prompt::{Matcher, PromptStyle, Verdict};
 use crate::parent::PromptSpec;
@@ -110,8 +110,7 @@ pub fn first_stage(said: &[u8]) -> Result<usize, String> {
     )
     .map_err(|e| e.to_string())?;
     let deadline = Instant::now() + Duration::from_secs(5);
-    crate::parent::bootstrap::write_all(theirs.as_fd(), said, deadline)
-        .map_err(|e| e.to_string())?;
+    crate::core::handshake::write_all(theirs.as_fd(), said, deadline).map_err(|e| e.to_string())?;
     rustix::net::shutdown(&theirs, rustix::net::Shutdown::Write).map_err(|e| e.to_string())?;
     first_stage::run(ours.as_fd(), binaries, Compression::Auto, deadline, None)
         .map(|outcome| outcome.uploaded)

@@ -45,12 +45,12 @@ use serde::{Deserialize, Serialize};
 use crate::core::channel::{Receiver, Sender};
 use crate::core::context::Context;
 use crate::core::error::{Error, Result};
+use crate::core::handshake as bootstrap;
 use crate::core::message::{handles, ContextId, Message, MASTER_ID};
 use crate::core::payload::Payload;
 use crate::core::router::RouterInner;
 use crate::core::side::Side;
 use crate::core::stream::{FrameReader, Stream};
-use crate::parent::bootstrap;
 use private_dir::PrivateDir;
 
 /// How long a client waits for the master's answer.

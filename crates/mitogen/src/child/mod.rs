@@ -12,20 +12,20 @@
 //!    if the parent stream is lost.
 
 pub(crate) mod cache;
-pub(crate) mod detach;
 pub(crate) mod dispatch;
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::core::detach;
+use crate::core::handshake::{self as bootstrap, ChildConfig, GREETING};
 use crate::core::latch::Latch;
 use crate::core::log::{level_from_u8, log_dir_layer, ForwardLayer};
 use crate::core::message::{handles, Message, DEFAULT_MAX_MESSAGE_SIZE};
 use crate::core::router::{Policy, RouterInner, Sink};
 use crate::core::side::Side;
 use crate::core::stream::{FrameReader, Stream};
-use crate::parent::bootstrap::{self, ChildConfig, GREETING};
 use crate::parent::first_stage::BAD_HASH;
 use crate::parent::{CHILD_ENV, HASH_ENV, PARENT_PID_ENV};
 
@@ -114,7 +114,7 @@ fn own_hash_is_right() -> bool {
     };
     match std::fs::read("/proc/self/exe") {
         Ok(bytes) => {
-            crate::master::binary::content_hash(&bytes).as_bytes() == expected.as_encoded_bytes()
+            crate::core::binary::content_hash(&bytes).as_bytes() == expected.as_encoded_bytes()
         }
         Err(_) => false,
     }
@@ -174,10 +174,10 @@ fn run() -> std::io::Result<()> {
         Some(stream.clone()),
         config.max_message_size as usize,
     )?;
-    crate::router::set_current(&router);
+    crate::api::router::set_current(&router);
     // This process is the program started through its entry point, so it may
     // start children of its own (they enter child mode the same way).
-    crate::router::ENTERED.store(true, std::sync::atomic::Ordering::Relaxed);
+    crate::api::router::ENTERED.store(true, std::sync::atomic::Ordering::Relaxed);
     crate::core::route_control::install(&router);
     router.set_allow_lateral(config.allow_lateral);
     install_logging(&router, &config);

@@ -12,7 +12,7 @@ use super::payload::Payload;
 use super::remote::RemoteFn;
 use super::router::RouterInner;
 use super::signals::Subscription;
-use crate::master::process_monitor::ExitCell;
+use crate::core::process_monitor::ExitCell;
 
 /// How long [`Context::shutdown`] waits for an orderly exit before killing.
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
@@ -244,7 +244,7 @@ impl Context {
     /// (calls run in order, so a long call queued before would hold the
     /// detach back). Work that never ends makes a process that never ends.
     pub fn detach(&self) -> Result<()> {
-        self.call(crate::child::detach::detach_self, ())?;
+        self.call(crate::core::detach::detach_self, ())?;
         self.router.forget_children_below(self.id);
         Ok(())
     }
@@ -276,7 +276,7 @@ impl Context {
     /// killed; a remote context that does not leave is ended by its parent
     /// hop when that goes.
     pub fn shutdown_timeout(&self, timeout: Duration) -> Result<()> {
-        crate::router::context_closing(&self.router, self.id);
+        crate::api::router::context_closing(&self.router, self.id);
         let outcome = if timeout.is_zero() {
             match &self.process {
                 Some(p) => {
@@ -294,7 +294,7 @@ impl Context {
         };
         // Whatever happened, the context is done for: a hop shared only with
         // it goes too.
-        crate::router::context_gone(&self.router, self.id);
+        crate::api::router::context_gone(&self.router, self.id);
         match outcome {
             Exited::InTime => Ok(()),
             Exited::Killed | Exited::StillThere => Err(Error::ShutdownTimedOut {

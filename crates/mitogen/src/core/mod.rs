@@ -18,17 +18,21 @@
 //! | `io_logger`, [`log`] | `IoLogger`, log forwarding, `PidfulStreamHandler` |
 //! | [`signals`] | `Signals` (`listen`/`fire`): typed observer hooks |
 
+pub mod binary;
 pub(crate) mod broker;
 pub(crate) mod call;
 pub(crate) mod channel;
 pub(crate) mod context;
 pub(crate) mod cut_through;
+pub(crate) mod detach;
 pub(crate) mod error;
+pub(crate) mod handshake;
 pub(crate) mod io_logger;
 pub mod latch;
 pub mod log;
 pub mod message;
 pub(crate) mod payload;
+pub(crate) mod process_monitor;
 pub(crate) mod reader;
 pub mod remote;
 pub(crate) mod route_control;

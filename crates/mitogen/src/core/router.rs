@@ -94,7 +94,7 @@ pub(crate) struct RouterInner {
     shut: AtomicBool,
     parent_lost: Mutex<Option<Box<dyn FnOnce() + Send>>>,
     /// The builds of the program this router can ship.
-    pub(crate) binaries: crate::master::binary::Binaries,
+    pub(crate) binaries: crate::core::binary::Binaries,
     /// Bytes of the program uploaded by first stages so far.
     pub(crate) uploaded: std::sync::atomic::AtomicU64,
     /// The parent of every context below us that we did not start ourselves
@@ -113,7 +113,7 @@ pub(crate) struct RouterInner {
     /// Contexts this router started, for shutdown.
     children: Mutex<Vec<crate::core::context::Context>>,
     /// Hops that `Router::connect` shares between targets.
-    pub(crate) shared_hops: crate::router::shared::SharedHops,
+    pub(crate) shared_hops: crate::api::shared_hops::SharedHops,
 }
 
 impl RouterInner {

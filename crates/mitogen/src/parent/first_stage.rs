@@ -75,10 +75,10 @@
 use std::os::fd::BorrowedFd;
 use std::time::Instant;
 
-use super::bootstrap::{discard_until, read_some, write_all, StepError};
 use super::prompt::Prompter;
+use crate::core::binary::Binaries;
 use crate::core::error::TransportFailure;
-use crate::master::binary::Binaries;
+use crate::core::handshake::{discard_until, read_some, write_all, StepError};
 
 /// Marker that starts the stage's status line.
 pub const STAGE_MARKER: &[u8] = b"MITOGEN-STAGE ";

@@ -5,7 +5,6 @@
 //! runs the first stage when there is one, waits for the child's greeting, sends
 //! its configuration and hands the stream to the broker.
 
-pub mod bootstrap;
 pub mod first_stage;
 pub(crate) mod prompt;
 pub(crate) mod pty;
@@ -21,14 +20,14 @@ use bytes::Bytes;
 
 use crate::core::context::{ChildProcess, Context};
 use crate::core::error::{Error, Result, TransportFailure};
+use crate::core::handshake::{self as bootstrap, ChildConfig, StepError, GREETING};
 use crate::core::latch::Latch;
 use crate::core::log::current_max_level;
 use crate::core::message::{handles, Message};
+use crate::core::process_monitor::{ExitCell, ProcessWatch};
 use crate::core::router::RouterInner;
 use crate::core::side::Side;
 use crate::core::stream::{FrameReader, Stream};
-use crate::master::process_monitor::{ExitCell, ProcessWatch};
-use bootstrap::{ChildConfig, StepError, GREETING};
 use first_stage::{Compression, BAD_HASH};
 use spawn::{create_child, Spawned};
 

@@ -19,8 +19,8 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-use super::prompt::Prompter;
 use crate::core::message::{ContextId, Header, HEADER_LEN};
+use crate::parent::prompt::Prompter;
 
 /// The line a child writes when it is ready for its configuration.
 pub const GREETING: &[u8] = b"MITOGEN-RS/1\n";

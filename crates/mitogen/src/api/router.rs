@@ -16,8 +16,6 @@ use crate::methods::ssh::Ssh;
 use crate::methods::Method;
 use crate::target::{Hop, Target};
 
-pub(crate) mod shared;
-
 static CURRENT: OnceLock<Weak<RouterInner>> = OnceLock::new();
 
 /// Set by [`crate::run`]: children can only be started by a program whose
@@ -59,7 +57,7 @@ fn shutdown_inner(inner: &Arc<RouterInner>, timeout: Duration) {
 }
 
 /// Context `id` has been shut down: a hop that [`Router::connect`] started
-/// for it alone goes too (see [`shared`]).
+/// for it alone goes too (see [`super::shared_hops`]).
 pub(crate) fn context_gone(inner: &Arc<RouterInner>, id: ContextId) {
     inner.shared_hops.gone(inner, id);
 }
