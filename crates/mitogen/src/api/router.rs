@@ -1,34 +1,25 @@
 //! [`Router`]: the program's entry into the tree of contexts.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock, Weak};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::shared_hops::SharedHops;
 use crate::core::channel::{Receiver, Sender};
 use crate::core::context::{Context, DEFAULT_SHUTDOWN_TIMEOUT};
 use crate::core::error::{Error, Result};
 use crate::core::message::{ContextId, DEFAULT_MAX_MESSAGE_SIZE, MASTER_ID};
 use crate::core::payload::Payload;
-use crate::core::router::RouterInner;
+use crate::core::router::{current_inner, set_current, RouterInner};
 use crate::core::signals::Subscription;
 use crate::methods::local::Local;
 use crate::methods::ssh::Ssh;
 use crate::methods::Method;
 use crate::target::{Hop, Target};
 
-static CURRENT: OnceLock<Weak<RouterInner>> = OnceLock::new();
-
 /// Set by [`crate::run`]: children can only be started by a program whose
 /// `main` goes through the entry point, or the child would run `main` again.
 pub(crate) static ENTERED: AtomicBool = AtomicBool::new(false);
-
-pub(crate) fn set_current(inner: &Arc<RouterInner>) {
-    let _ = CURRENT.set(Arc::downgrade(inner));
-}
-
-pub(crate) fn current_inner() -> Option<Arc<RouterInner>> {
-    CURRENT.get().and_then(Weak::upgrade)
-}
 
 /// Shuts the router down when the last user-held [`Router`] clone goes.
 struct Owner(Arc<RouterInner>);
@@ -53,19 +44,7 @@ fn shutdown_inner(inner: &Arc<RouterInner>, timeout: Duration) {
         c.finish_shutdown(deadline);
     }
     inner.stop();
-    inner.shared_hops.clear();
-}
-
-/// Context `id` has been shut down: a hop that [`Router::connect`] started
-/// for it alone goes too (see [`super::shared_hops`]).
-pub(crate) fn context_gone(inner: &Arc<RouterInner>, id: ContextId) {
-    inner.shared_hops.gone(inner, id);
-}
-
-/// Notes that `id` is being shut down by its own `shutdown`, which ends its
-/// lease on a shared hop itself when done.
-pub(crate) fn context_closing(inner: &RouterInner, id: ContextId) {
-    inner.shared_hops.closing(id);
+    SharedHops::of(inner).clear();
 }
 
 /// Options for [`Router::connect_with`] that apply to the hops of a target.
@@ -381,7 +360,7 @@ impl Router {
     /// interface: for tests that check that nothing is left behind.
     #[doc(hidden)]
     pub fn shared_hop_records(&self) -> usize {
-        self.inner.shared_hops.records()
+        SharedHops::of(&self.inner).records()
     }
 
     fn check_can_spawn(&self, method: &Method) -> Result<()> {
@@ -475,7 +454,7 @@ impl Router {
                 reason: "empty target".into(),
             });
         };
-        let table = &self.inner.shared_hops;
+        let table = SharedHops::of(&self.inner);
         table.watch(&self.inner);
         let hops = target.hops();
         let keys: Vec<_> = (1..=hops.len())

@@ -174,7 +174,7 @@ fn run() -> std::io::Result<()> {
         Some(stream.clone()),
         config.max_message_size as usize,
     )?;
-    crate::api::router::set_current(&router);
+    crate::core::router::set_current(&router);
     // This process is the program started through its entry point, so it may
     // start children of its own (they enter child mode the same way).
     crate::api::router::ENTERED.store(true, std::sync::atomic::Ordering::Relaxed);

@@ -207,7 +207,7 @@ impl<T: Payload> Sender<T> {
     fn router(&self) -> Result<Arc<RouterInner>> {
         match &self.router {
             Some(r) => Ok(r.clone()),
-            None => crate::api::router::current_inner().ok_or(Error::RouterShutdown),
+            None => super::router::current_inner().ok_or(Error::RouterShutdown),
         }
     }
 

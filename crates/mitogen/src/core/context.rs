@@ -276,7 +276,7 @@ impl Context {
     /// killed; a remote context that does not leave is ended by its parent
     /// hop when that goes.
     pub fn shutdown_timeout(&self, timeout: Duration) -> Result<()> {
-        crate::api::router::context_closing(&self.router, self.id);
+        self.router.context_closing(self.id);
         let outcome = if timeout.is_zero() {
             match &self.process {
                 Some(p) => {
@@ -294,7 +294,7 @@ impl Context {
         };
         // Whatever happened, the context is done for: a hop shared only with
         // it goes too.
-        crate::api::router::context_gone(&self.router, self.id);
+        self.router.context_gone(self.id);
         match outcome {
             Exited::InTime => Ok(()),
             Exited::Killed | Exited::StillThere => Err(Error::ShutdownTimedOut {

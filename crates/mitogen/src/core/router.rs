@@ -19,7 +19,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock, Weak};
 
 use bytes::Bytes;
 use mio::Poll;
@@ -39,6 +39,34 @@ use log_budget::LogBudget;
 /// Log records a second the master takes from each context (see
 /// [`RouterInner::install_log_receiver`]).
 pub(crate) const FORWARDED_PER_SEC: u32 = 10_000;
+
+/// The router of this process, once one is running: what a [`Sender`] decoded
+/// from a message sends through.
+///
+/// [`Sender`]: super::channel::Sender
+static CURRENT: OnceLock<Weak<RouterInner>> = OnceLock::new();
+
+/// Makes `inner` this process's router (the first one only).
+pub(crate) fn set_current(inner: &Arc<RouterInner>) {
+    let _ = CURRENT.set(Arc::downgrade(inner));
+}
+
+/// This process's router, while it runs.
+pub(crate) fn current_inner() -> Option<Arc<RouterInner>> {
+    CURRENT.get().and_then(Weak::upgrade)
+}
+
+/// What the layer above core keeps about the contexts a router started, told
+/// when one of them is shut down. Core knows it only through this trait, so
+/// that nothing in `core/` depends on the public API (`api::shared_hops`
+/// implements it: a hop `Router::connect` started for one context alone goes
+/// with it).
+pub(crate) trait ContextHooks: std::any::Any + Send + Sync {
+    /// `id` is being shut down by its own `Context::shutdown`.
+    fn closing(&self, id: ContextId);
+    /// `id` has been shut down.
+    fn gone(&self, router: &Arc<RouterInner>, id: ContextId);
+}
 
 /// Who may send to a handle.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -112,11 +140,27 @@ pub(crate) struct RouterInner {
     pub(crate) signals: super::signals::RouterSignals,
     /// Contexts this router started, for shutdown.
     children: Mutex<Vec<crate::core::context::Context>>,
-    /// Hops that `Router::connect` shares between targets.
-    pub(crate) shared_hops: crate::api::shared_hops::SharedHops,
+    /// What the layer above keeps about the contexts this router started
+    /// (the hops `Router::connect` shares between targets).
+    pub(crate) hooks: OnceLock<Arc<dyn ContextHooks>>,
 }
 
 impl RouterInner {
+    /// Context `id` is being shut down by its own `shutdown` (see
+    /// [`ContextHooks::closing`]).
+    pub(crate) fn context_closing(&self, id: ContextId) {
+        if let Some(hooks) = self.hooks.get() {
+            hooks.closing(id);
+        }
+    }
+
+    /// Context `id` has been shut down (see [`ContextHooks::gone`]).
+    pub(crate) fn context_gone(self: &Arc<Self>, id: ContextId) {
+        if let Some(hooks) = self.hooks.get() {
+            hooks.gone(self, id);
+        }
+    }
+
     /// Creates a router and starts its broker thread.
     pub(crate) fn start(
         id: ContextId,
@@ -145,7 +189,7 @@ impl RouterInner {
             binaries: Default::default(),
             uploaded: Default::default(),
             children: Mutex::new(Vec::new()),
-            shared_hops: Default::default(),
+            hooks: OnceLock::new(),
             log_budget: LogBudget::new(),
             signals: Default::default(),
             unix_clients: RwLock::new(HashSet::new()),

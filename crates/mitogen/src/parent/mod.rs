@@ -7,6 +7,8 @@
 
 pub mod first_stage;
 pub(crate) mod prompt;
+#[cfg(test)]
+mod prompt_tests;
 pub(crate) mod pty;
 pub(crate) mod spawn;
 pub mod via;

@@ -351,6 +351,28 @@ impl Prompter {
     }
 }
 
+/// The handshake drives the prompter through this (core knows no prompts).
+impl crate::core::handshake::Prompts for Prompter {
+    fn pending(&self) -> bool {
+        Prompter::pending(self)
+    }
+    fn check(&mut self) -> Result<(), StepError> {
+        Prompter::check(self)
+    }
+    fn fd(&self) -> Option<BorrowedFd<'_>> {
+        Prompter::fd(self)
+    }
+    fn read_pty(&mut self) -> Result<(), StepError> {
+        Prompter::read_pty(self)
+    }
+    fn closing(&mut self) -> Result<(), StepError> {
+        Prompter::closing(self)
+    }
+    fn stream_data(&mut self, data: &[u8]) -> Result<(), StepError> {
+        Prompter::stream_data(self, data)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
