@@ -12,8 +12,11 @@ use crate::core::message::{ContextId, DEFAULT_MAX_MESSAGE_SIZE, MASTER_ID};
 use crate::core::payload::Payload;
 use crate::core::router::{current_inner, set_current, RouterInner};
 use crate::core::signals::Subscription;
+use crate::methods::doas::Doas;
 use crate::methods::local::Local;
 use crate::methods::ssh::Ssh;
+use crate::methods::su::Su;
+use crate::methods::sudo::Sudo;
 use crate::methods::Method;
 use crate::target::{Hop, Target};
 
@@ -389,6 +392,57 @@ impl Router {
     /// Starts a context on another host over ssh, shipping this program there
     /// if that host does not have this build cached yet.
     pub fn ssh(&self, opts: Ssh) -> Result<Context> {
+        self.start(None, opts)
+    }
+
+    /// Starts a context as another user on this machine with sudo, copying
+    /// this program into that user's own cache if it does not have this
+    /// build yet:
+    ///
+    /// ```no_run
+    /// # fn demo(router: mitogen::Router, pw: mitogen::Secret) -> mitogen::Result<()> {
+    /// use mitogen::Sudo;
+    /// let root = router.sudo(Sudo::new().password(pw))?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// A wrong password, a password needed but not given, an unknown user, a
+    /// refusal by sudo's policy and a missing sudo are each an
+    /// [`Error::Transport`](crate::Error::Transport) with its [`TransportFailure`](crate::TransportFailure).
+    pub fn sudo(&self, opts: Sudo) -> Result<Context> {
+        self.start(None, opts)
+    }
+
+    /// Starts a context as another user on this machine with su:
+    ///
+    /// ```no_run
+    /// # fn demo(router: mitogen::Router) -> mitogen::Result<()> {
+    /// use mitogen::Su;
+    /// let app = router.su(Su::user("app"))?;   // as root: no password
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// A wrong password, a password needed but not given and an unknown user
+    /// are each an [`Error::Transport`](crate::Error::Transport) with its
+    /// [`TransportFailure`](crate::TransportFailure).
+    pub fn su(&self, opts: Su) -> Result<Context> {
+        self.start(None, opts)
+    }
+
+    /// Starts a context as another user on this machine with doas:
+    ///
+    /// ```no_run
+    /// # fn demo(router: mitogen::Router) -> mitogen::Result<()> {
+    /// use mitogen::Doas;
+    /// let root = router.doas(Doas::new())?;   // a `permit nopass` rule
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// A wrong password, a password needed but not given, an unknown user, a
+    /// refusal by doas's rules and a missing doas are each an
+    /// [`Error::Transport`](crate::Error::Transport) with its
+    /// [`TransportFailure`](crate::TransportFailure).
+    pub fn doas(&self, opts: Doas) -> Result<Context> {
         self.start(None, opts)
     }
 
