@@ -4,9 +4,12 @@
 //! types), so that what is fuzzed is what runs. Not a public API: nothing
 //! here is stable.
 //!
-//! The frame decoder ([`FrameReader`](crate::core::stream::FrameReader)) and
-//! the target parser ([`Target`](crate::Target)'s `FromStr`) are public
-//! already and are fuzzed directly.
+//! The frame decoder ([`stream::FrameReader`]) and the target parser
+//! ([`Target`](crate::Target)'s `FromStr`) are fuzzed directly.
+//!
+//! It also opens the internals that the integration tests in
+//! `crates/mitogen/tests/` and the fuzz targets build messages, frames and
+//! builds with: the public API has no use for them.
 
 use std::os::fd::AsFd;
 use std::sync::OnceLock;
@@ -18,7 +21,7 @@ use crate::core::binary::Binaries;
 use crate::core::call::{decode_reply, CallHead};
 use crate::core::error::CallError;
 use crate::core::handshake::ChildConfig;
-use crate::core::log::{emit_remote, LogRecord};
+use crate::core::log::emit_remote;
 use crate::core::message::handles;
 use crate::core::payload::{Blob, Payload};
 use crate::core::remote::{decode_args, lookup};
@@ -27,6 +30,15 @@ use crate::parent::first_stage::{self, Compression};
 use crate::parent::prompt::{Matcher, PromptStyle, Verdict};
 use crate::parent::PromptSpec;
 use crate::TransportFailure;
+
+pub use crate::core::binary::{self, content_hash, own_system, Binary};
+pub use crate::core::latch::{Latch, LatchError};
+pub use crate::core::log::{self, LogRecord};
+pub use crate::core::message;
+pub use crate::core::side;
+pub use crate::core::signals::Signal;
+pub use crate::core::stream;
+pub use crate::parent::{CHILD_ENV, PARENT_PID_ENV};
 
 /// Decodes `body` as a message to the built-in handle `handle` would be
 /// decoded where it arrives; any other handle is decoded as a reply and as

@@ -326,7 +326,12 @@ impl Router {
         RouterBuilder::default()
     }
 
-    /// The router of this process when it runs as a child context.
+    /// This process's router, while it runs: in the master, the first one
+    /// built (the one [`#[mitogen::main]`](crate::main) and [`crate::run`]
+    /// make); in a child context, the child's. Code that was not handed a
+    /// router (a `main` taking no argument, a remote function) starts contexts
+    /// and makes channels with it. `None` before any router is built and once
+    /// the master's last clone is dropped.
     pub fn current() -> Option<Router> {
         current_inner().map(|inner| Router { inner, owner: None })
     }
@@ -571,8 +576,8 @@ impl Router {
     /// and channel waiting on it has failed.
     ///
     /// Observers run on the broker thread: they must return quickly and must
-    /// not wait for a context (see [`crate::core::signals`]). Dropping the
-    /// returned [`Subscription`] unregisters `f`.
+    /// not wait for a context. Dropping the returned [`Subscription`]
+    /// unregisters `f`.
     pub fn on_disconnect(
         &self,
         f: impl Fn(ContextId, &str) + Send + Sync + 'static,

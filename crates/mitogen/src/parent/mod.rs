@@ -5,13 +5,13 @@
 //! runs the first stage when there is one, waits for the child's greeting, sends
 //! its configuration and hands the stream to the broker.
 
-pub mod first_stage;
+pub(crate) mod first_stage;
 pub(crate) mod prompt;
 #[cfg(test)]
 mod prompt_tests;
 pub(crate) mod pty;
 pub(crate) mod spawn;
-pub mod via;
+pub(crate) mod via;
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::process::Command;
