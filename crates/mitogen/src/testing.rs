@@ -32,13 +32,13 @@ use crate::parent::PromptSpec;
 use crate::TransportFailure;
 
 pub use crate::core::binary::{self, content_hash, own_system, Binary};
+pub use crate::core::handshake::{CHILD_ENV, PARENT_PID_ENV};
 pub use crate::core::latch::{Latch, LatchError};
 pub use crate::core::log::{self, LogRecord};
 pub use crate::core::message;
 pub use crate::core::side;
 pub use crate::core::signals::Signal;
 pub use crate::core::stream;
-pub use crate::parent::{CHILD_ENV, PARENT_PID_ENV};
 
 /// Decodes `body` as a message to the built-in handle `handle` would be
 /// decoded where it arrives; any other handle is decoded as a reply and as

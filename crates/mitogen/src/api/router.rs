@@ -1,6 +1,6 @@
 //! [`Router`]: the program's entry into the tree of contexts.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -19,10 +19,6 @@ use crate::methods::su::Su;
 use crate::methods::sudo::Sudo;
 use crate::methods::Method;
 use crate::target::{Hop, Target};
-
-/// Set by [`crate::run`]: children can only be started by a program whose
-/// `main` goes through the entry point, or the child would run `main` again.
-pub(crate) static ENTERED: AtomicBool = AtomicBool::new(false);
 
 /// Shuts the router down when the last user-held [`Router`] clone goes.
 struct Owner(Arc<RouterInner>);
@@ -372,7 +368,7 @@ impl Router {
     }
 
     fn check_can_spawn(&self, method: &Method) -> Result<()> {
-        if !ENTERED.load(Ordering::Relaxed) {
+        if !crate::entry::ENTERED.load(Ordering::Relaxed) {
             return Err(Error::NoEntryPoint {
                 context: method
                     .name()

@@ -19,15 +19,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::core::detach;
-use crate::core::handshake::{self as bootstrap, ChildConfig, GREETING};
+use crate::core::handshake::{
+    self as bootstrap, ChildConfig, BAD_HASH, CHILD_ENV, GREETING, HASH_ENV, PARENT_PID_ENV,
+};
 use crate::core::latch::Latch;
 use crate::core::log::{level_from_u8, log_dir_layer, ForwardLayer};
 use crate::core::message::{handles, Message, DEFAULT_MAX_MESSAGE_SIZE};
 use crate::core::router::{Policy, RouterInner, Sink};
 use crate::core::side::Side;
 use crate::core::stream::{FrameReader, Stream};
-use crate::parent::first_stage::BAD_HASH;
-use crate::parent::{CHILD_ENV, HASH_ENV, PARENT_PID_ENV};
 
 /// How long a child waits for its configuration after greeting.
 const CONFIG_TIMEOUT: Duration = Duration::from_secs(60);
@@ -177,7 +177,7 @@ fn run() -> std::io::Result<()> {
     crate::core::router::set_current(&router);
     // This process is the program started through its entry point, so it may
     // start children of its own (they enter child mode the same way).
-    crate::api::router::ENTERED.store(true, std::sync::atomic::Ordering::Relaxed);
+    crate::entry::ENTERED.store(true, std::sync::atomic::Ordering::Relaxed);
     crate::core::route_control::install(&router);
     router.set_allow_lateral(config.allow_lateral);
     install_logging(&router, &config);

@@ -24,6 +24,20 @@ use crate::core::message::{ContextId, Header, HEADER_LEN};
 /// The line a child writes when it is ready for its configuration.
 pub const GREETING: &[u8] = b"MITOGEN-RS/1\n";
 
+/// What a child prints instead of its greeting when its own hash is wrong.
+pub const BAD_HASH: &[u8] = b"MITOGEN-RS/BADHASH";
+
+/// Environment variable that starts the program in child mode.
+pub const CHILD_ENV: &str = "MITOGEN_CHILD";
+
+/// Environment variable naming the parent's pid, so the child can arm its
+/// parent-death signal without a race.
+pub const PARENT_PID_ENV: &str = "MITOGEN_PARENT_PID";
+
+/// Environment variable with the hash a child started by the first stage must
+/// have; it checks its own executable against it before greeting.
+pub const HASH_ENV: &str = "MITOGEN_HASH";
+
 /// Most bytes of noise accepted before the greeting.
 const MAX_NOISE: usize = 64 * 1024;
 

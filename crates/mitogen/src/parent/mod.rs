@@ -33,16 +33,7 @@ use crate::core::stream::{FrameReader, Stream};
 use first_stage::{Compression, BAD_HASH};
 use spawn::{create_child, Spawned};
 
-/// Environment variable that starts the program in child mode.
-pub const CHILD_ENV: &str = "MITOGEN_CHILD";
-
-/// Environment variable naming the parent's pid, so the child can arm its
-/// parent-death signal without a race.
-pub const PARENT_PID_ENV: &str = "MITOGEN_PARENT_PID";
-
-/// Environment variable with the hash a child started by the first stage must
-/// have; it checks its own executable against it before greeting.
-pub const HASH_ENV: &str = "MITOGEN_HASH";
+pub(crate) use crate::core::handshake::{CHILD_ENV, HASH_ENV, PARENT_PID_ENV};
 
 /// How a method starts its child.
 pub(crate) struct Launch<'a> {
