@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use crate::core::detach;
 use crate::core::handshake::{
-    self as bootstrap, ChildConfig, BAD_HASH, CHILD_ENV, GREETING, HASH_ENV, PARENT_PID_ENV,
+    self, ChildConfig, BAD_HASH, CHILD_ENV, GREETING, HASH_ENV, PARENT_PID_ENV,
 };
 use crate::core::latch::Latch;
 use crate::core::log::{level_from_u8, log_dir_layer, ForwardLayer};
@@ -136,11 +136,11 @@ fn run() -> std::io::Result<()> {
     }
     let (rx, tx, out_r, err_r) = take_stdio()?;
     let deadline = Instant::now() + CONFIG_TIMEOUT;
-    let step = |e: bootstrap::StepError| std::io::Error::other(format!("bootstrap: {e}"));
+    let step = |e: handshake::StepError| std::io::Error::other(format!("bootstrap: {e}"));
     if !hash_ok {
         let mut line = BAD_HASH.to_vec();
         line.push(b'\n');
-        let _ = bootstrap::write_all(tx.as_fd(), &line, deadline);
+        let _ = handshake::write_all(tx.as_fd(), &line, deadline);
         // Out of the way, so the next start finds no entry and uploads; but
         // only while its name still refers to this file.
         if let Some(entry) = cache_entry {
@@ -150,12 +150,12 @@ fn run() -> std::io::Result<()> {
             "own executable does not match its hash",
         ));
     }
-    bootstrap::write_all(tx.as_fd(), GREETING, deadline).map_err(step)?;
+    handshake::write_all(tx.as_fd(), GREETING, deadline).map_err(step)?;
     if let Some(entry) = cache_entry {
         cache::tend_in_background(entry);
     }
     let (header, body) =
-        bootstrap::read_frame(rx.as_fd(), DEFAULT_MAX_MESSAGE_SIZE, deadline).map_err(step)?;
+        handshake::read_frame(rx.as_fd(), DEFAULT_MAX_MESSAGE_SIZE, deadline).map_err(step)?;
     if header.handle != handles::BOOTSTRAP {
         return Err(std::io::Error::other("first frame is not a configuration"));
     }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::call::{encode_call, CallChain, PendingCall};
-use super::channel::Receiver;
+use super::channel::{Receiver, Sender};
 use super::error::{Error, Result};
 use super::message::{handles, ContextId, Message};
 use super::payload::Payload;
@@ -191,7 +191,7 @@ impl Context {
 
     /// A channel whose receiver lives here and ends with [`Error::Disconnected`]
     /// when this context goes away; pass the sender to a remote function.
-    pub fn channel<T: Payload>(&self) -> (crate::Sender<T>, Receiver<T>) {
+    pub fn channel<T: Payload>(&self) -> (Sender<T>, Receiver<T>) {
         let rx = Receiver::new(self.router.clone(), Some(self.id));
         (rx.sender(), rx)
     }

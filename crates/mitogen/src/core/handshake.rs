@@ -12,6 +12,10 @@
 //! and kept for the error message if no greeting comes. Every wait here has a
 //! deadline: these helpers are the seed's `discard_until`, `iter_read` and
 //! `write_all`.
+//!
+//! Both ends use it (the parent in `parent/`, the child in `child/`, a unix
+//! client in `unix.rs`), so it lives in core, below all three; the prompts a
+//! parent answers meanwhile reach it through [`Prompts`].
 
 use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, BorrowedFd};

@@ -22,7 +22,7 @@ use bytes::Bytes;
 
 use crate::core::context::{ChildProcess, Context};
 use crate::core::error::{Error, Result, TransportFailure};
-use crate::core::handshake::{self as bootstrap, ChildConfig, StepError, GREETING};
+use crate::core::handshake::{self, ChildConfig, StepError, GREETING};
 use crate::core::latch::Latch;
 use crate::core::log::current_max_level;
 use crate::core::message::{handles, Message};
@@ -290,7 +290,7 @@ fn attempt(
     }
 
     let (_noise, after) =
-        match bootstrap::discard_until(fd.as_fd(), rest, GREETING, deadline, prompter.as_mut()) {
+        match handshake::discard_until(fd.as_fd(), rest, GREETING, deadline, prompter.as_mut()) {
             Ok(x) => x,
             Err((e, noise)) => {
                 let refused = match &e {
@@ -344,7 +344,7 @@ fn attempt(
     };
     let mut frame = msg.encode_header().to_vec();
     frame.extend_from_slice(&msg.body);
-    if let Err(e) = bootstrap::write_all(fd.as_fd(), &frame, deadline) {
+    if let Err(e) = handshake::write_all(fd.as_fd(), &frame, deadline) {
         return Err(abort(
             format!("sending configuration: {e}"),
             &[],
