@@ -409,7 +409,8 @@ impl Router {
     ///
     /// A wrong password, a password needed but not given, an unknown user, a
     /// refusal by sudo's policy and a missing sudo are each an
-    /// [`Error::Transport`](crate::Error::Transport) with its [`TransportFailure`](crate::TransportFailure).
+    /// [`Error::Transport`] with its
+    /// [`TransportFailure`](crate::TransportFailure).
     pub fn sudo(&self, opts: Sudo) -> Result<Context> {
         self.start(None, opts)
     }
@@ -424,7 +425,7 @@ impl Router {
     /// ```
     ///
     /// A wrong password, a password needed but not given and an unknown user
-    /// are each an [`Error::Transport`](crate::Error::Transport) with its
+    /// are each an [`Error::Transport`] with its
     /// [`TransportFailure`](crate::TransportFailure).
     pub fn su(&self, opts: Su) -> Result<Context> {
         self.start(None, opts)
@@ -441,7 +442,7 @@ impl Router {
     ///
     /// A wrong password, a password needed but not given, an unknown user, a
     /// refusal by doas's rules and a missing doas are each an
-    /// [`Error::Transport`](crate::Error::Transport) with its
+    /// [`Error::Transport`] with its
     /// [`TransportFailure`](crate::TransportFailure).
     pub fn doas(&self, opts: Doas) -> Result<Context> {
         self.start(None, opts)
