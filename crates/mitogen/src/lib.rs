@@ -84,7 +84,7 @@ pub use crate::core::channel::{Receiver, Recv, Sender};
 pub use crate::core::context::Context;
 pub use crate::core::error::{CallError, CallErrorKind, Error, Result, TransportFailure};
 pub use crate::core::log::log_dir_layer;
-pub use crate::core::message::ContextId;
+pub use crate::core::message::{ContextId, FrameError};
 pub use crate::core::payload::{Blob, Payload};
 pub use crate::core::remote::RemoteFn;
 pub use crate::core::secret::Secret;
