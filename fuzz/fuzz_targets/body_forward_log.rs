@@ -4,5 +4,5 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|body: &[u8]| {
-    mitogen::testing::handle_body(mitogen::core::message::handles::FORWARD_LOG, body);
+    mitogen::testing::handle_body(mitogen::testing::message::handles::FORWARD_LOG, body);
 });

@@ -5,5 +5,5 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|body: &[u8]| {
-    mitogen::testing::handle_body(mitogen::core::message::FIRST_USER_HANDLE, body);
+    mitogen::testing::handle_body(mitogen::testing::message::FIRST_USER_HANDLE, body);
 });

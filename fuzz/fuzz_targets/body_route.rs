@@ -2,7 +2,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use mitogen::core::message::handles;
+use mitogen::testing::message::handles;
 
 fuzz_target!(|data: &[u8]| {
     if let Some((which, body)) = data.split_first() {

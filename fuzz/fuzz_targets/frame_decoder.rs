@@ -5,8 +5,8 @@
 
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
-use mitogen::core::message::{DEFAULT_MAX_MESSAGE_SIZE, HEADER_LEN};
-use mitogen::core::stream::FrameReader;
+use mitogen::testing::message::{DEFAULT_MAX_MESSAGE_SIZE, HEADER_LEN};
+use mitogen::testing::stream::FrameReader;
 
 #[derive(Arbitrary, Debug)]
 struct Input<'a> {

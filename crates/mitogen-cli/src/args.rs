@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{ArgAction, Args, Parser, Subcommand};
-use mitogen::target::Hop;
+use mitogen::Hop;
 use mitogen::{ConnectOptions, Target};
 
 /// Exit codes of `mitogen run`, shown in its `--help`.

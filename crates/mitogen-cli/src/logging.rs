@@ -33,6 +33,6 @@ pub fn init(verbose: u8) {
                 .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
                 .with_filter(filter),
         )
-        .with(mitogen::core::log::log_dir_layer())
+        .with(mitogen::log_dir_layer())
         .init();
 }

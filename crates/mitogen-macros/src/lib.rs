@@ -246,8 +246,9 @@ fn expand_remote(func: ItemFn, concurrent: bool) -> syn::Result<TokenStream2> {
 /// }
 /// ```
 ///
-/// `main` may also take no argument (then `mitogen::Router::current` is unset
-/// and no contexts can be started) and may return anything `main` can.
+/// `main` may also take no argument (the router is made all the same:
+/// `mitogen::Router::current()` returns it) and may return anything `main`
+/// can.
 #[proc_macro_attribute]
 pub fn main(attr: TokenStream, item: TokenStream) -> TokenStream {
     if !attr.is_empty() {

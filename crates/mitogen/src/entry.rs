@@ -1,10 +1,14 @@
 //! The entry point that decides, before any user code runs, whether this
 //! process is the master or a child context.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 
-use crate::parent::CHILD_ENV;
-use crate::router::{Router, ENTERED};
+use crate::api::Router;
+use crate::core::handshake::CHILD_ENV;
+
+/// Set by [`run`]: children can only be started by a program whose `main`
+/// goes through the entry point, or the child would run `main` again.
+pub(crate) static ENTERED: AtomicBool = AtomicBool::new(false);
 
 /// True when this process was started as a child context.
 pub fn is_child() -> bool {

@@ -1,8 +1,8 @@
 //! # mitogen
 //!
 //! A library for writing distributed self-replicating programs. A program using
-//! it starts *contexts* (new processes of itself, locally now; over ssh and as
-//! other users through sudo, su and doas as those methods land), ships itself there
+//! it starts *contexts* (new processes of itself: locally, over ssh, as other
+//! users through sudo, su and doas, and chains of those), ships itself there
 //! with nothing installed on the far side but a POSIX shell, and then calls its
 //! own functions in them, with typed arguments and results, over one
 //! multiplexed connection per hop.
@@ -37,48 +37,69 @@
 //!   A function of one argument takes it bare or in a tuple ([`IntoArgs`]);
 //!   dropping a [`PendingCall`] cancels the call ([`cancelled`]).
 //!
+//! * [`Router::connect`] takes a [`Target`] (`"deploy@web1/sudo:app"`), or
+//!   [`Router::start`] one method at a time: [`Local`], [`Ssh`], [`Sudo`],
+//!   [`Su`], [`Doas`], each a builder of its options.
+//!
 //! The protocol (frame layout, handles, the bootstrap of a child) is described
-//! in `docs/protocol.md` and in the [`core`] module docs.
+//! in `docs/protocol.md`.
+//!
+//! # Where things live
+//!
+//! Dependencies point down: each folder uses only those below it.
+//!
+//! | module | what it holds |
+//! |---|---|
+//! | `api/` | the public [`Router`] a program holds: builder, connect options, the hops `connect` shares, every method of starting a context |
+//! | `methods/` | one file per connection method: its options and how it starts ([`Local`], [`Ssh`], [`Sudo`], [`Su`], [`Doas`]) |
+//! | `target.rs` | [`Target`]: a chain of hops written as text |
+//! | `parent/` | starting a child: spawn, first stage, pty and password prompts, connecting through another context |
+//! | `child/` | what a child runs: the handshake's far side, the call dispatcher, its cache of builds |
+//! | [`unix`] | other processes of the same user joining a router over a unix socket |
+//! | `entry.rs` | [`run`]/[`main`]: master or child, decided before user code |
+//! | [`builtins`] | remote functions every program has |
+//! | `core/` | the message bus every context runs, on every hop: messages, streams, the broker, the router, channels, calls, the handshake, process watching, the builds to ship (its `mod.rs` maps each concept of the original to its module) |
+//!
+//! Only what a program uses is public, at the root; the rest is private to the
+//! crate (the `testing` module opens a few internals to the crate's own tests
+//! and fuzz targets, and is not an API).
 
 #![warn(missing_docs)]
 
 extern crate self as mitogen;
 
+mod api;
 pub mod builtins;
-pub(crate) mod child;
-pub mod core;
+mod child;
+mod core;
 mod entry;
-pub mod master;
-pub mod methods;
-pub mod parent;
-mod router;
-pub(crate) mod sys;
-pub mod target;
+mod methods;
+mod parent;
+mod sys;
+mod target;
 #[doc(hidden)]
 pub mod testing;
 pub mod unix;
 
+pub use crate::api::IntoTarget;
+pub use crate::api::{ConnectOptions, Router, RouterBuilder};
 pub use crate::core::call::{CallChain, PendingCall};
 pub use crate::core::cancel::{cancelled, CancelToken};
 pub use crate::core::channel::{Receiver, Recv, Sender};
 pub use crate::core::context::Context;
 pub use crate::core::error::{CallError, CallErrorKind, Error, Result, TransportFailure};
-pub use crate::core::latch::Latch;
-pub use crate::core::message::ContextId;
+pub use crate::core::log::log_dir_layer;
+pub use crate::core::message::{ContextId, FrameError};
 pub use crate::core::payload::{Blob, Payload};
 pub use crate::core::remote::{IntoArgs, RemoteFn};
 pub use crate::core::secret::Secret;
 pub use crate::core::select::{Select, Selectable};
-pub use crate::core::signals::{Signal, Subscription};
+pub use crate::core::signals::Subscription;
+pub use crate::methods::{Doas, HostKeyPolicy, Local, Method, Ssh, Su, Sudo};
+pub use crate::parent::first_stage::Compression;
+pub use crate::target::{Hop, Target};
 pub use entry::{is_child, run};
-pub use methods::doas::Doas;
-pub use methods::local::Local;
-pub use methods::ssh::Ssh;
-pub use methods::su::Su;
-pub use methods::sudo::Sudo;
 pub use mitogen_macros::{main, remote};
-pub use router::{ConnectOptions, IntoTarget, Router, RouterBuilder};
-pub use target::Target;
 
 /// Items used by the code `#[mitogen::remote]` generates. Not a public API.
 #[doc(hidden)]

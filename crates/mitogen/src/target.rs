@@ -10,7 +10,7 @@
 //! | `sudo[:user]`, `su[:user]`, `doas[:user]` | switch user (default root) |
 //!
 //! ```
-//! use mitogen::target::{Hop, Target};
+//! use mitogen::{Hop, Target};
 //! let t: Target = "deploy@web1:2222/sudo:app".parse().unwrap();
 //! assert_eq!(t.hops()[0], Hop::Ssh { user: Some("deploy".into()), host: "web1".into(), port: Some(2222) });
 //! assert_eq!(t.hops()[1], Hop::Sudo { user: Some("app".into()) });

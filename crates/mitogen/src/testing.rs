@@ -4,9 +4,12 @@
 //! types), so that what is fuzzed is what runs. Not a public API: nothing
 //! here is stable.
 //!
-//! The frame decoder ([`FrameReader`](crate::core::stream::FrameReader)) and
-//! the target parser ([`Target`](crate::Target)'s `FromStr`) are public
-//! already and are fuzzed directly.
+//! The frame decoder ([`stream::FrameReader`]) and the target parser
+//! ([`Target`](crate::Target)'s `FromStr`) are fuzzed directly.
+//!
+//! It also opens the internals that the integration tests in
+//! `crates/mitogen/tests/` and the fuzz targets build messages, frames and
+//! builds with: the public API has no use for them.
 
 use std::os::fd::AsFd;
 use std::sync::OnceLock;
@@ -14,19 +17,28 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+use crate::core::binary::Binaries;
 use crate::core::call::{decode_reply, CallHead};
 use crate::core::error::CallError;
-use crate::core::log::{emit_remote, LogRecord};
+use crate::core::handshake::ChildConfig;
+use crate::core::log::emit_remote;
 use crate::core::message::handles;
 use crate::core::payload::{Blob, Payload};
 use crate::core::remote::{decode_args, lookup};
 use crate::core::route_control::{AddRoute, DelRoute};
-use crate::master::binary::Binaries;
-use crate::parent::bootstrap::ChildConfig;
 use crate::parent::first_stage::{self, Compression};
 use crate::parent::prompt::{Matcher, PromptStyle, Verdict};
 use crate::parent::PromptSpec;
 use crate::TransportFailure;
+
+pub use crate::core::binary::{self, content_hash, own_system, Binary};
+pub use crate::core::handshake::{CHILD_ENV, PARENT_PID_ENV};
+pub use crate::core::latch::{Latch, LatchError};
+pub use crate::core::log::{self, LogRecord};
+pub use crate::core::message;
+pub use crate::core::side;
+pub use crate::core::signals::Signal;
+pub use crate::core::stream;
 
 /// Decodes `body` as a message to the built-in handle `handle` would be
 /// decoded where it arrives; any other handle is decoded as a reply and as
@@ -111,8 +123,7 @@ pub fn first_stage(said: &[u8]) -> Result<usize, String> {
     )
     .map_err(|e| e.to_string())?;
     let deadline = Instant::now() + Duration::from_secs(5);
-    crate::parent::bootstrap::write_all(theirs.as_fd(), said, deadline)
-        .map_err(|e| e.to_string())?;
+    crate::core::handshake::write_all(theirs.as_fd(), said, deadline).map_err(|e| e.to_string())?;
     rustix::net::shutdown(&theirs, rustix::net::Shutdown::Write).map_err(|e| e.to_string())?;
     first_stage::run(ours.as_fd(), binaries, Compression::Auto, deadline, None)
         .map(|outcome| outcome.uploaded)

@@ -45,12 +45,12 @@ use serde::{Deserialize, Serialize};
 use crate::core::channel::{Receiver, Sender};
 use crate::core::context::Context;
 use crate::core::error::{Error, Result};
+use crate::core::handshake;
 use crate::core::message::{handles, ContextId, Message, MASTER_ID};
 use crate::core::payload::Payload;
 use crate::core::router::RouterInner;
 use crate::core::side::Side;
 use crate::core::stream::{FrameReader, Stream};
-use crate::parent::bootstrap;
 use private_dir::PrivateDir;
 
 /// How long a client waits for the master's answer.
@@ -371,7 +371,7 @@ fn admit(
     frame.extend_from_slice(&msg.body);
     // The client reads as soon as its hello is out, so this takes no time;
     // the deadline only bounds one that stops reading.
-    bootstrap::write_all(fd.as_fd(), &frame, deadline).map_err(|e| format!("handshake: {e}"))?;
+    handshake::write_all(fd.as_fd(), &frame, deadline).map_err(|e| format!("handshake: {e}"))?;
     let side = Arc::new(Side::new(fd).map_err(|e| e.to_string())?);
     let stream = Arc::new(Stream::new(name.clone(), side.clone(), side, false));
     stream.set_remote_id(id);
@@ -428,9 +428,9 @@ pub fn connect(path: impl AsRef<Path>) -> Result<Client> {
             server.uid,
         )));
     }
-    bootstrap::write_all(fd.as_fd(), HELLO, deadline)
+    handshake::write_all(fd.as_fd(), HELLO, deadline)
         .map_err(|e| refused(format!("saying hello: {e}")))?;
-    let (header, body) = bootstrap::read_frame(
+    let (header, body) = handshake::read_frame(
         fd.as_fd(),
         crate::core::message::DEFAULT_MAX_MESSAGE_SIZE,
         deadline,

@@ -2,8 +2,8 @@
 //! pieces, `FrameReader` never panics, and valid frames come out as they went in.
 
 use bytes::Bytes;
-use mitogen::core::message::{FrameError, Message, HEADER_LEN};
-use mitogen::core::stream::FrameReader;
+use mitogen::testing::message::{FrameError, Message, HEADER_LEN};
+use mitogen::testing::stream::FrameReader;
 use proptest::prelude::*;
 
 const MAX: usize = 4096;
@@ -167,8 +167,8 @@ proptest! {
 /// Writes `data` into one end of a socketpair and lets `r` read the other
 /// until it has taken everything.
 fn read_through_socket(r: &mut FrameReader, data: &[u8]) {
-    use mitogen::core::side::{socketpair, Side};
-    use mitogen::core::stream::ReadStatus;
+    use mitogen::testing::side::{socketpair, Side};
+    use mitogen::testing::stream::ReadStatus;
     let (a, b) = socketpair().expect("socketpair");
     let side = Side::new(b).expect("side");
     let mut w = std::fs::File::from(a);
@@ -207,8 +207,8 @@ fn a_large_frame_still_arrives_whole() {
     };
     let data = encode(std::slice::from_ref(&msg));
     let mut r = FrameReader::new(64 << 20, &[]);
-    use mitogen::core::side::{socketpair, Side};
-    use mitogen::core::stream::ReadStatus;
+    use mitogen::testing::side::{socketpair, Side};
+    use mitogen::testing::stream::ReadStatus;
     let (a, b) = socketpair().expect("socketpair");
     let side = Side::new(b).expect("side");
     let writer = std::thread::spawn(move || {

@@ -11,7 +11,7 @@
 //! estimate, since the real hops after the first run on those hosts.
 
 use anyhow::Context as _;
-use mitogen::target::Hop;
+use mitogen::Hop;
 use mitogen::{ConnectOptions, Target};
 
 use super::ssh::SshFloor;

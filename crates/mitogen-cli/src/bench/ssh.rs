@@ -12,9 +12,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
-use mitogen::methods::ssh::DEFAULT_CONNECT_TIMEOUT;
-use mitogen::target::Hop;
-use mitogen::{ConnectOptions, Target};
+use mitogen::{ConnectOptions, Hop, Ssh, Target};
 
 /// How often a running ssh is checked for its exit: short next to the
 /// hundreds of milliseconds an ssh login takes, cheap on the CPU.
@@ -66,8 +64,10 @@ impl SshFloor {
         let Hop::Ssh { user, host, port } = hop else {
             return None;
         };
-        let connect_timeout = options.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT);
-        // The same fixed options as `mitogen::methods::ssh::Ssh` sets, in the
+        let connect_timeout = options
+            .connect_timeout
+            .unwrap_or(Ssh::DEFAULT_CONNECT_TIMEOUT);
+        // The same fixed options as `mitogen::Ssh` sets, in the
         // same order (ssh keeps the first value it sees of an option), so the
         // floor differs from a mitogen connection only in the remote command.
         let mut argv: Vec<String> = vec!["ssh".into()];

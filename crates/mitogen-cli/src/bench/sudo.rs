@@ -13,7 +13,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
-use mitogen::target::Hop;
+use mitogen::Hop;
 use mitogen::Target;
 
 /// How often a running sudo is checked for its exit: short next to the few

@@ -35,7 +35,7 @@
 //! and only while the name still refers to its own file: a good build that
 //! another connection has uploaded in its place meanwhile stays.
 //!
-//! [`HASH_HEX`]: crate::master::binary::HASH_HEX
+//! [`HASH_HEX`]: crate::core::binary::HASH_HEX
 
 use std::fs;
 use std::os::fd::{AsFd, OwnedFd};
@@ -44,7 +44,7 @@ use std::time::{Duration, SystemTime};
 
 use rustix::fs::{AtFlags, Mode, OFlags};
 
-use crate::master::binary::HASH_HEX;
+use crate::core::binary::HASH_HEX;
 
 /// A build no context has run for this long is removed.
 pub const UNUSED_FOR: Duration = Duration::from_secs(30 * 24 * 3600);

@@ -12,22 +12,22 @@
 //!    if the parent stream is lost.
 
 pub(crate) mod cache;
-pub(crate) mod detach;
 pub(crate) mod dispatch;
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::core::detach;
+use crate::core::handshake::{
+    self, ChildConfig, BAD_HASH, CHILD_ENV, GREETING, HASH_ENV, PARENT_PID_ENV,
+};
 use crate::core::latch::Latch;
 use crate::core::log::{level_from_u8, log_dir_layer, ForwardLayer};
 use crate::core::message::{handles, Message, DEFAULT_MAX_MESSAGE_SIZE};
 use crate::core::router::{Policy, RouterInner, Sink};
 use crate::core::side::Side;
 use crate::core::stream::{FrameReader, Stream};
-use crate::parent::bootstrap::{self, ChildConfig, GREETING};
-use crate::parent::first_stage::BAD_HASH;
-use crate::parent::{CHILD_ENV, HASH_ENV, PARENT_PID_ENV};
 
 /// How long a child waits for its configuration after greeting.
 const CONFIG_TIMEOUT: Duration = Duration::from_secs(60);
@@ -112,7 +112,7 @@ fn own_hash_is_right() -> bool {
     };
     match crate::sys::read_own_exe() {
         Ok(bytes) => {
-            crate::master::binary::content_hash(&bytes).as_bytes() == expected.as_encoded_bytes()
+            crate::core::binary::content_hash(&bytes).as_bytes() == expected.as_encoded_bytes()
         }
         Err(_) => false,
     }
@@ -134,11 +134,11 @@ fn run() -> std::io::Result<()> {
     }
     let (rx, tx, out_r, err_r) = take_stdio()?;
     let deadline = Instant::now() + CONFIG_TIMEOUT;
-    let step = |e: bootstrap::StepError| std::io::Error::other(format!("bootstrap: {e}"));
+    let step = |e: handshake::StepError| std::io::Error::other(format!("bootstrap: {e}"));
     if !hash_ok {
         let mut line = BAD_HASH.to_vec();
         line.push(b'\n');
-        let _ = bootstrap::write_all(tx.as_fd(), &line, deadline);
+        let _ = handshake::write_all(tx.as_fd(), &line, deadline);
         // Out of the way, so the next start finds no entry and uploads; but
         // only while its name still refers to this file.
         if let Some(entry) = cache_entry {
@@ -148,12 +148,12 @@ fn run() -> std::io::Result<()> {
             "own executable does not match its hash",
         ));
     }
-    bootstrap::write_all(tx.as_fd(), GREETING, deadline).map_err(step)?;
+    handshake::write_all(tx.as_fd(), GREETING, deadline).map_err(step)?;
     if let Some(entry) = cache_entry {
         cache::tend_in_background(entry);
     }
     let (header, body) =
-        bootstrap::read_frame(rx.as_fd(), DEFAULT_MAX_MESSAGE_SIZE, deadline).map_err(step)?;
+        handshake::read_frame(rx.as_fd(), DEFAULT_MAX_MESSAGE_SIZE, deadline).map_err(step)?;
     if header.handle != handles::BOOTSTRAP {
         return Err(std::io::Error::other("first frame is not a configuration"));
     }
@@ -172,10 +172,10 @@ fn run() -> std::io::Result<()> {
         Some(stream.clone()),
         config.max_message_size as usize,
     )?;
-    crate::router::set_current(&router);
+    crate::core::router::set_current(&router);
     // This process is the program started through its entry point, so it may
     // start children of its own (they enter child mode the same way).
-    crate::router::ENTERED.store(true, std::sync::atomic::Ordering::Relaxed);
+    crate::entry::ENTERED.store(true, std::sync::atomic::Ordering::Relaxed);
     crate::core::route_control::install(&router);
     router.set_allow_lateral(config.allow_lateral);
     install_logging(&router, &config);

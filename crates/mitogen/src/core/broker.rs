@@ -23,7 +23,7 @@ use super::io_logger::IoLogger;
 use super::reader::{pump, FrameReader, Pumped};
 use super::router::RouterInner;
 use super::stream::{Registration, SendStatus, Stream};
-use crate::master::process_monitor::ProcessWatch;
+use crate::core::process_monitor::ProcessWatch;
 
 const WAKER: Token = Token(0);
 

@@ -212,7 +212,7 @@ impl<T: Payload> Sender<T> {
     fn router(&self) -> Result<Arc<RouterInner>> {
         match &self.router {
             Some(r) => Ok(r.clone()),
-            None => crate::router::current_inner().ok_or(Error::RouterShutdown),
+            None => super::router::current_inner().ok_or(Error::RouterShutdown),
         }
     }
 

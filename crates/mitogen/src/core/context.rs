@@ -5,14 +5,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::call::{encode_call, CallChain, PendingCall};
-use super::channel::Receiver;
+use super::channel::{Receiver, Sender};
 use super::error::{Error, Result};
 use super::message::{handles, ContextId, Message};
 use super::payload::Payload;
 use super::remote::{IntoArgs, RemoteFn};
 use super::router::{Presence, RouterInner};
 use super::signals::Subscription;
-use crate::master::process_monitor::ExitCell;
+use crate::core::process_monitor::ExitCell;
 
 /// How long [`Context::shutdown`] waits for an orderly exit before killing.
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
@@ -208,7 +208,7 @@ impl Context {
 
     /// A channel whose receiver lives here and ends with [`Error::Disconnected`]
     /// when this context goes away; pass the sender to a remote function.
-    pub fn channel<T: Payload>(&self) -> (crate::Sender<T>, Receiver<T>) {
+    pub fn channel<T: Payload>(&self) -> (Sender<T>, Receiver<T>) {
         let rx = Receiver::new(self.router.clone(), Some(self.id));
         (rx.sender(), rx)
     }
@@ -261,7 +261,7 @@ impl Context {
     /// (calls run in order, so a long call queued before would hold the
     /// detach back). Work that never ends makes a process that never ends.
     pub fn detach(&self) -> Result<()> {
-        self.call(crate::child::detach::detach_self, ())?;
+        self.call(crate::core::detach::detach_self, ())?;
         self.router.forget_children_below(self.id);
         Ok(())
     }
@@ -293,7 +293,7 @@ impl Context {
     /// killed; a remote context that does not leave is ended by its parent
     /// hop when that goes.
     pub fn shutdown_timeout(&self, timeout: Duration) -> Result<()> {
-        crate::router::context_closing(&self.router, self.id);
+        self.router.context_closing(self.id);
         let outcome = if timeout.is_zero() {
             match &self.process {
                 Some(p) => {
@@ -311,7 +311,7 @@ impl Context {
         };
         // Whatever happened, the context is done for: a hop shared only with
         // it goes too.
-        crate::router::context_gone(&self.router, self.id);
+        self.router.context_gone(self.id);
         match outcome {
             Exited::InTime => Ok(()),
             Exited::Killed | Exited::StillThere => Err(Error::ShutdownTimedOut {

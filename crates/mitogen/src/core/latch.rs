@@ -61,7 +61,7 @@ pub(crate) enum Put {
 /// A thread-safe queue whose consumers can block with a deadline or `.await`.
 ///
 /// ```
-/// let latch = std::sync::Arc::new(mitogen::Latch::new());
+/// let latch = std::sync::Arc::new(mitogen::testing::Latch::new());
 /// let l2 = latch.clone();
 /// std::thread::spawn(move || l2.put(42));
 /// assert_eq!(latch.get_timeout(std::time::Duration::from_secs(5)), Ok(42));

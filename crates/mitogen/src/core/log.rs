@@ -166,7 +166,7 @@ impl<S: Subscriber> Layer<S> for ForwardLayer {
 /// ```no_run
 /// use tracing_subscriber::prelude::*;
 /// tracing_subscriber::registry()
-///     .with(mitogen::core::log::log_dir_layer())
+///     .with(mitogen::log_dir_layer())
 ///     .init();
 /// ```
 pub fn log_dir_layer<S>() -> Option<Box<dyn Layer<S> + Send + Sync>>

@@ -24,7 +24,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock, Weak};
 
 use bytes::Bytes;
 use mio::Poll;
@@ -72,6 +72,34 @@ impl Drop for Presence {
         self.latch = Arc::new(Latch::new());
         router.prune_gone(Some(id));
     }
+}
+
+/// The router of this process, once one is running: what a [`Sender`] decoded
+/// from a message sends through.
+///
+/// [`Sender`]: super::channel::Sender
+static CURRENT: OnceLock<Weak<RouterInner>> = OnceLock::new();
+
+/// Makes `inner` this process's router (the first one only).
+pub(crate) fn set_current(inner: &Arc<RouterInner>) {
+    let _ = CURRENT.set(Arc::downgrade(inner));
+}
+
+/// This process's router, while it runs.
+pub(crate) fn current_inner() -> Option<Arc<RouterInner>> {
+    CURRENT.get().and_then(Weak::upgrade)
+}
+
+/// What the layer above core keeps about the contexts a router started, told
+/// when one of them is shut down. Core knows it only through this trait, so
+/// that nothing in `core/` depends on the public API (`api::shared_hops`
+/// implements it: a hop `Router::connect` started for one context alone goes
+/// with it).
+pub(crate) trait ContextHooks: std::any::Any + Send + Sync {
+    /// `id` is being shut down by its own `Context::shutdown`.
+    fn closing(&self, id: ContextId);
+    /// `id` has been shut down.
+    fn gone(&self, router: &Arc<RouterInner>, id: ContextId);
 }
 
 /// Who may send to a handle.
@@ -131,7 +159,7 @@ pub(crate) struct RouterInner {
     shut: AtomicBool,
     parent_lost: Mutex<Option<Box<dyn FnOnce() + Send>>>,
     /// The builds of the program this router can ship.
-    pub(crate) binaries: crate::master::binary::Binaries,
+    pub(crate) binaries: crate::core::binary::Binaries,
     /// Bytes of the program uploaded by first stages so far.
     pub(crate) uploaded: std::sync::atomic::AtomicU64,
     /// The parent of every context below us that we did not start ourselves
@@ -153,13 +181,29 @@ pub(crate) struct RouterInner {
     pub(crate) signals: super::signals::RouterSignals,
     /// Contexts this router started, for shutdown.
     children: Mutex<Vec<crate::core::context::Context>>,
-    /// Hops that `Router::connect` shares between targets.
-    pub(crate) shared_hops: crate::router::shared::SharedHops,
     /// How long `Context::call` waits when not told (`RouterBuilder::call_timeout`).
     pub(crate) call_timeout: std::sync::OnceLock<std::time::Duration>,
+    /// What the layer above keeps about the contexts this router started
+    /// (the hops `Router::connect` shares between targets).
+    pub(crate) hooks: OnceLock<Arc<dyn ContextHooks>>,
 }
 
 impl RouterInner {
+    /// Context `id` is being shut down by its own `shutdown` (see
+    /// [`ContextHooks::closing`]).
+    pub(crate) fn context_closing(&self, id: ContextId) {
+        if let Some(hooks) = self.hooks.get() {
+            hooks.closing(id);
+        }
+    }
+
+    /// Context `id` has been shut down (see [`ContextHooks::gone`]).
+    pub(crate) fn context_gone(self: &Arc<Self>, id: ContextId) {
+        if let Some(hooks) = self.hooks.get() {
+            hooks.gone(self, id);
+        }
+    }
+
     /// Creates a router and starts its broker thread.
     pub(crate) fn start(
         id: ContextId,
@@ -188,7 +232,7 @@ impl RouterInner {
             binaries: Default::default(),
             uploaded: Default::default(),
             children: Mutex::new(Vec::new()),
-            shared_hops: Default::default(),
+            hooks: OnceLock::new(),
             log_budget: LogBudget::new(),
             forwarded_budget: LogBudget::per_second(FORWARDED_PER_SEC),
             forwarded_warnings: LogBudget::per_second(1),

@@ -147,23 +147,4 @@ pub fn classify(text: &str) -> TransportFailure {
     switch::classify_with(text, FAILURES)
 }
 
-impl crate::Router {
-    /// Starts a context as another user on this machine with doas:
-    ///
-    /// ```no_run
-    /// # fn demo(router: mitogen::Router) -> mitogen::Result<()> {
-    /// use mitogen::Doas;
-    /// let root = router.doas(Doas::new())?;   // a `permit nopass` rule
-    /// # Ok(()) }
-    /// ```
-    ///
-    /// A wrong password, a password needed but not given, an unknown user, a
-    /// refusal by doas's rules and a missing doas are each an
-    /// [`Error::Transport`](crate::Error::Transport) with its
-    /// [`TransportFailure`].
-    pub fn doas(&self, opts: Doas) -> Result<Context> {
-        self.start(None, opts)
-    }
-}
-
 transport_options!(Doas, Doas, "doas");

@@ -69,12 +69,18 @@ macro_rules! transport_options {
     };
 }
 
-pub mod doas;
-pub mod local;
-pub mod ssh;
-pub mod su;
-pub mod sudo;
+pub(crate) mod doas;
+pub(crate) mod local;
+pub(crate) mod ssh;
+pub(crate) mod su;
+pub(crate) mod sudo;
 mod switch;
+
+pub use doas::Doas;
+pub use local::Local;
+pub use ssh::{HostKeyPolicy, Ssh};
+pub use su::Su;
+pub use sudo::Sudo;
 
 use std::sync::Arc;
 

@@ -39,7 +39,7 @@ pub enum HostKeyPolicy {
 ///
 /// ```no_run
 /// # fn demo(router: mitogen::Router) -> mitogen::Result<()> {
-/// use mitogen::methods::ssh::Ssh;
+/// use mitogen::Ssh;
 /// let web = router.ssh(Ssh::new("web1").user("deploy").port(2222))?;
 /// # Ok(()) }
 /// ```
@@ -65,6 +65,9 @@ pub struct Ssh {
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl Ssh {
+    /// Default time allowed for ssh to connect and the program to start.
+    pub const DEFAULT_CONNECT_TIMEOUT: Duration = DEFAULT_CONNECT_TIMEOUT;
+
     /// Connect to `host` (a name from `~/.ssh/config`, a host name or an
     /// address) with ssh's defaults for everything else.
     pub fn new(host: impl Into<String>) -> Ssh {

@@ -177,22 +177,4 @@ pub fn classify(text: &str) -> TransportFailure {
     switch::classify_with(text, FAILURES)
 }
 
-impl crate::Router {
-    /// Starts a context as another user on this machine with su:
-    ///
-    /// ```no_run
-    /// # fn demo(router: mitogen::Router) -> mitogen::Result<()> {
-    /// use mitogen::Su;
-    /// let app = router.su(Su::user("app"))?;   // as root: no password
-    /// # Ok(()) }
-    /// ```
-    ///
-    /// A wrong password, a password needed but not given and an unknown user
-    /// are each an [`Error::Transport`](crate::Error::Transport) with its
-    /// [`TransportFailure`].
-    pub fn su(&self, opts: Su) -> Result<Context> {
-        self.start(None, opts)
-    }
-}
-
 transport_options!(Su, Su, "su");

@@ -363,26 +363,6 @@ pub fn classify(stderr: &str) -> TransportFailure {
     switch::classify_with(stderr, FAILURES)
 }
 
-impl crate::Router {
-    /// Starts a context as another user on this machine with sudo, copying
-    /// this program into that user's own cache if it does not have this
-    /// build yet:
-    ///
-    /// ```no_run
-    /// # fn demo(router: mitogen::Router, pw: mitogen::Secret) -> mitogen::Result<()> {
-    /// use mitogen::Sudo;
-    /// let root = router.sudo(Sudo::new().password(pw))?;
-    /// # Ok(()) }
-    /// ```
-    ///
-    /// A wrong password, a password needed but not given, an unknown user, a
-    /// refusal by sudo's policy and a missing sudo are each an
-    /// [`Error::Transport`] with its [`TransportFailure`].
-    pub fn sudo(&self, opts: Sudo) -> Result<Context> {
-        self.start(None, opts)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -75,16 +75,15 @@
 use std::os::fd::BorrowedFd;
 use std::time::Instant;
 
-use super::bootstrap::{discard_until, read_some, write_all, StepError};
 use super::prompt::Prompter;
+use crate::core::binary::Binaries;
 use crate::core::error::TransportFailure;
-use crate::master::binary::Binaries;
+use crate::core::handshake::{discard_until, read_some, write_all, StepError};
 
 /// Marker that starts the stage's status line.
 pub const STAGE_MARKER: &[u8] = b"MITOGEN-STAGE ";
 
-/// What a child prints instead of its greeting when its own hash is wrong.
-pub const BAD_HASH: &[u8] = b"MITOGEN-RS/BADHASH";
+pub(crate) use crate::core::handshake::BAD_HASH;
 
 const SCRIPT: &str = concat!(
     "H=@H@; F=@F@; o=$PWD; i=; r=; ",

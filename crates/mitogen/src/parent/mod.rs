@@ -5,12 +5,13 @@
 //! runs the first stage when there is one, waits for the child's greeting, sends
 //! its configuration and hands the stream to the broker.
 
-pub mod bootstrap;
-pub mod first_stage;
+pub(crate) mod first_stage;
 pub(crate) mod prompt;
+#[cfg(test)]
+mod prompt_tests;
 pub(crate) mod pty;
 pub(crate) mod spawn;
-pub mod via;
+pub(crate) mod via;
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::process::Command;
@@ -21,27 +22,18 @@ use bytes::Bytes;
 
 use crate::core::context::{ChildProcess, Context};
 use crate::core::error::{Error, Result, TransportFailure};
+use crate::core::handshake::{self, ChildConfig, StepError, GREETING};
 use crate::core::latch::Latch;
 use crate::core::log::current_max_level;
 use crate::core::message::{handles, Message};
+use crate::core::process_monitor::{ExitCell, ProcessWatch};
 use crate::core::router::RouterInner;
 use crate::core::side::Side;
 use crate::core::stream::{FrameReader, Stream};
-use crate::master::process_monitor::{ExitCell, ProcessWatch};
-use bootstrap::{ChildConfig, StepError, GREETING};
 use first_stage::{Compression, BAD_HASH};
 use spawn::{create_child, Spawned};
 
-/// Environment variable that starts the program in child mode.
-pub const CHILD_ENV: &str = "MITOGEN_CHILD";
-
-/// Environment variable naming the parent's pid, so the child can arm its
-/// parent-death signal without a race.
-pub const PARENT_PID_ENV: &str = "MITOGEN_PARENT_PID";
-
-/// Environment variable with the hash a child started by the first stage must
-/// have; it checks its own executable against it before greeting.
-pub const HASH_ENV: &str = "MITOGEN_HASH";
+pub(crate) use crate::core::handshake::{CHILD_ENV, HASH_ENV, PARENT_PID_ENV};
 
 /// How a method starts its child.
 pub(crate) struct Launch<'a> {
@@ -298,7 +290,7 @@ fn attempt(
     }
 
     let (_noise, after) =
-        match bootstrap::discard_until(fd.as_fd(), rest, GREETING, deadline, prompter.as_mut()) {
+        match handshake::discard_until(fd.as_fd(), rest, GREETING, deadline, prompter.as_mut()) {
             Ok(x) => x,
             Err((e, noise)) => {
                 let refused = match &e {
@@ -352,7 +344,7 @@ fn attempt(
     };
     let mut frame = msg.encode_header().to_vec();
     frame.extend_from_slice(&msg.body);
-    if let Err(e) = bootstrap::write_all(fd.as_fd(), &frame, deadline) {
+    if let Err(e) = handshake::write_all(fd.as_fd(), &frame, deadline) {
         return Err(abort(
             format!("sending configuration: {e}"),
             &[],

@@ -10,16 +10,16 @@
 //!
 //! Ordering makes that hold against a hostile build: its terminal output is
 //! written after the stage's status line, so the stream is read before the
-//! pty at every step (see [`crate::parent::bootstrap::read_some`]) and a prompt
+//! pty at every step (see [`crate::core::handshake::read_some`]) and a prompt
 //! is answered only once the stream has been found empty *after* the pty was
 //! read.
 
 use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
-use super::bootstrap::StepError;
 use super::first_stage::STAGE_MARKER;
 use crate::core::error::TransportFailure;
+use crate::core::handshake::StepError;
 use crate::core::secret::Secret;
 
 /// Most pty output kept while looking for a prompt.
@@ -284,7 +284,7 @@ impl Prompter {
         if !self.inline {
             // Bounded: a tool that has exited writes nothing more.
             for _ in 0..16 {
-                if self.closed || !super::bootstrap::readable_now(self.master.as_fd())? {
+                if self.closed || !crate::core::handshake::readable_now(self.master.as_fd())? {
                     break;
                 }
                 self.read_pty()?;
@@ -348,6 +348,28 @@ impl Prompter {
             }
         }
         Ok(())
+    }
+}
+
+/// The handshake drives the prompter through this (core knows no prompts).
+impl crate::core::handshake::Prompts for Prompter {
+    fn pending(&self) -> bool {
+        Prompter::pending(self)
+    }
+    fn check(&mut self) -> Result<(), StepError> {
+        Prompter::check(self)
+    }
+    fn fd(&self) -> Option<BorrowedFd<'_>> {
+        Prompter::fd(self)
+    }
+    fn read_pty(&mut self) -> Result<(), StepError> {
+        Prompter::read_pty(self)
+    }
+    fn closing(&mut self) -> Result<(), StepError> {
+        Prompter::closing(self)
+    }
+    fn stream_data(&mut self, data: &[u8]) -> Result<(), StepError> {
+        Prompter::stream_data(self, data)
     }
 }
 

@@ -44,7 +44,7 @@ pub enum ConnectOutcome {
 /// id the master chose.
 #[crate::remote]
 pub fn connect_child(method: Method, id: ContextId) -> ConnectOutcome {
-    let Some(router) = crate::router::current_inner() else {
+    let Some(router) = crate::core::router::current_inner() else {
         return ConnectOutcome::Failed("no router in this context".into());
     };
     match method.connect(&router, Some(id)) {

@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use anyhow::{bail, ensure, Context as _, Result};
 use bytes::Bytes;
-use mitogen::core::message::{handles, Message, DEFAULT_MAX_MESSAGE_SIZE, FLAG_KEYED, MASTER_ID};
+use mitogen::testing::message::{
+    handles, Message, DEFAULT_MAX_MESSAGE_SIZE, FLAG_KEYED, MASTER_ID,
+};
 use mitogen::{Error, Router};
 use serde::{Deserialize, Serialize};
 use tracing::Level;

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Result};
 use bytes::Bytes;
-use mitogen::core::message::{handles, ContextId, Message, MASTER_ID};
+use mitogen::testing::message::{handles, ContextId, Message, MASTER_ID};
 use mitogen::{Blob, Context, Error, Local, Router, Sender};
 
 use crate::calls::{add, pid};

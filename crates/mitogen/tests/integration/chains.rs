@@ -91,11 +91,7 @@ fn check_uid_only(ctx: &Context, uid: u32) -> Result<()> {
 }
 
 /// A context started through `via`, shut down at the end of the test.
-fn hop(
-    router: &Router,
-    via: &Context,
-    method: impl Into<mitogen::methods::Method>,
-) -> Result<Guard> {
+fn hop(router: &Router, via: &Context, method: impl Into<mitogen::Method>) -> Result<Guard> {
     Ok(Guard(router.start(Some(via), method)?))
 }
 

@@ -36,7 +36,7 @@ fn account(user: &str) -> Result<(u32, u32, PathBuf)> {
 
 /// The three tools, each switching from root to the app user with a password
 /// nobody asks for.
-fn hops() -> [(&'static str, mitogen::methods::Method); 3] {
+fn hops() -> [(&'static str, mitogen::Method); 3] {
     let t = Duration::from_secs(30);
     [
         (
@@ -268,7 +268,7 @@ pub fn cached_build_saying_permission_denied_is_replaced(router: &Router) -> Res
     let entry = home.join(".cache/mitogen").join(&crate::ssh::own().hash);
     drop(Guard(router.sudo(Sudo::new().user(APP_USER))?));
     let t = Duration::from_secs(30);
-    let methods: [(&str, mitogen::methods::Method); 2] = [
+    let methods: [(&str, mitogen::Method); 2] = [
         ("su", Su::user(APP_USER).connect_timeout(t).into()),
         ("sudo", Sudo::new().user(APP_USER).connect_timeout(t).into()),
     ];

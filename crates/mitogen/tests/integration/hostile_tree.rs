@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context as _, Result};
 use bytes::Bytes;
-use mitogen::core::message::{
+use mitogen::testing::message::{
     ContextId, Message, FLAG_DEAD, FLAG_DISCONNECTED, FLAG_KEYED, MASTER_ID,
 };
 use mitogen::{Blob, Context, Error, Local, Router, Sender};
@@ -525,7 +525,7 @@ pub fn relay_holds_a_child_back_while_its_parent_does_not_drain(router: &Router)
 }
 
 pub fn forwarded_log_flood_is_cut(router: &Router) -> Result<()> {
-    use mitogen::core::log::LogRecord;
+    use mitogen::testing::LogRecord;
     let bad = router.local()?;
     let _down = Down(vec![bad.clone()]);
     let mark = capture::mark();
@@ -534,7 +534,7 @@ pub fn forwarded_log_flood_is_cut(router: &Router) -> Result<()> {
         postcard::to_allocvec(&LogRecord::new(tracing::Level::INFO, target, message))
             .expect("encodable")
     };
-    let handle = mitogen::core::message::handles::FORWARD_LOG;
+    let handle = mitogen::testing::message::handles::FORWARD_LOG;
     let mut frames = raw(
         MASTER_ID,
         me,

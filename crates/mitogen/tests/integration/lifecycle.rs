@@ -113,8 +113,8 @@ pub fn child_exits_when_parent_dies(_: &Router) -> Result<()> {
     let exe = std::env::current_exe()?;
     let mut mid = Command::new(exe)
         .env(INTERMEDIATE_ENV, "1")
-        .env_remove(mitogen::parent::CHILD_ENV)
-        .env_remove(mitogen::parent::PARENT_PID_ENV)
+        .env_remove(mitogen::testing::CHILD_ENV)
+        .env_remove(mitogen::testing::PARENT_PID_ENV)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -418,8 +418,8 @@ fn run_detaching_master(work_ms: u64) -> Result<(u32, u32, u32)> {
     let exe = std::env::current_exe()?;
     let mut master = Command::new(exe)
         .env(DETACH_ENV, work_ms.to_string())
-        .env_remove(mitogen::parent::CHILD_ENV)
-        .env_remove(mitogen::parent::PARENT_PID_ENV)
+        .env_remove(mitogen::testing::CHILD_ENV)
+        .env_remove(mitogen::testing::PARENT_PID_ENV)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())

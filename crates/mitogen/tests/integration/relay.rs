@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use anyhow::{bail, ensure, Context as _, Result};
-use mitogen::core::message::{Message, MASTER_ID};
+use mitogen::testing::message::{Message, MASTER_ID};
 use mitogen::{Blob, Context, Error, Local, Receiver, Router, Sender};
 
 use crate::bad_input::{write_raw, After};

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context as _, Result};
 use bytes::Bytes;
-use mitogen::core::message::{handles, ContextId, Message, MASTER_ID};
+use mitogen::testing::message::{handles, ContextId, Message, MASTER_ID};
 use mitogen::{Context, Error, Local, Receiver, RemoteFn, Router, Sender};
 use serde::Serialize;
 use tracing::Level;

@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context as _, Result};
-use mitogen::master::binary::{content_hash, own_system};
-use mitogen::parent::first_stage::Compression;
+use mitogen::testing::{content_hash, own_system};
+use mitogen::Compression;
 use mitogen::{Error, Router};
 
 use crate::ssh::{failure, hop, own, plus_one, whoami};

@@ -25,7 +25,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, ensure, Context as _, Result};
-use mitogen::methods::ssh::HostKeyPolicy;
+use mitogen::HostKeyPolicy;
 use mitogen::Ssh;
 
 /// Where the ssh server binary is (Debian's openssh-server).
@@ -352,7 +352,7 @@ impl Sshd {
             .host_key_policy(HostKeyPolicy::Ignore)
             // Over loopback the default sends the program uncompressed; the
             // tests exercise the compressed path a remote host gets.
-            .upload_compression(mitogen::parent::first_stage::Compression::Gzip)
+            .upload_compression(mitogen::Compression::Gzip)
     }
 
     /// A `known_hosts` file whose entry for this server has `key`.

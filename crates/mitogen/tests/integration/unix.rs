@@ -85,9 +85,9 @@ fn impostor_main() -> usize {
             1u64 << 20,
             vec![(1u32, "local.1".to_owned())],
         );
-        let msg = mitogen::core::message::Message {
+        let msg = mitogen::testing::message::Message {
             dst: 7,
-            handle: mitogen::core::message::handles::BOOTSTRAP,
+            handle: mitogen::testing::message::handles::BOOTSTRAP,
             body: postcard::to_allocvec(&config)?.into(),
             ..Default::default()
         };
@@ -197,7 +197,7 @@ pub fn listener_serves_clients_of_the_same_user(router: &Router) -> Result<()> {
     let out = Command::new(std::env::current_exe()?)
         .arg(leaf.id().to_string())
         .env(CLIENT_ENV, &path)
-        .env_remove(mitogen::parent::CHILD_ENV)
+        .env_remove(mitogen::testing::CHILD_ENV)
         .stdin(Stdio::null())
         .stderr(Stdio::inherit())
         .output()?;
@@ -297,7 +297,7 @@ pub fn other_users_are_refused(router: &Router) -> Result<()> {
         let out = Command::new(std::env::current_exe()?)
             .arg(ctx.id().to_string())
             .env(CLIENT_ENV, &path)
-            .env_remove(mitogen::parent::CHILD_ENV)
+            .env_remove(mitogen::testing::CHILD_ENV)
             .uid(nobody)
             .gid(nobody)
             .stdin(Stdio::null())
@@ -411,7 +411,7 @@ pub fn a_server_of_another_user_is_refused(_: &Router) -> Result<()> {
     let mut impostor = Command::new(std::env::current_exe()?)
         .arg("impostor")
         .env(CLIENT_ENV, &path)
-        .env_remove(mitogen::parent::CHILD_ENV)
+        .env_remove(mitogen::testing::CHILD_ENV)
         .uid(other.uid)
         .gid(other.uid)
         .stdin(Stdio::null())
@@ -509,7 +509,7 @@ pub fn listen_private_uses_only_a_runtime_dir_of_its_own(_: &Router) -> Result<(
             .arg("where")
             .env(CLIENT_ENV, "")
             .env("XDG_RUNTIME_DIR", xdg)
-            .env_remove(mitogen::parent::CHILD_ENV)
+            .env_remove(mitogen::testing::CHILD_ENV)
             .stdin(Stdio::null())
             .stderr(Stdio::inherit())
             .output()?;

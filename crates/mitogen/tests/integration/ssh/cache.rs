@@ -10,7 +10,7 @@ use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, ensure, Context as _, Result};
-use mitogen::parent::first_stage::Compression;
+use mitogen::Compression;
 use mitogen::Router;
 
 use super::{

@@ -8,8 +8,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, ensure, Context as _, Result};
-use mitogen::methods::ssh::HostKeyPolicy;
-use mitogen::parent::first_stage::Compression;
+use mitogen::Compression;
+use mitogen::HostKeyPolicy;
 use mitogen::{Error, Router, Ssh, TransportFailure};
 
 use super::{check_entry, connect_as, expect_kind, failure, hop, own, plus_one};

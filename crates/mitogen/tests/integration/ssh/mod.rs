@@ -22,7 +22,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use anyhow::{bail, ensure, Context as _, Result};
-use mitogen::master::binary::Binary;
+use mitogen::testing::Binary;
 use mitogen::{Blob, Error, Router, Sender, Ssh, TransportFailure};
 use serde::{Deserialize, Serialize};
 

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, ensure, Context as _, Result};
-use mitogen::methods::ssh::HostKeyPolicy;
+use mitogen::HostKeyPolicy;
 use mitogen::{Router, TransportFailure};
 
 use super::{connect_as, hop, kind_failure, plus_one, uploaded_during};

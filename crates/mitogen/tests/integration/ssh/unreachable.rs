@@ -7,8 +7,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, ensure, Context as _, Result};
-use mitogen::methods::ssh::HostKeyPolicy;
-use mitogen::parent::first_stage::Compression;
+use mitogen::Compression;
+use mitogen::HostKeyPolicy;
 use mitogen::{Error, Router, Ssh};
 
 use crate::sshd;

@@ -12,6 +12,10 @@
 //! and kept for the error message if no greeting comes. Every wait here has a
 //! deadline: these helpers are the seed's `discard_until`, `iter_read` and
 //! `write_all`.
+//!
+//! Both ends use it (the parent in `parent/`, the child in `child/`, a unix
+//! client in `unix.rs`), so it lives in core, below all three; the prompts a
+//! parent answers meanwhile reach it through [`Prompts`].
 
 use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, BorrowedFd};
@@ -19,11 +23,24 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-use super::prompt::Prompter;
 use crate::core::message::{ContextId, Header, HEADER_LEN};
 
 /// The line a child writes when it is ready for its configuration.
 pub const GREETING: &[u8] = b"MITOGEN-RS/1\n";
+
+/// What a child prints instead of its greeting when its own hash is wrong.
+pub const BAD_HASH: &[u8] = b"MITOGEN-RS/BADHASH";
+
+/// Environment variable that starts the program in child mode.
+pub const CHILD_ENV: &str = "MITOGEN_CHILD";
+
+/// Environment variable naming the parent's pid, so the child can arm its
+/// parent-death signal without a race.
+pub const PARENT_PID_ENV: &str = "MITOGEN_PARENT_PID";
+
+/// Environment variable with the hash a child started by the first stage must
+/// have; it checks its own executable against it before greeting.
+pub const HASH_ENV: &str = "MITOGEN_HASH";
 
 /// Most bytes of noise accepted before the greeting.
 const MAX_NOISE: usize = 64 * 1024;
@@ -130,17 +147,35 @@ pub(crate) fn readable_now(fd: BorrowedFd<'_>) -> Result<bool, StepError> {
     }
 }
 
+/// What answers a transport's password prompts while the handshake reads (the
+/// parent's `Prompter`, on the pty of sudo, su, doas or ssh). The handshake
+/// only drives it: the prompts, the password and the verdicts stay above core.
+pub(crate) trait Prompts {
+    /// A prompt has been read and awaits judgement.
+    fn pending(&self) -> bool;
+    /// Judges the prompt read so far (answers it, or fails).
+    fn check(&mut self) -> Result<(), StepError>;
+    /// The pty to watch besides the data stream, if any.
+    fn fd(&self) -> Option<BorrowedFd<'_>>;
+    /// Reads what the pty has.
+    fn read_pty(&mut self) -> Result<(), StepError>;
+    /// The data stream closed: a last look at the pty for the reason.
+    fn closing(&mut self) -> Result<(), StepError>;
+    /// Bytes arrived on the data stream.
+    fn stream_data(&mut self, data: &[u8]) -> Result<(), StepError>;
+}
+
 /// Reads once (waiting for readability until `deadline`) into `out`,
 /// answering the transport's prompts on `prompter`'s pty meanwhile.
 ///
 /// The data stream always goes first: a prompt read from the pty is judged
 /// only after the stream has been found empty, so a first-stage status line
 /// written before a (hostile) prompt has disarmed the prompter by then.
-pub(crate) fn read_some(
+pub(crate) fn read_some<P: Prompts + ?Sized>(
     fd: BorrowedFd<'_>,
     out: &mut Vec<u8>,
     deadline: Instant,
-    mut prompter: Option<&mut Prompter>,
+    mut prompter: Option<&mut P>,
 ) -> Result<(), StepError> {
     let mut buf = [MaybeUninit::<u8>::uninit(); 16 * 1024];
     loop {
@@ -149,7 +184,7 @@ pub(crate) fn read_some(
                 p.check()?;
             }
         }
-        let pty = prompter.as_deref().and_then(Prompter::fd);
+        let pty = prompter.as_deref().and_then(|p| p.fd());
         let (data, pty) = wait_any(fd, false, pty, deadline)?;
         if pty && !data {
             if let Some(p) = prompter.as_deref_mut() {
@@ -189,12 +224,12 @@ pub(crate) fn read_some(
 pub(crate) type Discarded = Result<(Vec<u8>, Vec<u8>), (StepError, Vec<u8>)>;
 
 /// Reads until `marker`, starting with bytes already read (`seen`).
-pub(crate) fn discard_until(
+pub(crate) fn discard_until<P: Prompts + ?Sized>(
     fd: BorrowedFd<'_>,
     mut seen: Vec<u8>,
     marker: &[u8],
     deadline: Instant,
-    mut prompter: Option<&mut Prompter>,
+    mut prompter: Option<&mut P>,
 ) -> Discarded {
     loop {
         if let Some(pos) = seen.windows(marker.len()).position(|w| w == marker) {
@@ -278,83 +313,5 @@ fn read_exact_more(
             Err(rustix::io::Errno::AGAIN) | Err(rustix::io::Errno::INTR) => continue,
             Err(e) => return Err(StepError::Io(e.into())),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::core::error::TransportFailure;
-    use crate::parent::prompt::PromptStyle;
-    use crate::parent::PromptSpec;
-
-    /// A status line on the stream and a prompt on the pty, both waiting: the
-    /// stream is read first, so the prompt is never answered.
-    #[test]
-    fn the_stream_is_read_before_the_pty() {
-        let (master, slave) = crate::parent::pty::open_pty().unwrap();
-        let tty = slave.try_clone().unwrap();
-        let spec = PromptSpec {
-            password: Some("bait".into()),
-            style: PromptStyle {
-                prompts: &["password:"],
-                failures: &[("sorry", TransportFailure::AuthenticationFailed)],
-            },
-            ..Default::default()
-        };
-        let mut prompter = Prompter::new(master, Some(slave), &spec, false);
-        let (ours, theirs) = crate::core::side::socketpair().unwrap();
-        rustix::io::write(&theirs, b"MITOGEN-STAGE cached\n").unwrap();
-        rustix::io::write(&tty, b"Password: ").unwrap();
-        // The pty's line discipline hands the bytes over asynchronously.
-        let deadline = Instant::now() + std::time::Duration::from_secs(2);
-        while !readable_now(prompter.fd().unwrap()).unwrap() {
-            assert!(Instant::now() < deadline, "the pty never became readable");
-            std::thread::sleep(std::time::Duration::from_millis(5));
-        }
-        let mut out = Vec::new();
-        read_some(ours.as_fd(), &mut out, deadline, Some(&mut prompter)).unwrap();
-        assert_eq!(out, b"MITOGEN-STAGE cached\n");
-        assert!(!prompter.armed());
-        // More reads answer nothing either.
-        rustix::io::write(&theirs, b"MITOGEN-RS/1\n").unwrap();
-        read_some(ours.as_fd(), &mut out, deadline, Some(&mut prompter)).unwrap();
-        crate::core::side::set_nonblock(tty.as_fd(), true).unwrap();
-        let mut buf = [0u8; 64];
-        let got = rustix::io::read(&tty, &mut buf);
-        assert!(
-            matches!(got, Err(rustix::io::Errno::AGAIN)),
-            "something was typed into the terminal: {got:?}"
-        );
-    }
-
-    /// Without a status line, the same prompt is answered once.
-    #[test]
-    fn a_prompt_before_the_status_line_is_answered() {
-        let (master, slave) = crate::parent::pty::open_pty().unwrap();
-        let tty = slave.try_clone().unwrap();
-        let spec = PromptSpec {
-            password: Some("right".into()),
-            style: PromptStyle {
-                prompts: &["password:"],
-                failures: &[],
-            },
-            ..Default::default()
-        };
-        let mut prompter = Prompter::new(master, Some(slave), &spec, false);
-        let (ours, theirs) = crate::core::side::socketpair().unwrap();
-        rustix::io::write(&tty, b"Password: ").unwrap();
-        let answerer = std::thread::spawn(move || {
-            let mut buf = [0u8; 64];
-            let n = rustix::io::read(&tty, &mut buf).unwrap();
-            rustix::io::write(&theirs, b"MITOGEN-STAGE cached\n").unwrap();
-            (buf[..n].to_vec(), theirs)
-        });
-        let deadline = Instant::now() + std::time::Duration::from_secs(5);
-        let mut out = Vec::new();
-        read_some(ours.as_fd(), &mut out, deadline, Some(&mut prompter)).unwrap();
-        let (typed, _theirs) = answerer.join().unwrap();
-        assert_eq!(typed, b"right\n");
-        assert!(!prompter.armed());
     }
 }

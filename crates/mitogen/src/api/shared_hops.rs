@@ -24,7 +24,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
-use super::ConnectOptions;
+use super::router::ConnectOptions;
 use crate::core::context::Context;
 use crate::core::error::Result;
 use crate::core::message::ContextId;
@@ -124,6 +124,17 @@ fn random_key() -> [u8; 32] {
 }
 
 impl SharedHops {
+    /// The table of `router`, made on first use (a router's hooks are only
+    /// ever this table).
+    pub(crate) fn of(router: &RouterInner) -> &SharedHops {
+        let hooks = router.hooks.get_or_init(|| Arc::new(SharedHops::default()));
+        let hooks: &dyn std::any::Any = &**hooks;
+        match hooks.downcast_ref::<SharedHops>() {
+            Some(table) => table,
+            None => unreachable!("a router's context hooks are its shared hops"),
+        }
+    }
+
     /// The key of the hop reached by `hops` with `options`.
     pub(crate) fn key(
         &self,
@@ -163,7 +174,7 @@ impl SharedHops {
                 .disconnect
                 .connect(move |(id, _): &(ContextId, String)| {
                     let Some(router) = weak.upgrade() else { return };
-                    if !router.shared_hops.concerns(*id) {
+                    if !SharedHops::of(&router).concerns(*id) {
                         return;
                     }
                     // Ending a lease may shut a hop down, which waits: not on
@@ -171,7 +182,7 @@ impl SharedHops {
                     let id = *id;
                     let spawned = std::thread::Builder::new()
                         .name("mitogen-hop-release".into())
-                        .spawn(move || router.shared_hops.gone(&router, id));
+                        .spawn(move || SharedHops::of(&router).gone(&router, id));
                     if let Err(e) = spawned {
                         tracing::warn!("cannot release the hops of context {id}: {e}");
                     }
@@ -371,6 +382,17 @@ impl SharedHops {
             lock(&c).take();
         }
         *lock(&self.index) = Index::default();
+    }
+}
+
+/// A context's own shutdown ends its lease when done; a context gone ends
+/// it now (a hop started for it alone goes too).
+impl crate::core::router::ContextHooks for SharedHops {
+    fn closing(&self, id: ContextId) {
+        SharedHops::closing(self, id);
+    }
+    fn gone(&self, router: &Arc<RouterInner>, id: ContextId) {
+        SharedHops::gone(self, router, id);
     }
 }
 

@@ -1,36 +1,24 @@
 //! [`Router`]: the program's entry into the tree of contexts.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock, Weak};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::shared_hops::SharedHops;
 use crate::core::channel::{Receiver, Sender};
 use crate::core::context::{Context, DEFAULT_SHUTDOWN_TIMEOUT};
 use crate::core::error::{Error, Result};
 use crate::core::message::{ContextId, DEFAULT_MAX_MESSAGE_SIZE, MASTER_ID};
 use crate::core::payload::Payload;
-use crate::core::router::RouterInner;
+use crate::core::router::{current_inner, set_current, RouterInner};
 use crate::core::signals::Subscription;
+use crate::methods::doas::Doas;
 use crate::methods::local::Local;
 use crate::methods::ssh::Ssh;
+use crate::methods::su::Su;
+use crate::methods::sudo::Sudo;
 use crate::methods::Method;
 use crate::target::{Hop, Target};
-
-pub(crate) mod shared;
-
-static CURRENT: OnceLock<Weak<RouterInner>> = OnceLock::new();
-
-/// Set by [`crate::run`]: children can only be started by a program whose
-/// `main` goes through the entry point, or the child would run `main` again.
-pub(crate) static ENTERED: AtomicBool = AtomicBool::new(false);
-
-pub(crate) fn set_current(inner: &Arc<RouterInner>) {
-    let _ = CURRENT.set(Arc::downgrade(inner));
-}
-
-pub(crate) fn current_inner() -> Option<Arc<RouterInner>> {
-    CURRENT.get().and_then(Weak::upgrade)
-}
 
 /// Shuts the router down when the last user-held [`Router`] clone goes.
 struct Owner(Arc<RouterInner>);
@@ -55,19 +43,7 @@ fn shutdown_inner(inner: &Arc<RouterInner>, timeout: Duration) {
         c.finish_shutdown(deadline);
     }
     inner.stop();
-    inner.shared_hops.clear();
-}
-
-/// Context `id` has been shut down: a hop that [`Router::connect`] started
-/// for it alone goes too (see [`shared`]).
-pub(crate) fn context_gone(inner: &Arc<RouterInner>, id: ContextId) {
-    inner.shared_hops.gone(inner, id);
-}
-
-/// Notes that `id` is being shut down by its own `shutdown`, which ends its
-/// lease on a shared hop itself when done.
-pub(crate) fn context_closing(inner: &RouterInner, id: ContextId) {
-    inner.shared_hops.closing(id);
+    SharedHops::of(inner).clear();
 }
 
 /// Options for [`Router::connect_with`] that apply to the hops of a target.
@@ -420,7 +396,12 @@ impl Router {
         RouterBuilder::default()
     }
 
-    /// The router of this process when it runs as a child context.
+    /// This process's router, while it runs: in the master, the first one
+    /// built (the one [`#[mitogen::main]`](crate::main) and [`crate::run`]
+    /// make); in a child context, the child's. Code that was not handed a
+    /// router (a `main` taking no argument, a remote function) starts contexts
+    /// and makes channels with it. `None` before any router is built and once
+    /// the master's last clone is dropped.
     pub fn current() -> Option<Router> {
         current_inner().map(|inner| Router { inner, owner: None })
     }
@@ -468,11 +449,11 @@ impl Router {
     /// interface: for tests that check that nothing is left behind.
     #[doc(hidden)]
     pub fn shared_hop_records(&self) -> usize {
-        self.inner.shared_hops.records()
+        SharedHops::of(&self.inner).records()
     }
 
     fn check_can_spawn(&self, method: &Method) -> Result<()> {
-        if !ENTERED.load(Ordering::Relaxed) {
+        if !crate::entry::ENTERED.load(Ordering::Relaxed) {
             return Err(Error::NoEntryPoint {
                 context: method
                     .name()
@@ -497,6 +478,58 @@ impl Router {
     /// Starts a context on another host over ssh, shipping this program there
     /// if that host does not have this build cached yet.
     pub fn ssh(&self, opts: Ssh) -> Result<Context> {
+        self.start(None, opts)
+    }
+
+    /// Starts a context as another user on this machine with sudo, copying
+    /// this program into that user's own cache if it does not have this
+    /// build yet:
+    ///
+    /// ```no_run
+    /// # fn demo(router: mitogen::Router, pw: mitogen::Secret) -> mitogen::Result<()> {
+    /// use mitogen::Sudo;
+    /// let root = router.sudo(Sudo::new().password(pw))?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// A wrong password, a password needed but not given, an unknown user, a
+    /// refusal by sudo's policy and a missing sudo are each an
+    /// [`Error::Transport`] with its
+    /// [`TransportFailure`](crate::TransportFailure).
+    pub fn sudo(&self, opts: Sudo) -> Result<Context> {
+        self.start(None, opts)
+    }
+
+    /// Starts a context as another user on this machine with su:
+    ///
+    /// ```no_run
+    /// # fn demo(router: mitogen::Router) -> mitogen::Result<()> {
+    /// use mitogen::Su;
+    /// let app = router.su(Su::user("app"))?;   // as root: no password
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// A wrong password, a password needed but not given and an unknown user
+    /// are each an [`Error::Transport`] with its
+    /// [`TransportFailure`](crate::TransportFailure).
+    pub fn su(&self, opts: Su) -> Result<Context> {
+        self.start(None, opts)
+    }
+
+    /// Starts a context as another user on this machine with doas:
+    ///
+    /// ```no_run
+    /// # fn demo(router: mitogen::Router) -> mitogen::Result<()> {
+    /// use mitogen::Doas;
+    /// let root = router.doas(Doas::new())?;   // a `permit nopass` rule
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// A wrong password, a password needed but not given, an unknown user, a
+    /// refusal by doas's rules and a missing doas are each an
+    /// [`Error::Transport`] with its
+    /// [`TransportFailure`](crate::TransportFailure).
+    pub fn doas(&self, opts: Doas) -> Result<Context> {
         self.start(None, opts)
     }
 
@@ -572,7 +605,7 @@ impl Router {
                 reason: "empty target".into(),
             });
         };
-        let table = &self.inner.shared_hops;
+        let table = SharedHops::of(&self.inner);
         table.watch(&self.inner);
         let hops = target.hops();
         let keys: Vec<_> = (1..=hops.len())
@@ -636,8 +669,8 @@ impl Router {
     /// and channel waiting on it has failed.
     ///
     /// Observers run on the broker thread: they must return quickly and must
-    /// not wait for a context (see [`crate::core::signals`]). Dropping the
-    /// returned [`Subscription`] unregisters `f`.
+    /// not wait for a context. Dropping the returned [`Subscription`]
+    /// unregisters `f`.
     pub fn on_disconnect(
         &self,
         f: impl Fn(ContextId, &str) + Send + Sync + 'static,
