@@ -309,7 +309,9 @@ impl CallChain {
 
     /// Calls without waiting; the result comes through the returned handle.
     pub fn call_async<F: RemoteFn>(&self, _f: F, args: F::Args) -> PendingCall<F::Output> {
-        let body = encode_call(F::NAME, Some(self.id), &args);
+        let body = super::channel::encoding_for(self.ctx.id(), || {
+            encode_call(F::NAME, Some(self.id), &args)
+        });
         PendingCall::start(&self.ctx, body)
     }
 

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::call::{encode_call, CallChain, PendingCall};
+use super::channel::encoding_for;
 use super::channel::Receiver;
 use super::error::{Error, Result};
 use super::message::{handles, ContextId, Message};
@@ -153,7 +154,8 @@ impl Context {
     /// Starts a call and returns at once; wait with [`PendingCall::get`] or
     /// `.await`. Many calls started this way are pipelined on the connection.
     pub fn call_async<F: RemoteFn>(&self, _f: F, args: F::Args) -> PendingCall<F::Output> {
-        PendingCall::start(self, encode_call(F::NAME, None, &args))
+        let body = encoding_for(self.id, || encode_call(F::NAME, None, &args));
+        PendingCall::start(self, body)
     }
 
     /// Starts a call whose result is not wanted. A failure is logged in the
@@ -168,7 +170,7 @@ impl Context {
         chain: Option<u64>,
         args: &A,
     ) -> Result<()> {
-        let body = encode_call(name, chain, args)?;
+        let body = encoding_for(self.id, || encode_call(name, chain, args))?;
         if body.len() > self.router.max_message_size {
             return Err(Error::TooLarge {
                 len: body.len(),
