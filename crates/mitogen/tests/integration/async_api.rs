@@ -354,3 +354,47 @@ pub fn async_connect_and_select(router: &Router) -> Result<()> {
     a.shutdown()?;
     Ok(())
 }
+
+pub fn context_without_the_sender_cannot_end_the_channel(router: &Router) -> Result<()> {
+    use mitogen::core::message::{FLAG_CONTROL, FLAG_DEAD, FLAG_KEYED, MASTER_ID};
+    let holder = local(router)?;
+    let forger = local(router)?;
+    let (tx, rx) = router.channel::<u64>();
+    holder.call(keep, (tx,))?;
+    // `Gone(1)` from a context never handed the sender: with keys it can
+    // only guess, without one, and as a DEAD close.
+    let gone = [1u8, 1];
+    let mut frames = Vec::new();
+    for key in [0, 1, 0x5eed, u32::MAX] {
+        let flags = FLAG_KEYED | FLAG_CONTROL;
+        frames.extend(crate::hostile_tree::raw(
+            MASTER_ID,
+            forger.id(),
+            rx.handle(),
+            key,
+            flags,
+            &gone,
+        ));
+    }
+    frames.extend(crate::hostile_tree::raw(
+        MASTER_ID,
+        forger.id(),
+        rx.handle(),
+        0,
+        FLAG_CONTROL,
+        &gone,
+    ));
+    frames.extend(crate::hostile_tree::raw(
+        MASTER_ID,
+        forger.id(),
+        rx.handle(),
+        0,
+        FLAG_DEAD,
+        b"forged",
+    ));
+    crate::hostile_tree::forge(&forger, frames)?;
+    expect_open(&rx)?;
+    // The holder's own drop ends it.
+    holder.call(drop_kept, ())?;
+    expect_values_then_end(&rx, &[], Duration::from_secs(10))
+}

@@ -240,6 +240,7 @@ fn main() {
             test!(async_api::two_tasks_await_one_receiver_under_smol),
             test!(async_api::receiver_is_a_stream),
             test!(async_api::async_connect_and_select),
+            test!(async_api::context_without_the_sender_cannot_end_the_channel),
         ];
         let failed = harness::run_tests(&router, &tests);
         switch_user::cleanup();
