@@ -283,6 +283,14 @@ impl<T: Payload> futures_core::Stream for Receiver<T> {
 /// The sending end of a channel; cheap to clone, and serializable so it can be
 /// passed to a remote function.
 ///
+/// The receiver ends once every copy is dropped: the clones in this process
+/// and the copies passed to other contexts (each context reports when its
+/// last copy goes; one that disconnects no longer counts). Passed as a call
+/// argument or sent on a channel, a copy counts for the context it goes to; a
+/// copy serialized anywhere else (returned by a remote function, or encoded
+/// by hand) keeps the channel open until [`close`](Self::close) or
+/// disconnection, as the destination is not known then.
+///
 /// It carries the channel's key, drawn at random with the receiver: the
 /// receiver takes values only from senders, so a context can send to a
 /// channel only if a sender was handed to it (or passed through it on the way
@@ -410,7 +418,8 @@ impl<T: Payload> Sender<T> {
     }
 
     /// Tells the receiver that nothing more will come: its `recv` returns
-    /// [`Error::ChannelClosed`] after the values already sent.
+    /// [`Error::ChannelClosed`] after the values already sent, even while
+    /// other copies of this sender live (dropping them all does the same).
     pub fn close(&self) -> Result<()> {
         let router = self.router()?;
         let mut dead = Message::dead(

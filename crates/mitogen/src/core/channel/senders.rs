@@ -149,8 +149,13 @@ impl Home {
             let id = self.id;
             t.watch = Some(router.signals.disconnect.connect(
                 move |(c, _): &(ContextId, String)| {
-                    if let Some(home) = lookup_home(id) {
-                        home.lock().dead.insert(*c);
+                    let Some(home) = lookup_home(id) else { return };
+                    let mut t = home.lock();
+                    // Only contexts that got a copy matter (a `Handed` to one
+                    // that is gone already is caught in `add`).
+                    if t.tickets.contains_key(c) {
+                        t.dead.insert(*c);
+                        drop(t);
                         home.wake();
                     }
                 },
