@@ -356,7 +356,11 @@ impl<T: Payload> Sender<T> {
     pub fn send_async(&self, value: T) -> impl Future<Output = Result<()>> + Send + 'static {
         let prepared = self.prepare(value);
         let context = self.context;
+        // This process's copies count until the value is sent: dropping the
+        // sender before awaiting must not end the channel ahead of it.
+        let holder = self.holder.clone();
         async move {
+            let _keep = holder;
             let (router, msg) = prepared?;
             let Some(stream) = router.stream_towards(context) else {
                 router.send(msg);

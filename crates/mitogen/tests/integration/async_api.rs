@@ -220,6 +220,13 @@ pub fn send_timeout_and_send_async(router: &Router) -> Result<()> {
     futures::executor::block_on(tx.send_async(10))?;
     drop(tx);
     expect_values_then_end(&rx, &[9, 10], Duration::from_secs(5))?;
+    // A send not awaited yet keeps the channel open after its sender goes.
+    let (tx, rx) = router.channel::<u64>();
+    let pending = tx.send_async(11);
+    drop(tx);
+    expect_open(&rx)?;
+    futures::executor::block_on(pending)?;
+    expect_values_then_end(&rx, &[11], Duration::from_secs(5))?;
     let (tx, rx) = ctx.channel::<u64>();
     ctx.call(count_to_async, (100, tx))?;
     let want: Vec<u64> = (0..100).collect();
