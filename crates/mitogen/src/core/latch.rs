@@ -373,6 +373,28 @@ mod tests {
     }
 
     #[test]
+    fn a_put_wakes_every_waiting_task() {
+        struct Count(AtomicUsize);
+        impl std::task::Wake for Count {
+            fn wake(self: Arc<Self>) {
+                self.0.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        let l: Latch<u8> = Latch::new();
+        let counts = [Arc::new(Count(0.into())), Arc::new(Count(0.into()))];
+        for c in &counts {
+            let waker = Waker::from(c.clone());
+            assert!(l
+                .poll_get(&mut TaskContext::from_waker(&waker))
+                .is_pending());
+        }
+        l.put(1);
+        for c in &counts {
+            assert_eq!(c.0.load(Ordering::Relaxed), 1);
+        }
+    }
+
+    #[test]
     fn wakes_a_sleeping_thread() {
         let l = Arc::new(Latch::new());
         let l2 = l.clone();
