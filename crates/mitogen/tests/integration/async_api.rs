@@ -405,3 +405,61 @@ pub fn context_without_the_sender_cannot_end_the_channel(router: &Router) -> Res
     holder.call(drop_kept, ())?;
     expect_values_then_end(&rx, &[], Duration::from_secs(10))
 }
+
+/// Opens an inbox for blobs in this context and returns its sender (kept
+/// open: the sender is returned, so the channel is pinned).
+#[mitogen::remote]
+pub fn open_blob_inbox() -> mitogen::Result<Sender<mitogen::Blob>> {
+    let router = Router::current().ok_or(Error::RouterShutdown)?;
+    let (tx, rx) = router.channel::<mitogen::Blob>();
+    BLOB_INBOX
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .replace(rx);
+    Ok(tx)
+}
+
+static BLOB_INBOX: Mutex<Option<Receiver<mitogen::Blob>>> = Mutex::new(None);
+
+pub fn send_timeout_gives_up_on_a_stalled_context(router: &Router) -> Result<()> {
+    use rustix::process::{kill_process, Pid, Signal};
+    let ctx = local(router)?;
+    let tx = ctx.call(open_blob_inbox, ())?;
+    let pid =
+        Pid::from_raw(crate::util::pid_of(&ctx)? as i32).ok_or_else(|| anyhow::anyhow!("pid 0"))?;
+    kill_process(pid, Signal::STOP)?;
+    let chunk = mitogen::Blob::from(vec![0u8; 1 << 20]);
+    let mut outcome = None;
+    // The kernel's buffers and the stream's queue fill; then the wait for
+    // room must give up at the deadline.
+    for _ in 0..256 {
+        let t = Instant::now();
+        match tx.send_timeout(chunk.clone(), Duration::from_millis(200)) {
+            Ok(()) => continue,
+            Err(e) => {
+                outcome = Some((e, t.elapsed()));
+                break;
+            }
+        }
+    }
+    // An async send waits (on a thread of its own) and completes once the
+    // context reads again.
+    let pending = std::thread::spawn({
+        let tx = tx.clone();
+        let chunk = chunk.clone();
+        move || futures::executor::block_on(tx.send_async(chunk))
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    let waiting = !pending.is_finished();
+    kill_process(pid, Signal::CONT)?;
+    let sent = pending
+        .join()
+        .map_err(|_| anyhow::anyhow!("send thread panicked"))?;
+    match outcome {
+        Some((Error::Timeout(_), took)) if took >= Duration::from_millis(200) => {}
+        other => bail!("expected a send to time out, got {other:?}"),
+    }
+    ensure!(waiting, "send_async did not wait for room");
+    sent?;
+    Ok(())
+}

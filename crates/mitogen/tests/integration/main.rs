@@ -241,6 +241,7 @@ fn main() {
             test!(async_api::receiver_is_a_stream),
             test!(async_api::async_connect_and_select),
             test!(async_api::context_without_the_sender_cannot_end_the_channel),
+            test!(async_api::send_timeout_gives_up_on_a_stalled_context),
         ];
         let failed = harness::run_tests(&router, &tests);
         switch_user::cleanup();
