@@ -81,7 +81,9 @@ impl<T: Payload> Receiver<T> {
     }
 
     /// A sender that delivers to this receiver, from whichever context it is
-    /// handed to (it carries the channel's key; see the module docs).
+    /// handed to (it carries the channel's key; see the module docs). A
+    /// receiver that has ended stays ended: what a new sender sends then is
+    /// dropped.
     pub fn sender(&self) -> Sender<T> {
         Sender {
             context: self.router.id,
