@@ -113,14 +113,18 @@ impl<T: Payload> Receiver<T> {
     /// Waits at most `timeout` for the next value.
     pub fn recv_timeout(&self, timeout: Duration) -> Result<T> {
         match Instant::now().checked_add(timeout) {
-            Some(deadline) => self.recv_deadline(deadline),
+            Some(deadline) => self.recv_until(deadline, timeout),
             None => self.recv(),
         }
     }
 
     /// Waits until `deadline` for the next value.
     pub fn recv_deadline(&self, deadline: Instant) -> Result<T> {
-        let waited = deadline.saturating_duration_since(Instant::now());
+        self.recv_until(deadline, deadline.saturating_duration_since(Instant::now()))
+    }
+
+    /// Waits until `deadline`; a time-out error names `waited`.
+    fn recv_until(&self, deadline: Instant, waited: Duration) -> Result<T> {
         loop {
             let r = self.latch.get_deadline(Some(deadline));
             if let Some(r) = self.finish(r, Some(waited)) {
