@@ -463,3 +463,26 @@ pub fn send_timeout_gives_up_on_a_stalled_context(router: &Router) -> Result<()>
     sent?;
     Ok(())
 }
+
+/// Sends `out` back through `back` (to the process that made both).
+#[mitogen::remote]
+pub fn send_back(out: Sender<u64>, back: Sender<Sender<u64>>) -> mitogen::Result<()> {
+    back.send(out)
+}
+
+pub fn sender_sent_back_to_the_receivers_process(router: &Router) -> Result<()> {
+    let ctx = local(router)?;
+    let (tx, rx) = router.channel::<u64>();
+    let (back_tx, back_rx) = router.channel::<Sender<u64>>();
+    ctx.call(send_back, (tx, back_tx))?;
+    // The context's copies are gone; the one it sent back is here now.
+    let returned = back_rx.recv_timeout(Duration::from_secs(10))?;
+    ensure!(matches!(
+        back_rx.recv_timeout(Duration::from_secs(10)),
+        Err(Error::ChannelClosed(_))
+    ));
+    expect_open(&rx)?;
+    returned.send(5)?;
+    drop(returned);
+    expect_values_then_end(&rx, &[5], Duration::from_secs(10))
+}

@@ -242,6 +242,7 @@ fn main() {
             test!(async_api::async_connect_and_select),
             test!(async_api::context_without_the_sender_cannot_end_the_channel),
             test!(async_api::send_timeout_gives_up_on_a_stalled_context),
+            test!(async_api::sender_sent_back_to_the_receivers_process),
         ];
         let failed = harness::run_tests(&router, &tests);
         switch_user::cleanup();
