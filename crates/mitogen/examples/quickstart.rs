@@ -21,13 +21,14 @@ fn whoami() -> String {
     )
 }
 
-/// Streams `n` squares back through a channel.
+/// Streams `n` squares back through a channel, which ends when `out` is
+/// dropped here.
 #[mitogen::remote]
 fn squares(n: u64, out: mitogen::Sender<u64>) -> mitogen::Result<()> {
     for i in 0..n {
         out.send(i * i)?;
     }
-    out.close()
+    Ok(())
 }
 
 #[mitogen::main]

@@ -566,6 +566,42 @@ impl Router {
         Ok(ctx)
     }
 
+    /// [`local`](Self::local) as a future, for async code under any runtime
+    /// (tokio, async-std, smol, a plain `block_on`): the start-up runs on a
+    /// thread of its own, so the executor is never blocked.
+    ///
+    /// ```no_run
+    /// # async fn demo(router: mitogen::Router) -> mitogen::Result<()> {
+    /// let ctx = router.local_async().await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn local_async(
+        &self,
+    ) -> impl std::future::Future<Output = Result<Context>> + Send + 'static {
+        self.start_async(None, Local::new())
+    }
+
+    /// [`start`](Self::start) as a future (see [`local_async`](Self::local_async)).
+    pub fn start_async(
+        &self,
+        via: Option<&Context>,
+        method: impl Into<Method>,
+    ) -> impl std::future::Future<Output = Result<Context>> + Send + 'static {
+        let (router, via, method) = (self.clone(), via.cloned(), method.into());
+        crate::core::latch::off_thread(move || router.start(via.as_ref(), method))
+    }
+
+    /// [`connect_with`](Self::connect_with) as a future (see
+    /// [`local_async`](Self::local_async)).
+    pub fn connect_async(
+        &self,
+        target: &Target,
+        options: &ConnectOptions,
+    ) -> impl std::future::Future<Output = Result<Context>> + Send + 'static {
+        let (router, target, options) = (self.clone(), target.clone(), options.clone());
+        crate::core::latch::off_thread(move || router.connect_with(&target, &options))
+    }
+
     /// Connects a context described by a target string such as `local`,
     /// `deploy@web1:2222` or `bastion/web1/local` (see [`Target`]); each hop
     /// after the first is started by the one before it. The target is a

@@ -331,7 +331,10 @@ impl CallChain {
 
     /// Calls without waiting; the result comes through the returned handle.
     pub fn call_async<F: RemoteFn>(&self, _f: F, args: impl IntoArgs<F>) -> PendingCall<F::Output> {
-        let body = encode_call(F::NAME, Some(self.id), &args.into_args());
+        let args = args.into_args();
+        let body = super::channel::encoding_for(self.ctx.id(), || {
+            encode_call(F::NAME, Some(self.id), &args)
+        });
         PendingCall::start(&self.ctx, body)
     }
 

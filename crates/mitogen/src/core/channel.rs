@@ -9,10 +9,18 @@
 //! (in `reply_to`, flagged `FLAG_KEYED`), and both the handle and the key are
 //! drawn at random, so a context that was never handed the sender (nor sits
 //! on the path a sender travelled) cannot send to the channel.
+//!
+//! A channel ends when its last sender is dropped, wherever the copies went
+//! (see [`senders`]), or when a sender calls [`Sender::close`].
+
+mod senders;
+
+pub(crate) use senders::encoding_for;
 
 use std::future::Future;
 use std::marker::PhantomData;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
 use std::time::{Duration, Instant};
@@ -21,16 +29,23 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::error::{Error, Result};
 use super::latch::{Latch, LatchError};
-use super::message::{ContextId, Message, FLAG_KEYED};
+use super::message::{ContextId, Message, FLAG_CONTROL, FLAG_KEYED};
 use super::payload::Payload;
 use super::router::{Policy, Presence, RouterInner, Sink};
 use super::select::Selectable;
+use senders::{Control, Holder, Home};
 
 /// The receiving end of a channel: values of type `T` sent to its handle.
 ///
-/// A receiver made for a particular context ([`Context::channel`](crate::Context::channel))
-/// ends with [`Error::Disconnected`] when that context goes away; any receiver ends
-/// with [`Error::ChannelClosed`] when a sender calls [`Sender::close`].
+/// It ends with [`Error::ChannelClosed`] once every [`Sender`] is dropped (in
+/// this process and in every context a copy was passed to, or that context
+/// disconnected), or when a sender calls [`Sender::close`], after the values
+/// sent before. A receiver made for a particular context
+/// ([`Context::channel`](crate::Context::channel)) also ends with
+/// [`Error::Disconnected`] when that context goes away.
+///
+/// It is a [`futures_core::Stream`] of `Result<T>`: values, then the error
+/// that ended it unless that was the channel closing, then the end.
 pub struct Receiver<T> {
     router: Arc<RouterInner>,
     handle: u32,
@@ -39,6 +54,9 @@ pub struct Receiver<T> {
     /// For a receiver tied to a context: the router's record of it, kept
     /// so that the receiver's error names it after it is gone.
     _presence: Option<Presence>,
+    home: Arc<Home>,
+    /// The stream has yielded its last item.
+    done: AtomicBool,
     _t: PhantomData<fn() -> T>,
 }
 
@@ -54,24 +72,30 @@ impl<T: Payload> Receiver<T> {
             Policy::Any,
             Some(key),
         );
+        let home = Home::new((router.id, handle, key), latch.clone(), &router);
         Receiver {
             router,
             handle,
             key,
             latch,
             _presence: presence,
+            home,
+            done: AtomicBool::new(false),
             _t: PhantomData,
         }
     }
 
     /// A sender that delivers to this receiver, from whichever context it is
-    /// handed to (it carries the channel's key; see the module docs).
+    /// handed to (it carries the channel's key; see the module docs). A
+    /// receiver that has ended stays ended: what a new sender sends then is
+    /// dropped.
     pub fn sender(&self) -> Sender<T> {
         Sender {
             context: self.router.id,
             handle: self.handle,
             key: self.key,
             router: Some(self.router.clone()),
+            holder: self.home.holder(),
             _t: PhantomData,
         }
     }
@@ -84,25 +108,47 @@ impl<T: Payload> Receiver<T> {
     /// Waits for the next value, until the channel closes or its context
     /// disconnects.
     pub fn recv(&self) -> Result<T> {
-        self.finish(self.latch.get(), None)
+        loop {
+            if let Some(r) = self.finish(self.latch.get(), None) {
+                return r;
+            }
+        }
     }
 
     /// Waits at most `timeout` for the next value.
     pub fn recv_timeout(&self, timeout: Duration) -> Result<T> {
-        self.finish(self.latch.get_timeout(timeout), Some(timeout))
+        match Instant::now().checked_add(timeout) {
+            Some(deadline) => self.recv_until(deadline, timeout),
+            None => self.recv(),
+        }
     }
 
     /// Waits until `deadline` for the next value.
     pub fn recv_deadline(&self, deadline: Instant) -> Result<T> {
-        let waited = deadline.saturating_duration_since(Instant::now());
-        self.finish(self.latch.get_deadline(Some(deadline)), Some(waited))
+        self.recv_until(deadline, deadline.saturating_duration_since(Instant::now()))
+    }
+
+    /// Waits until `deadline`; a time-out error names `waited`.
+    fn recv_until(&self, deadline: Instant, waited: Duration) -> Result<T> {
+        loop {
+            let r = self.latch.get_deadline(Some(deadline));
+            if let Some(r) = self.finish(r, Some(waited)) {
+                return r;
+            }
+        }
     }
 
     /// The next value if one has arrived.
     pub fn try_recv(&self) -> Result<Option<T>> {
-        match self.latch.try_get() {
-            Err(LatchError::Empty) => Ok(None),
-            r => self.finish(r, None).map(Some),
+        loop {
+            match self.latch.try_get() {
+                Err(LatchError::Empty) => return Ok(None),
+                r => {
+                    if let Some(r) = self.finish(r, None) {
+                        return r.map(Some);
+                    }
+                }
+            }
         }
     }
 
@@ -117,8 +163,18 @@ impl<T: Payload> Receiver<T> {
         std::iter::from_fn(move || self.recv().ok())
     }
 
-    fn finish(&self, r: Result<Message, LatchError>, waited: Option<Duration>) -> Result<T> {
+    /// What a latch result means for the caller: `None` when it was a
+    /// control message that did not end the channel (wait again).
+    fn finish(
+        &self,
+        r: Result<Message, LatchError>,
+        waited: Option<Duration>,
+    ) -> Option<Result<T>> {
         match r {
+            Ok(msg) if is_control(&msg) => {
+                self.control(msg);
+                None
+            }
             Ok(msg) => {
                 if msg.is_dead() && msg.is_disconnect() {
                     // The router has dropped the handle: nothing can arrive any
@@ -126,11 +182,42 @@ impl<T: Payload> Receiver<T> {
                     // instead of blocking forever.
                     self.latch.put(msg.clone());
                 }
-                message_to_value(&self.router, msg)
+                Some(message_to_value(&self.router, msg))
             }
-            Err(e) => Err(e.into_error(waited)),
+            Err(e) => Some(Err(e.into_error(waited))),
         }
     }
+
+    /// Applies a control message (see [`senders`]) and ends the channel if
+    /// no sender is left.
+    fn control(&self, msg: Message) {
+        match postcard::from_bytes::<Control>(&msg.body) {
+            Ok(c) => self.home.apply(msg.src, c),
+            Err(_) => tracing::debug!(src = msg.src, "undecodable channel control message"),
+        }
+        if self.home.ended() {
+            // Values already queued still come out; then every wait ends
+            // at once with the reason.
+            self.latch.close("every sender was dropped");
+        }
+    }
+
+    fn poll_value(&self, cx: &mut TaskContext<'_>) -> Poll<Result<T>> {
+        loop {
+            match self.latch.poll_get(cx) {
+                Poll::Ready(r) => {
+                    if let Some(r) = self.finish(r, None) {
+                        return Poll::Ready(r);
+                    }
+                }
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+}
+
+fn is_control(msg: &Message) -> bool {
+    msg.flags & FLAG_CONTROL != 0 && !msg.is_dead()
 }
 
 /// Turns a received message into a value, or the error a DEAD message carries.
@@ -148,9 +235,18 @@ pub(crate) fn message_to_value<T: Payload>(router: &RouterInner, msg: Message) -
     T::decode(msg.body)
 }
 
-impl<T> Selectable for Receiver<T> {
+impl<T: Payload> Selectable for Receiver<T> {
     fn latch(&self) -> &Arc<Latch<Message>> {
         &self.latch
+    }
+
+    /// Control messages at the front are applied here, so that they do not
+    /// make a [`Select`](crate::Select) report a receiver with nothing to read.
+    fn is_ready(&self) -> bool {
+        while let Some(msg) = self.latch.take_front_if(is_control) {
+            self.control(msg);
+        }
+        self.latch.is_ready()
     }
 }
 
@@ -168,15 +264,43 @@ pub struct Recv<'a, T> {
 impl<T: Payload> Future for Recv<'_, T> {
     type Output = Result<T>;
     fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Result<T>> {
-        match self.receiver.latch.poll_get(cx) {
-            Poll::Ready(r) => Poll::Ready(self.receiver.finish(r, None)),
+        self.receiver.poll_value(cx)
+    }
+}
+
+/// Values until the channel ends: a closed channel ends the stream; any
+/// other error (a disconnection, a value that does not decode) is yielded
+/// once, and the stream ends after it.
+impl<T: Payload> futures_core::Stream for Receiver<T> {
+    type Item = Result<T>;
+    fn poll_next(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Option<Result<T>>> {
+        if self.done.load(Ordering::Relaxed) {
+            return Poll::Ready(None);
+        }
+        match self.poll_value(cx) {
             Poll::Pending => Poll::Pending,
+            Poll::Ready(Ok(v)) => Poll::Ready(Some(Ok(v))),
+            Poll::Ready(Err(e)) => {
+                self.done.store(true, Ordering::Relaxed);
+                match e {
+                    Error::ChannelClosed(_) => Poll::Ready(None),
+                    e => Poll::Ready(Some(Err(e))),
+                }
+            }
         }
     }
 }
 
 /// The sending end of a channel; cheap to clone, and serializable so it can be
 /// passed to a remote function.
+///
+/// The receiver ends once every copy is dropped: the clones in this process
+/// and the copies passed to other contexts (each context reports when its
+/// last copy goes; one that disconnects no longer counts). Passed as a call
+/// argument or sent on a channel, a copy counts for the context it goes to; a
+/// copy serialized anywhere else (returned by a remote function, or encoded
+/// by hand) keeps the channel open until [`close`](Self::close) or
+/// disconnection, as the destination is not known then.
 ///
 /// It carries the channel's key, drawn at random with the receiver: the
 /// receiver takes values only from senders, so a context can send to a
@@ -187,6 +311,9 @@ pub struct Sender<T> {
     handle: u32,
     key: u32,
     router: Option<Arc<RouterInner>>,
+    /// This process's copies of this channel's sender: the receiver ends
+    /// when the last copy anywhere is gone.
+    holder: Arc<Holder>,
     _t: PhantomData<fn(T)>,
 }
 
@@ -197,6 +324,7 @@ impl<T> Clone for Sender<T> {
             handle: self.handle,
             key: self.key,
             router: self.router.clone(),
+            holder: self.holder.clone(),
             _t: PhantomData,
         }
     }
@@ -220,35 +348,93 @@ impl<T: Payload> Sender<T> {
     /// waits for it to drain (flow control), so a fast producer cannot exhaust
     /// memory; the wait ends early if the stream disconnects.
     pub fn send(&self, value: T) -> Result<()> {
+        self.send_until(value, None)
+    }
+
+    /// [`send`](Self::send), waiting at most `timeout` for the stream towards
+    /// the receiver to drain: fails with [`Error::Timeout`] (the value is not
+    /// sent) if it does not.
+    pub fn send_timeout(&self, value: T, timeout: Duration) -> Result<()> {
+        match Instant::now().checked_add(timeout) {
+            Some(deadline) => self.send_until(value, Some((deadline, timeout))),
+            None => self.send(value),
+        }
+    }
+
+    /// [`send`](Self::send) as a future (any executor): ready at once unless
+    /// the stream towards the receiver is congested, in which case the wait
+    /// for it to drain happens on a thread of its own, not the executor's.
+    pub fn send_async(&self, value: T) -> impl Future<Output = Result<()>> + Send + 'static {
+        let prepared = self.prepare(value);
+        let context = self.context;
+        // This process's copies count until the value is sent: dropping the
+        // sender before awaiting must not end the channel ahead of it.
+        let holder = self.holder.clone();
+        async move {
+            let _keep = holder;
+            let (router, msg) = prepared?;
+            let Some(stream) = router.stream_towards(context) else {
+                router.send(msg);
+                return Ok(());
+            };
+            let ready = !stream.is_dead() && stream.wait_for_room(Some(Instant::now()));
+            if !ready && !stream.is_dead() {
+                let s = stream.clone();
+                super::latch::off_thread(move || Ok(s.wait_for_room(None))).await?;
+            }
+            if stream.is_dead() {
+                return Err(Error::Disconnected {
+                    context: router.name_of(context),
+                    reason: "stream closed".into(),
+                });
+            }
+            router.send(msg);
+            Ok(())
+        }
+    }
+
+    /// Encodes `value` into its message.
+    fn prepare(&self, value: T) -> Result<(Arc<RouterInner>, Message)> {
         let router = self.router()?;
-        let body = value.encode()?;
+        let body = encoding_for(self.context, || value.encode())?;
         if body.len() > router.max_message_size {
             return Err(Error::TooLarge {
                 len: body.len(),
                 max: router.max_message_size,
             });
         }
-        if let Some(stream) = router.stream_towards(self.context) {
-            if stream.is_dead() || !stream.wait_for_room(None) {
-                return Err(Error::Disconnected {
-                    context: router.name_of(self.context),
-                    reason: "stream closed".into(),
-                });
-            }
-        }
-        router.send(Message {
+        let msg = Message {
             dst: self.context,
             handle: self.handle,
             reply_to: self.key,
             flags: FLAG_KEYED,
             body,
             ..Default::default()
-        });
+        };
+        Ok((router, msg))
+    }
+
+    fn send_until(&self, value: T, deadline: Option<(Instant, Duration)>) -> Result<()> {
+        let (router, msg) = self.prepare(value)?;
+        if let Some(stream) = router.stream_towards(self.context) {
+            let room = !stream.is_dead() && stream.wait_for_room(deadline.map(|d| d.0));
+            if !room {
+                if let (Some((_, timeout)), false) = (deadline, stream.is_dead()) {
+                    return Err(Error::Timeout(timeout));
+                }
+                return Err(Error::Disconnected {
+                    context: router.name_of(self.context),
+                    reason: "stream closed".into(),
+                });
+            }
+        }
+        router.send(msg);
         Ok(())
     }
 
     /// Tells the receiver that nothing more will come: its `recv` returns
-    /// [`Error::ChannelClosed`] after the values already sent.
+    /// [`Error::ChannelClosed`] after the values already sent, even while
+    /// other copies of this sender live (dropping them all does the same).
     pub fn close(&self) -> Result<()> {
         let router = self.router()?;
         let mut dead = Message::dead(
@@ -273,6 +459,7 @@ impl<T: Payload> Sender<T> {
 /// send to the channel.
 impl<T> Serialize for Sender<T> {
     fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        self.holder.encoded();
         (self.context, self.handle, self.key).serialize(s)
     }
 }
@@ -280,10 +467,12 @@ impl<T> Serialize for Sender<T> {
 impl<'de, T> Deserialize<'de> for Sender<T> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
         let (context, handle, key) = <(ContextId, u32, u32)>::deserialize(d)?;
+        let router = super::router::current_inner();
         Ok(Sender {
             context,
             handle,
             key,
+            holder: senders::decoded((context, handle, key), router),
             router: None,
             _t: PhantomData,
         })

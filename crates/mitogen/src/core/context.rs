@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::call::{encode_call, CallChain, PendingCall};
-use super::channel::{Receiver, Sender};
+use super::channel::{encoding_for, Receiver, Sender};
 use super::error::{Error, Result};
 use super::message::{handles, ContextId, Message};
 use super::payload::Payload;
@@ -170,7 +170,9 @@ impl Context {
     /// `.await`. Many calls started this way are pipelined on the connection.
     /// Dropping the [`PendingCall`] before the result came cancels the call.
     pub fn call_async<F: RemoteFn>(&self, _f: F, args: impl IntoArgs<F>) -> PendingCall<F::Output> {
-        PendingCall::start(self, encode_call(F::NAME, None, &args.into_args()))
+        let args = args.into_args();
+        let body = encoding_for(self.id, || encode_call(F::NAME, None, &args));
+        PendingCall::start(self, body)
     }
 
     /// Starts a call whose result is not wanted. A failure is logged in the
@@ -185,7 +187,7 @@ impl Context {
         chain: Option<u64>,
         args: &A,
     ) -> Result<()> {
-        let body = encode_call(name, chain, args)?;
+        let body = encoding_for(self.id, || encode_call(name, chain, args))?;
         if body.len() > self.router.max_message_size {
             return Err(Error::TooLarge {
                 len: body.len(),

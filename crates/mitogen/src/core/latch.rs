@@ -43,7 +43,10 @@ struct State<T> {
     held: usize,
     closed: Option<String>,
     sleepers: usize,
-    task: Option<Waker>,
+    /// Every task waiting in [`Latch::poll_get`]: all are woken by a put, so
+    /// two tasks awaiting one latch cannot lose a wake-up to each other (the
+    /// one that finds the queue empty registers again).
+    tasks: Vec<Waker>,
     notify: Option<(Arc<Latch<usize>>, usize)>,
 }
 
@@ -88,7 +91,7 @@ impl<T> Latch<T> {
                 held: 0,
                 closed: None,
                 sleepers: 0,
-                task: None,
+                tasks: Vec::new(),
                 notify: None,
             }),
             cond: Condvar::new(),
@@ -122,14 +125,14 @@ impl<T> Latch<T> {
         st.held += weight;
         st.queue.push_back((value, weight));
         self.queued.store(st.queue.len(), Ordering::Release);
-        let task = st.task.take();
+        let tasks = std::mem::take(&mut st.tasks);
         let notify = st.notify.clone();
         let sleepers = st.sleepers;
         drop(st);
         if sleepers > 0 {
             self.cond.notify_one();
         }
-        if let Some(t) = task {
+        for t in tasks {
             t.wake();
         }
         if let Some((select, index)) = notify {
@@ -145,11 +148,11 @@ impl<T> Latch<T> {
         if st.closed.is_none() {
             st.closed = Some(reason.to_owned());
         }
-        let task = st.task.take();
+        let tasks = std::mem::take(&mut st.tasks);
         let notify = st.notify.clone();
         drop(st);
         self.cond.notify_all();
-        if let Some(t) = task {
+        for t in tasks {
             t.wake();
         }
         if let Some((select, index)) = notify {
@@ -241,9 +244,8 @@ impl<T> Latch<T> {
         if let Some(r) = &st.closed {
             return Poll::Ready(Err(LatchError::Closed(r.clone())));
         }
-        match &st.task {
-            Some(w) if w.will_wake(cx.waker()) => {}
-            _ => st.task = Some(cx.waker().clone()),
+        if !st.tasks.iter().any(|w| w.will_wake(cx.waker())) {
+            st.tasks.push(cx.waker().clone());
         }
         Poll::Pending
     }
@@ -294,10 +296,48 @@ impl<T> Latch<T> {
         true
     }
 
+    /// Takes the first queued value if `f` says so.
+    pub(crate) fn take_front_if(&self, f: impl Fn(&T) -> bool) -> Option<T> {
+        let mut st = self.lock();
+        if !f(&st.queue.front()?.0) {
+            return None;
+        }
+        self.pop(&mut st)
+    }
+
     /// True when a `get` would return at once.
     pub(crate) fn is_ready(&self) -> bool {
         let st = self.lock();
         !st.queue.is_empty() || st.closed.is_some()
+    }
+}
+
+/// Runs the blocking `f` on a thread of its own and awaits its result: how a
+/// blocking operation (starting a context, waiting for a stream to drain) is
+/// offered to async code of any runtime without blocking its executor.
+pub(crate) async fn off_thread<R: Send + 'static>(
+    f: impl FnOnce() -> Result<R, Error> + Send + 'static,
+) -> Result<R, Error> {
+    let latch = Arc::new(Latch::new());
+    let l2 = latch.clone();
+    std::thread::Builder::new()
+        .name("mitogen-async".into())
+        .spawn(move || {
+            // Closed however the thread ends (a panic in `f` included), so
+            // the awaiting task never waits for a value that cannot come.
+            struct CloseOnDrop<R>(Arc<Latch<Result<R, Error>>>);
+            impl<R> Drop for CloseOnDrop<R> {
+                fn drop(&mut self) {
+                    self.0.close("the thread ended without a result");
+                }
+            }
+            let _close = CloseOnDrop(l2.clone());
+            l2.put(f());
+        })
+        .map_err(|e| Error::io("spawning a thread", e))?;
+    match std::future::poll_fn(|cx| latch.poll_get(cx)).await {
+        Ok(r) => r,
+        Err(e) => Err(e.into_error(None)),
     }
 }
 
@@ -330,6 +370,28 @@ mod tests {
         assert_eq!(l.len(), 2);
         l.close("gone");
         assert_eq!(l.put_within(5, 0, 100), Put::Closed);
+    }
+
+    #[test]
+    fn a_put_wakes_every_waiting_task() {
+        struct Count(AtomicUsize);
+        impl std::task::Wake for Count {
+            fn wake(self: Arc<Self>) {
+                self.0.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        let l: Latch<u8> = Latch::new();
+        let counts = [Arc::new(Count(0.into())), Arc::new(Count(0.into()))];
+        for c in &counts {
+            let waker = Waker::from(c.clone());
+            assert!(l
+                .poll_get(&mut TaskContext::from_waker(&waker))
+                .is_pending());
+        }
+        l.put(1);
+        for c in &counts {
+            assert_eq!(c.0.load(Ordering::Relaxed), 1);
+        }
     }
 
     #[test]

@@ -71,6 +71,12 @@ pub const FLAG_TRAILER: u16 = 8;
 /// answers a keyed message, so the key never travels back.
 pub const FLAG_KEYED: u16 = 16;
 
+/// Flag (with [`FLAG_KEYED`]): a channel's control message, not a value: a
+/// context saying that it dropped its last copy of the channel's sender, or
+/// handed one on (see `core/channel/senders.rs`). It needs the key like a
+/// value, so only a holder of the sender can send it.
+pub const FLAG_CONTROL: u16 = 32;
+
 /// The id of the master context, the root of every tree.
 pub const MASTER_ID: ContextId = 0;
 

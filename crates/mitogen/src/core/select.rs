@@ -1,6 +1,8 @@
 //! [`Select`]: wait on several receivers or pending calls at once.
 
+use std::future::Future;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use super::error::{Error, Result};
@@ -12,6 +14,13 @@ use super::message::Message;
 pub trait Selectable {
     #[doc(hidden)]
     fn latch(&self) -> &Arc<Latch<Message>>;
+
+    /// True when the member has something for its owner (a value, or the
+    /// error that ends it), not only bookkeeping of its own.
+    #[doc(hidden)]
+    fn is_ready(&self) -> bool {
+        self.latch().is_ready()
+    }
 }
 
 /// Waits for the first of several receivers to have something.
@@ -66,7 +75,7 @@ impl<'a> Select<'a> {
 
     /// Index of a member that is ready now, if any.
     pub fn ready(&self) -> Option<usize> {
-        self.members.iter().position(|m| m.latch().is_ready())
+        self.members.iter().position(|m| m.is_ready())
     }
 
     /// Waits up to `timeout` for a member to be ready and returns its index.
@@ -77,12 +86,41 @@ impl<'a> Select<'a> {
                 return Ok(i);
             }
             match self.signal.get_deadline(Some(deadline)) {
-                Ok(i) if self.members.get(i).is_some_and(|m| m.latch().is_ready()) => return Ok(i),
+                Ok(i) if self.members.get(i).is_some_and(|m| m.is_ready()) => return Ok(i),
                 Ok(_) => continue,
                 Err(LatchError::Timeout) => return Err(Error::Timeout(timeout)),
                 Err(e) => return Err(e.into_error(Some(timeout))),
             }
         }
+    }
+
+    /// [`wait_timeout`](Self::wait_timeout) as a future (any executor), without
+    /// a deadline: ready with the index of a member that is ready. Bound the
+    /// wait with the runtime's own time-out if nothing else ends it; an empty
+    /// select fails at once rather than wait for nothing.
+    pub fn wait_async(&self) -> impl Future<Output = Result<usize>> + '_ {
+        std::future::poll_fn(move |cx| {
+            if self.members.is_empty() {
+                return Poll::Ready(Err(Error::io(
+                    "Select::wait_async",
+                    std::io::Error::other("nothing to wait for"),
+                )));
+            }
+            loop {
+                if let Some(i) = self.ready() {
+                    return Poll::Ready(Ok(i));
+                }
+                match self.signal.poll_get(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(Ok(i)) if self.members.get(i).is_some_and(|m| m.is_ready()) => {
+                        return Poll::Ready(Ok(i))
+                    }
+                    // A stale notice, or (never: the signal latch is not
+                    // closed) a close: look again.
+                    Poll::Ready(_) => continue,
+                }
+            }
+        })
     }
 }
 

@@ -25,7 +25,7 @@ use crate::capture;
 use crate::security::send_value;
 
 /// One raw frame as a hostile context writes it.
-fn raw(
+pub(crate) fn raw(
     dst: ContextId,
     src: ContextId,
     handle: u32,
@@ -151,7 +151,7 @@ fn rss_kib(pid: u32) -> Result<u64> {
 }
 
 /// Writes `frames` raw on `ctx`'s parent stream.
-fn forge(ctx: &Context, frames: Vec<u8>) -> Result<()> {
+pub(crate) fn forge(ctx: &Context, frames: Vec<u8>) -> Result<()> {
     ctx.call_timeout(write_raw_up, (frames,), Duration::from_secs(30))
         .with_context(|| format!("the hostile write of {}", ctx.name()))?;
     Ok(())

@@ -5,6 +5,7 @@
 //! Run with `cargo test -p mitogen --test integration [-- NAME]`.
 //! `MITOGEN_TEST_LOG=1` echoes every event of the master to stderr.
 
+mod async_api;
 mod bad_input;
 mod call_shape;
 mod calls;
@@ -247,6 +248,20 @@ fn main() {
             test!(call_shape::ordinary_calls_stay_in_order),
             test!(call_shape::concurrent_calls_beyond_the_pool_queue),
             test!(call_shape::another_ancestor_cannot_cancel_a_call),
+            test!(async_api::dropping_local_senders_ends_the_receiver),
+            test!(async_api::dropping_remote_senders_ends_the_receiver),
+            test!(async_api::receiver_ends_when_the_holding_context_dies),
+            test!(async_api::sender_passed_on_to_another_context),
+            test!(async_api::sender_in_a_failed_call),
+            test!(async_api::explicit_close_still_ends_the_receiver),
+            test!(async_api::send_timeout_and_send_async),
+            test!(async_api::two_tasks_await_one_receiver_under_tokio),
+            test!(async_api::two_tasks_await_one_receiver_under_smol),
+            test!(async_api::receiver_is_a_stream),
+            test!(async_api::async_connect_and_select),
+            test!(async_api::context_without_the_sender_cannot_end_the_channel),
+            test!(async_api::send_timeout_gives_up_on_a_stalled_context),
+            test!(async_api::sender_sent_back_to_the_receivers_process),
         ];
         let failed = harness::run_tests(&router, &tests);
         switch_user::cleanup();
