@@ -9,6 +9,7 @@ pub mod bootstrap;
 pub mod first_stage;
 pub(crate) mod prompt;
 pub(crate) mod pty;
+mod runnable;
 pub(crate) mod spawn;
 pub mod via;
 
@@ -236,7 +237,21 @@ fn attempt(
                 (None, Some(_)) => String::from_utf8_lossy(noise).into_owned(),
                 _ => drain(&stderr),
             };
-            let mut detail = why.clone();
+            // A host that cannot run this build at all (no loader, an older
+            // glibc) is named as such; uploading again would not help.
+            let cannot_run = launch.stage.and_then(|_| {
+                let own = router.binaries.own().ok()?;
+                runnable::explain(
+                    &own.hash,
+                    &own.bytes,
+                    &format!("{errors}\n{}", String::from_utf8_lossy(noise)),
+                )
+            });
+            let retry = retry && cannot_run.is_none();
+            let mut detail = match cannot_run {
+                Some(cause) => format!("{cause} ({why})"),
+                None => why.clone(),
+            };
             if let Some(s) = status {
                 detail.push_str(&format!(" (transport {s})"));
             }

@@ -6,6 +6,7 @@
 //! `MITOGEN_TEST_LOG=1` echoes every event of the master to stderr.
 
 mod bad_input;
+mod bare_host;
 mod calls;
 mod capture;
 mod chains;
@@ -234,6 +235,7 @@ fn main() {
             ),
             test!(leaks::gone_context_is_named_until_forgotten),
             test!(leaks::intermediate_forgets_grandchildren_that_are_gone),
+            test!(bare_host::dynamic_build_names_the_missing_loader, 60),
         ];
         let failed = harness::run_tests(&router, &tests);
         switch_user::cleanup();
