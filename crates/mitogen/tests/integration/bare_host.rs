@@ -5,23 +5,30 @@
 //! busybox sh in the chroot, exactly as over ssh). Needs Debian's
 //! `busybox-static` (`.ci/run` installs it) and root (chroot, mount).
 //!
-//! The test binary is a dynamic build: such a host has no loader for it, and
-//! the connection must fail with an error that names the missing loader and
-//! the fix, instead of the shell's `exec: ./HASH: not found`.
+//! The workspace builds static by default (`.cargo/config.toml`), this test
+//! binary included: it must run there. A dynamic build (the `mitogen`
+//! command built with `-C target-feature=-crt-static`, which the test builds
+//! into `target/dynamic` if needed) must fail there with an error that names
+//! the missing loader and the fix, instead of the shell's
+//! `exec: ./HASH: not found`.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
 use anyhow::{bail, ensure, Context as _, Result};
 use mitogen::methods::ssh::Ssh;
 use mitogen::Router;
+
+use crate::ssh::whoami;
 
 /// A busybox-only root under `/tmp`, with `/proc` mounted; unmounted and
 /// removed on drop.
 struct BareRoot {
     dir: PathBuf,
     proc_mounted: bool,
+    read_only: bool,
 }
 
 impl BareRoot {
@@ -41,6 +48,7 @@ impl BareRoot {
         let mut root = BareRoot {
             dir: dir.clone(),
             proc_mounted: false,
+            read_only: false,
         };
         for sub in ["bin", "proc", "tmp", "dev/shm", "root"] {
             std::fs::create_dir_all(dir.join(sub))?;
@@ -63,6 +71,30 @@ impl BareRoot {
         Ok(root)
     }
 
+    /// Makes the whole root read-only (a bind mount of itself, remounted
+    /// read-only): no directory is writable, not even for root.
+    fn make_read_only(&mut self) -> Result<()> {
+        let st = Command::new("mount")
+            .args(["--bind"])
+            .arg(&self.dir)
+            .arg(&self.dir)
+            .status()?;
+        ensure!(st.success(), "bind-mounting the root: {st}");
+        self.read_only = true;
+        let st = Command::new("mount")
+            .args(["-o", "remount,bind,ro"])
+            .arg(&self.dir)
+            .status()?;
+        ensure!(st.success(), "remounting the root read-only: {st}");
+        // The bind mount hides the /proc mounted below it; mount it again.
+        let st = Command::new("mount")
+            .args(["-t", "proc", "proc"])
+            .arg(self.dir.join("proc"))
+            .status()?;
+        ensure!(st.success(), "mounting /proc in the read-only root: {st}");
+        Ok(())
+    }
+
     /// A stand-in for `ssh` that runs its last argument (the command line
     /// the method builds for the remote login shell) with `sh -c` in the root.
     fn transport(&self) -> Result<PathBuf> {
@@ -81,6 +113,9 @@ impl BareRoot {
 
 impl Drop for BareRoot {
     fn drop(&mut self) {
+        if self.read_only {
+            let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
+        }
         if self.proc_mounted {
             let _ = Command::new("umount")
                 .arg("-l")
@@ -92,21 +127,132 @@ impl Drop for BareRoot {
     }
 }
 
-/// A dynamic build sent to a busybox-only root fails with an error that
-/// names the loader it lacks and how to build static, and leaves nothing
-/// running.
-pub fn dynamic_build_names_the_missing_loader(router: &Router) -> Result<()> {
-    let root = BareRoot::new("dyn")?;
+/// Whether the ELF file at `path` names a loader (a dynamic build).
+fn is_dynamic(path: &Path) -> Result<bool> {
+    let out = Command::new("file").arg("-L").arg(path).output()?;
+    let what = String::from_utf8_lossy(&out.stdout).into_owned();
+    ensure!(out.status.success(), "file {}: {what}", path.display());
+    Ok(what.contains("interpreter"))
+}
+
+/// The static build (the workspace's default) runs in a busybox-only root:
+/// uploaded into the root's cache, then called.
+pub fn static_build_runs_in_a_busybox_root(router: &Router) -> Result<()> {
+    let me = std::env::current_exe()?;
+    ensure!(
+        !is_dynamic(&me)?,
+        "this test binary is dynamically linked; the workspace's .cargo/config.toml \
+         builds it static (is RUSTFLAGS set?)"
+    );
+    let root = BareRoot::new("static")?;
     let ssh = Ssh::new("bare")
         .ssh_path(root.transport()?)
-        .name("bare-dyn");
+        .name("bare-static");
+    let ctx = router.ssh(ssh)?;
+    let w = ctx.call_timeout(whoami, (), Duration::from_secs(20));
+    let _ = ctx.shutdown_timeout(Duration::from_secs(5));
+    let w = w?;
+    ensure!(w.uid == 0, "runs as uid {}", w.uid);
+    ensure!(
+        w.exe.starts_with("/root/.cache/mitogen/") || w.exe.starts_with("/tmp/mitogen-0/"),
+        "runs {} (not from the root's cache)",
+        w.exe
+    );
+    let in_root = root.dir.join(w.exe.trim_start_matches('/'));
+    ensure!(
+        in_root.is_file(),
+        "{} is not in the chroot",
+        in_root.display()
+    );
+
+    Ok(())
+}
+
+/// A root where nothing is writable, not even `/dev/shm`: the connection
+/// fails with an error naming each cache directory tried and why.
+pub fn read_only_root_is_a_clear_error(router: &Router) -> Result<()> {
+    let mut root = BareRoot::new("ro")?;
+    let transport = root.transport()?;
+    root.make_read_only()?;
+    let ssh = Ssh::new("bare").ssh_path(transport).name("bare-ro");
     let text = match router.ssh(ssh) {
         Ok(ctx) => {
-            let _ = ctx.shutdown_timeout(std::time::Duration::from_secs(5));
-            bail!("a dynamic build started in a root without its loader")
+            let _ = ctx.shutdown_timeout(Duration::from_secs(5));
+            bail!("connected to a root with no writable directory")
         }
         Err(e) => e.to_string(),
     };
+    for dir in [
+        "/root/.cache/mitogen",
+        "/tmp/mitogen-0",
+        "/dev/shm/mitogen-0",
+    ] {
+        ensure!(text.contains(dir), "the error does not name {dir}: {text}");
+    }
+    ensure!(
+        text.contains("no usable cache directory"),
+        "unclear error: {text}"
+    );
+    Ok(())
+}
+
+/// A dynamic build of the `mitogen` command, built once into
+/// `target/dynamic` (a debug build: it only has to start).
+fn dynamic_cli() -> Result<PathBuf> {
+    let top = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let target_dir = top.join("target/dynamic");
+    let cargo = option_env!("CARGO").unwrap_or("cargo");
+    let out = Command::new(cargo)
+        .current_dir(&top)
+        .env("RUSTFLAGS", "-C target-feature=-crt-static")
+        .args(["build", "--quiet", "-p", "mitogen-cli", "--bin", "mitogen"])
+        .arg("--target-dir")
+        .arg(&target_dir)
+        .output()
+        .context("running cargo to build a dynamic mitogen")?;
+    ensure!(
+        out.status.success(),
+        "building a dynamic mitogen: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let triple = format!("{}-unknown-linux-gnu", std::env::consts::ARCH);
+    let exe = [
+        target_dir.join(&triple).join("debug/mitogen"),
+        target_dir.join("debug/mitogen"),
+    ]
+    .into_iter()
+    .find(|p| p.is_file())
+    .context("the dynamic build is not where cargo puts it")?;
+    ensure!(is_dynamic(&exe)?, "{} is not dynamic", exe.display());
+    Ok(exe)
+}
+
+/// A dynamic build sent to a busybox-only root fails with an error that
+/// names the loader it lacks and how to build static.
+pub fn dynamic_build_names_the_missing_loader(_router: &Router) -> Result<()> {
+    let exe = dynamic_cli()?;
+    let root = BareRoot::new("dyn")?;
+    // `mitogen run bare` runs `ssh`: the stand-in, first on PATH.
+    let bin = root.dir.with_extension("bin");
+    std::fs::create_dir_all(&bin)?;
+    let ssh = bin.join("ssh");
+    std::fs::rename(root.transport()?, &ssh)?;
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = Command::new(&exe)
+        .env("PATH", path)
+        .args(["run", "bare", "--", "true"])
+        .output();
+    let _ = std::fs::remove_dir_all(&bin);
+    let out = out?;
+    let text = String::from_utf8_lossy(&out.stderr).into_owned();
+    ensure!(
+        !out.status.success(),
+        "a dynamic build ran in a root without its loader"
+    );
     let interp = "/lib64/ld-linux-x86-64.so.2";
     ensure!(
         text.contains(&format!("needs the loader {interp}")) || !Path::new(interp).exists(),

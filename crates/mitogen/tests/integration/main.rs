@@ -235,7 +235,9 @@ fn main() {
             ),
             test!(leaks::gone_context_is_named_until_forgotten),
             test!(leaks::intermediate_forgets_grandchildren_that_are_gone),
-            test!(bare_host::dynamic_build_names_the_missing_loader, 60),
+            test!(bare_host::static_build_runs_in_a_busybox_root, 60),
+            test!(bare_host::dynamic_build_names_the_missing_loader, 300),
+            test!(bare_host::read_only_root_is_a_clear_error, 60),
         ];
         let failed = harness::run_tests(&router, &tests);
         switch_user::cleanup();
