@@ -1,9 +1,12 @@
 //! Hosts that hold nothing but a static busybox (and `/proc`): an embedded
-//! box, a rescue system, a minimal image. The root is a local chroot, reached
-//! through the ssh method with a stand-in for `ssh` that runs the command line
-//! it is given in `chroot ROOT /bin/sh` (so the real first stage runs under
-//! busybox sh in the chroot, exactly as over ssh). Needs Debian's
-//! `busybox-static` (`.ci/run` installs it) and root (chroot, mount).
+//! box, a rescue system, a minimal image. The root, under
+//! `/var/lib/mitogen-bare/` (root-owned all the way, as sshd's
+//! `ChrootDirectory` wants), is reached two ways: as a local chroot, through
+//! the ssh method with a stand-in for `ssh` that runs the command line it is
+//! given in `chroot ROOT /bin/sh`, and over the test sshd with
+//! `ChrootDirectory`. Either way the real first stage runs under busybox sh
+//! there. Needs Debian's `busybox-static` (`.ci/run` installs it) and root
+//! (chroot, mount, mknod).
 //!
 //! The workspace builds static by default (`.cargo/config.toml`), this test
 //! binary included: it must run there. A dynamic build (the `mitogen`
@@ -43,7 +46,12 @@ impl BareRoot {
                 "/bin/busybox is not static (install busybox-static): {what}"
             );
         }
-        let dir = PathBuf::from(format!("/tmp/mitogen-bare-{name}-{}", std::process::id()));
+        // Under a root-owned 0755 directory, not /tmp: sshd's ChrootDirectory
+        // refuses a path with a component others can write to.
+        let base = Path::new("/var/lib/mitogen-bare");
+        std::fs::create_dir_all(base)?;
+        std::fs::set_permissions(base, std::fs::Permissions::from_mode(0o755))?;
+        let dir = base.join(format!("{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let mut root = BareRoot {
             dir: dir.clone(),
@@ -55,8 +63,17 @@ impl BareRoot {
         }
         // Every path component root-owned, like sshd's ChrootDirectory wants.
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))?;
-        std::fs::set_permissions(dir.join("tmp"), std::fs::Permissions::from_mode(0o1777))?;
+        for sticky in ["tmp", "dev/shm"] {
+            std::fs::set_permissions(dir.join(sticky), std::fs::Permissions::from_mode(0o1777))?;
+        }
         std::fs::copy(busybox, dir.join("bin/busybox"))?;
+        // Any system has /dev/null; the stage sends its tools' noise there.
+        let st = Command::new("mknod")
+            .args(["-m", "666"])
+            .arg(dir.join("dev/null"))
+            .args(["c", "1", "3"])
+            .status()?;
+        ensure!(st.success(), "mknod /dev/null in the chroot: {st}");
         let st = Command::new("chroot")
             .arg(&dir)
             .args(["/bin/busybox", "--install", "-s", "/bin"])
@@ -192,6 +209,61 @@ pub fn read_only_root_is_a_clear_error(router: &Router) -> Result<()> {
     ensure!(
         text.contains("no usable cache directory"),
         "unclear error: {text}"
+    );
+    Ok(())
+}
+
+/// The same root reached over the test sshd with `ChrootDirectory`, as a
+/// user of its own (login shell `/bin/sh`, home not in the root, so the
+/// stage falls back to `/tmp/mitogen-UID` there): the static build runs, a
+/// dynamic `mitogen` command names the loader it lacks.
+pub fn static_build_runs_over_sshd_into_a_busybox_root(router: &Router) -> Result<()> {
+    let me = std::env::current_exe()?;
+    ensure!(
+        !is_dynamic(&me)?,
+        "this test binary is dynamically linked; the workspace's .cargo/config.toml \
+         builds it static (is RUSTFLAGS set?)"
+    );
+    let root = BareRoot::new("sshd")?;
+    let user = crate::sshd::user("mitogen-bare", "/bin/sh")?;
+    let chroot = format!("ChrootDirectory {}", root.dir.display());
+    let sshd = crate::sshd::Sshd::start_with(&[chroot.as_str()])?;
+    let ctx = router
+        .ssh(sshd.ssh(&user.name)?)
+        .with_context(|| format!("sshd log:\n{}", sshd.log_tail()))?;
+    let w = ctx.call_timeout(whoami, (), Duration::from_secs(20));
+    let _ = ctx.shutdown_timeout(Duration::from_secs(5));
+    let w = w?;
+    ensure!(w.uid == user.uid, "runs as uid {}", w.uid);
+    let expected = format!("/tmp/mitogen-{}/", user.uid);
+    ensure!(w.exe.starts_with(&expected), "runs {}", w.exe);
+    let in_root = root.dir.join(w.exe.trim_start_matches('/'));
+    ensure!(
+        in_root.is_file(),
+        "{} is not in the chroot",
+        in_root.display()
+    );
+
+    // A dynamic build over the same sshd: the missing loader, named.
+    let exe = dynamic_cli()?;
+    let out = Command::new(&exe)
+        .args(["run", "-F", "/dev/null"])
+        .arg("-o")
+        .arg(format!("IdentityFile={}", sshd.client_key.display()))
+        .args([
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+        ])
+        .arg(format!("{}@{}:{}", user.name, sshd.address, sshd.port))
+        .args(["--", "true"])
+        .output()?;
+    let text = String::from_utf8_lossy(&out.stderr).into_owned();
+    ensure!(!out.status.success(), "a dynamic build ran in the chroot");
+    ensure!(
+        text.contains("needs the loader /") && text.contains("crt-static"),
+        "the error does not name the missing loader and the fix: {text}"
     );
     Ok(())
 }

@@ -238,6 +238,10 @@ fn main() {
             test!(bare_host::static_build_runs_in_a_busybox_root, 60),
             test!(bare_host::dynamic_build_names_the_missing_loader, 300),
             test!(bare_host::read_only_root_is_a_clear_error, 60),
+            test!(
+                bare_host::static_build_runs_over_sshd_into_a_busybox_root,
+                300
+            ),
         ];
         let failed = harness::run_tests(&router, &tests);
         switch_user::cleanup();
