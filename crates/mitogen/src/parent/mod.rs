@@ -238,7 +238,9 @@ fn attempt(
                 _ => drain(&stderr),
             };
             // A host that cannot run this build at all (no loader, an older
-            // glibc) is named as such; uploading again would not help.
+            // glibc) is named as such. A cached build is still uploaded once
+            // more (`retry`): a `not found` can also be a cached file removed
+            // between the stage's check and its `exec`.
             let cannot_run = launch.stage.and_then(|_| {
                 let own = router.binaries.own().ok()?;
                 runnable::explain(
@@ -247,7 +249,6 @@ fn attempt(
                     &format!("{errors}\n{}", String::from_utf8_lossy(noise)),
                 )
             });
-            let retry = retry && cannot_run.is_none();
             let mut detail = match cannot_run {
                 Some(cause) => format!("{cause} ({why})"),
                 None => why.clone(),
