@@ -10,6 +10,7 @@ pub(crate) mod prompt;
 #[cfg(test)]
 mod prompt_tests;
 pub(crate) mod pty;
+mod runnable;
 pub(crate) mod spawn;
 pub(crate) mod via;
 
@@ -228,7 +229,22 @@ fn attempt(
                 (None, Some(_)) => String::from_utf8_lossy(noise).into_owned(),
                 _ => drain(&stderr),
             };
-            let mut detail = why.clone();
+            // A host that cannot run this build at all (no loader, an older
+            // glibc) is named as such. A cached build is still uploaded once
+            // more (`retry`): a `not found` can also be a cached file removed
+            // between the stage's check and its `exec`.
+            let cannot_run = launch.stage.and_then(|_| {
+                let own = router.binaries.own().ok()?;
+                runnable::explain(
+                    &own.hash,
+                    &own.bytes,
+                    &format!("{errors}\n{}", String::from_utf8_lossy(noise)),
+                )
+            });
+            let mut detail = match cannot_run {
+                Some(cause) => format!("{cause} ({why})"),
+                None => why.clone(),
+            };
             if let Some(s) = status {
                 detail.push_str(&format!(" (transport {s})"));
             }

@@ -7,6 +7,7 @@
 
 mod async_api;
 mod bad_input;
+mod bare_host;
 mod call_shape;
 mod calls;
 mod capture;
@@ -262,6 +263,13 @@ fn main() {
             test!(async_api::context_without_the_sender_cannot_end_the_channel),
             test!(async_api::send_timeout_gives_up_on_a_stalled_context),
             test!(async_api::sender_sent_back_to_the_receivers_process),
+            test!(bare_host::static_build_runs_in_a_busybox_root, 60),
+            test!(bare_host::dynamic_build_names_the_missing_loader, 300),
+            test!(bare_host::read_only_root_is_a_clear_error, 60),
+            test!(
+                bare_host::static_build_runs_over_sshd_into_a_busybox_root,
+                300
+            ),
         ];
         let failed = harness::run_tests(&router, &tests);
         switch_user::cleanup();
