@@ -22,23 +22,65 @@ pub struct Test {
 /// Default time a test may take.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Builds a [`Test`] from a path, with an optional timeout in seconds.
+/// The tests of one module, in the order its [`tests!`](crate::tests) block
+/// lists them. `path` is the module's path as `module_path!` gives it
+/// (`integration::ssh::cache`).
+pub struct Module {
+    pub path: &'static str,
+    pub tests: &'static [Test],
+}
+
+/// Every module's tests, gathered at link time (as the library gathers remote
+/// functions): a module registers by ending with a `crate::tests! { … }`
+/// block, and nothing else keeps a list.
+#[linkme::distributed_slice]
+pub static MODULES: [Module];
+
+/// Registers the tests of the module it ends, in run order, each with the
+/// default deadline or `=> SECONDS`:
+///
+/// ```ignore
+/// crate::tests! {
+///     typed_call,
+///     large_frames_through_a_chain_both_ways => 120,
+/// }
+/// ```
+///
+/// A test is named by its path below the crate (`calls::typed_call`), which
+/// is what filters match. One block per module.
 #[macro_export]
-macro_rules! test {
-    ($path:path) => {
-        $crate::harness::Test {
-            name: stringify!($path),
-            run: $path,
-            timeout: $crate::harness::DEFAULT_TIMEOUT,
-        }
+macro_rules! tests {
+    ($($name:ident $(=> $secs:expr)?),* $(,)?) => {
+        #[linkme::distributed_slice($crate::harness::MODULES)]
+        static __INTEGRATION_TESTS: $crate::harness::Module = $crate::harness::Module {
+            path: module_path!(),
+            tests: &[$($crate::harness::Test {
+                name: concat!(module_path!(), "::", stringify!($name)),
+                run: $name,
+                timeout: $crate::tests!(@timeout $($secs)?),
+            }),*],
+        };
     };
-    ($path:path, $secs:expr) => {
-        $crate::harness::Test {
-            name: stringify!($path),
-            run: $path,
-            timeout: std::time::Duration::from_secs($secs),
-        }
-    };
+    (@timeout) => { $crate::harness::DEFAULT_TIMEOUT };
+    (@timeout $secs:expr) => { std::time::Duration::from_secs($secs) };
+}
+
+/// Every registered test, named below the crate (`calls::typed_call`), in a
+/// fixed order whatever the linker did: modules by path, and within a module
+/// in the order its block lists them.
+pub fn registered() -> Vec<Test> {
+    let mut modules: Vec<&Module> = MODULES.iter().collect();
+    modules.sort_by_key(|m| m.path);
+    let strip = |n: &'static str| n.split_once("::").map_or(n, |(_, rest)| rest);
+    modules
+        .into_iter()
+        .flat_map(|m| m.tests.iter())
+        .map(|t| Test {
+            name: strip(t.name),
+            run: t.run,
+            timeout: t.timeout,
+        })
+        .collect()
 }
 
 /// What was asked for on the command line (a subset of libtest's options;

@@ -638,3 +638,16 @@ pub fn doas_wrong_password(_router: &Router) -> Result<()> {
     expect_err(o, TransportFailure::AuthenticationFailed)?;
     Ok(())
 }
+
+crate::tests! {
+    sudo_with_password,
+    sudo_wrong_password_fails_at_the_second_prompt,
+    sudo_without_password_is_password_required,
+    sudo_nopasswd,
+    sudo_refused_by_policy,
+    sudo_as_root_and_errors,
+    su_as_root_needs_no_password,
+    su_to_another_user_with_password,
+    doas_with_and_without_nopass,
+    doas_wrong_password,
+}

@@ -543,3 +543,14 @@ pub fn listen_private_uses_only_a_runtime_dir_of_its_own(_: &Router) -> Result<(
     ensure!(std::fs::read_dir(&theirs.0)?.next().is_none());
     Ok(())
 }
+
+crate::tests! {
+    listener_serves_clients_of_the_same_user,
+    client_calls_fail_when_the_master_goes,
+    other_users_are_refused,
+    listen_private_uses_a_private_directory,
+    shared_or_planted_directories_are_refused,
+    a_server_of_another_user_is_refused,
+    silent_clients_do_not_hold_up_others,
+    listen_private_uses_only_a_runtime_dir_of_its_own,
+}

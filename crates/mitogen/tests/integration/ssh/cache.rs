@@ -408,3 +408,12 @@ pub fn unused_builds_are_removed(router: &Router) -> Result<()> {
     drop(ctx);
     Ok(())
 }
+
+crate::tests! {
+    connects_as_root_and_as_a_user,
+    second_connection_uploads_nothing => 180,
+    corrupt_cache_entry_is_replaced => 180,
+    read_only_or_noexec_home_falls_back => 180,
+    two_connections_fill_an_empty_cache_at_once => 120,
+    unused_builds_are_removed => 120,
+}
