@@ -83,6 +83,68 @@ pub fn registered() -> Vec<Test> {
         .collect()
 }
 
+/// Set to `1` to let a test that cannot run here (not root, a tool missing)
+/// be reported as skipped rather than failed. Never set in CI, and ignored
+/// when `CI=true`: there nothing may skip.
+pub const ALLOW_SKIP_ENV: &str = "MITOGEN_TEST_ALLOW_SKIP";
+
+/// Whether this run lets tests that cannot run here be skipped.
+pub fn skip_allowed() -> bool {
+    std::env::var(ALLOW_SKIP_ENV).is_ok_and(|v| v == "1")
+        && !std::env::var("CI").is_ok_and(|v| v == "true")
+}
+
+/// The error of a test that cannot run here and may be skipped: the runner
+/// reports it as skipped, with the reason.
+#[derive(Debug)]
+pub struct Skipped(pub String);
+
+impl std::fmt::Display for Skipped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "skipped: {}", self.0)
+    }
+}
+
+impl std::error::Error for Skipped {}
+
+/// The error for a test that cannot run here because `missing` (what it
+/// needs and lacks): a failure saying so, or [`Skipped`] when
+/// [`skip_allowed`]. Tests never pass without running.
+pub fn cannot_run(missing: impl std::fmt::Display) -> anyhow::Error {
+    if skip_allowed() {
+        Skipped(missing.to_string()).into()
+    } else {
+        anyhow::anyhow!("cannot run here: {missing} (set {ALLOW_SKIP_ENV}=1 to skip instead)")
+    }
+}
+
+/// Parts of tests skipped so far in this run (see [`skip_part`]).
+static PARTS_SKIPPED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+/// A part of the calling test cannot run here because `missing`: `Ok` when
+/// [`skip_allowed`] (the test goes on and is reported as skipped, not
+/// passed), the error of [`cannot_run`] otherwise.
+pub fn skip_part(missing: impl std::fmt::Display) -> anyhow::Result<()> {
+    let err = cannot_run(&missing);
+    if err.is::<Skipped>() {
+        println!("    skipped part: {missing}");
+        PARTS_SKIPPED
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(missing.to_string());
+        Ok(())
+    } else {
+        Err(err)
+    }
+}
+
+/// How one test ended.
+enum Outcome {
+    Passed,
+    Skipped(String),
+    Failed(String),
+}
+
 /// What was asked for on the command line (a subset of libtest's options;
 /// the others are accepted and ignored, so `cargo test -- --nocapture` works).
 #[derive(Default)]
@@ -158,29 +220,46 @@ fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
     }
 }
 
-/// Runs one test on its own thread; `Err` explains a failure.
-fn run_one(t: &Test, router: &Router) -> Result<(), String> {
+/// Runs one test on its own thread.
+fn run_one(t: &Test, router: &Router) -> Outcome {
     let (tx, rx) = mpsc::channel();
     let router = router.clone();
     let f = t.run;
+    let parts_before = PARTS_SKIPPED.lock().map_or(0, |p| p.len());
     let spawned = std::thread::Builder::new()
         .name(t.name.to_owned())
         .spawn(move || {
             let r = catch_unwind(AssertUnwindSafe(|| f(&router)));
             let _ = tx.send(match r {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(e)) => Err(format!("{e:#}")),
-                Err(p) => Err(format!("panicked: {}", panic_message(&*p))),
+                Ok(Ok(())) => Outcome::Passed,
+                Ok(Err(e)) => match e.chain().find_map(|c| c.downcast_ref::<Skipped>()) {
+                    Some(Skipped(why)) => Outcome::Skipped(why.clone()),
+                    None => Outcome::Failed(format!("{e:#}")),
+                },
+                Err(p) => Outcome::Failed(format!("panicked: {}", panic_message(&*p))),
             });
         });
     if let Err(e) = spawned {
-        return Err(format!("cannot start a thread: {e}"));
+        return Outcome::Failed(format!("cannot start a thread: {e}"));
     }
     match rx.recv_timeout(t.timeout) {
-        Ok(r) => r,
+        Ok(Outcome::Passed) => {
+            let parts = PARTS_SKIPPED.lock().map_or(Vec::new(), |p| p.clone());
+            match parts.get(parts_before..) {
+                Some(skipped) if !skipped.is_empty() => {
+                    Outcome::Skipped(format!("in part: {}", skipped.join("; ")))
+                }
+                _ => Outcome::Passed,
+            }
+        }
+        Ok(other) => other,
         // The thread is left behind: nothing can stop it, and the run goes on.
-        Err(mpsc::RecvTimeoutError::Timeout) => Err(format!("timed out after {:?}", t.timeout)),
-        Err(mpsc::RecvTimeoutError::Disconnected) => Err("the test thread vanished".into()),
+        Err(mpsc::RecvTimeoutError::Timeout) => {
+            Outcome::Failed(format!("timed out after {:?}", t.timeout))
+        }
+        Err(mpsc::RecvTimeoutError::Disconnected) => {
+            Outcome::Failed("the test thread vanished".into())
+        }
     }
 }
 
@@ -196,18 +275,22 @@ pub fn run_tests(router: &Router, tests: &[Test]) -> usize {
         return 0;
     }
     println!("running {} tests", selected.len());
-    let (mut passed, mut failed) = (0usize, Vec::new());
+    let (mut passed, mut skipped, mut failed) = (0usize, 0usize, Vec::new());
     for t in selected {
         let mark = capture::mark();
         let started = Instant::now();
         let r = run_one(t, router);
         let ms = started.elapsed().as_millis();
         match r {
-            Ok(()) => {
+            Outcome::Passed => {
                 passed += 1;
                 println!("test {} ... ok ({ms} ms)", t.name);
             }
-            Err(e) => {
+            Outcome::Skipped(why) => {
+                skipped += 1;
+                println!("test {} ... skipped ({ms} ms): {why}", t.name);
+            }
+            Outcome::Failed(e) => {
                 println!("test {} ... FAILED ({ms} ms): {e}", t.name);
                 for line in capture::warnings_since(mark, 40) {
                     println!("    log: {line}");
@@ -222,6 +305,13 @@ pub fn run_tests(router: &Router, tests: &[Test]) -> usize {
             println!("    {f}");
         }
     }
-    println!("{passed} passed, {} failed", failed.len());
+    if skipped == 0 {
+        println!("{passed} passed, {} failed", failed.len());
+    } else {
+        println!(
+            "{passed} passed, {} failed, {skipped} skipped",
+            failed.len()
+        );
+    }
     failed.len()
 }

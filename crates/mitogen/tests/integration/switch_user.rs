@@ -119,20 +119,22 @@ pub(crate) fn fixture() -> Result<&'static Fixture> {
     if let Some(f) = FIXTURE.get() {
         return Ok(f);
     }
-    ensure!(
-        rustix::process::geteuid().is_root(),
-        "the switch-user tests need root (they create users and sudo/doas rules)"
-    );
+    if !rustix::process::geteuid().is_root() {
+        return Err(crate::harness::cannot_run(
+            "the switch-user tests need root (they create users and sudo/doas rules)",
+        ));
+    }
     for tool in [
         "/usr/bin/sudo",
         "/usr/bin/su",
         "/usr/bin/doas",
         "/usr/sbin/runuser",
     ] {
-        ensure!(
-            Path::new(tool).exists(),
-            "{tool} is missing: install sudo, opendoas and util-linux (.ci/run does)"
-        );
+        if !Path::new(tool).exists() {
+            return Err(crate::harness::cannot_run(format!(
+                "{tool} is missing: install sudo, opendoas and util-linux (.ci/run does)"
+            )));
+        }
     }
     for user in [PW_USER, NOPASS_USER, NO_USER, APP_USER] {
         if uid_of(user)?.is_none() {

@@ -284,8 +284,9 @@ pub fn client_calls_fail_when_the_master_goes(_: &Router) -> Result<()> {
 
 pub fn other_users_are_refused(router: &Router) -> Result<()> {
     if !rustix::process::getuid().is_root() {
-        println!("    (skipped: needs root to run a client as another user)");
-        return Ok(());
+        return Err(crate::harness::cannot_run(
+            "root, to run a client as another user",
+        ));
     }
     let ctx = crate::util::local(router)?;
     let dir = SocketDir::new("c", 0o700)?;
