@@ -83,46 +83,14 @@ pub fn registered() -> Vec<Test> {
         .collect()
 }
 
-/// Set to `1` to let a test that cannot run here (not root, a tool missing)
-/// be reported as skipped rather than failed. Never set in CI, and ignored
-/// when `CI=true`: there nothing may skip.
-pub const ALLOW_SKIP_ENV: &str = "MITOGEN_TEST_ALLOW_SKIP";
-
-/// Whether this run lets tests that cannot run here be skipped.
-pub fn skip_allowed() -> bool {
-    std::env::var(ALLOW_SKIP_ENV).is_ok_and(|v| v == "1")
-        && !std::env::var("CI").is_ok_and(|v| v == "true")
-}
-
-/// The error of a test that cannot run here and may be skipped: the runner
-/// reports it as skipped, with the reason.
-#[derive(Debug)]
-pub struct Skipped(pub String);
-
-impl std::fmt::Display for Skipped {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "skipped: {}", self.0)
-    }
-}
-
-impl std::error::Error for Skipped {}
-
-/// The error for a test that cannot run here because `missing` (what it
-/// needs and lacks): a failure saying so, or [`Skipped`] when
-/// [`skip_allowed`]. Tests never pass without running.
-pub fn cannot_run(missing: impl std::fmt::Display) -> anyhow::Error {
-    if skip_allowed() {
-        Skipped(missing.to_string()).into()
-    } else {
-        anyhow::anyhow!("cannot run here: {missing} (set {ALLOW_SKIP_ENV}=1 to skip instead)")
-    }
-}
+// The rule for tests that cannot run here is the one both crates' tests share.
+pub use mitogen_testkit::skip::{cannot_run, Skipped};
 
 /// Parts of tests skipped so far in this run (see [`skip_part`]).
 static PARTS_SKIPPED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
 
 /// A part of the calling test cannot run here because `missing`: `Ok` when
-/// [`skip_allowed`] (the test goes on and is reported as skipped, not
+/// skipping is allowed (the test goes on and is reported as skipped, not
 /// passed), the error of [`cannot_run`] otherwise.
 pub fn skip_part(missing: impl std::fmt::Display) -> anyhow::Result<()> {
     let err = cannot_run(&missing);
