@@ -2,160 +2,89 @@
 //! on a random 127.0.0.1 port, with keys made for it in a temporary directory.
 //!
 //! They need root (sshd must switch to the login user) and openssh-server;
-//! where either is missing they print why and pass, since the CLI's argument
-//! mapping is also covered by the unit tests in `src/args.rs`.
+//! where either is missing they fail saying so, or print why and return where
+//! `MITOGEN_TEST_ALLOW_SKIP=1` (never under `CI=true`; see docs/testing.md).
 
-use std::net::{TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-const SSHD: &str = "/usr/sbin/sshd";
+use mitogen_testkit::sshd::Sshd as Server;
 
 /// Every `mitogen` the tests start is killed after this long: a wedged ssh
 /// fails the test instead of hanging it.
 const COMMAND_DEADLINE: Duration = Duration::from_secs(180);
 
-/// A throw-away sshd; killed and its directory removed when dropped.
+/// A throw-away sshd (the fixture the library's tests use too) and a
+/// directory of this test's own: the sessions get their cache and temporary
+/// directories there, so the benchmark's emptying of the cache touches
+/// nothing outside this test. Both go when dropped.
 struct Sshd {
+    server: Server,
     dir: PathBuf,
-    child: Child,
-    port: u16,
     key: PathBuf,
+    port: u16,
 }
 
-fn is_root() -> bool {
-    // The uid of /proc/self is this process's effective uid.
-    std::fs::metadata("/proc/self").is_ok_and(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
-}
-
-fn have(tool: &str) -> bool {
-    std::env::var_os("PATH")
-        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(tool).exists()))
-}
-
-/// Why these tests cannot run here, if they cannot.
-fn unavailable() -> Option<&'static str> {
-    if !is_root() {
-        Some("not root")
-    } else if !Path::new(SSHD).exists() {
-        Some("no /usr/sbin/sshd (openssh-server)")
-    } else if !have("ssh") || !have("ssh-keygen") {
-        Some("no ssh or ssh-keygen")
-    } else {
-        None
-    }
-}
-
-/// Skips the calling test (passing it) when sshd cannot be run here.
+/// Starts sshd for the calling test; when sshd cannot be run here, fails the
+/// test saying what is missing, or returns from it where skipping is allowed
+/// (the rule of docs/testing.md; libtest has no "skipped", so such a test
+/// prints `skipped: WHY` and shows as ok).
 macro_rules! sshd_or_skip {
     () => {
-        match unavailable() {
-            Some(why) => {
-                eprintln!("skipped: {why}");
-                return;
-            }
-            None => Sshd::start(),
+        match Sshd::start() {
+            Ok(sshd) => sshd,
+            Err(e) => match e.downcast_ref::<mitogen_testkit::skip::Skipped>() {
+                Some(skipped) => {
+                    eprintln!("{skipped}");
+                    return;
+                }
+                None => panic!("{e:#}"),
+            },
         }
     };
 }
 
-fn run_ok(cmd: &mut Command) {
-    let out = cmd.output().expect("starting a helper");
-    assert!(out.status.success(), "{cmd:?}: {out:?}");
-}
-
-extern "C" {
-    fn prctl(option: i32, arg2: u64, arg3: u64, arg4: u64, arg5: u64) -> i32;
-}
-
 impl Sshd {
-    fn start() -> Sshd {
+    fn start() -> anyhow::Result<Sshd> {
         static N: AtomicU32 = AtomicU32::new(0);
+        mitogen_testkit::sshd::require_root_and_sshd()?;
         let dir = std::env::temp_dir().join(format!(
             "mitogen-cli-sshd-{}-{}",
             std::process::id(),
             N.fetch_add(1, Ordering::Relaxed)
         ));
         let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(dir.join("cache")).unwrap();
-        std::fs::create_dir_all(dir.join("tmp")).unwrap();
-        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
-        let key = dir.join("client_ed25519");
-        for k in [dir.join("host_ed25519"), key.clone()] {
-            run_ok(
-                Command::new("ssh-keygen")
-                    .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-                    .arg(k),
-            );
-        }
-        std::fs::copy(key.with_extension("pub"), dir.join("authorized_keys")).unwrap();
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        std::fs::create_dir_all(dir.join("cache"))?;
+        std::fs::create_dir_all(dir.join("tmp"))?;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
         let d = dir.display();
-        // The sessions get their own cache and temporary directories, so the
-        // benchmark's emptying of the cache touches nothing outside this test.
-        std::fs::write(
-            dir.join("sshd_config"),
-            format!(
-                "Port {port}\nListenAddress 127.0.0.1\nHostKey {d}/host_ed25519\n\
-                 PidFile {d}/sshd.pid\nAuthorizedKeysFile {d}/authorized_keys\n\
-                 StrictModes no\nUsePAM no\nPermitRootLogin yes\n\
-                 PasswordAuthentication no\nKbdInteractiveAuthentication no\n\
-                 SetEnv XDG_CACHE_HOME={d}/cache TMPDIR={d}/tmp\n"
-            ),
-        )
-        .unwrap();
-        std::fs::create_dir_all("/run/sshd").unwrap();
-        let log = std::fs::File::create(dir.join("sshd.log")).unwrap();
-        let mut cmd = Command::new(SSHD);
-        cmd.arg("-D")
-            .arg("-e")
-            .arg("-f")
-            .arg(dir.join("sshd_config"))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log);
-        // SAFETY: prctl is async-signal-safe; it makes the kernel stop sshd
-        // if this test process dies without dropping the guard.
-        unsafe {
-            cmd.pre_exec(|| {
-                const PR_SET_PDEATHSIG: i32 = 1;
-                const SIGTERM: u64 = 15;
-                prctl(PR_SET_PDEATHSIG, SIGTERM, 0, 0, 0);
-                Ok(())
-            });
-        }
-        let child = cmd.spawn().expect("starting sshd");
-        let mut sshd = Sshd {
-            dir,
-            child,
-            port,
-            key,
-        };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if let Some(status) = sshd.child.try_wait().unwrap() {
-                panic!("sshd exited ({status}): {}", sshd.log());
+        let server =
+            Server::start_with(&[&format!("SetEnv XDG_CACHE_HOME={d}/cache TMPDIR={d}/tmp")]);
+        let server = match server {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&dir);
+                return Err(e);
             }
-            assert!(Instant::now() < deadline, "sshd is not listening on {port}");
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        sshd
+        };
+        server.authorize("root")?;
+        Ok(Sshd {
+            key: server.client_key.clone(),
+            port: server.port,
+            server,
+            dir,
+        })
     }
 
     fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("sshd.log")).unwrap_or_default()
+        self.server.log_tail()
     }
 
     fn target(&self) -> String {
-        format!("root@127.0.0.1:{}", self.port)
+        format!("root@{}:{}", self.server.address, self.port)
     }
 
     /// `-o` flags that reach this server with its key.
@@ -174,8 +103,6 @@ impl Sshd {
 
 impl Drop for Sshd {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

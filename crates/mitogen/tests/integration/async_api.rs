@@ -492,3 +492,20 @@ pub fn sender_sent_back_to_the_receivers_process(router: &Router) -> Result<()> 
     drop(returned);
     expect_values_then_end(&rx, &[5], Duration::from_secs(10))
 }
+
+crate::tests! {
+    dropping_local_senders_ends_the_receiver,
+    dropping_remote_senders_ends_the_receiver,
+    receiver_ends_when_the_holding_context_dies,
+    sender_passed_on_to_another_context,
+    sender_in_a_failed_call,
+    explicit_close_still_ends_the_receiver,
+    send_timeout_and_send_async,
+    two_tasks_await_one_receiver_under_tokio,
+    two_tasks_await_one_receiver_under_smol,
+    receiver_is_a_stream,
+    async_connect_and_select,
+    context_without_the_sender_cannot_end_the_channel,
+    send_timeout_gives_up_on_a_stalled_context,
+    sender_sent_back_to_the_receivers_process,
+}

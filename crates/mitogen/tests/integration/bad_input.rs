@@ -290,3 +290,13 @@ pub fn spoofed_source_is_dropped(router: &Router) -> Result<()> {
     );
     Ok(())
 }
+
+crate::tests! {
+    bad_magic,
+    truncated_frame_then_eof,
+    length_over_limit,
+    message_to_unknown_handle,
+    undecodable_channel_body,
+    undecodable_log_record,
+    spoofed_source_is_dropped,
+}

@@ -342,3 +342,10 @@ pub fn dynamic_build_names_the_missing_loader(_router: &Router) -> Result<()> {
     ensure!(cached, "the build was not uploaded to the root's cache");
     Ok(())
 }
+
+crate::tests! {
+    static_build_runs_in_a_busybox_root => 60,
+    dynamic_build_names_the_missing_loader => 300,
+    read_only_root_is_a_clear_error => 60,
+    static_build_runs_over_sshd_into_a_busybox_root => 300,
+}

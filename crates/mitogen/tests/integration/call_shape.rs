@@ -345,3 +345,18 @@ pub fn another_ancestor_cannot_cancel_a_call(router: &Router) -> Result<()> {
     ensure!(gc.call(outcome, ())? == 2);
     Ok(())
 }
+
+crate::tests! {
+    single_argument_without_a_tuple,
+    default_call_timeout,
+    context_start_and_connect_from_a_string,
+    dropped_call_is_cancelled_in_the_callee,
+    cancelled_queued_call_never_runs,
+    timed_out_call_is_cancelled,
+    grandchild_cannot_cancel_its_parents_calls,
+    sibling_cannot_cancel_a_call,
+    concurrent_calls_overlap,
+    ordinary_calls_stay_in_order,
+    concurrent_calls_beyond_the_pool_queue,
+    another_ancestor_cannot_cancel_a_call,
+}

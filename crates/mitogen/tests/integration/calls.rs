@@ -383,3 +383,19 @@ pub fn select_over_pending_calls(router: &Router) -> Result<()> {
     ensure!(fast.get()? == 10 && slow.get()? == 300);
     Ok(())
 }
+
+crate::tests! {
+    typed_call,
+    call_async_blocking,
+    call_async_awaited_under_tokio,
+    call_no_reply_runs_in_order,
+    call_timeout_then_context_still_works,
+    many_pipelined_calls,
+    call_chain_fails_after_first_error_and_resets,
+    context_channel_streams_values,
+    router_channel_streams_values,
+    blob_bulk_chunks,
+    select_over_two_receivers,
+    select_over_pending_calls,
+    calls_from_many_threads,
+}

@@ -408,3 +408,13 @@ pub fn per_hop_passwords(router: &Router) -> Result<()> {
     }
     Ok(())
 }
+
+crate::tests! {
+    local_sudo_nopasswd,
+    local_sudo_with_password,
+    ssh_sudo_with_password => 180,
+    ssh_sudo_su => 180,
+    local_sudo_local,
+    ssh_sudo_wrong_password => 120,
+    per_hop_passwords => 120,
+}

@@ -264,3 +264,14 @@ pub fn result_too_large(_: &Router) -> Result<()> {
     small.shutdown();
     Ok(())
 }
+
+crate::tests! {
+    io_error_comes_back,
+    error_source_chain_comes_back,
+    anyhow_context_chain_comes_back,
+    panic_comes_back_with_message,
+    unknown_function,
+    arguments_that_do_not_decode,
+    oversized_message_refused_at_sender,
+    result_too_large,
+}

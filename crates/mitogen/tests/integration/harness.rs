@@ -22,23 +22,95 @@ pub struct Test {
 /// Default time a test may take.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Builds a [`Test`] from a path, with an optional timeout in seconds.
+/// The tests of one module, in the order its [`tests!`](crate::tests) block
+/// lists them. `path` is the module's path as `module_path!` gives it
+/// (`integration::ssh::cache`).
+pub struct Module {
+    pub path: &'static str,
+    pub tests: &'static [Test],
+}
+
+/// Every module's tests, gathered at link time (as the library gathers remote
+/// functions): a module registers by ending with a `crate::tests! { … }`
+/// block, and nothing else keeps a list.
+#[linkme::distributed_slice]
+pub static MODULES: [Module];
+
+/// Registers the tests of the module it ends, in run order, each with the
+/// default deadline or `=> SECONDS`:
+///
+/// ```ignore
+/// crate::tests! {
+///     typed_call,
+///     large_frames_through_a_chain_both_ways => 120,
+/// }
+/// ```
+///
+/// A test is named by its path below the crate (`calls::typed_call`), which
+/// is what filters match. One block per module.
 #[macro_export]
-macro_rules! test {
-    ($path:path) => {
-        $crate::harness::Test {
-            name: stringify!($path),
-            run: $path,
-            timeout: $crate::harness::DEFAULT_TIMEOUT,
-        }
+macro_rules! tests {
+    ($($name:ident $(=> $secs:expr)?),* $(,)?) => {
+        #[linkme::distributed_slice($crate::harness::MODULES)]
+        static __INTEGRATION_TESTS: $crate::harness::Module = $crate::harness::Module {
+            path: module_path!(),
+            tests: &[$($crate::harness::Test {
+                name: concat!(module_path!(), "::", stringify!($name)),
+                run: $name,
+                timeout: $crate::tests!(@timeout $($secs)?),
+            }),*],
+        };
     };
-    ($path:path, $secs:expr) => {
-        $crate::harness::Test {
-            name: stringify!($path),
-            run: $path,
-            timeout: std::time::Duration::from_secs($secs),
-        }
-    };
+    (@timeout) => { $crate::harness::DEFAULT_TIMEOUT };
+    (@timeout $secs:expr) => { std::time::Duration::from_secs($secs) };
+}
+
+/// Every registered test, named below the crate (`calls::typed_call`), in a
+/// fixed order whatever the linker did: modules by path, and within a module
+/// in the order its block lists them.
+pub fn registered() -> Vec<Test> {
+    let mut modules: Vec<&Module> = MODULES.iter().collect();
+    modules.sort_by_key(|m| m.path);
+    let strip = |n: &'static str| n.split_once("::").map_or(n, |(_, rest)| rest);
+    modules
+        .into_iter()
+        .flat_map(|m| m.tests.iter())
+        .map(|t| Test {
+            name: strip(t.name),
+            run: t.run,
+            timeout: t.timeout,
+        })
+        .collect()
+}
+
+// The rule for tests that cannot run here is the one both crates' tests share.
+pub use mitogen_testkit::skip::{cannot_run, Skipped};
+
+/// Parts of tests skipped so far in this run (see [`skip_part`]).
+static PARTS_SKIPPED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+/// A part of the calling test cannot run here because `missing`: `Ok` when
+/// skipping is allowed (the test goes on and is reported as skipped, not
+/// passed), the error of [`cannot_run`] otherwise.
+pub fn skip_part(missing: impl std::fmt::Display) -> anyhow::Result<()> {
+    let err = cannot_run(&missing);
+    if err.is::<Skipped>() {
+        println!("    skipped part: {missing}");
+        PARTS_SKIPPED
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(missing.to_string());
+        Ok(())
+    } else {
+        Err(err)
+    }
+}
+
+/// How one test ended.
+enum Outcome {
+    Passed,
+    Skipped(String),
+    Failed(String),
 }
 
 /// What was asked for on the command line (a subset of libtest's options;
@@ -116,29 +188,46 @@ fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
     }
 }
 
-/// Runs one test on its own thread; `Err` explains a failure.
-fn run_one(t: &Test, router: &Router) -> Result<(), String> {
+/// Runs one test on its own thread.
+fn run_one(t: &Test, router: &Router) -> Outcome {
     let (tx, rx) = mpsc::channel();
     let router = router.clone();
     let f = t.run;
+    let parts_before = PARTS_SKIPPED.lock().map_or(0, |p| p.len());
     let spawned = std::thread::Builder::new()
         .name(t.name.to_owned())
         .spawn(move || {
             let r = catch_unwind(AssertUnwindSafe(|| f(&router)));
             let _ = tx.send(match r {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(e)) => Err(format!("{e:#}")),
-                Err(p) => Err(format!("panicked: {}", panic_message(&*p))),
+                Ok(Ok(())) => Outcome::Passed,
+                Ok(Err(e)) => match e.chain().find_map(|c| c.downcast_ref::<Skipped>()) {
+                    Some(Skipped(why)) => Outcome::Skipped(why.clone()),
+                    None => Outcome::Failed(format!("{e:#}")),
+                },
+                Err(p) => Outcome::Failed(format!("panicked: {}", panic_message(&*p))),
             });
         });
     if let Err(e) = spawned {
-        return Err(format!("cannot start a thread: {e}"));
+        return Outcome::Failed(format!("cannot start a thread: {e}"));
     }
     match rx.recv_timeout(t.timeout) {
-        Ok(r) => r,
+        Ok(Outcome::Passed) => {
+            let parts = PARTS_SKIPPED.lock().map_or(Vec::new(), |p| p.clone());
+            match parts.get(parts_before..) {
+                Some(skipped) if !skipped.is_empty() => {
+                    Outcome::Skipped(format!("in part: {}", skipped.join("; ")))
+                }
+                _ => Outcome::Passed,
+            }
+        }
+        Ok(other) => other,
         // The thread is left behind: nothing can stop it, and the run goes on.
-        Err(mpsc::RecvTimeoutError::Timeout) => Err(format!("timed out after {:?}", t.timeout)),
-        Err(mpsc::RecvTimeoutError::Disconnected) => Err("the test thread vanished".into()),
+        Err(mpsc::RecvTimeoutError::Timeout) => {
+            Outcome::Failed(format!("timed out after {:?}", t.timeout))
+        }
+        Err(mpsc::RecvTimeoutError::Disconnected) => {
+            Outcome::Failed("the test thread vanished".into())
+        }
     }
 }
 
@@ -154,18 +243,22 @@ pub fn run_tests(router: &Router, tests: &[Test]) -> usize {
         return 0;
     }
     println!("running {} tests", selected.len());
-    let (mut passed, mut failed) = (0usize, Vec::new());
+    let (mut passed, mut skipped, mut failed) = (0usize, 0usize, Vec::new());
     for t in selected {
         let mark = capture::mark();
         let started = Instant::now();
         let r = run_one(t, router);
         let ms = started.elapsed().as_millis();
         match r {
-            Ok(()) => {
+            Outcome::Passed => {
                 passed += 1;
                 println!("test {} ... ok ({ms} ms)", t.name);
             }
-            Err(e) => {
+            Outcome::Skipped(why) => {
+                skipped += 1;
+                println!("test {} ... skipped ({ms} ms): {why}", t.name);
+            }
+            Outcome::Failed(e) => {
                 println!("test {} ... FAILED ({ms} ms): {e}", t.name);
                 for line in capture::warnings_since(mark, 40) {
                     println!("    log: {line}");
@@ -180,6 +273,13 @@ pub fn run_tests(router: &Router, tests: &[Test]) -> usize {
             println!("    {f}");
         }
     }
-    println!("{passed} passed, {} failed", failed.len());
+    if skipped == 0 {
+        println!("{passed} passed, {} failed", failed.len());
+    } else {
+        println!(
+            "{passed} passed, {} failed, {skipped} skipped",
+            failed.len()
+        );
+    }
     failed.len()
 }

@@ -137,3 +137,9 @@ pub fn shutdown_hook_fires_before_contexts_go(_: &Router) -> Result<()> {
     ensure!(ctx.is_disconnected());
     Ok(())
 }
+
+crate::tests! {
+    route_and_disconnect_hooks_through_a_chain,
+    context_on_disconnect_fires_once_even_when_late,
+    shutdown_hook_fires_before_contexts_go,
+}

@@ -323,3 +323,11 @@ pub fn sudo_prompt_is_secret_from_the_target(router: &Router) -> Result<()> {
     ensure!(sudos > 0, "no sudo process found: the check proves nothing");
     Ok(())
 }
+
+crate::tests! {
+    replaced_build_asking_on_the_tty_gets_nothing => 120,
+    command_reading_the_tty_does_not_hang => 120,
+    su_target_gets_none_of_the_callers_environment,
+    cached_build_saying_permission_denied_is_replaced => 120,
+    sudo_prompt_is_secret_from_the_target,
+}

@@ -816,3 +816,17 @@ pub fn hop_password_never_reaches_a_sibling_subtree(router: &Router) -> Result<(
     drop(app);
     Ok(())
 }
+
+crate::tests! {
+    grandchild_cannot_answer_calls_to_its_parent,
+    grandchild_cannot_send_to_channels_it_was_not_given,
+    intermediate_cannot_forge_outside_its_subtree,
+    stopped_intermediate_delays_only_its_subtree,
+    receiver_that_falls_behind_is_closed_not_grown,
+    message_size_limit_is_clamped_to_the_length_field,
+    setuid_program_refuses_child_mode,
+    forwarded_log_flood_is_cut,
+    relay_does_not_echo_a_flood_back_to_a_child_that_does_not_read,
+    relay_holds_a_child_back_while_its_parent_does_not_drain,
+    hop_password_never_reaches_a_sibling_subtree => 120,
+}

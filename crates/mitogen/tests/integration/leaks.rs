@@ -508,3 +508,13 @@ pub fn intermediate_forgets_grandchildren_that_are_gone(router: &Router) -> Resu
     );
     Ok(())
 }
+
+crate::tests! {
+    connect_call_shutdown_cycles_leak_nothing => 300,
+    abnormal_endings_leak_nothing => 300,
+    chain_cycles_leak_nothing => 300,
+    ssh_cycles_leak_nothing => 300,
+    timed_out_calls_leak_nothing => 120,
+    gone_context_is_named_until_forgotten,
+    intermediate_forgets_grandchildren_that_are_gone,
+}

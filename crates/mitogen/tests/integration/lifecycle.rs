@@ -533,3 +533,19 @@ pub fn busy_remote_context_shutdown_says_it_did_not_exit(router: &Router) -> Res
     );
     Ok(())
 }
+
+crate::tests! {
+    shutdown_ends_process,
+    dropping_last_router_clone_shuts_children_down,
+    child_exits_when_parent_dies,
+    killed_child_fails_pending_call_at_once,
+    killed_child_ends_its_channels,
+    no_zombies_after_shutdowns,
+    calls_after_shutdown_fail_cleanly,
+    killing_first_hop_leaves_no_orphans,
+    killing_middle_hop_leaves_no_orphans,
+    killing_last_hop_leaves_no_orphans,
+    detached_child_outlives_master,
+    detached_child_exits_when_its_work_is_done,
+    busy_remote_context_shutdown_says_it_did_not_exit,
+}

@@ -148,3 +148,11 @@ pub fn log_dir_gets_a_file_per_process(router: &Router) -> Result<()> {
     let _ = std::fs::remove_dir_all(&dir);
     r
 }
+
+crate::tests! {
+    child_stdout_and_stderr_reach_master,
+    subprocess_output_reaches_master,
+    child_tracing_events_reach_master,
+    failed_call_no_reply_is_logged,
+    log_dir_gets_a_file_per_process,
+}

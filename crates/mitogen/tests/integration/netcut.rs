@@ -280,3 +280,7 @@ pub fn network_cut_fails_calls_and_leaves_no_orphans(router: &Router) -> Result<
     ensure!(!veth.exists(), "{} is left behind", veth.display());
     Ok(())
 }
+
+crate::tests! {
+    network_cut_fails_calls_and_leaves_no_orphans => 120,
+}

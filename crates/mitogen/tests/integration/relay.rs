@@ -399,3 +399,13 @@ pub fn dripping_source_is_given_up_too(router: &Router) -> Result<()> {
     ensure!(leaf.call_timeout(add, (5, 5), Duration::from_secs(10))? == 10);
     Ok(())
 }
+
+crate::tests! {
+    large_frames_through_a_chain_both_ways => 120,
+    large_frames_through_an_ssh_hop => 120,
+    source_dying_mid_frame_drops_only_that_frame,
+    next_hop_dying_mid_frame_fails_only_that_call,
+    stalled_source_is_given_up_and_buffered_after,
+    slow_next_hop_is_not_a_stalled_source,
+    dripping_source_is_given_up_too => 120,
+}

@@ -282,3 +282,12 @@ pub fn two_chains_side_by_side(router: &Router) -> Result<()> {
     ensure!(b.leaf().call(getpid, ())? == pb[1]);
     Ok(())
 }
+
+crate::tests! {
+    calls_through_chain,
+    channels_through_chain,
+    shutdown_through_chain,
+    dropping_router_ends_whole_chain,
+    connect_chain_returns_every_hop,
+    two_chains_side_by_side,
+}

@@ -583,3 +583,18 @@ pub fn lateral_allowed_when_enabled(_: &Router) -> Result<()> {
     ensure!(count_logged(mark, None, LATERAL) == 0);
     Ok(())
 }
+
+crate::tests! {
+    spoofed_source,
+    spoofed_auth_id,
+    call_into_parent,
+    call_into_sibling,
+    shutdown_of_sibling,
+    add_route_from_child,
+    del_route_from_child,
+    forged_reply_to_anothers_call,
+    oversized_frame,
+    flood => 120,
+    lateral_refused_by_default,
+    lateral_allowed_when_enabled,
+}

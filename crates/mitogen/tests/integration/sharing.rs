@@ -183,3 +183,12 @@ pub fn failed_later_hop_leaves_no_earlier_hop(router: &Router) -> Result<()> {
     );
     Ok(())
 }
+
+crate::tests! {
+    intermediate_is_shared_and_goes_with_its_last_user,
+    concurrent_connects_start_one_intermediate,
+    dead_intermediate_is_replaced,
+    hop_connected_directly_stays_the_programs,
+    different_options_are_different_hops,
+    failed_later_hop_leaves_no_earlier_hop,
+}

@@ -282,3 +282,9 @@ pub fn cached_build_that_cannot_run_is_replaced(router: &Router) -> Result<()> {
     }
     Ok(())
 }
+
+crate::tests! {
+    other_system_gets_its_build => 120,
+    other_system_without_a_build_is_a_clear_error,
+    cached_build_that_cannot_run_is_replaced => 180,
+}

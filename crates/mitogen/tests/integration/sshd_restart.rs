@@ -159,3 +159,7 @@ pub fn sshd_restart_fails_calls_and_leaves_no_orphans(router: &Router) -> Result
     drop(sshd);
     Ok(())
 }
+
+crate::tests! {
+    sshd_restart_fails_calls_and_leaves_no_orphans => 120,
+}

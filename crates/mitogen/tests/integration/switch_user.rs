@@ -119,20 +119,22 @@ pub(crate) fn fixture() -> Result<&'static Fixture> {
     if let Some(f) = FIXTURE.get() {
         return Ok(f);
     }
-    ensure!(
-        rustix::process::geteuid().is_root(),
-        "the switch-user tests need root (they create users and sudo/doas rules)"
-    );
+    if !rustix::process::geteuid().is_root() {
+        return Err(crate::harness::cannot_run(
+            "the switch-user tests need root (they create users and sudo/doas rules)",
+        ));
+    }
     for tool in [
         "/usr/bin/sudo",
         "/usr/bin/su",
         "/usr/bin/doas",
         "/usr/sbin/runuser",
     ] {
-        ensure!(
-            Path::new(tool).exists(),
-            "{tool} is missing: install sudo, opendoas and util-linux (.ci/run does)"
-        );
+        if !Path::new(tool).exists() {
+            return Err(crate::harness::cannot_run(format!(
+                "{tool} is missing: install sudo, opendoas and util-linux (.ci/run does)"
+            )));
+        }
     }
     for user in [PW_USER, NOPASS_USER, NO_USER, APP_USER] {
         if uid_of(user)?.is_none() {
@@ -637,4 +639,17 @@ pub fn doas_wrong_password(_router: &Router) -> Result<()> {
     )?;
     expect_err(o, TransportFailure::AuthenticationFailed)?;
     Ok(())
+}
+
+crate::tests! {
+    sudo_with_password,
+    sudo_wrong_password_fails_at_the_second_prompt,
+    sudo_without_password_is_password_required,
+    sudo_nopasswd,
+    sudo_refused_by_policy,
+    sudo_as_root_and_errors,
+    su_as_root_needs_no_password,
+    su_to_another_user_with_password,
+    doas_with_and_without_nopass,
+    doas_wrong_password,
 }

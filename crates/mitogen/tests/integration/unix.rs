@@ -284,8 +284,9 @@ pub fn client_calls_fail_when_the_master_goes(_: &Router) -> Result<()> {
 
 pub fn other_users_are_refused(router: &Router) -> Result<()> {
     if !rustix::process::getuid().is_root() {
-        println!("    (skipped: needs root to run a client as another user)");
-        return Ok(());
+        return Err(crate::harness::cannot_run(
+            "root, to run a client as another user",
+        ));
     }
     let ctx = crate::util::local(router)?;
     let dir = SocketDir::new("c", 0o700)?;
@@ -542,4 +543,15 @@ pub fn listen_private_uses_only_a_runtime_dir_of_its_own(_: &Router) -> Result<(
     }
     ensure!(std::fs::read_dir(&theirs.0)?.next().is_none());
     Ok(())
+}
+
+crate::tests! {
+    listener_serves_clients_of_the_same_user,
+    client_calls_fail_when_the_master_goes,
+    other_users_are_refused,
+    listen_private_uses_a_private_directory,
+    shared_or_planted_directories_are_refused,
+    a_server_of_another_user_is_refused,
+    silent_clients_do_not_hold_up_others,
+    listen_private_uses_only_a_runtime_dir_of_its_own,
 }

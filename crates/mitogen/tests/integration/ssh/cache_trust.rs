@@ -329,3 +329,9 @@ pub fn home_with_a_space(router: &Router) -> Result<()> {
     drop(ctx);
     Ok(())
 }
+
+crate::tests! {
+    planted_fallback_directories_are_never_trusted => 180,
+    planted_files_in_the_victims_directory_never_run => 180,
+    home_with_a_space => 120,
+}

@@ -89,3 +89,8 @@ pub fn rtt_and_streaming(router: &Router) -> Result<()> {
     );
     Ok(())
 }
+
+crate::tests! {
+    rtt_and_streaming,
+    target_string_with_connect_options,
+}

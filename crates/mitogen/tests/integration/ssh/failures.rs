@@ -314,3 +314,13 @@ fn no_temp_files_left(user: &User) -> Result<()> {
     ensure!(gone, "temporary files left in {}: {left:?}", dir.display());
     Ok(())
 }
+
+crate::tests! {
+    wrong_key_is_authentication_failed,
+    closed_port_is_connection_refused,
+    host_key_policies,
+    login_shell_that_is_not_a_shell,
+    banner_on_stdout_before_the_stage,
+    remote_that_hangs_times_out,
+    ssh_dying_or_stalling_mid_upload => 120,
+}

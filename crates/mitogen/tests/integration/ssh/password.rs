@@ -240,3 +240,11 @@ pub fn password_login_from_a_target_string(router: &Router) -> Result<()> {
     )?;
     Ok(())
 }
+
+crate::tests! {
+    password_login => 120,
+    wrong_password_is_authentication_failed,
+    no_password_is_password_required,
+    password_login_with_unknown_host_key,
+    password_login_from_a_target_string => 120,
+}

@@ -186,3 +186,7 @@ pub fn unreachable_host_in_an_empty_network_namespace(_router: &Router) -> Resul
     ensure!(!path.exists(), "{} is left behind", path.display());
     Ok(())
 }
+
+crate::tests! {
+    unreachable_host_in_an_empty_network_namespace,
+}
