@@ -105,6 +105,10 @@ CHAIN_VIA = 2
 
 # The ssh-chain section, and the multi-hop issue's connect target: a chain
 # connects within this of the sum of its hops' floors measured in the same run.
+# The section benches/against.py writes (this tree against an earlier
+# commit), kept as it is by every run of this script.
+AGAINST_BEGIN = '<!-- against section: written by benches/against.py -->'
+AGAINST_END = '<!-- end of against section -->'
 CHAIN_SSH_BEGIN = '<!-- ssh chain section: written by benches/compare.py --chain-ssh -->'
 CHAIN_SSH_END = '<!-- end of ssh chain section -->'
 CHAIN_SSH_OVER_FLOOR_MS = 30.0
@@ -123,7 +127,8 @@ def log(msg):
 
 def run(cmd, **kw):
     log('+ ' + ' '.join(shlex.quote(c) for c in cmd))
-    return subprocess.run(cmd, cwd=ROOT, check=True, timeout=RUN_TIMEOUT, **kw)
+    kw.setdefault('cwd', ROOT)
+    return subprocess.run(cmd, check=True, timeout=RUN_TIMEOUT, **kw)
 
 
 def output(cmd):
@@ -989,6 +994,7 @@ def main():
         chain_ssh_section = chain_ssh_rounds(ours_bin, py, common, args)
     else:
         chain_ssh_section = existing_section(path, CHAIN_SSH_BEGIN, CHAIN_SSH_END)
+    against_section = existing_section(path, AGAINST_BEGIN, AGAINST_END)
 
     ours = {k: median([r[k] for r in rounds_ours]) for k, *_ in KEYS}
     theirs = {k: median([r[k] for r in rounds_theirs]) for k, *_ in KEYS}
@@ -1013,7 +1019,8 @@ def main():
     if os.path.normpath(args.output) != os.path.join('docs', 'performance.md'):
         rerun += ' --output %s' % shlex.quote(args.output)
     text = render(ours, theirs, rounds_ours, rounds_theirs, sizes, machine(), args, rerun,
-                  ssh_section, (sudo_section, chains_section, chain_ssh_section))
+                  ssh_section, (sudo_section, chains_section, chain_ssh_section,
+                                against_section))
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, 'w') as fp:
         fp.write(text)
