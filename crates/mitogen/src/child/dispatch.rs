@@ -5,6 +5,7 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{mpsc, Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -55,10 +56,47 @@ pub(crate) fn install_panic_hook() {
 /// cancellation finds it while it is still queued) and removed once it has
 /// run, so the table holds no more than the calls queue does.
 #[derive(Default)]
-pub(crate) struct Inflight(Mutex<HashMap<(ContextId, u32), CancelToken>>);
+pub(crate) struct Inflight(Mutex<CallTable>);
+
+/// The table behind [`Inflight`], keyed by [`call_key`].
+type CallTable = HashMap<u64, CancelToken, BuildHasherDefault<CallKeyHasher>>;
+
+/// One number for a caller and the reply handle its call awaits.
+fn call_key(caller: ContextId, reply_to: u32) -> u64 {
+    (u64::from(caller) << 32) | u64::from(reply_to)
+}
+
+/// A hash of a [`call_key`] in one multiplication, where the standard
+/// library's keyed SipHash cost about as much as the rest of entering,
+/// looking up and removing a call (three lookups per call). Being unkeyed
+/// opens nothing: only parents can call here (`Policy::ParentsOnly`), and
+/// whoever can call can already run any function here; the reply handles
+/// are unguessable numbers anyway.
+#[derive(Default)]
+struct CallKeyHasher(u64);
+
+impl Hasher for CallKeyHasher {
+    fn finish(&self) -> u64 {
+        // A folded 64x64->128 multiplication: both halves of the key reach
+        // both the low bits (the bucket) and the high ones (the tag).
+        let m = u128::from(self.0) * 0x9E37_79B9_7F4A_7C15_u128;
+        (m as u64) ^ ((m >> 64) as u64)
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Not used by `u64` keys; kept correct for any other.
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
 
 impl Inflight {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(ContextId, u32), CancelToken>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, CallTable> {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -66,7 +104,7 @@ impl Inflight {
     pub(crate) fn arrived(&self, msg: &Message) {
         if msg.reply_to != 0 {
             self.lock()
-                .insert((msg.src, msg.reply_to), CancelToken::new());
+                .insert(call_key(msg.src, msg.reply_to), CancelToken::new());
         }
     }
 
@@ -75,7 +113,7 @@ impl Inflight {
     /// its own calls and nobody else's. False if no such call is here (it
     /// has finished, or never was).
     pub(crate) fn cancel(&self, caller: ContextId, reply_to: u32) -> bool {
-        match self.lock().get(&(caller, reply_to)) {
+        match self.lock().get(&call_key(caller, reply_to)) {
             Some(t) => {
                 t.cancel();
                 true
@@ -89,7 +127,7 @@ impl Inflight {
             return CancelToken::new();
         }
         self.lock()
-            .get(&(msg.src, msg.reply_to))
+            .get(&call_key(msg.src, msg.reply_to))
             .cloned()
             .unwrap_or_default()
     }
@@ -97,13 +135,13 @@ impl Inflight {
     fn finished(&self, msg: &Message) {
         if msg.reply_to != 0 {
             let mut map = self.lock();
-            map.remove(&(msg.src, msg.reply_to));
+            map.remove(&call_key(msg.src, msg.reply_to));
             // A burst of pipelined calls grows the table to the burst's
             // size; once it has drained, give that memory back rather than
             // keep it for the context's life (5,000 calls at once left
             // ~400 KiB of table resident in the child).
             if map.is_empty() && map.capacity() > SHRINK_ABOVE {
-                *map = HashMap::new();
+                *map = CallTable::default();
             }
         }
     }
