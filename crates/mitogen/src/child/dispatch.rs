@@ -5,7 +5,6 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{mpsc, Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -15,6 +14,7 @@ use bytes::Bytes;
 use crate::core::call::{CallHead, CallOp, ReplyHead};
 use crate::core::cancel::{self, CancelToken};
 use crate::core::error::{CallError, CallErrorKind};
+use crate::core::int_hash::IntHash;
 use crate::core::latch::{Latch, LatchError};
 use crate::core::message::{ContextId, Message};
 use crate::core::remote::{lookup, Failure, RemoteEntry};
@@ -59,40 +59,11 @@ pub(crate) fn install_panic_hook() {
 pub(crate) struct Inflight(Mutex<CallTable>);
 
 /// The table behind [`Inflight`], keyed by [`call_key`].
-type CallTable = HashMap<u64, CancelToken, BuildHasherDefault<CallKeyHasher>>;
+type CallTable = HashMap<u64, CancelToken, IntHash>;
 
 /// One number for a caller and the reply handle its call awaits.
 fn call_key(caller: ContextId, reply_to: u32) -> u64 {
     (u64::from(caller) << 32) | u64::from(reply_to)
-}
-
-/// A hash of a [`call_key`] in one multiplication, where the standard
-/// library's keyed SipHash cost about as much as the rest of entering,
-/// looking up and removing a call (three lookups per call). Being unkeyed
-/// opens nothing: only parents can call here (`Policy::ParentsOnly`), and
-/// whoever can call can already run any function here; the reply handles
-/// are unguessable numbers anyway.
-#[derive(Default)]
-struct CallKeyHasher(u64);
-
-impl Hasher for CallKeyHasher {
-    fn finish(&self) -> u64 {
-        // A folded 64x64->128 multiplication: both halves of the key reach
-        // both the low bits (the bucket) and the high ones (the tag).
-        let m = u128::from(self.0) * 0x9E37_79B9_7F4A_7C15_u128;
-        (m as u64) ^ ((m >> 64) as u64)
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        // Not used by `u64` keys; kept correct for any other.
-        for &b in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(b);
-        }
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n;
-    }
 }
 
 impl Inflight {
