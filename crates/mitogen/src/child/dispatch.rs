@@ -533,3 +533,45 @@ fn send_reply(
         ..Default::default()
     });
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn call(src: ContextId, reply_to: u32) -> Message {
+        Message {
+            src,
+            reply_to,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_drained_burst_of_calls_leaves_no_table_behind() {
+        let inflight = Inflight::default();
+        let calls: Vec<Message> = (0..5000).map(|i| call(7, 1000 + i)).collect();
+        for m in &calls {
+            inflight.arrived(m);
+        }
+        assert!(inflight.lock().capacity() >= 5000);
+        for m in &calls {
+            inflight.finished(m);
+        }
+        assert!(
+            inflight.lock().capacity() <= SHRINK_ABOVE,
+            "{} entries of table kept after the burst",
+            inflight.lock().capacity()
+        );
+    }
+
+    #[test]
+    fn a_call_is_cancelled_only_by_its_own_caller() {
+        let inflight = Inflight::default();
+        inflight.arrived(&call(7, 5000));
+        inflight.arrived(&call(8, 5000));
+        assert!(!inflight.cancel(9, 5000), "no such call from 9");
+        assert!(inflight.cancel(7, 5000));
+        assert!(inflight.token(&call(7, 5000)).is_cancelled());
+        assert!(!inflight.token(&call(8, 5000)).is_cancelled());
+    }
+}

@@ -350,6 +350,19 @@ pub(crate) async fn off_thread<R: Send + 'static>(
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_drained_burst_gives_its_queue_back() {
+        let latch = Latch::new();
+        for i in 0..5000 {
+            latch.put(i);
+        }
+        for _ in 0..5000 {
+            latch.try_get().unwrap();
+        }
+        assert!(latch.lock().queue.capacity() <= 256);
+    }
+
     use super::*;
 
     #[test]
