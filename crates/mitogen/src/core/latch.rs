@@ -253,6 +253,13 @@ impl<T> Latch<T> {
     fn pop(&self, st: &mut State<T>) -> Option<T> {
         let (v, weight) = st.queue.pop_front()?;
         st.held -= weight;
+        // A burst (thousands of pipelined calls or replies) grows the queue
+        // to its size; once drained, free that rather than keep it resident
+        // for the latch's life. Small queues keep their buffer, so steady
+        // traffic never reallocates.
+        if st.queue.is_empty() && st.queue.capacity() > 256 {
+            st.queue = VecDeque::new();
+        }
         self.queued.store(st.queue.len(), Ordering::Release);
         Some(v)
     }
@@ -343,6 +350,19 @@ pub(crate) async fn off_thread<R: Send + 'static>(
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_drained_burst_gives_its_queue_back() {
+        let latch = Latch::new();
+        for i in 0..5000 {
+            latch.put(i);
+        }
+        for _ in 0..5000 {
+            latch.try_get().unwrap();
+        }
+        assert!(latch.lock().queue.capacity() <= 256);
+    }
+
     use super::*;
 
     #[test]

@@ -58,6 +58,7 @@ pub(crate) mod cut_through;
 pub(crate) mod detach;
 pub(crate) mod error;
 pub(crate) mod handshake;
+pub(crate) mod int_hash;
 pub(crate) mod io_logger;
 pub mod latch;
 pub mod log;

@@ -30,6 +30,7 @@ use bytes::Bytes;
 use mio::Poll;
 
 use super::broker::Broker;
+use super::int_hash::IntHash;
 use super::latch::Latch;
 use super::log::{self, LogRecord};
 use super::message::{handles, ContextId, Message, FIRST_USER_HANDLE, MAX_MESSAGE_SIZE_LIMIT};
@@ -146,7 +147,7 @@ pub(crate) struct RouterInner {
     /// Our parent first, then its parent, up to the master.
     pub(crate) ancestors: Vec<ContextId>,
     parent: Option<Arc<Stream>>,
-    handles: Mutex<HashMap<u32, HandleEntry>>,
+    handles: Mutex<HashMap<u32, HandleEntry, IntHash>>,
     routes: RwLock<HashMap<ContextId, Arc<Stream>>>,
     /// `routes.len()`, readable without the lock by a thread polling for work.
     route_count: AtomicUsize,
@@ -221,7 +222,7 @@ impl RouterInner {
             max_message_size: max_message_size.min(MAX_MESSAGE_SIZE_LIMIT),
             ancestors,
             parent,
-            handles: Mutex::new(HashMap::new()),
+            handles: Mutex::new(HashMap::default()),
             routes: RwLock::new(HashMap::new()),
             route_count: AtomicUsize::new(0),
             names: RwLock::new(HashMap::new()),
@@ -246,7 +247,7 @@ impl RouterInner {
         Ok(inner)
     }
 
-    fn lock_handles(&self) -> MutexGuard<'_, HashMap<u32, HandleEntry>> {
+    fn lock_handles(&self) -> MutexGuard<'_, HashMap<u32, HandleEntry, IntHash>> {
         self.handles.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -290,8 +291,12 @@ impl RouterInner {
             // Numbers below 1000 are the well-known handles; a clash with a
             // live handle is rare (2^32 numbers) and drawn again.
             let handle = super::token::next();
-            if handle >= FIRST_USER_HANDLE && !handles.contains_key(&handle) {
-                handles.insert(handle, entry);
+            if handle < FIRST_USER_HANDLE {
+                continue;
+            }
+            // One lookup (not a check, then an insert) per handle.
+            if let std::collections::hash_map::Entry::Vacant(v) = handles.entry(handle) {
+                v.insert(entry);
                 return handle;
             }
         }
