@@ -5,4 +5,4 @@
 pub mod skip;
 pub mod sshd;
 
-mod proc;
+pub mod proc;

@@ -3,14 +3,14 @@
 use std::time::{Duration, Instant};
 
 /// The parent of `pid` (field 4 of `/proc/PID/stat`).
-fn ppid(pid: u32) -> Option<u32> {
+pub fn ppid(pid: u32) -> Option<u32> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let rest = &stat[stat.rfind(')')? + 1..];
     rest.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// Every process below `pid`.
-pub(crate) fn descendants(pid: u32) -> Vec<u32> {
+pub fn descendants(pid: u32) -> Vec<u32> {
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };

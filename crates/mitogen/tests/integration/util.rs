@@ -10,12 +10,7 @@ pub fn proc_state(pid: u32) -> Option<char> {
     rest.split_whitespace().next()?.chars().next()
 }
 
-/// The parent pid of `pid`, if it exists.
-pub fn proc_ppid(pid: u32) -> Option<u32> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = &stat[stat.rfind(')')? + 1..];
-    rest.split_whitespace().nth(1)?.parse().ok()
-}
+pub use mitogen_testkit::proc::ppid as proc_ppid;
 
 /// The session id of `pid`, from `/proc` (field 6 of `stat`). Read from `/proc`
 /// rather than `getsid(2)` because a process may legitimately be in session 0
@@ -76,27 +71,7 @@ pub fn child_processes() -> Vec<(u32, char)> {
         .collect()
 }
 
-/// Every process below `pid` (children, their children, ...), from one scan
-/// of `/proc`: for finding what a daemon forked before signalling it, since
-/// once it is gone they belong to init and nothing ties them to it.
-pub fn descendants(pid: u32) -> Vec<u32> {
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    let all: Vec<(u32, u32)> = dir
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter_map(|p| Some((p, proc_ppid(p)?)))
-        .collect();
-    let mut found = Vec::new();
-    let mut next = vec![pid];
-    while let Some(parent) = next.pop() {
-        for &(p, _) in all.iter().filter(|&&(_, pp)| pp == parent) {
-            found.push(p);
-            next.push(p);
-        }
-    }
-    found
-}
+pub use mitogen_testkit::proc::descendants;
 
 /// Sends SIGKILL to `pid`.
 pub fn kill9(pid: u32) -> anyhow::Result<()> {
