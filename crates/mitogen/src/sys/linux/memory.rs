@@ -29,12 +29,21 @@ mod tests {
 
     #[test]
     fn the_resident_set_grows_with_touched_memory() {
-        let before = resident_set_kib().unwrap();
-        assert!(before > 0);
-        let v = vec![1u8; 64 << 20];
-        let during = resident_set_kib().unwrap();
-        assert!(during >= before + 32 * 1024, "{before} -> {during}");
-        drop(std::hint::black_box(v));
-        release_free_memory();
+        // Other tests of this binary run alongside and may free tens of MiB
+        // between the two readings: one clean try of three is enough.
+        let mut seen = Vec::new();
+        for _ in 0..3 {
+            let before = resident_set_kib().unwrap();
+            assert!(before > 0);
+            let v = vec![1u8; 64 << 20];
+            let during = resident_set_kib().unwrap();
+            drop(std::hint::black_box(v));
+            release_free_memory();
+            if during >= before + 32 * 1024 {
+                return;
+            }
+            seen.push((before, during));
+        }
+        panic!("the resident set never grew by 32 MiB: {seen:?}");
     }
 }
