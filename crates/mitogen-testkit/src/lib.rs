@@ -2,6 +2,7 @@
 //! start sshd, make test users and treat a test that cannot run here the same
 //! way (see docs/testing.md). Not published: it exists for those tests only.
 
+pub mod command;
 pub mod skip;
 pub mod sshd;
 

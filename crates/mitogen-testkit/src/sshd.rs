@@ -51,18 +51,9 @@ pub struct Sshd {
     child: Child,
 }
 
+/// [`run`](crate::command::run) with nothing on stdin.
 fn run(cmd: &mut Command) -> Result<String> {
-    let out = cmd
-        .stdin(Stdio::null())
-        .output()
-        .with_context(|| format!("running {cmd:?}"))?;
-    ensure!(
-        out.status.success(),
-        "{cmd:?} failed ({}): {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr).trim()
-    );
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    crate::command::run(cmd, None)
 }
 
 /// Fails unless this process can run the ssh tests (root, sshd installed).

@@ -48,13 +48,10 @@ pub fn parent_stream_fd() -> std::io::Result<RawFd> {
     }
 }
 
-/// Writes `bytes` raw on this child's parent stream, then sleeps `sleep_ms`.
-#[mitogen::remote]
-pub fn write_raw(bytes: Vec<u8>, after: After, sleep_ms: u64) -> std::io::Result<()> {
-    let raw = parent_stream_fd()?;
-    // SAFETY: the descriptor stays open for the life of the process.
-    let fd = unsafe { BorrowedFd::borrow_raw(raw) };
-    let mut left = bytes.as_slice();
+/// Writes all of `bytes` on `fd`, a non-blocking stream the router also
+/// watches: waits a millisecond whenever it is full.
+pub fn write_all_raw(fd: BorrowedFd<'_>, bytes: &[u8]) -> std::io::Result<()> {
+    let mut left = bytes;
     while !left.is_empty() {
         match rustix::io::write(fd, left) {
             Ok(n) => left = &left[n..],
@@ -62,6 +59,16 @@ pub fn write_raw(bytes: Vec<u8>, after: After, sleep_ms: u64) -> std::io::Result
             Err(e) => return Err(e.into()),
         }
     }
+    Ok(())
+}
+
+/// Writes `bytes` raw on this child's parent stream, then sleeps `sleep_ms`.
+#[mitogen::remote]
+pub fn write_raw(bytes: Vec<u8>, after: After, sleep_ms: u64) -> std::io::Result<()> {
+    let raw = parent_stream_fd()?;
+    // SAFETY: the descriptor stays open for the life of the process.
+    let fd = unsafe { BorrowedFd::borrow_raw(raw) };
+    write_all_raw(fd, &bytes)?;
     if let After::CloseWrite = after {
         rustix::net::shutdown(fd, rustix::net::Shutdown::Write)?;
     }

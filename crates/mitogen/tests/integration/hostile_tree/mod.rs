@@ -85,15 +85,7 @@ pub fn write_raw_up(bytes: Vec<u8>) -> std::io::Result<()> {
         .ok_or_else(|| std::io::Error::other("no socket"))?;
     // SAFETY: the descriptor stays open for the life of the process.
     let fd = unsafe { BorrowedFd::borrow_raw(fd) };
-    let mut left = bytes.as_slice();
-    while !left.is_empty() {
-        match rustix::io::write(fd, left) {
-            Ok(n) => left = &left[n..],
-            Err(rustix::io::Errno::AGAIN) => std::thread::sleep(Duration::from_millis(1)),
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Ok(())
+    crate::bad_input::write_all_raw(fd, &bytes)
 }
 
 /// This context's parent stream (see [`write_raw_up`]).

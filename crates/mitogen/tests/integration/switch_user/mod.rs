@@ -22,7 +22,6 @@ pub(crate) use inner::{
     expect_err, expect_ok, leaking_processes, run_as, serde_json_line, Outcome,
 };
 
-use std::io::Write;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -78,26 +77,7 @@ pub fn identity() -> Identity {
     }
 }
 
-fn run(cmd: &mut Command, input: Option<&str>) -> Result<String> {
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .with_context(|| format!("running {cmd:?}"))?;
-    if let Some(text) = input {
-        child.stdin.take().unwrap().write_all(text.as_bytes())?;
-    }
-    drop(child.stdin.take());
-    let out = child.wait_with_output()?;
-    ensure!(
-        out.status.success(),
-        "{cmd:?} failed ({}): {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr).trim()
-    );
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
+use mitogen_testkit::command::run;
 
 pub(crate) fn uid_of(name: &str) -> Result<Option<u32>> {
     let passwd = std::fs::read_to_string("/etc/passwd")?;
