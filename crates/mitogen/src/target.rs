@@ -8,6 +8,7 @@
 //! | `local` | a new process of the program on the previous hop's machine |
 //! | `[user@]host[:port]` | ssh to `host` with the system `ssh` |
 //! | `sudo[:user]`, `su[:user]`, `doas[:user]` | switch user (default root) |
+//! | `exec:PROG,ARG,…`, `docker:[user@]C`, `docker-run:IMAGE`, `podman:…`, `kubectl:POD`, `lxc:`, `lxd:`, `incus:`, `buildah:`, `machinectl:` | a [container hop](crate::ContainerHop) |
 //!
 //! ```
 //! use mitogen::{Hop, Target};
@@ -51,6 +52,8 @@ pub enum Hop {
         /// Target user.
         user: Option<String>,
     },
+    /// An exec hop or a container (`exec:…`, `docker:…`, `kubectl:…`, …).
+    Container(crate::methods::ContainerHop),
 }
 
 impl Hop {
@@ -62,6 +65,7 @@ impl Hop {
             Hop::Sudo { .. } => "sudo",
             Hop::Su { .. } => "su",
             Hop::Doas { .. } => "doas",
+            Hop::Container(c) => c.method(),
         }
     }
 }
@@ -95,6 +99,9 @@ fn parse_hop(text: &str, whole: &str) -> Result<Hop, Error> {
         "su" => return Ok(Hop::Su { user: user(arg)? }),
         "doas" => return Ok(Hop::Doas { user: user(arg)? }),
         _ => {}
+    }
+    if let Some(c) = crate::methods::ContainerHop::parse(method, arg) {
+        return c.map(Hop::Container).map_err(bad);
     }
     // [user@]host[:port]
     let (user_part, host_port) = match text.rsplit_once('@') {
@@ -182,6 +189,7 @@ impl fmt::Display for Hop {
             Hop::Sudo { user } => switch(f, "sudo", user),
             Hop::Su { user } => switch(f, "su", user),
             Hop::Doas { user } => switch(f, "doas", user),
+            Hop::Container(c) => write!(f, "{c}"),
         }
     }
 }
@@ -231,6 +239,76 @@ mod tests {
             "a b",
             "sudo:ro ot",
             "local:x",
+        ] {
+            assert!(s.parse::<Target>().is_err(), "{s:?} should be refused");
+        }
+    }
+}
+
+#[cfg(test)]
+mod container_tests {
+    use super::*;
+    use crate::methods::{ContainerHop, Engine};
+
+    #[test]
+    fn container_hops_parse_and_print_back() {
+        for s in [
+            "exec:docker,exec,-i,c1",
+            "exec:%2Fusr%2Fbin%2Fvagrant,ssh,--",
+            "docker:c1",
+            "docker:app@c1",
+            "podman:1000@c1",
+            "docker-run:debian:12",
+            "podman-run:registry.local%2Fteam%2Fimg:1",
+            "kubectl:web-0",
+            "kubectl:app@web-0,namespace=prod,context=east",
+            "lxc:c1",
+            "lxd:1000@c1",
+            "incus:c1",
+            "buildah:app@w1",
+            "machinectl:app@m1",
+            "bastion/web1/sudo/docker:app@c1",
+            "docker:a/local",
+        ] {
+            let t: Target = s.parse().unwrap_or_else(|e| panic!("{s}: {e}"));
+            assert_eq!(t.to_string(), s);
+        }
+        let t: Target = "local/docker:app@c1".parse().unwrap();
+        assert_eq!(
+            t.hops()[1],
+            Hop::Container(ContainerHop::Container {
+                engine: Engine::Docker,
+                user: Some("app".into()),
+                container: "c1".into()
+            })
+        );
+        let t: Target = "exec:%2Fusr%2Fbin%2Fdocker,exec,-i,c%2C1".parse().unwrap();
+        assert_eq!(
+            t.hops()[0],
+            Hop::Container(ContainerHop::Exec {
+                argv: vec![
+                    "/usr/bin/docker".into(),
+                    "exec".into(),
+                    "-i".into(),
+                    "c,1".into()
+                ]
+            })
+        );
+    }
+
+    #[test]
+    fn bad_container_hops_are_refused() {
+        let t: Target = "docker".parse().unwrap();
+        assert_eq!(t.hops()[0].method(), "ssh", "a host called docker");
+        for s in [
+            "docker:",
+            "exec:",
+            "exec:,x",
+            "docker:-it",
+            "docker:a,b",
+            "kubectl:p,ns=x",
+            "lxd:bob@c1",
+            "exec:a%zz",
         ] {
             assert!(s.parse::<Target>().is_err(), "{s:?} should be refused");
         }

@@ -190,6 +190,12 @@ fn hop_method(
             }
             Method::Doas(doas)
         }
+        Hop::Container(c) => {
+            if password.is_some() {
+                return Err(format!("container hop {c} takes no password"));
+            }
+            c.to_method(options.connect_timeout)
+        }
     })
 }
 

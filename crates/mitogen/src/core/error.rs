@@ -165,6 +165,17 @@ pub enum TransportFailure {
     /// The transport's program (ssh, sudo, su, doas) is not installed or not
     /// at the path given.
     NotInstalled,
+    /// The container (pod, instance, machine) named by a container hop does
+    /// not exist.
+    NoSuchContainer,
+    /// The container exists but is not running.
+    ContainerNotRunning,
+    /// The image a container hop was to start does not exist and cannot be
+    /// pulled.
+    NoSuchImage,
+    /// The container engine's client cannot reach its daemon or server (not
+    /// running, or a socket this user may not open).
+    EngineUnavailable,
     /// Something else; see the transport's messages.
     Other,
 }
@@ -183,6 +194,10 @@ impl fmt::Display for TransportFailure {
             TransportFailure::PolicyRefused => "refused by policy",
             TransportFailure::NoSuchUser => "no such user",
             TransportFailure::NotInstalled => "not installed",
+            TransportFailure::NoSuchContainer => "no such container",
+            TransportFailure::ContainerNotRunning => "container not running",
+            TransportFailure::NoSuchImage => "no such image",
+            TransportFailure::EngineUnavailable => "container engine unavailable",
             TransportFailure::Other => "transport failed",
         })
     }
