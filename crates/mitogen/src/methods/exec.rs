@@ -172,6 +172,21 @@ impl Exec {
                 local_peer: self.local_peer,
             },
         )
+        .map_err(|e| match e {
+            // Say it the way it is: the environment has no shell at all.
+            Error::Transport {
+                context,
+                kind: TransportFailure::NoShell,
+                detail,
+                stderr,
+            } => Error::Transport {
+                detail: format!("{context} has no sh on its PATH ({detail})"),
+                context,
+                kind: TransportFailure::NoShell,
+                stderr,
+            },
+            e => e,
+        })
     }
 }
 
@@ -278,6 +293,7 @@ const FAILURES: &[(&str, TransportFailure)] = &[
         TransportFailure::ContainerNotRunning,
     ),
     ("unable to find image", TransportFailure::NoSuchImage),
+    ("no such image", TransportFailure::NoSuchImage),
     ("pull access denied", TransportFailure::NoSuchImage),
     ("repository does not exist", TransportFailure::NoSuchImage),
     ("manifest unknown", TransportFailure::NoSuchImage),
