@@ -256,6 +256,17 @@ impl ContainerHop {
         }
     }
 
+    /// The command this hop runs, without the first stage that follows it
+    /// (`["docker", "exec", "--interactive", "--", "c1"]`): with `true`
+    /// appended, the tool's own cost, as `mitogen bench` times it.
+    pub fn argv(&self) -> Vec<String> {
+        match self.to_method(None) {
+            Method::Docker(d) => d.argv(),
+            Method::Exec(e) => e.argv().to_vec(),
+            _ => Vec::new(),
+        }
+    }
+
     /// The method that starts this hop, with `timeout` if given.
     pub(crate) fn to_method(&self, timeout: Option<Duration>) -> Method {
         let exec = |e: Exec| match timeout {
