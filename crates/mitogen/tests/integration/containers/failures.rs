@@ -25,6 +25,7 @@ pub fn container_not_running(router: &Router) -> Result<()> {
     let img = image(Flavour::Busybox)?;
     let c = Container {
         name: Container::fresh_name("created"),
+        engine: "docker",
     };
     // Created, never started.
     docker(&["create", "--name", &c.name, &img, "sleep", "100"])?;

@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 mod basics;
 mod chains;
 mod failures;
+mod podman;
 
 /// What an image holds besides busybox.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -84,21 +85,32 @@ pub fn require_docker() -> Result<()> {
 
 /// Runs `docker ARGS`; its stdout, or an error with its stderr.
 pub fn docker(args: &[&str]) -> Result<String> {
-    let out = Command::new("docker")
+    engine("docker", args)
+}
+
+/// Runs `ENGINE ARGS` (docker or podman); its stdout, or an error with its
+/// stderr.
+pub fn engine(engine: &str, args: &[&str]) -> Result<String> {
+    let out = Command::new(engine)
         .args(args)
         .output()
-        .context("running docker")?;
+        .with_context(|| format!("running {engine}"))?;
     ensure!(
         out.status.success(),
-        "docker {args:?}: {}",
+        "{engine} {args:?}: {}",
         String::from_utf8_lossy(&out.stderr).trim()
     );
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
 
-/// The tag of the image of `flavour`, imported now unless an earlier run
-/// did.
+/// The tag of the image of `flavour` in docker, imported now unless an
+/// earlier run did.
 pub fn image(flavour: Flavour) -> Result<String> {
+    image_in("docker", flavour)
+}
+
+/// [`image`] in `engine`'s store (docker or podman).
+pub fn image_in(engine_name: &str, flavour: Flavour) -> Result<String> {
     let busybox = std::fs::read("/bin/busybox").context("reading /bin/busybox (busybox-static)")?;
     let mut hasher = blake3::Hasher::new();
     hasher.update(&busybox);
@@ -109,7 +121,12 @@ pub fn image(flavour: Flavour) -> Result<String> {
         flavour.name(),
         &hasher.finalize().to_hex()[..16]
     );
-    if docker(&["image", "inspect", "--format", "{{.Id}}", &tag]).is_ok() {
+    if engine(
+        engine_name,
+        &["image", "inspect", "--format", "{{.Id}}", &tag],
+    )
+    .is_ok()
+    {
         return Ok(tag);
     }
     let dir = std::env::temp_dir().join(format!(
@@ -118,12 +135,12 @@ pub fn image(flavour: Flavour) -> Result<String> {
         std::process::id()
     ));
     let _ = std::fs::remove_dir_all(&dir);
-    let result = build(&dir, &busybox, flavour, &tag);
+    let result = build(engine_name, &dir, &busybox, flavour, &tag);
     let _ = std::fs::remove_dir_all(&dir);
     result.map(|()| tag)
 }
 
-fn build(dir: &Path, busybox: &[u8], flavour: Flavour, tag: &str) -> Result<()> {
+fn build(engine: &str, dir: &Path, busybox: &[u8], flavour: Flavour, tag: &str) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
     for sub in ["bin", "etc", "tmp", "root", "proc", "dev", "sys"] {
         std::fs::create_dir_all(dir.join(sub))?;
@@ -174,14 +191,14 @@ fn build(dir: &Path, busybox: &[u8], flavour: Flavour, tag: &str) -> Result<()> 
         .stdout(std::process::Stdio::piped())
         .spawn()
         .context("running tar")?;
-    let out = Command::new("docker")
+    let out = Command::new(engine)
         .args(["import", "-", tag])
         .stdin(tar.stdout.context("tar's stdout")?)
         .output()
         .context("running docker import")?;
     ensure!(
         out.status.success(),
-        "docker import {tag}: {}",
+        "{engine} import {tag}: {}",
         String::from_utf8_lossy(&out.stderr).trim()
     );
     Ok(())
@@ -217,6 +234,8 @@ static SERIAL: AtomicU32 = AtomicU32::new(0);
 pub struct Container {
     /// Its name.
     pub name: String,
+    /// `docker` or `podman`.
+    pub engine: &'static str,
 }
 
 impl Container {
@@ -233,25 +252,37 @@ impl Container {
     /// `docker run` options.
     pub fn start(flavour: Flavour, options: &[&str]) -> Result<Container> {
         require_docker()?;
-        let image = image(flavour)?;
+        Container::start_in("docker", flavour, options)
+    }
+
+    /// [`start`](Self::start) with `engine` (docker or podman).
+    pub fn start_in(
+        engine_name: &'static str,
+        flavour: Flavour,
+        options: &[&str],
+    ) -> Result<Container> {
+        let image = image_in(engine_name, flavour)?;
         let name = Container::fresh_name(flavour.name());
-        let c = Container { name };
+        let c = Container {
+            name,
+            engine: engine_name,
+        };
         let mut args = vec!["run", "-d", "--name", &c.name];
         args.extend_from_slice(options);
         args.extend_from_slice(&[&image, "/bin/busybox", "sleep", "1000000"]);
-        docker(&args)?;
+        engine(engine_name, &args)?;
         Ok(c)
     }
 
-    /// The hop's target string (`docker:NAME`).
+    /// The hop's target string (`docker:NAME`, `podman:NAME`).
     pub fn hop(&self) -> String {
-        format!("docker:{}", self.name)
+        format!("{}:{}", self.engine, self.name)
     }
 }
 
 impl Drop for Container {
     fn drop(&mut self) {
-        let _ = docker(&["rm", "-f", &self.name]);
+        let _ = engine(self.engine, &["rm", "-f", &self.name]);
     }
 }
 
