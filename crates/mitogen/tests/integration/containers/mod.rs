@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 mod basics;
 mod chains;
 mod failures;
+mod hostile;
 mod podman;
 
 /// What an image holds besides busybox.
