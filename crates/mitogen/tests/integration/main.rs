@@ -21,6 +21,7 @@ mod capture;
 mod chains;
 mod containers;
 mod errors;
+mod flow;
 mod harness;
 mod hooks;
 mod hostile_switch;
