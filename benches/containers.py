@@ -125,13 +125,17 @@ def render(rounds, args, container_info):
                                           compare.fmt('floor_ms', py_floor)))
     w('')
     connect = med(ours, 'connect_ms')
+    # Over the floor within each run, then the median: the floor drifts with
+    # the machine's load from run to run, and each run's pair shares it.
+    over = statistics.median(r['connect_ms'] - r['floor_ms'] for r in rounds[ours])
+    py_over = statistics.median(r['connect_ms'] - r['floor_ms'] for r in rounds[theirs])
     rtt, local_rtt = med(ours, 'rtt_us'), med(local, 'rtt_us')
     tput, local_tput = med(ours, 'throughput_mib_s'), med(local, 'throughput_mib_s')
     yes = lambda ok: '**yes**' if ok else 'no'  # noqa: E731
     w('| target | measured | met |')
     w('|---|---|:---:|')
-    w('| warm connect ≤ floor + 10 ms | %.2f ms = floor %.2f ms %+.2f ms | %s |'
-      % (connect, floor, connect - floor, yes(connect <= floor + 10)))
+    w('| warm connect ≤ floor + 10 ms | %+.2f ms over the floor (median of each run\'s '
+      'connect − floor; Python %+.2f ms) | %s |' % (over, py_over, yes(over <= 10)))
     w('| rtt ≤ 2 × local rtt | %.1f µs = %.1f × local %.1f µs | %s |'
       % (rtt, rtt / local_rtt, local_rtt, yes(rtt <= 2 * local_rtt)))
     w('| throughput ≥ 80 %% of local | %.0f MiB/s = %.0f %% of local %.0f MiB/s | %s |'
@@ -145,17 +149,26 @@ def render(rounds, args, container_info):
       'through `docker exec`, far from a local socketpair.'
       % (rtt_floor, rtt / rtt_floor, args.mib, pull_floor, 100 * tput / pull_floor))
     w('')
+    w('So the rtt and throughput targets, set against a local context, are out of '
+      'reach of any hop that talks through `docker exec`: its call already costs '
+      'about one round trip of the docker stream itself. A context that must be '
+      'as near as a local one enters the container\'s namespaces directly (the '
+      'setns method, as root) instead of going through the engine.')
+    w('')
     w('Every round:')
     w('')
     keys = ['connect_ms', 'floor_ms', 'rtt_us', 'pipelined_calls_per_s',
             'throughput_mib_s', 'child_rss_kib']
-    w('| round | side | ' + ' | '.join('`%s`' % k for k in keys) + ' |')
-    w('|---|---|' + '---:|' * len(keys))
+    w('| round | side | ' + ' | '.join('`%s`' % k for k in keys)
+      + ' | `docker exec` rtt µs | `docker exec` MiB/s |')
+    w('|---|---|' + '---:|' * (len(keys) + 2))
     for i in range(args.rounds):
         for side, name in ((ours, 'mitogen-rs'), (theirs, 'Python'), (local, 'local')):
             r = rounds[side][i]
+            floors = ('%.1f | %.0f' % (rounds['exec_rtt_us'][i], rounds['exec_pull_mib_s'][i])
+                      if side == ours else ' | ')
             w('| %d | %s | ' % (i + 1, name)
-              + ' | '.join(compare.fmt(k, r.get(k)) for k in keys) + ' |')
+              + ' | '.join(compare.fmt(k, r.get(k)) for k in keys) + ' | %s |' % floors)
     w('')
     w('Rerun: `python3 benches/containers.py%s` (as root, with a docker daemon).'
       % ('' if args.rounds == 3 else ' --rounds %d' % args.rounds))
