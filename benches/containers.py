@@ -141,19 +141,23 @@ def render(rounds, args, container_info):
     w('| throughput ≥ 80 %% of local | %.0f MiB/s = %.0f %% of local %.0f MiB/s | %s |'
       % (tput, 100 * tput / local_tput, local_tput, yes(tput >= 0.8 * local_tput)))
     w('')
-    w('The stream itself, measured in the same rounds: one byte back and forth '
-      'through `docker exec -i C cat` takes **%.1f µs** (the docker client, dockerd '
-      'and containerd\'s shim relay every byte; mitogen-rs\'s call is %.1f × that), '
-      'and `docker exec C head -c %d MiB /dev/zero` delivers **%.0f MiB/s** (mitogen-rs '
-      'streams %.0f %% of that). Those two are the ceiling of any program talking '
-      'through `docker exec`, far from a local socketpair.'
+    w('The docker stream itself, measured in the same rounds: one byte back and forth '
+      'through `docker exec -i C cat` takes **%.1f µs** (the docker client, dockerd and '
+      'containerd\'s shim relay every byte), and mitogen-rs\'s call over the hop takes '
+      '%.1f × that; `docker exec C head -c %d MiB /dev/zero`, read here in 1 MiB '
+      'chunks, delivers %.0f MiB/s (mitogen-rs\'s stream %.0f %% of that: the figure '
+      'is noisy, and no ceiling).'
       % (rtt_floor, rtt / rtt_floor, args.mib, pull_floor, 100 * tput / pull_floor))
     w('')
-    w('So the rtt and throughput targets, set against a local context, are out of '
-      'reach of any hop that talks through `docker exec`: its call already costs '
-      'about one round trip of the docker stream itself. A context that must be '
-      'as near as a local one enters the container\'s namespaces directly (the '
-      'setns method, as root) instead of going through the engine.')
+    w('So the rtt target, set against a local context (twice %.1f µs), is out of reach '
+      'of any hop that talks through `docker exec`, whose own round trip is %.0f × '
+      'longer, and so is the throughput target: every byte crosses three more '
+      'processes. A context that must be as near as a local one enters the '
+      'container\'s namespaces directly (the setns method, as root) instead of going '
+      'through the engine.' % (local_rtt, rtt_floor / local_rtt))
+    if args.note:
+        w('')
+        w(args.note)
     w('')
     w('Every round:')
     w('')
@@ -182,6 +186,7 @@ def main():
     p.add_argument('--mib', type=int, default=256)
     p.add_argument('--quick', action='store_true')
     p.add_argument('--output', default=os.path.join('docs', 'performance.md'))
+    p.add_argument('--note', help='a sentence added to the section (e.g. the load)')
     args = p.parse_args()
     if os.geteuid() != 0:
         sys.exit('benches/containers.py needs root (docker, debootstrap)')
