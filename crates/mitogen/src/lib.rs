@@ -95,6 +95,7 @@ pub use crate::core::remote::{IntoArgs, RemoteFn};
 pub use crate::core::secret::Secret;
 pub use crate::core::select::{Select, Selectable};
 pub use crate::core::signals::Subscription;
+pub use crate::methods::{Chroot, Leader, Setns, TreeDev, TreeProc};
 pub use crate::methods::{Doas, HostKeyPolicy, Local, Method, Ssh, Su, Sudo};
 pub use crate::parent::first_stage::Compression;
 pub use crate::target::{Hop, Target};

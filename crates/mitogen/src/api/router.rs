@@ -97,6 +97,9 @@ impl ConnectOptions {
                 Some(_) if matches!(hop, Hop::Local) => {
                     return Err(format!("hop {path:?} is local and takes no password"))
                 }
+                Some(_) if matches!(hop, Hop::Setns { .. } | Hop::Chroot { .. }) => {
+                    return Err(format!("hop {path:?} takes no password"))
+                }
                 Some(p) => out.push(Some(p.clone())),
                 None if switch && self.password.is_some() => {
                     shared.push(path.clone());
@@ -189,6 +192,20 @@ fn hop_method(
                 doas = doas.connect_timeout(t);
             }
             Method::Doas(doas)
+        }
+        Hop::Setns { leader } => {
+            let mut setns = crate::methods::Setns::leader(leader.clone());
+            if let Some(t) = options.connect_timeout {
+                setns = setns.connect_timeout(t);
+            }
+            Method::Setns(setns)
+        }
+        Hop::Chroot { path } => {
+            let mut chroot = crate::methods::Chroot::new(path);
+            if let Some(t) = options.connect_timeout {
+                chroot = chroot.connect_timeout(t);
+            }
+            Method::Chroot(chroot)
         }
     })
 }

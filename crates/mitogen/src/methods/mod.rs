@@ -2,8 +2,8 @@
 //!
 //! `local` starts the program itself; `ssh` runs the first stage through the
 //! system ssh client; `sudo`, `su` and `doas` run the same first stage as
-//! another user. The container methods will build on the same bootstrap in
-//! [`crate::parent`].
+//! another user. `setns` and `chroot` start the program themselves, as root,
+//! inside a container's namespaces or a directory tree ([`enter`]).
 //!
 //! Every method's options are a plain serializable value, so a context can be
 //! asked to start a child of its own with them ([`Method`], used by
@@ -69,15 +69,20 @@ macro_rules! transport_options {
     };
 }
 
+pub(crate) mod chroot;
 pub(crate) mod doas;
+mod enter;
 pub(crate) mod local;
+pub(crate) mod setns;
 pub(crate) mod ssh;
 pub(crate) mod su;
 pub(crate) mod sudo;
 mod switch;
 
+pub use chroot::{Chroot, TreeDev, TreeProc};
 pub use doas::Doas;
 pub use local::Local;
+pub use setns::{Leader, Setns};
 pub use ssh::{HostKeyPolicy, Ssh};
 pub use su::Su;
 pub use sudo::Sudo;
@@ -105,6 +110,10 @@ pub enum Method {
     Su(su::Su),
     /// Another user on the same machine, with doas.
     Doas(doas::Doas),
+    /// Inside a running container's namespaces (as root).
+    Setns(setns::Setns),
+    /// Inside a directory tree (as root).
+    Chroot(chroot::Chroot),
 }
 
 impl From<local::Local> for Method {
@@ -122,6 +131,8 @@ impl Method {
             Method::Sudo(s) => Method::Sudo(s.name(name)),
             Method::Su(s) => Method::Su(s.name(name)),
             Method::Doas(d) => Method::Doas(d.name(name)),
+            Method::Setns(s) => Method::Setns(s.name(name)),
+            Method::Chroot(c) => Method::Chroot(c.name(name)),
         }
     }
 
@@ -133,6 +144,8 @@ impl Method {
             Method::Sudo(s) => s.name_ref(),
             Method::Su(s) => s.name_ref(),
             Method::Doas(d) => d.name_ref(),
+            Method::Setns(s) => s.name_ref(),
+            Method::Chroot(c) => c.name_ref(),
         }
     }
 
@@ -144,6 +157,8 @@ impl Method {
             Method::Sudo(s) => s.default_name(),
             Method::Su(s) => s.default_name(),
             Method::Doas(d) => d.default_name(),
+            Method::Setns(s) => s.default_name(),
+            Method::Chroot(c) => c.default_name(),
         }
     }
 
@@ -155,6 +170,8 @@ impl Method {
             Method::Sudo(s) => s.timeout(),
             Method::Su(s) => s.timeout(),
             Method::Doas(d) => d.timeout(),
+            Method::Setns(s) => s.timeout(),
+            Method::Chroot(c) => c.timeout(),
         }
     }
 
@@ -171,6 +188,8 @@ impl Method {
             Method::Sudo(s) => s.connect(router, id),
             Method::Su(s) => s.connect(router, id),
             Method::Doas(d) => d.connect(router, id),
+            Method::Setns(s) => s.connect(router, id),
+            Method::Chroot(c) => c.connect(router, id),
         }
     }
 }
