@@ -43,6 +43,8 @@ pub struct Inside {
     pub dev_pts: bool,
     /// The process's environment variable names.
     pub env: Vec<String>,
+    /// `/proc/self/uid_map`, whitespace collapsed.
+    pub uid_map: String,
 }
 
 /// The file only the test roots have.
@@ -81,6 +83,11 @@ pub fn inside() -> Inside {
         env: std::env::vars_os()
             .map(|(k, _)| k.to_string_lossy().into_owned())
             .collect(),
+        uid_map: std::fs::read_to_string("/proc/self/uid_map")
+            .unwrap_or_default()
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" "),
     }
 }
 
@@ -171,6 +178,11 @@ pub const CAP_SYS_MODULE: u32 = 16;
 
 impl NsLeader {
     pub fn start(name: &str) -> Result<NsLeader> {
+        NsLeader::start_with(name, &[])
+    }
+
+    /// [`start`](Self::start) with more `unshare` options (`--user`, …).
+    pub fn start_with(name: &str, more: &[&str]) -> Result<NsLeader> {
         let root = BusyRoot::new(name)?;
         let hostname = format!("ns-{name}-{}", std::process::id() % 100_000);
         let script = format!(
@@ -182,6 +194,7 @@ impl NsLeader {
             .args([
                 "unshare", "--mount", "--pid", "--net", "--uts", "--ipc", "--fork",
             ])
+            .args(more)
             .arg(format!("--root={}", root.dir.display()))
             .args(["/bin/busybox", "sh", "-c", &script])
             .stdin(Stdio::null())

@@ -235,8 +235,115 @@ pub fn setns_into_a_docker_container(router: &Router) -> Result<()> {
     Ok(())
 }
 
+/// A leader in a user namespace of its own (`unshare --user
+/// --map-root-user`: only uid 0 mapped): the context enters it too, as its
+/// root, and sees its one-line uid map.
+pub fn setns_enters_a_user_namespace(router: &Router) -> Result<()> {
+    let leader = NsLeader::start_with("user", &["--user", "--map-root-user"])?;
+    let master = inside();
+    let ctx = router.connect(format!("setns:{}", leader.pid))?;
+    let got = ctx.call_timeout(inside, (), CALL)?;
+    ctx.shutdown_timeout(Duration::from_secs(10))?;
+    check_inside(&got, &leader, &master)?;
+    ensure!(
+        got.uid_map == "0 0 1" && master.uid_map != got.uid_map,
+        "not in the leader's user namespace: uid map {:?} (ours {:?})",
+        got.uid_map,
+        master.uid_map
+    );
+    leader.stop_and_check()
+}
+
+/// When the container goes (its init killed), a pending call fails at once
+/// naming the hop, and no process of the context is left on the host (the
+/// one outside the pid namespace that waits for it included).
+pub fn setns_context_dies_with_its_namespace(router: &Router) -> Result<()> {
+    let leader = NsLeader::start("dies")?;
+    let baseline = mitogen_testkit::proc::descendants(std::process::id());
+    let ctx = router.connect(format!("setns:{}", leader.pid))?;
+    let ours: Vec<u32> = mitogen_testkit::proc::descendants(std::process::id())
+        .into_iter()
+        .filter(|p| !baseline.contains(p))
+        .collect();
+    // The one waiting outside the pid namespace, and the program inside.
+    ensure!(
+        ours.len() == 2,
+        "the context's processes on the host: {ours:?}"
+    );
+    let pending = ctx.call_async(crate::calls::sleep_ms, (30_000,));
+    std::thread::sleep(Duration::from_millis(200));
+    let _ = Command::new("kill")
+        .args(["-KILL", &leader.pid.to_string()])
+        .status();
+    let started = std::time::Instant::now();
+    let e = pending
+        .get_timeout(Duration::from_secs(10))
+        .err()
+        .context("the call outlived its container")?
+        .to_string();
+    ensure!(
+        started.elapsed() < Duration::from_secs(5),
+        "the call took {:?} to fail",
+        started.elapsed()
+    );
+    ensure!(
+        e.contains(&format!("setns:{}", leader.pid)),
+        "the error does not name the hop: {e}"
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let left = mitogen_testkit::proc::descendants(std::process::id());
+        if left.iter().all(|p| !ours.contains(p)) {
+            break;
+        }
+        ensure!(
+            std::time::Instant::now() < deadline,
+            "processes left: {left:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    leader.stop_and_check()
+}
+
+/// What a process inside sees of the program: a sealed in-memory copy, which
+/// it can read but never write, and no path to the program's file on the
+/// host (`/proc/PID/exe` of the context, looked at with the host's root's
+/// full powers, which are more than any process inside has).
+pub fn setns_program_is_sealed_from_the_target(router: &Router) -> Result<()> {
+    let leader = NsLeader::start("sealed")?;
+    let ctx = router.connect(format!("setns:{}", leader.pid))?;
+    let ns_procs = processes_in_pid_ns_of(leader.pid)?;
+    let child = *ns_procs
+        .iter()
+        .find(|p| **p != leader.pid)
+        .context("no context process in the namespace")?;
+    let exe = std::fs::read_link(format!("/proc/{child}/exe"))?;
+    ensure!(
+        exe.to_string_lossy().starts_with("/memfd:mitogen"),
+        "the context runs {} (not the sealed copy)",
+        exe.display()
+    );
+    let write = std::fs::OpenOptions::new()
+        .write(true)
+        .open(format!("/proc/{child}/exe"));
+    ensure!(
+        write.is_err(),
+        "the program opened for writing through /proc/PID/exe"
+    );
+    let copy = std::fs::read(format!("/proc/{child}/exe"))?;
+    ensure!(
+        copy == std::fs::read("/proc/self/exe")?,
+        "the copy is not the program"
+    );
+    ctx.shutdown_timeout(Duration::from_secs(10))?;
+    leader.stop_and_check()
+}
+
 crate::tests! {
     setns_runs_inside_the_leaders_namespaces => 120,
+    setns_enters_a_user_namespace,
+    setns_context_dies_with_its_namespace,
+    setns_program_is_sealed_from_the_target,
     setns_through_an_ssh_hop => 300,
     setns_refusals_are_clear => 120,
     setns_into_a_docker_container => 120,
