@@ -223,6 +223,17 @@ impl Target {
     pub fn hops(&self) -> &[Hop] {
         &self.hops
     }
+
+    /// The target up to and including its `n`th hop, as text
+    /// (`web1/sudo:app`): the name of that hop's context, and the key of its
+    /// password. A chroot hop with hops after it is written bracketed
+    /// (`chroot:[/srv]/local`).
+    pub fn prefix(&self, n: usize) -> String {
+        Target {
+            hops: self.hops[..n.min(self.hops.len())].to_vec(),
+        }
+        .to_string()
+    }
 }
 
 impl FromStr for Target {
@@ -340,6 +351,13 @@ mod tests {
             Hop::Chroot {
                 path: "/srv/image/local".into()
             }
+        );
+        assert_eq!(
+            "chroot:[/srv]/local/local"
+                .parse::<Target>()
+                .unwrap()
+                .prefix(2),
+            "chroot:[/srv]/local"
         );
         // A bracketed last hop reads as the bare one.
         let t: Target = "chroot:[/srv/image]".parse().unwrap();

@@ -86,12 +86,8 @@ impl ConnectOptions {
     fn passwords_for(&self, target: &Target) -> std::result::Result<Passwords, String> {
         let mut out = Vec::new();
         let mut shared = Vec::new();
-        let mut path = String::new();
-        for hop in target.hops() {
-            if !path.is_empty() {
-                path.push('/');
-            }
-            path.push_str(&hop.to_string());
+        for (i, hop) in target.hops().iter().enumerate() {
+            let path = target.prefix(i + 1);
             let switch = matches!(hop, Hop::Sudo { .. } | Hop::Su { .. } | Hop::Doas { .. });
             match self.hop_passwords.get(&path) {
                 Some(_) if matches!(hop, Hop::Local) => {
@@ -219,15 +215,11 @@ fn hop_methods(target: &Target, options: &ConnectOptions) -> Result<(Vec<Method>
         reason,
     };
     let passwords = options.passwords_for(target).map_err(bad)?;
-    let mut name = String::new();
     let mut methods = Vec::new();
-    for (hop, password) in target.hops().iter().zip(&passwords) {
-        if !name.is_empty() {
-            name.push('/');
-        }
-        name.push_str(&hop.to_string());
+    for (i, (hop, password)) in target.hops().iter().zip(&passwords).enumerate() {
+        let name = target.prefix(i + 1);
         let method = hop_method(hop, options, password.clone()).map_err(bad)?;
-        methods.push(method.named(name.clone()));
+        methods.push(method.named(name));
     }
     Ok((methods, passwords))
 }

@@ -124,6 +124,16 @@ pub(crate) fn open_leader(pid: u32) -> Result<Leader, String> {
             e => format!("opening process {pid}: {e}"),
         },
     )?;
+    match open_leader_files(pid) {
+        // Whatever failed, a process that exited meanwhile (or was a zombie
+        // already) is named as such.
+        _ if has_exited(&pidfd) => Err(format!("process {pid} exited while it was being opened")),
+        r => r,
+    }
+}
+
+/// [`open_leader`]'s files, with the process held by the caller.
+fn open_leader_files(pid: u32) -> Result<Leader, String> {
     let dir = rustix::fs::open(
         format!("/proc/{pid}"),
         OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
@@ -180,9 +190,6 @@ pub(crate) fn open_leader(pid: u32) -> Result<Leader, String> {
                 .find_map(|l| l.strip_prefix("CapBnd:"))
                 .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
         });
-    if has_exited(&pidfd) {
-        return Err(format!("process {pid} exited while it was being opened"));
-    }
     Ok(Leader {
         namespaces,
         root,
@@ -621,6 +628,25 @@ mod tests {
         assert!(e.contains("no process with pid"), "{e}");
         let e = open_leader(0).err().unwrap();
         assert!(e.contains("not a process id"), "{e}");
+    }
+
+    #[test]
+    fn a_zombie_is_a_process_that_exited() {
+        let child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        // Not reaped yet: a zombie, whose pid still names it.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .unwrap_or_default()
+            .contains(") Z ")
+        {
+            assert!(std::time::Instant::now() < deadline, "never a zombie");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        let e = open_leader(pid).err().unwrap();
+        let mut child = child;
+        child.wait().unwrap();
+        assert!(e.contains("exited while it was being opened"), "{e}");
     }
 
     #[test]

@@ -33,6 +33,19 @@ pub fn chroot_leaves_proc_and_dev_as_they_are(router: &Router) -> Result<()> {
         host_mounts_under(&tree.dir)?.is_empty(),
         "mounts in the tree"
     );
+
+    // Without a /proc the program cannot start itself again there: a hop
+    // after the tree fails, named with the bracketed path, saying why.
+    let target = format!("chroot:[{}]/local", tree.dir.display());
+    let e = router
+        .connect(target.as_str())
+        .err()
+        .context("started a local hop in a tree without /proc")?
+        .to_string();
+    ensure!(
+        e.contains(&format!("{target:?}")) && e.contains("/proc"),
+        "unclear error: {e}"
+    );
     Ok(())
 }
 
