@@ -205,7 +205,14 @@ pub fn setns_into_a_docker_container(router: &Router) -> Result<()> {
     let result = (|| -> Result<()> {
         let ctx = router.connect(format!("setns:docker:{name}"))?;
         let got = ctx.call_timeout(inside, (), CALL)?;
+        let local = router.connect(format!("setns:docker:{name}/local"))?;
+        let again = local.call_timeout(inside, (), CALL)?;
+        local.shutdown_timeout(Duration::from_secs(10))?;
         ctx.shutdown_timeout(Duration::from_secs(10))?;
+        ensure!(
+            again.hostname == "mitogen-ns-c" && again.marker && again.pid != got.pid,
+            "the local hop is not a second process in the container: {again:?}"
+        );
         ensure!(got.hostname == "mitogen-ns-c", "host name {}", got.hostname);
         ensure!(got.marker && !got.host_visible, "not the container's root");
         ensure!(got.interfaces == ["lo"], "interfaces {:?}", got.interfaces);
@@ -233,6 +240,67 @@ pub fn setns_into_a_docker_container(router: &Router) -> Result<()> {
         "unclear error: {e}"
     );
     Ok(())
+}
+
+/// A leader on the host's own tree (so sudo is there) in namespaces of its
+/// own: `setns:PID/sudo:USER` starts the first stage inside, as another
+/// user, with the leader's host name and network.
+pub fn setns_chains_to_sudo_inside(router: &Router) -> Result<()> {
+    let user = crate::sshd::user("mitogen-t1", "/bin/sh")?;
+    let hostname = format!("ns-sudo-{}", std::process::id() % 100_000);
+    let mut unshare = Command::new("unshare")
+        .args(["--mount", "--pid", "--net", "--uts", "--ipc", "--fork"])
+        .args([
+            "sh",
+            "-c",
+            &format!("hostname {hostname} && exec sleep 600"),
+        ])
+        .spawn()?;
+    let me = unshare.id();
+    // The namespace's pid 1 (the `sleep`), once it is there.
+    let leader = || -> Result<u32> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let children = std::fs::read_to_string(format!("/proc/{me}/task/{me}/children"))?;
+            let first = children
+                .split_whitespace()
+                .next()
+                .unwrap_or_default()
+                .to_owned();
+            let comm = std::fs::read_to_string(format!("/proc/{first}/comm")).unwrap_or_default();
+            if comm.trim() == "sleep" {
+                return Ok(first.parse()?);
+            }
+            ensure!(
+                std::time::Instant::now() < deadline,
+                "the leader did not start"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    };
+    let pid = leader();
+    let result = pid
+        .as_ref()
+        .map_err(|e| anyhow::anyhow!("{e}"))
+        .and_then(|&pid| {
+            let ctx = router.connect(format!("setns:{pid}/sudo:{}", user.name))?;
+            let got = ctx.call_timeout(inside, (), CALL)?;
+            let who = ctx.call_timeout(crate::ssh::whoami, (), CALL)?;
+            ctx.shutdown_timeout(Duration::from_secs(10))?;
+            ensure!(got.hostname == hostname, "host name {}", got.hostname);
+            ensure!(got.interfaces == ["lo"], "interfaces {:?}", got.interfaces);
+            ensure!(who.uid == user.uid, "runs as uid {}", who.uid);
+            Ok(())
+        });
+    if let Ok(pid) = pid {
+        // Pid 1 of the namespace: everything in it goes with it.
+        let _ = Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .status();
+    }
+    let _ = unshare.kill();
+    let _ = unshare.wait();
+    result
 }
 
 /// A leader in a user namespace of its own (`unshare --user
@@ -342,6 +410,7 @@ pub fn setns_program_is_sealed_from_the_target(router: &Router) -> Result<()> {
 crate::tests! {
     setns_runs_inside_the_leaders_namespaces => 120,
     setns_enters_a_user_namespace,
+    setns_chains_to_sudo_inside => 120,
     setns_context_dies_with_its_namespace,
     setns_program_is_sealed_from_the_target,
     setns_through_an_ssh_hop => 300,
