@@ -395,6 +395,75 @@ mod tests {
         assert!(Leader::Pid(1).lookup_command(None).is_none());
     }
 
+    /// A container that stops after its namespaces were opened (here: its
+    /// init killed before the start) fails the start at the last fork,
+    /// named as such: the pid namespace takes no new process.
+    #[test]
+    fn a_namespace_whose_init_exited_is_named() {
+        if !rustix::process::geteuid().is_root() {
+            if mitogen_testkit::skip::skip_allowed() {
+                println!("skipped: needs root (unshare)");
+                return;
+            }
+            panic!("cannot run here: needs root (unshare)");
+        }
+        let mut unshare = Command::new("unshare")
+            .args(["--pid", "--fork", "sleep", "60"])
+            .spawn()
+            .unwrap();
+        let me = unshare.id();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let init = loop {
+            let kids = std::fs::read_to_string(format!("/proc/{me}/task/{me}/children"))
+                .unwrap_or_default();
+            let first = kids
+                .split_whitespace()
+                .next()
+                .unwrap_or_default()
+                .to_owned();
+            let comm = std::fs::read_to_string(format!("/proc/{first}/comm")).unwrap_or_default();
+            if comm.trim() == "sleep" {
+                break first.parse::<u32>().unwrap();
+            }
+            assert!(Instant::now() < deadline, "the namespace did not start");
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        let leader = crate::sys::open_leader(init).unwrap();
+        let _ = Command::new("kill")
+            .args(["-KILL", &init.to_string()])
+            .status();
+        unshare.wait().unwrap();
+
+        let (report_r, report_w) = enter::report_pipe().unwrap();
+        let how = Enter {
+            name: "t",
+            timeout: Duration::from_secs(5),
+            id: None,
+            env: &[],
+        };
+        let mut entry = enter::entry(&how, leader.root, report_w).unwrap();
+        for (ns, fd) in leader.namespaces {
+            if ns == Namespace::Pid {
+                entry.fork = true;
+            }
+            entry.namespaces.push((ns, fd));
+        }
+        let mut cmd = Command::new("/proc/self/exe");
+        cmd.stdin(Stdio::null()).stdout(Stdio::null());
+        // SAFETY: `Entry::enter` makes system calls only.
+        unsafe { std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || entry.enter()) };
+        let err = cmd.spawn().err().expect("started in a dead pid namespace");
+        drop(cmd);
+        assert_eq!(err.raw_os_error(), Some(libc::ENOMEM), "{err}");
+        let mut said = String::new();
+        use std::io::Read;
+        let _ = std::fs::File::from(report_r).read_to_string(&mut said);
+        assert!(
+            said.contains("starting a process in the pid namespace (its init process has exited)"),
+            "{said}"
+        );
+    }
+
     #[test]
     fn pids_are_read_from_each_clients_output() {
         assert_eq!(parse_pid("4242\n"), Some(4242));
