@@ -452,7 +452,7 @@ mod tests {
         cmd.stdin(Stdio::null()).stdout(Stdio::null());
         // SAFETY: `Entry::enter` makes system calls only.
         unsafe { std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || entry.enter()) };
-        let err = cmd.spawn().err().expect("started in a dead pid namespace");
+        let err = cmd.spawn().expect_err("started in a dead pid namespace");
         drop(cmd);
         assert_eq!(err.raw_os_error(), Some(libc::ENOMEM), "{err}");
         let mut said = String::new();
