@@ -208,12 +208,8 @@ pub struct ConnectArgs {
 fn hop_paths<'a>(targets: &[&'a Target]) -> Vec<(String, &'a Hop)> {
     let mut out: Vec<(String, &Hop)> = Vec::new();
     for t in targets {
-        let mut path = String::new();
-        for hop in t.hops() {
-            if !path.is_empty() {
-                path.push('/');
-            }
-            path.push_str(&hop.to_string());
+        for (i, hop) in t.hops().iter().enumerate() {
+            let path = t.prefix(i + 1);
             if !out.iter().any(|(p, _)| *p == path) {
                 out.push((path.clone(), hop));
             }

@@ -98,6 +98,7 @@ pub use crate::core::signals::Subscription;
 pub use crate::methods::{
     Buildah, ContainerHop, Docker, Engine, Exec, Kubectl, Lxc, Lxd, LxdClient, Machinectl,
 };
+pub use crate::methods::{Chroot, Leader, Setns, TreeDev, TreeProc};
 pub use crate::methods::{Doas, HostKeyPolicy, Local, Method, Ssh, Su, Sudo};
 pub use crate::parent::first_stage::Compression;
 pub use crate::target::{Hop, Target};

@@ -29,6 +29,7 @@ mod hostile_tree;
 mod leaks;
 mod lifecycle;
 mod logging;
+mod namespaces;
 mod netcut;
 mod relay;
 mod routing;

@@ -1,5 +1,6 @@
 //! The Linux implementation of the contract in `sys/mod.rs`.
 
+mod enter;
 mod exe;
 mod fs;
 mod memory;
@@ -9,6 +10,10 @@ mod random;
 mod splice;
 mod tty;
 
+pub(crate) use enter::{
+    open_leader, open_tree, sealed_own_exe, Entry, Leader, Mount, MountKind, Namespace,
+    REPORT_PREFIX,
+};
 pub(crate) use exe::{open_own_exe, read_own_exe};
 pub(crate) use fs::{open_for_stat, path_through_fd, SUN_PATH_MAX};
 pub(crate) use memory::{release_free_memory, resident_set_kib};
