@@ -75,11 +75,9 @@ macro_rules! transport_options {
 pub(crate) mod chroot;
 pub(crate) mod container_hop;
 pub(crate) mod doas;
-pub(crate) mod doas;
 pub(crate) mod docker;
 mod enter;
 pub(crate) mod exec;
-pub(crate) mod local;
 pub(crate) mod local;
 pub(crate) mod presets;
 pub(crate) mod setns;
