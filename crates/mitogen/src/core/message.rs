@@ -97,6 +97,12 @@ pub mod handles {
     /// The caller of a call gave up on it; the body is the call's reply
     /// handle (4 bytes, little-endian).
     pub const CANCEL_CALL: u32 = 110;
+    /// Calls of a service's methods (`service/`): open to every context,
+    /// each method's own rule decides who may call it.
+    pub const CALL_SERVICE: u32 = 120;
+    /// The caller of a service call gave up on it; the body is as for
+    /// [`CANCEL_CALL`], and only the caller's own calls are found.
+    pub const CANCEL_SERVICE: u32 = 121;
 }
 
 /// Handles for replies and channels are drawn at random from this number up
