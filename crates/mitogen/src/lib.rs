@@ -75,6 +75,7 @@ mod core;
 mod entry;
 mod methods;
 mod parent;
+pub mod service;
 mod sys;
 mod target;
 #[doc(hidden)]
@@ -99,13 +100,13 @@ pub use crate::methods::{Doas, HostKeyPolicy, Local, Method, Ssh, Su, Sudo};
 pub use crate::parent::first_stage::Compression;
 pub use crate::target::{Hop, Target};
 pub use entry::{is_child, run};
-pub use mitogen_macros::{main, remote};
+pub use mitogen_macros::{main, remote, service};
 
 /// Items used by the code `#[mitogen::remote]` generates. Not a public API.
 #[doc(hidden)]
 pub mod __private {
     pub use crate::core::remote::{
-        decode_args, encode_ok, encode_result, Invoked, RemoteEntry, REMOTE_FNS,
+        decode_args, encode_ok, encode_result, Failure, Invoked, RemoteEntry, REMOTE_FNS,
     };
     pub use linkme;
 }
