@@ -14,7 +14,9 @@ use crate::core::error::{Error, Result};
 use crate::core::message::handles;
 
 use super::host::ServiceHead;
-use super::{Exposed, MethodArgs, Service};
+use super::{EndsWithSender, Exposed, MethodArgs, Service};
+use crate::core::channel::Receiver;
+use crate::core::payload::Payload;
 
 impl Context {
     /// The service `S` in this context, to call its exposed methods:
@@ -117,6 +119,40 @@ impl<S: Service> ServiceRef<S> {
             body,
             0,
         )
+    }
+
+    /// Calls a method whose last argument is a [`Sender`](crate::Sender),
+    /// of a channel made here: the
+    /// values it sends arrive on the returned [`Receiver`], and its result
+    /// on the [`PendingCall`]. `rest` is the other arguments, as for
+    /// [`call`](Self::call) (a tuple, or the bare value of one).
+    ///
+    /// ```no_run
+    /// # #[derive(Default)] struct Logs;
+    /// # #[mitogen::service] impl Logs {
+    /// #     #[expose] fn tail(&self, lines: u32, out: mitogen::Sender<String>) -> u32 { lines }
+    /// # }
+    /// # fn demo(ctx: &mitogen::Context) -> mitogen::Result<()> {
+    /// let (lines, done) = ctx.service::<Logs>().stream(Logs::tail, 100);
+    /// for line in lines.iter() {
+    ///     println!("{line}");
+    /// }
+    /// done.get()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn stream<A, R>(
+        &self,
+        method: Exposed<S, A, R>,
+        rest: impl MethodArgs<A::Rest>,
+    ) -> (Receiver<A::Item>, PendingCall<R>)
+    where
+        A: EndsWithSender + Serialize,
+        A::Item: Payload,
+        R: Serialize + DeserializeOwned + Send + 'static,
+    {
+        let (tx, rx) = self.ctx.channel::<A::Item>();
+        let call = self.call_async(method, A::join(rest.into_args(), tx));
+        (rx, call)
     }
 
     /// Starts the service if it is not running, calling no method (its

@@ -68,6 +68,15 @@ pub(crate) fn install(router: &Arc<RouterInner>) {
     );
 }
 
+/// Most askers waiting for one deduplicated call: what a caller repeating a
+/// call may make this context hold is bounded.
+const MAX_ASKERS: usize = 4096;
+
+/// Bytes queued towards an asker beyond which its answer is dropped: a
+/// context that sends calls and never reads its stream must not make this
+/// one queue answers without end (as the router does for refusals).
+const REPLY_HOLD: usize = 64 * 1024 * 1024;
+
 /// One number for a caller and the reply handle its call awaits.
 fn call_key(caller: ContextId, reply_to: u32) -> u64 {
     (u64::from(caller) << 32) | u64::from(reply_to)
@@ -225,9 +234,20 @@ impl Host {
         if dedup {
             let mut table = lock(&running.dedup);
             if let Some(askers) = table.get_mut(&key) {
-                // The same call is running: this asker gets its answer.
-                askers.push(asker);
-                return;
+                if askers.len() < MAX_ASKERS {
+                    // The same call is running: this asker gets its answer.
+                    askers.push(asker);
+                    return;
+                }
+                drop(table);
+                self.forget(asker);
+                let e = failed(
+                    &router,
+                    &function,
+                    CallErrorKind::Returned,
+                    format!("{MAX_ASKERS} identical calls are already waiting for this one"),
+                );
+                return reply(&router, asker, &function, Err(e));
             }
             table.insert(key.clone(), vec![asker]);
         }
@@ -472,6 +492,17 @@ fn reply(router: &RouterInner, to: Asker, function: &str, result: Result<Vec<u8>
         }
         Err(e) => postcard::to_allocvec(&ReplyHead::Err(e)).unwrap_or_default(),
     };
+    if router
+        .stream_towards(to.src)
+        .is_some_and(|s| s.pending_bytes() > REPLY_HOLD)
+    {
+        tracing::debug!(
+            src = to.src,
+            function,
+            "not answering a service call: the stream towards its caller does not drain"
+        );
+        return;
+    }
     router.send(Message {
         dst: to.src,
         handle: to.reply_to,

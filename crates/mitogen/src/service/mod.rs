@@ -170,6 +170,34 @@ impl MethodArgs<(String,)> for &str {
     }
 }
 
+/// An argument tuple whose last element is a [`Sender`](crate::Sender):
+/// what [`ServiceRef::stream`] splits into the other arguments and the
+/// channel it makes.
+pub trait EndsWithSender {
+    /// The arguments before the sender.
+    type Rest;
+    /// What the sender sends.
+    type Item;
+    /// The whole tuple.
+    fn join(rest: Self::Rest, sender: crate::Sender<Self::Item>) -> Self;
+}
+
+macro_rules! ends_with_sender {
+    ($( ($($a:ident),*) )*) => {
+        $(
+            impl<$($a,)* T> EndsWithSender for ($($a,)* crate::Sender<T>,) {
+                type Rest = ($($a,)*);
+                type Item = T;
+                #[allow(non_snake_case)]
+                fn join(($($a,)*): Self::Rest, sender: crate::Sender<T>) -> Self {
+                    ($($a,)* sender,)
+                }
+            }
+        )*
+    };
+}
+ends_with_sender! { () (A) (A, B) (A, B, C) (A, B, C, D) (A, B, C, D, E) }
+
 /// Items used by the code `#[mitogen::service]` generates. Not a public API.
 #[doc(hidden)]
 pub mod __private {
