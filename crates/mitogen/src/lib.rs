@@ -37,6 +37,10 @@
 //!   A function of one argument takes it bare or in a tuple ([`IntoArgs`]);
 //!   dropping a [`PendingCall`] cancels the call ([`cancelled`]).
 //!
+//! * [`#[mitogen::service]`](macro@service) makes a type a service: an object
+//!   living in a context whose methods other contexts call under a rule of
+//!   who may, on the service's own threads (see [`service`](mod@service)).
+//!
 //! * [`Router::connect`] takes a [`Target`] (`"deploy@web1/sudo:app"`), or
 //!   [`Router::start`] one method at a time: [`Local`], [`Ssh`], [`Sudo`],
 //!   [`Su`], [`Doas`], each a builder of its options.
@@ -55,6 +59,7 @@
 //! | `target.rs` | [`Target`]: a chain of hops written as text |
 //! | `parent/` | starting a child: spawn, first stage, pty and password prompts, connecting through another context |
 //! | `child/` | what a child runs: the handshake's far side, the call dispatcher, its cache of builds |
+//! | [`service`](mod@service) | services: objects living in a context, their methods called by other contexts under a rule ([`#[mitogen::service]`](macro@service)) |
 //! | [`unix`] | other processes of the same user joining a router over a unix socket |
 //! | `entry.rs` | [`run`]/[`main`]: master or child, decided before user code |
 //! | [`builtins`] | remote functions every program has |
