@@ -72,10 +72,16 @@ pub(crate) fn install(router: &Arc<RouterInner>) {
 /// call may make this context hold is bounded.
 const MAX_ASKERS: usize = 4096;
 
-/// Bytes queued towards an asker beyond which its answer is dropped: a
+/// Bytes queued towards an asker beyond which a large answer is replaced by
+/// a short error saying so, and beyond twice which nothing more is sent: a
 /// context that sends calls and never reads its stream must not make this
-/// one queue answers without end (as the router does for refusals).
+/// one queue answers without end (as the router does for refusals), and an
+/// honest caller that fell that far behind gets an error, not a hang.
 const REPLY_HOLD: usize = 64 * 1024 * 1024;
+
+/// Answers up to this size pass while the queue towards their asker is
+/// below twice [`REPLY_HOLD`].
+const SMALL_ANSWER: usize = 4096;
 
 /// One number for a caller and the reply handle its call awaits.
 fn call_key(caller: ContextId, reply_to: u32) -> u64 {
@@ -471,7 +477,32 @@ fn reply(router: &RouterInner, to: Asker, function: &str, result: Result<Vec<u8>
         }
         return;
     }
+    let queued = router
+        .stream_towards(to.src)
+        .map_or(0, |s| s.pending_bytes());
+    if queued > 2 * REPLY_HOLD {
+        tracing::debug!(
+            src = to.src,
+            function,
+            "not answering a service call: the stream towards its caller does not drain"
+        );
+        return;
+    }
     let body = match result {
+        Ok(out) if queued > REPLY_HOLD && out.len() > SMALL_ANSWER => {
+            let e = failed(
+                router,
+                function,
+                CallErrorKind::Returned,
+                format!(
+                    "its answer of {} bytes was dropped: {} MiB of answers to this caller \
+                     are queued unread",
+                    out.len(),
+                    queued >> 20
+                ),
+            );
+            postcard::to_allocvec(&ReplyHead::Err(e)).unwrap_or_default()
+        }
         Ok(out) if out.len() + 1 > router.max_message_size => {
             let e = failed(
                 router,
@@ -492,17 +523,6 @@ fn reply(router: &RouterInner, to: Asker, function: &str, result: Result<Vec<u8>
         }
         Err(e) => postcard::to_allocvec(&ReplyHead::Err(e)).unwrap_or_default(),
     };
-    if router
-        .stream_towards(to.src)
-        .is_some_and(|s| s.pending_bytes() > REPLY_HOLD)
-    {
-        tracing::debug!(
-            src = to.src,
-            function,
-            "not answering a service call: the stream towards its caller does not drain"
-        );
-        return;
-    }
     router.send(Message {
         dst: to.src,
         handle: to.reply_to,

@@ -4,8 +4,10 @@
 //! against real less-trusted callers: a grandchild calling its parent's
 //! services, the start rule), `invokers` (serialized order, deduplication),
 //! `running` (a long call beside ordinary calls, panics, unknown names,
-//! streaming, a constructor that fails) and `over_ssh`.
+//! streaming, a constructor that fails), `floods` (what a caller that does
+//! not read its answers makes the service's context hold) and `over_ssh`.
 
+pub mod floods;
 pub mod invokers;
 pub mod over_ssh;
 pub mod policy;
@@ -193,6 +195,19 @@ impl Streamer {
             out.send(i)?;
         }
         Ok(n)
+    }
+}
+
+/// Large answers for any context.
+#[derive(Default)]
+pub struct Bulk;
+
+#[mitogen::service(start = any, threads = 2)]
+impl Bulk {
+    /// `n` bytes.
+    #[expose(policy = any)]
+    pub fn bytes(&self, n: u32) -> Vec<u8> {
+        vec![7; n as usize]
     }
 }
 
