@@ -49,6 +49,18 @@
 //!   method itself stays callable in this process through the generated
 //!   trait `CacheExposed` (`cache.get(key)` where the trait is in scope,
 //!   as it is in the module of the `impl`).
+//!   Arguments of the wrong type, or a method of another service, do not
+//!   compile:
+//!
+//!   ```compile_fail
+//!   # #[derive(Default)] struct Cache;
+//!   # #[mitogen::service] impl Cache {
+//!   #     #[expose] fn get(&self, key: String) -> Option<String> { None }
+//!   # }
+//!   # fn demo(ctx: &mitogen::Context) -> mitogen::Result<()> {
+//!   ctx.service::<Cache>().call(Cache::get, 42u32)?; // not a String
+//!   # Ok(()) }
+//!   ```
 //! * The service is built (with `Default`, or `new = path` naming a
 //!   `fn() -> Self` or `fn() -> Result<Self, E>`) in the context where it is
 //!   first called, by a caller its start rule admits, and lives as long as
