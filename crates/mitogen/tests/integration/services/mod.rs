@@ -86,6 +86,12 @@ impl Board {
     pub fn hello(&self, name: String) -> String {
         format!("hello {name}")
     }
+
+    /// Parents only, though anyone may start the service.
+    #[expose]
+    pub fn admin(&self) -> u64 {
+        99
+    }
 }
 
 /// Calls that take a while, on four threads (concurrent).
@@ -256,6 +262,9 @@ pub fn call_parent(method: String) -> Outcome {
             .service::<Board>()
             .call_timeout(Board::hello, "child", timeout)
             .map(|s| s.len() as u64),
+        "board_admin" => parent
+            .service::<Board>()
+            .call_timeout(Board::admin, (), timeout),
         other => return Err((None, format!("no test method {other}"))),
     })
 }

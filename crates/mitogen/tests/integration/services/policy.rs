@@ -1,5 +1,6 @@
 //! Rules against real less-trusted callers: a grandchild (`local/local`)
-//! calling the services of its parent, which it has no authority over.
+//! calling the services of its parent, and a child calling the master's,
+//! neither of which it has authority over.
 
 use anyhow::{ensure, Result};
 use mitogen::{CallErrorKind, Local, Router};
@@ -98,8 +99,26 @@ pub fn a_constructor_that_fails_is_the_call_error(router: &Router) -> Result<()>
     Ok(())
 }
 
+pub fn a_child_is_refused_the_masters_parents_only_methods(router: &Router) -> Result<()> {
+    let child = Guard(router.local()?);
+    // The master's own services: the child may start one whose start rule
+    // is `any`, and call what is open to it ...
+    ensure!(child.call(call_parent, "board")? == Ok("hello child".len() as u64));
+    // ... but not a parents-only method, nor start a parents-only service.
+    for method in ["board_admin", "secret"] {
+        let r = child.call(call_parent, method)?;
+        let Err((kind, text)) = r else {
+            anyhow::bail!("the child called the master's {method}: {r:?}");
+        };
+        ensure!(kind == Some(CallErrorKind::Refused), "{kind:?}: {text}");
+        ensure!(text.contains("in context \"master\""), "{text}");
+    }
+    Ok(())
+}
+
 crate::tests! {
     a_grandchild_is_refused_a_parents_only_method,
     a_service_starts_on_first_use_by_a_caller_with_authority,
     a_constructor_that_fails_is_the_call_error,
+    a_child_is_refused_the_masters_parents_only_methods,
 }
