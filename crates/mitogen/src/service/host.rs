@@ -4,21 +4,19 @@
 //! call on the service's own threads through its invoker.
 
 use std::collections::HashMap;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use crate::core::call::ReplyHead;
 use crate::core::cancel::{self, CancelToken};
 use crate::core::error::{CallError, CallErrorKind};
 use crate::core::int_hash::IntHash;
 use crate::core::message::{handles, ContextId, Message};
-use crate::core::remote::Failure;
 use crate::core::router::{Policy, RouterInner, Sink};
 
-use super::pool::Pool;
+use super::answer::{catch, failed, failure, log_refusal, refuse_start, reply, start_refusal};
+use super::pool::{NotTaken, Pool};
 use super::registry::{lookup, Instance, Invoker, MethodEntry, ServiceEntry};
 use super::rule::{self, Caller};
 
@@ -72,17 +70,6 @@ pub(crate) fn install(router: &Arc<RouterInner>) {
 /// call may make this context hold is bounded.
 const MAX_ASKERS: usize = 4096;
 
-/// Bytes queued towards an asker beyond which a large answer is replaced by
-/// a short error saying so, and beyond twice which nothing more is sent: a
-/// context that sends calls and never reads its stream must not make this
-/// one queue answers without end (as the router does for refusals), and an
-/// honest caller that fell that far behind gets an error, not a hang.
-const REPLY_HOLD: usize = 64 * 1024 * 1024;
-
-/// Answers up to this size pass while the queue towards their asker is
-/// below twice [`REPLY_HOLD`].
-const SMALL_ANSWER: usize = 4096;
-
 /// One number for a caller and the reply handle its call awaits.
 fn call_key(caller: ContextId, reply_to: u32) -> u64 {
     (u64::from(caller) << 32) | u64::from(reply_to)
@@ -111,9 +98,11 @@ struct Running {
 
 /// Who waits for a call's answer.
 #[derive(Clone, Copy)]
-struct Asker {
-    src: ContextId,
-    reply_to: u32,
+pub(super) struct Asker {
+    /// The caller.
+    pub src: ContextId,
+    /// Its reply handle.
+    pub reply_to: u32,
 }
 
 /// A call judged admissible, ready to run.
@@ -268,10 +257,9 @@ impl Host {
         };
         let host = self.clone();
         let limit = router.receiver_limit();
-        if running
+        if let Err(not_taken) = running
             .pool
             .run(weight, limit, move || host.run(job, dedup))
-            .is_err()
         {
             let askers = if dedup {
                 lock(&running.dedup).remove(&key).unwrap_or_default()
@@ -282,10 +270,13 @@ impl Host {
                 &router,
                 &function,
                 CallErrorKind::Returned,
-                format!(
-                    "the service is too far behind: more than {} MiB of calls waiting",
-                    limit >> 20
-                ),
+                match not_taken {
+                    NotTaken::Full => format!(
+                        "the service is too far behind: more than {} MiB of calls waiting",
+                        limit >> 20
+                    ),
+                    NotTaken::NoThread => "no thread could be started for the service".into(),
+                },
             );
             for a in askers {
                 self.forget(a);
@@ -394,139 +385,4 @@ fn function_name(entry: &ServiceEntry, method: Option<&MethodEntry>) -> String {
         Some(m) => format!("{}::{}", entry.name, m.name),
         None => entry.name.to_owned(),
     }
-}
-
-/// Runs `f`, turning a panic into a failure.
-fn catch<T>(f: impl FnOnce() -> Result<T, Failure>) -> Result<T, Failure> {
-    match catch_unwind(AssertUnwindSafe(f)) {
-        Ok(r) => r,
-        Err(payload) => Err(Failure {
-            kind: CallErrorKind::Panicked,
-            message: payload
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| payload.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "panic".to_owned()),
-            chain: Vec::new(),
-        }),
-    }
-}
-
-fn failure(router: &RouterInner, function: &str, f: Failure) -> CallError {
-    CallError {
-        context: router.name.clone(),
-        function: function.to_owned(),
-        kind: f.kind,
-        message: f.message,
-        chain: f.chain,
-    }
-}
-
-fn failed(router: &RouterInner, function: &str, kind: CallErrorKind, message: String) -> CallError {
-    CallError {
-        context: router.name.clone(),
-        function: function.to_owned(),
-        kind,
-        message,
-        chain: Vec::new(),
-    }
-}
-
-fn start_refusal(
-    router: &RouterInner,
-    function: &str,
-    entry: &ServiceEntry,
-    caller: &Caller,
-) -> CallError {
-    log_refusal(caller, function);
-    failed(
-        router,
-        function,
-        CallErrorKind::Refused,
-        format!(
-            "{} is not running, and context {:?} (id {}) may not start it: its start rule is {}",
-            entry.name,
-            caller.name(),
-            caller.id(),
-            entry.start
-        ),
-    )
-}
-
-fn refuse_start(
-    router: &RouterInner,
-    asker: Asker,
-    function: &str,
-    entry: &ServiceEntry,
-    caller: &Caller,
-) {
-    let e = start_refusal(router, function, entry, caller);
-    reply(router, asker, function, Err(e));
-}
-
-fn log_refusal(caller: &Caller, function: &str) {
-    tracing::debug!(caller = caller.id(), function, "service call refused");
-}
-
-/// Sends a call's result to one asker; a result too large to send is
-/// replaced by an error naming the method.
-fn reply(router: &RouterInner, to: Asker, function: &str, result: Result<Vec<u8>, CallError>) {
-    if to.reply_to == 0 {
-        if let Err(e) = &result {
-            tracing::debug!("service call without reply failed: {e}");
-        }
-        return;
-    }
-    let queued = router
-        .stream_towards(to.src)
-        .map_or(0, |s| s.pending_bytes());
-    if queued > 2 * REPLY_HOLD {
-        tracing::debug!(
-            src = to.src,
-            function,
-            "not answering a service call: the stream towards its caller does not drain"
-        );
-        return;
-    }
-    let body = match result {
-        Ok(out) if queued > REPLY_HOLD && out.len() > SMALL_ANSWER => {
-            let e = failed(
-                router,
-                function,
-                CallErrorKind::Returned,
-                format!(
-                    "its answer of {} bytes was dropped: {} MiB of answers to this caller \
-                     are queued unread",
-                    out.len(),
-                    queued >> 20
-                ),
-            );
-            postcard::to_allocvec(&ReplyHead::Err(e)).unwrap_or_default()
-        }
-        Ok(out) if out.len() + 1 > router.max_message_size => {
-            let e = failed(
-                router,
-                function,
-                CallErrorKind::Returned,
-                format!(
-                    "result of {} bytes exceeds the message limit of {} bytes",
-                    out.len(),
-                    router.max_message_size
-                ),
-            );
-            postcard::to_allocvec(&ReplyHead::Err(e)).unwrap_or_default()
-        }
-        Ok(out) => {
-            let mut body = postcard::to_allocvec(&ReplyHead::Ok).unwrap_or_default();
-            body.extend_from_slice(&out);
-            body
-        }
-        Err(e) => postcard::to_allocvec(&ReplyHead::Err(e)).unwrap_or_default(),
-    };
-    router.send(Message {
-        dst: to.src,
-        handle: to.reply_to,
-        body: Bytes::from(body),
-        ..Default::default()
-    });
 }

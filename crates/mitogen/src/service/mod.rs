@@ -94,6 +94,7 @@
 //! See `docs/services.md` for what a hostile context can and cannot do with
 //! a service.
 
+mod answer;
 mod call;
 mod host;
 mod pool;

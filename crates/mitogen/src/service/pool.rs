@@ -32,9 +32,14 @@ struct State {
     idle: usize,
 }
 
-/// The queue was full: the job was not taken.
+/// Why a job was not taken.
 #[derive(Debug)]
-pub(crate) struct Full;
+pub(crate) enum NotTaken {
+    /// The jobs queued already hold the bound.
+    Full,
+    /// The pool has no thread, and none could be started.
+    NoThread,
+}
 
 impl Pool {
     pub(crate) fn new(name: &'static str, max_threads: usize) -> Pool {
@@ -57,35 +62,22 @@ impl Pool {
         bytes: usize,
         limit: usize,
         job: impl FnOnce() + Send + 'static,
-    ) -> Result<(), Full> {
+    ) -> Result<(), NotTaken> {
         let mut st = self.lock();
         if st.queued_bytes.saturating_add(bytes) > limit && !st.queue.is_empty() {
-            return Err(Full);
+            return Err(NotTaken::Full);
+        }
+        if st.idle <= st.queue.len() && st.threads < self.max_threads {
+            // Every thread is busy or spoken for: one more, if it can be
+            // started (else the job waits for a busy one).
+            if self.spawn(&mut st).is_err() && st.threads == 0 {
+                // Never queued for a thread that does not exist; nor run
+                // here, on the router's thread, which must not block.
+                return Err(NotTaken::NoThread);
+            }
         }
         st.queue.push_back((Box::new(job), bytes));
         st.queued_bytes += bytes;
-        if st.idle >= st.queue.len() {
-            self.state.1.notify_one();
-            return Ok(());
-        }
-        if st.threads < self.max_threads && self.spawn(&mut st).is_ok() {
-            return Ok(());
-        }
-        if st.threads == 0 {
-            // No thread could be started at all: run it here rather than
-            // leave it queued for ever.
-            let (job, bytes) = st
-                .queue
-                .pop_back()
-                .map(|(j, b)| (Some(j), b))
-                .unwrap_or((None, 0));
-            st.queued_bytes -= bytes;
-            drop(st);
-            if let Some(job) = job {
-                job();
-            }
-            return Ok(());
-        }
         self.state.1.notify_one();
         Ok(())
     }
