@@ -2,10 +2,14 @@
 //! calling the services of its parent, and a child calling the master's,
 //! neither of which it has authority over.
 
+use std::time::Duration;
+
 use anyhow::{ensure, Result};
+use mitogen::testing::message::handles;
 use mitogen::{CallErrorKind, Local, Router};
 
-use super::{call_parent, kind_of, Board, Broken, Vault};
+use super::{call_parent, kind_of, Board, Broken, Slow, Vault};
+use crate::hostile_tree::{raw, write_raw_up};
 use crate::util::Guard;
 
 /// A child of the master, and a grandchild below it.
@@ -116,9 +120,30 @@ pub fn a_child_is_refused_the_masters_parents_only_methods(router: &Router) -> R
     Ok(())
 }
 
+pub fn a_grandchild_cannot_cancel_a_call_to_its_parents_service(router: &Router) -> Result<()> {
+    let (child, grandchild) = tree(router)?;
+    let slow = child.service::<Slow>();
+    let call = slow.call_async(Slow::sleep, 1500);
+    // The grandchild, below the service's context, names the master's call
+    // in a cancellation of its own.
+    let forged = raw(
+        child.id(),
+        grandchild.id(),
+        handles::CANCEL_SERVICE,
+        0,
+        0,
+        &call.reply_handle().to_le_bytes(),
+    );
+    grandchild.call(write_raw_up, forged)?;
+    // Cancelled, the call would stop early and send nothing.
+    ensure!(call.get_timeout(Duration::from_secs(10))? == 1500);
+    Ok(())
+}
+
 crate::tests! {
     a_grandchild_is_refused_a_parents_only_method,
     a_service_starts_on_first_use_by_a_caller_with_authority,
     a_constructor_that_fails_is_the_call_error,
     a_child_is_refused_the_masters_parents_only_methods,
+    a_grandchild_cannot_cancel_a_call_to_its_parents_service,
 }
