@@ -339,6 +339,16 @@ pub fn service(attr: TokenStream, item: TokenStream) -> TokenStream {
     }
 }
 
+/// True when `tokens` mention `Self` (which the generated code, outside
+/// the `impl`, could not resolve).
+fn names_self(tokens: TokenStream2) -> bool {
+    tokens.into_iter().any(|t| match t {
+        proc_macro2::TokenTree::Ident(i) => i == "Self",
+        proc_macro2::TokenTree::Group(g) => names_self(g.stream()),
+        _ => false,
+    })
+}
+
 /// A path written as text, `a::b::c`, for error messages.
 fn path_text(p: &syn::Path) -> String {
     p.segments
@@ -539,6 +549,15 @@ fn expand_service(
             ),
             None => (ret.clone(), quote!(::mitogen::__private::encode_ok(&__out))),
         };
+        for ty in arg_types.iter().chain(std::iter::once(&ret)) {
+            if names_self(quote!(#ty)) {
+                return Err(syn::Error::new_spanned(
+                    ty,
+                    "write the type's name instead of `Self` in an exposed method's \
+                     arguments and result",
+                ));
+            }
+        }
         let args_tuple = quote!((#(#arg_types,)*));
         let docs: Vec<_> = f
             .attrs
@@ -552,7 +571,7 @@ fn expand_service(
             ///
             /// *Exposed method*: call it in a context with
             /// `ctx.service::<Self>().call(...)`.
-            #[allow(non_upper_case_globals)]
+            #[allow(non_upper_case_globals, dead_code)]
             #vis const #name: ::mitogen::service::Exposed<#self_ty, #args_tuple, #output> =
                 ::mitogen::service::Exposed::new(#name_str);
         });
