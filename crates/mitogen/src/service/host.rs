@@ -149,16 +149,14 @@ impl Host {
             }
         };
         let Some(entry) = lookup(head.service) else {
+            let name = shown(head.service);
             let e = failed(
                 &router,
-                head.service,
+                &name,
                 CallErrorKind::UnknownService,
-                format!(
-                    "no #[mitogen::service] named {:?} in this program",
-                    head.service
-                ),
+                format!("no #[mitogen::service] named {name:?} in this program"),
             );
-            return reply(&router, asker, head.service, Err(e));
+            return reply(&router, asker, &name, Err(e));
         };
         let method = if head.method.is_empty() {
             None
@@ -166,12 +164,13 @@ impl Host {
             match entry.method(head.method) {
                 Some(m) => Some(m),
                 None => {
-                    let function = format!("{}::{}", entry.name, head.method);
+                    let name = shown(head.method);
+                    let function = format!("{}::{name}", entry.name);
                     let e = failed(
                         &router,
                         &function,
                         CallErrorKind::UnknownMethod,
-                        format!("{} exposes no method {:?}", entry.name, head.method),
+                        format!("{} exposes no method {name:?}", entry.name),
                     );
                     return reply(&router, asker, &function, Err(e));
                 }
@@ -370,6 +369,22 @@ impl Host {
     }
 }
 
+/// A name from a caller as an error shows it: cut to [`SHOWN_NAME`] bytes,
+/// so an unknown name of any length makes a short answer.
+fn shown(name: &str) -> String {
+    if name.len() <= SHOWN_NAME {
+        return name.to_owned();
+    }
+    let mut end = SHOWN_NAME;
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &name[..end])
+}
+
+/// Longest part of a caller's name an error repeats.
+const SHOWN_NAME: usize = 200;
+
 /// The threads a service's calls may use.
 fn threads_of(entry: &ServiceEntry) -> usize {
     match entry.invoker {
@@ -384,5 +399,22 @@ fn function_name(entry: &ServiceEntry, method: Option<&MethodEntry>) -> String {
     match method {
         Some(m) => format!("{}::{}", entry.name, m.name),
         None => entry.name.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shown;
+
+    #[test]
+    fn a_long_unknown_name_is_cut_in_errors() {
+        assert_eq!(shown("app::Cache"), "app::Cache");
+        let long = "é".repeat(10_000);
+        let cut = shown(&long);
+        assert!(
+            cut.len() <= 204 && cut.ends_with('…'),
+            "{} bytes",
+            cut.len()
+        );
     }
 }
