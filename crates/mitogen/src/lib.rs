@@ -37,6 +37,10 @@
 //!   A function of one argument takes it bare or in a tuple ([`IntoArgs`]);
 //!   dropping a [`PendingCall`] cancels the call ([`cancelled`]).
 //!
+//! * [`#[mitogen::service]`](macro@service) makes a type a service: an object
+//!   living in a context whose methods other contexts call under a rule of
+//!   who may, on the service's own threads (see [`service`](mod@service)).
+//!
 //! * [`Router::connect`] takes a [`Target`] (`"deploy@web1/sudo:app"`), or
 //!   [`Router::start`] one method at a time: [`Local`], [`Ssh`], [`Sudo`],
 //!   [`Su`], [`Doas`], each a builder of its options.
@@ -55,6 +59,7 @@
 //! | `target.rs` | [`Target`]: a chain of hops written as text |
 //! | `parent/` | starting a child: spawn, first stage, pty and password prompts, connecting through another context |
 //! | `child/` | what a child runs: the handshake's far side, the call dispatcher, its cache of builds |
+//! | [`service`](mod@service) | services: objects living in a context, their methods called by other contexts under a rule ([`#[mitogen::service]`](macro@service)) |
 //! | [`unix`] | other processes of the same user joining a router over a unix socket |
 //! | `entry.rs` | [`run`]/[`main`]: master or child, decided before user code |
 //! | [`builtins`] | remote functions every program has |
@@ -75,6 +80,7 @@ mod core;
 mod entry;
 mod methods;
 mod parent;
+pub mod service;
 mod sys;
 mod target;
 #[doc(hidden)]
@@ -103,13 +109,13 @@ pub use crate::methods::{Doas, HostKeyPolicy, Local, Method, Ssh, Su, Sudo};
 pub use crate::parent::first_stage::Compression;
 pub use crate::target::{Hop, Target};
 pub use entry::{is_child, run};
-pub use mitogen_macros::{main, remote};
+pub use mitogen_macros::{main, remote, service};
 
 /// Items used by the code `#[mitogen::remote]` generates. Not a public API.
 #[doc(hidden)]
 pub mod __private {
     pub use crate::core::remote::{
-        decode_args, encode_ok, encode_result, Invoked, RemoteEntry, REMOTE_FNS,
+        decode_args, encode_ok, encode_result, Failure, Invoked, RemoteEntry, REMOTE_FNS,
     };
     pub use linkme;
 }

@@ -363,6 +363,7 @@ impl RouterBuilder {
         .map_err(|e| Error::io("starting the broker", e))?;
         inner.install_log_receiver();
         crate::core::route_control::install(&inner);
+        crate::service::install(&inner);
         inner.set_allow_lateral(self.allow_lateral);
         for (system, path) in &self.binaries {
             inner.binaries.add(system, path)?;
@@ -429,6 +430,16 @@ impl Router {
     /// This process's context name.
     pub fn name(&self) -> &str {
         &self.inner.name
+    }
+
+    /// The context that started this one (`None` in the master): what a
+    /// child calls its parent's services through. Only what the parent's
+    /// rules allow a child succeeds there: a child has no authority over
+    /// its parent.
+    pub fn parent(&self) -> Option<Context> {
+        let id = *self.inner.ancestors.first()?;
+        let name = self.inner.name_of(id);
+        Some(Context::new(self.inner.clone(), id, &name, None))
     }
 
     /// Largest message body this router sends or accepts: the limit its

@@ -243,6 +243,14 @@ pub enum CallErrorKind {
     /// An earlier call of the same [`CallChain`](crate::CallChain) failed, so this one
     /// was not run.
     ChainFailed,
+    /// A service refused the caller: the rule of the method called, or the
+    /// service's start rule, does not admit it (the message names the
+    /// service, the method and the rule).
+    Refused,
+    /// The program has no `#[mitogen::service]` of that name.
+    UnknownService,
+    /// The service exposes no method of that name.
+    UnknownMethod,
 }
 
 /// A remote function failed: which context, which function, and why.
@@ -268,6 +276,9 @@ impl fmt::Display for CallError {
             CallErrorKind::UnknownFunction => "is not a remote function there",
             CallErrorKind::BadArguments => "could not decode its arguments",
             CallErrorKind::ChainFailed => "was skipped because its call chain failed",
+            CallErrorKind::Refused => "refused the caller",
+            CallErrorKind::UnknownService => "is not a service there",
+            CallErrorKind::UnknownMethod => "is not an exposed method there",
         };
         write!(
             f,

@@ -34,6 +34,7 @@ mod netcut;
 mod relay;
 mod routing;
 mod security;
+mod services;
 mod sharing;
 mod ssh;
 mod ssh_arch;
