@@ -107,8 +107,15 @@ pub(crate) fn send_file(
     }
     let mut h = blake3::Hasher::new();
     let (mut off, mut sent, mut acked) = (0u64, 0u64, 0u64);
+    // The current extent of data, asked of the file system once per extent:
+    // SEEK_HOLE walks the page cache up to the next hole (on tmpfs, page by
+    // page), so asking at every chunk would cost quadratic time.
+    let mut extent = (0u64, 0u64);
     while off < size {
-        let (start, end) = data_extent(f, off, size).unwrap_or((off, size));
+        if off >= extent.1 {
+            extent = data_extent(f, off, size).unwrap_or((off, size));
+        }
+        let (start, end) = (extent.0.max(off), extent.1);
         if start > off {
             let mut b = BytesMut::with_capacity(HEADER);
             header(&mut b, HOLE, start - off);

@@ -46,13 +46,26 @@ fn answer<T: serde::Serialize + serde::de::DeserializeOwned + Send + 'static>(
     }
 }
 
-pub(crate) fn push(ctx: &Context, src: &Path, dst: &Path, opts: &FileOptions) -> Result<Transfer> {
+pub(crate) fn push(
+    ctx: &Context,
+    src: &Path,
+    dst: &Path,
+    opts: &FileOptions,
+    owners: Option<&super::fanout::Owners>,
+) -> Result<Transfer> {
     let started = Instant::now();
     let wire = opts.wire(false);
     let idle = opts.idle_timeout;
     let dst_b = dst.as_os_str().as_bytes().to_vec();
     let shown = dst.display().to_string();
-    let entries = scan(src, &local_name(ctx), opts.inline_budget)?;
+    let mut entries = scan(src, &local_name(ctx), opts.inline_budget)?;
+    if let Some(o) = owners {
+        for e in &mut entries {
+            if let Some(&(uid, gid)) = o.get(&e.path) {
+                (e.uid, e.gid) = (uid, gid);
+            }
+        }
+    }
     let mut total = Done::default();
     let mut needs = Vec::new();
     let mut pending: VecDeque<(usize, PendingCall<Reply<Done>>)> = VecDeque::new();

@@ -7,6 +7,8 @@
 //! left), `hostile` (a fetched tree from a child that lies).
 
 pub mod basic;
+pub mod failures;
+pub mod fanout;
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
