@@ -32,7 +32,7 @@ mod pump;
 mod remote;
 mod scan;
 mod temp;
-mod transfer;
+pub(crate) mod transfer;
 mod wire;
 
 use std::path::Path;
@@ -178,7 +178,13 @@ impl Context {
         dst: impl AsRef<Path>,
         opts: &FileOptions,
     ) -> Result<Transfer> {
-        transfer::fetch(self, src.as_ref(), dst.as_ref(), opts)
+        transfer::fetch(
+            self,
+            src.as_ref(),
+            dst.as_ref(),
+            opts,
+            &transfer::Remotes::OWN,
+        )
     }
 }
 

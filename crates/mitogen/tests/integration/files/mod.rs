@@ -9,6 +9,8 @@
 pub mod basic;
 pub mod failures;
 pub mod fanout;
+pub mod hostile;
+pub mod large;
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
