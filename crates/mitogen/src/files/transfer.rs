@@ -109,7 +109,19 @@ pub(crate) fn push(
         collect(s, p, &mut total)?;
     }
     for (i, have) in needs {
-        let e = &entries[i];
+        // The index comes from the receiver: one out of the listing is a
+        // lie, refused rather than trusted.
+        let Some(e) = entries
+            .get(i)
+            .filter(|e| matches!(e.kind, Kind::File { inline: None, .. }))
+        else {
+            return Err(Error::File(FileError::new(
+                FileErrorKind::Unsafe,
+                ctx.name(),
+                &shown,
+                format!("asked for entry {i} of {}, not a large file", entries.len()),
+            )));
+        };
         let local = if e.path.is_empty() {
             src.to_path_buf()
         } else {

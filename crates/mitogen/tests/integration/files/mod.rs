@@ -11,6 +11,7 @@ pub mod failures;
 pub mod fanout;
 pub mod hostile;
 pub mod large;
+pub mod over_ssh;
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
