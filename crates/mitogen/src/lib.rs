@@ -54,6 +54,7 @@
 //!
 //! | module | what it holds |
 //! |---|---|
+//! | [`files`] | pushing and fetching files and trees between contexts ([`Context::push`], [`Context::fetch`], [`files::push_all`]) |
 //! | `api/` | the public [`Router`] a program holds: builder, connect options, the hops `connect` shares, every method of starting a context |
 //! | `methods/` | one file per connection method: its options and how it starts ([`Local`], [`Ssh`], [`Sudo`], [`Su`], [`Doas`]) |
 //! | `target.rs` | [`Target`]: a chain of hops written as text |
@@ -78,6 +79,7 @@ pub mod builtins;
 mod child;
 mod core;
 mod entry;
+pub mod files;
 mod methods;
 mod parent;
 pub mod service;
@@ -94,6 +96,7 @@ pub use crate::core::cancel::{cancelled, CancelToken};
 pub use crate::core::channel::{Receiver, Recv, Sender, DEFAULT_WINDOW};
 pub use crate::core::context::Context;
 pub use crate::core::error::{CallError, CallErrorKind, Error, Result, TransportFailure};
+pub use crate::core::file_error::{FileError, FileErrorKind};
 pub use crate::core::log::log_dir_layer;
 pub use crate::core::message::{ContextId, FrameError};
 pub use crate::core::payload::{Blob, Payload};

@@ -9,6 +9,7 @@ mod process;
 mod random;
 mod splice;
 mod tty;
+mod unnamed;
 
 pub(crate) use enter::{
     open_leader, open_tree, sealed_own_exe, Entry, Leader, Mount, MountKind, Namespace,
@@ -22,3 +23,4 @@ pub(crate) use process::{die_with_parent, outlive_parent, started_privileged, Pr
 pub(crate) use random::random_bytes;
 pub(crate) use splice::{can_splice, pipe, relay_pipe, splice};
 pub(crate) use tty::set_controlling_terminal;
+pub(crate) use unnamed::{link_unnamed, open_unnamed};
