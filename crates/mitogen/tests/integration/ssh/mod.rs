@@ -14,6 +14,7 @@ pub mod cache_trust;
 pub mod calls;
 pub mod failures;
 pub mod password;
+pub mod pipelined;
 pub mod unreachable;
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
