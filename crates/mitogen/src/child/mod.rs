@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use crate::core::detach;
 use crate::core::handshake::{
     self, ChildConfig, BAD_HASH, CHILD_ENV, GREETING, HASH_ENV, PARENT_PID_ENV, PIPED_ENV,
+    PRELUDE_ENV,
 };
 use crate::core::latch::Latch;
 use crate::core::log::{level_from_u8, log_dir_layer, ForwardLayer};
@@ -123,6 +124,10 @@ fn run() -> std::io::Result<()> {
     arm_parent_death_signal();
     let hash = std::env::var(HASH_ENV).ok();
     let piped = hash.is_some() && std::env::var_os(PIPED_ENV).is_some_and(|v| v == "1");
+    let handed = hash
+        .as_ref()
+        .and_then(|_| std::env::var_os(PRELUDE_ENV))
+        .filter(|v| !v.is_empty());
     // Started by the first stage: from inside the cache directory it checked.
     let stage_dir = hash.as_ref().and_then(|_| cache::take_stage_dir());
     let hash_ok = own_hash_is_right();
@@ -163,7 +168,13 @@ fn run() -> std::io::Result<()> {
     // Started from the cache by the first stage: the configuration (and
     // maybe a first call) came behind the stage, as the prelude line;
     // otherwise it follows the greeting as a frame.
-    let (header, body, initial) = if piped {
+    let (header, body, initial) = if let Some(line) = handed {
+        // Uploaded: the stage skipped the prelude on its stdin and handed it
+        // over in the environment.
+        let frames = handshake::decode_prelude(line.as_encoded_bytes()).map_err(step)?;
+        let (header, body, more) = first_frame(&frames)?;
+        (header, body.to_vec(), more.to_vec())
+    } else if piped {
         let (frames, rest) = handshake::read_prelude(rx.as_fd(), deadline).map_err(step)?;
         let (header, body, more) = first_frame(&frames)?;
         let mut initial = more.to_vec();

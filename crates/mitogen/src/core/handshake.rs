@@ -52,6 +52,11 @@ pub const HASH_ENV: &str = "MITOGEN_HASH";
 /// already on its stdin, as the prelude line ([`encode_prelude`]).
 pub const PIPED_ENV: &str = "MITOGEN_PIPED";
 
+/// Environment variable in which the first stage hands the prelude line it
+/// skipped to the build it has just uploaded and starts: the configuration
+/// and first call then need no round trip after an upload either.
+pub const PRELUDE_ENV: &str = "MITOGEN_PRELUDE";
+
 /// Longest prelude line accepted (hexadecimal digits and the newline): the
 /// configuration and a small first call fit many times over; a parent keeps
 /// larger first calls out of it.
@@ -328,7 +333,17 @@ pub(crate) fn read_prelude(
     };
     let rest = line.split_off(nl + 1);
     line.pop();
-    if line.len() % 2 != 0 {
+    Ok((decode_prelude(&line)?, rest))
+}
+
+/// The frames of a prelude line (without its newline): from stdin
+/// ([`read_prelude`]) or, after an upload, from [`PRELUDE_ENV`].
+pub(crate) fn decode_prelude(line: &[u8]) -> Result<Vec<u8>, StepError> {
+    let bad = |why: &str| StepError::Io(std::io::Error::other(format!("prelude: {why}")));
+    if line.len() > MAX_PRELUDE {
+        return Err(bad("line too long"));
+    }
+    if !line.len().is_multiple_of(2) {
         return Err(bad("odd number of digits"));
     }
     let digit = |c: u8| match c {
@@ -336,12 +351,10 @@ pub(crate) fn read_prelude(
         b'a'..=b'f' => Some(c - b'a' + 10),
         _ => None,
     };
-    let frames = line
-        .chunks_exact(2)
+    line.chunks_exact(2)
         .map(|p| Some(digit(p[0])? << 4 | digit(p[1])?))
         .collect::<Option<Vec<u8>>>()
-        .ok_or_else(|| bad("not hexadecimal"))?;
-    Ok((frames, rest))
+        .ok_or_else(|| bad("not hexadecimal"))
 }
 
 /// Reads exactly one frame (header and body) from a blocking or non-blocking

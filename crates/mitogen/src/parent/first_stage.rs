@@ -123,7 +123,7 @@ const SCRIPT: &str = concat!(
     "read -r h s c || exit 1; [ \"$h\" = none ] && exit 1; ",
     "t=\"./.$h.$$\"; trap \"rm -f \\\"\\$t\\\"\" EXIT; trap \"exit 1\" HUP INT TERM PIPE; ",
     "if [ \"$c\" = 1 ]; then head -c \"$s\" | gzip -dc > \"$t\"; else head -c \"$s\" > \"$t\"; fi || exit 1; ",
-    "chmod 700 \"$t\" && mv -f \"$t\" \"./$h\" && MITOGEN_CHILD=1 MITOGEN_HASH=$h MITOGEN_CWD=\"$o\" exec \"./$h\""
+    "chmod 700 \"$t\" && mv -f \"$t\" \"./$h\" && MITOGEN_CHILD=1 MITOGEN_PRELUDE=\"$p\" MITOGEN_HASH=$h MITOGEN_CWD=\"$o\" exec \"./$h\""
 );
 
 /// The script for a master whose own build has `hash`, optionally forcing a
@@ -361,7 +361,7 @@ mod runs {
 
     /// What the "build" does: say where it runs and with what, and what it
     /// finds on its stdin (the prelude, when started from the cache).
-    const BUILD: &str = "#!/bin/sh\nread -r l; echo \"ran $MITOGEN_HASH in $(pwd -P) from $MITOGEN_CWD piped=$MITOGEN_PIPED stdin=$l\"\n";
+    const BUILD: &str = "#!/bin/sh\nread -r l; echo \"ran $MITOGEN_HASH in $(pwd -P) from $MITOGEN_CWD piped=$MITOGEN_PIPED stdin=$l handed=$MITOGEN_PRELUDE\"\n";
 
     /// A prelude line, as the master sends it before anything comes back.
     const PRELUDE: &str = "00ff10\n";
@@ -476,10 +476,14 @@ mod runs {
             let first = stage(&shell, &s.0, false);
             let ran = format!("ran {HASH} in {} from {}", cache.display(), s.0.display());
             // Uploaded: the stage skipped the prelude, and the build sees
-            // none of it (nor anything of the upload).
+            // none of it on its stdin (nor anything of the upload), but is
+            // handed it in its environment.
             assert!(
                 first.starts_with("MITOGEN-STAGE need ")
-                    && first.contains(&format!("{ran} piped= stdin=\n")),
+                    && first.contains(&format!(
+                        "{ran} piped= stdin= handed={}\n",
+                        PRELUDE.trim_end()
+                    )),
                 "{shell:?}: {first}"
             );
             assert_eq!(mode(&cache), 0o700, "{shell:?}");
@@ -488,7 +492,10 @@ mod runs {
             let second = stage(&shell, &s.0, false);
             assert_eq!(
                 second,
-                format!("MITOGEN-STAGE cached\n{ran} piped=1 stdin={PRELUDE}"),
+                format!(
+                    "MITOGEN-STAGE cached\n{ran} piped=1 stdin={} handed=\n",
+                    PRELUDE.trim_end()
+                ),
                 "{shell:?}"
             );
             let forced = stage(&shell, &s.0, true);
@@ -560,14 +567,15 @@ mod runs {
             let path = std::env::var("PATH").unwrap_or_default();
             let out = stage_with(&shell, &s.0, false, &path, &long);
             assert!(
-                out.starts_with("MITOGEN-STAGE need ") && out.contains(" piped= stdin=\n"),
+                out.starts_with("MITOGEN-STAGE need ")
+                    && out.contains(&format!(" piped= stdin= handed={}\n", long.trim_end())),
                 "{shell:?}: {out}"
             );
             let out = stage_with(&shell, &s.0, false, &path, &long);
             assert_eq!(
                 out.lines()
                     .nth(1)
-                    .map(|l| l.ends_with(&format!("stdin={}", long.trim_end()))),
+                    .map(|l| l.ends_with(&format!("stdin={} handed=", long.trim_end()))),
                 Some(true),
                 "{shell:?}: {}",
                 &out[..out.len().min(300)]

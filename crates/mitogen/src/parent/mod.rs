@@ -444,13 +444,14 @@ fn attempt(
             }
         };
 
-    // What the child has not had yet: all of it, unless the prelude
-    // reached a build started from the cache.
+    // What the child has not had yet: behind a first stage the prelude
+    // reached it (on its stdin when started from the cache, in its
+    // environment after an upload), so at most a first call too large for it.
     let mut frames = Vec::new();
-    if !(piped && cached) {
+    if !piped {
         frames.extend_from_slice(&config_frame);
     }
-    if !(piped && cached && call_in_prelude) {
+    if !(piped && call_in_prelude) {
         frames.extend_from_slice(&call_frame);
     }
     if let Err(e) = handshake::write_all(fd.as_fd(), &frames, deadline) {
