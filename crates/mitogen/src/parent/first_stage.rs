@@ -28,8 +28,9 @@
 //!    child's configuration and maybe its first call, in hexadecimal:
 //!    `core::handshake::encode_prelude`) without waiting: a build started in
 //!    step 1 finds it first on its stdin (`MITOGEN_PIPED=1` says so), and
-//!    after `need` the stage skips it with `read -r p` (a builtin that reads
-//!    no further than the newline) before anything else.
+//!    after `need` the stage takes it with `read -r p` (a builtin that reads
+//!    no further than the newline) before anything else, and hands it to the
+//!    build it uploads in `MITOGEN_PRELUDE`.
 //!    The master answers `need` with one line `HASH SIZE COMPRESSED` for the build that
 //!    matches SYSTEM, then exactly SIZE bytes. The script stores them under a
 //!    temporary name, makes them executable, renames them into place (atomic:
