@@ -13,6 +13,7 @@ pub mod cache;
 pub mod cache_trust;
 pub mod calls;
 pub mod failures;
+pub mod no_gzip;
 pub mod password;
 pub mod pipelined;
 pub mod unreachable;
