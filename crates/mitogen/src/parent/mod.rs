@@ -3,7 +3,9 @@
 //! Every connection method ends up here: it prepares a `Launch` (the program
 //! itself for `local`; `ssh … sh -c STAGE` for ssh), and `connect` starts it,
 //! runs the first stage when there is one, waits for the child's greeting, sends
-//! its configuration and hands the stream to the broker.
+//! its configuration and hands the stream to the broker. Behind a first stage
+//! the configuration (and a first call, [`first_call`]) goes out before the
+//! stage has said anything, as the prelude line: no round trip of its own.
 
 pub(crate) mod first_call;
 pub(crate) mod first_stage;
