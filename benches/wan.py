@@ -252,7 +252,9 @@ def render(rounds, args):
                  'trips + the stage | `SHUTDOWN` sent and the exit awaited: +1 round trip |')
     lines.append('| `mitogen run`, cached | the prelude is on its way already (ssh forwards '
                  'stdin once the exec is confirmed); status, greeting and result come back '
-                 'together | 1 round trip + the stage | exits at once; ssh ends by itself |')
+                 'together | 1 round trip + the stage, and at most half a round trip more '
+                 'for a remote that starts in less than one (the prelude arrives a round '
+                 'trip after the exec request) | exits at once; ssh ends by itself |')
     lines.append('| `mitogen run`, cold | `need` comes back, the build goes out (3.4 MiB '
                  'uncompressed: ssh\'s 2 MiB channel window adds a round trip to the '
                  'transfer), greeting and result come back together | 2 round trips + the '
