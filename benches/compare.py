@@ -108,6 +108,9 @@ CHAIN_VIA = 2
 # The section benches/against.py writes (this tree against an earlier
 # commit), kept as it is by every run of this script.
 AGAINST_BEGIN = '<!-- against section: written by benches/against.py -->'
+# Kept as it is: benches/wan.py writes it.
+WAN_BEGIN = '<!-- slow-link section: written by benches/wan.py -->'
+WAN_END = '<!-- end of slow-link section -->'
 AGAINST_END = '<!-- end of against section -->'
 CONTAINERS_BEGIN = '<!-- containers section: written by benches/containers.py -->'
 CONTAINERS_END = '<!-- end of containers section -->'
@@ -998,6 +1001,7 @@ def main():
         chain_ssh_section = existing_section(path, CHAIN_SSH_BEGIN, CHAIN_SSH_END)
     against_section = existing_section(path, AGAINST_BEGIN, AGAINST_END)
     containers_section = existing_section(path, CONTAINERS_BEGIN, CONTAINERS_END)
+    wan_section = existing_section(path, WAN_BEGIN, WAN_END)
 
     ours = {k: median([r[k] for r in rounds_ours]) for k, *_ in KEYS}
     theirs = {k: median([r[k] for r in rounds_theirs]) for k, *_ in KEYS}
@@ -1023,7 +1027,7 @@ def main():
         rerun += ' --output %s' % shlex.quote(args.output)
     text = render(ours, theirs, rounds_ours, rounds_theirs, sizes, machine(), args, rerun,
                   ssh_section, (sudo_section, chains_section, chain_ssh_section,
-                                against_section, containers_section))
+                                wan_section, against_section, containers_section))
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, 'w') as fp:
         fp.write(text)

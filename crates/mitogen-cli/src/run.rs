@@ -11,10 +11,6 @@ use mitogen::{ConnectOptions, Context, Router, Target};
 use crate::args::RunArgs;
 use crate::printer::Printer;
 
-/// How long a context that has served its command may take to exit politely
-/// before it is killed.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
-
 /// Extra time the main thread allows a target's own thread, past the target's
 /// deadline, to report its own (more precise) timeout before declaring one.
 const REPORT_GRACE: Duration = Duration::from_millis(200);
@@ -104,11 +100,12 @@ fn run_one(
         outcome,
         duration: started.elapsed(),
     };
-    let ctx = match router.connect_with(target, options) {
-        Ok(ctx) => ctx,
+    // The command travels with the context's configuration: over a slow
+    // link, no round trip of its own.
+    let (ctx, pending) = match router.connect_call(target, options, run_command, (argv,)) {
+        Ok(x) => x,
         Err(e) => return (report(Outcome::Failed(e.to_string())), None),
     };
-    let pending = ctx.call_async(run_command, (argv,));
     let result = match deadline {
         Some(d) => pending.get_timeout(d.saturating_duration_since(Instant::now())),
         None => pending.get(),
@@ -148,13 +145,15 @@ pub fn run(router: &Router, args: RunArgs, printer: &mut dyn Printer) -> anyhow:
                 // Report first: shutting the context down is not the user's wait.
                 let _ = tx.send((i, report));
                 if let Some(ctx) = ctx {
-                    // A timed-out command may run forever: kill at once.
-                    let grace = if timed_out {
-                        Duration::ZERO
+                    if timed_out {
+                        // A timed-out command may run forever: kill at once.
+                        let _ = ctx.shutdown_timeout(Duration::ZERO);
                     } else {
-                        SHUTDOWN_GRACE
-                    };
-                    let _ = ctx.shutdown_timeout(grace);
+                        // Its result is in: told to go, and not waited for
+                        // (an acknowledgement would carry nothing, and cost
+                        // a round trip).
+                        ctx.dismiss();
+                    }
                 }
             })?;
         workers.push(Some(worker));

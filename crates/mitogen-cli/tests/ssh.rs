@@ -309,3 +309,40 @@ fn bench_over_an_ssh_chain_adds_the_summed_floor() {
         assert!(v.get(key).is_none(), "{key} present: {v}");
     }
 }
+
+/// `mitogen run` returns as soon as the result is in, without waiting for the
+/// remote side to acknowledge its end (docs/protocol.md, "No round trip of
+/// its own"); the context there still goes, and nothing of it stays.
+#[test]
+fn run_returns_at_the_result_and_leaves_no_process_behind() {
+    let sshd = sshd_or_skip!();
+    let target = sshd.target();
+    let mut a = args(&["run", "--timeout", "120", "--connect-timeout", "60"]);
+    a.extend(sshd.options());
+    // Twice: cold (the build uploaded) and warm (the configuration and the
+    // command sent with the first stage).
+    for round in ["cold", "warm"] {
+        let mut a = a.clone();
+        // The command's parent is the context serving it.
+        a.extend(args(&[&target, "--", "sh", "-c", "echo $PPID"]));
+        let out = mitogen(&sshd.dir, &a);
+        assert_eq!(out.code, Some(0), "{round}: {}\n{}", out.stdout, out.stderr);
+        let pid: u32 = out
+            .stdout
+            .lines()
+            .next()
+            .and_then(|l| l.strip_prefix(&format!("{target}: ")))
+            .and_then(|p| p.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{round}: no pid in {:?}", out.stdout));
+        let proc_dir = PathBuf::from(format!("/proc/{pid}"));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while proc_dir.exists() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(
+            !proc_dir.exists(),
+            "{round}: the context {pid} is still there 10 s after `mitogen run` returned; sshd:\n{}",
+            sshd.log()
+        );
+    }
+}

@@ -125,9 +125,16 @@ pub fn first_stage(said: &[u8]) -> Result<usize, String> {
     let deadline = Instant::now() + Duration::from_secs(5);
     crate::core::handshake::write_all(theirs.as_fd(), said, deadline).map_err(|e| e.to_string())?;
     rustix::net::shutdown(&theirs, rustix::net::Shutdown::Write).map_err(|e| e.to_string())?;
-    first_stage::run(ours.as_fd(), binaries, Compression::Auto, deadline, None)
-        .map(|outcome| outcome.uploaded)
-        .map_err(|e| e.why)
+    first_stage::run(
+        ours.as_fd(),
+        binaries,
+        Compression::Auto,
+        deadline,
+        None,
+        None,
+    )
+    .map(|outcome| outcome.uploaded)
+    .map_err(|e| e.why)
 }
 
 /// Feeds `chunks` (a transport's output on its pty) to the prompt matcher

@@ -5,11 +5,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::shared_hops::SharedHops;
+use crate::core::call::PendingCall;
 use crate::core::channel::{Receiver, Sender};
 use crate::core::context::{Context, DEFAULT_SHUTDOWN_TIMEOUT};
 use crate::core::error::{Error, Result};
 use crate::core::message::{ContextId, DEFAULT_MAX_MESSAGE_SIZE, MASTER_ID};
 use crate::core::payload::Payload;
+use crate::core::remote::{IntoArgs, RemoteFn};
 use crate::core::router::{current_inner, set_current, RouterInner};
 use crate::core::signals::Subscription;
 use crate::methods::doas::Doas;
@@ -342,7 +344,7 @@ impl RouterBuilder {
     /// How long [`Context::call`] and [`CallChain::call`](crate::CallChain::call)
     /// wait for a result before they fail with [`Error::Timeout`] (and cancel
     /// the call); by default they wait until the context goes away.
-    /// [`Context::call_timeout`] and [`PendingCall`](crate::PendingCall)'s
+    /// [`Context::call_timeout`] and [`PendingCall`]'s
     /// own waits are not affected. It applies to the calls this router
     /// makes: contexts it starts do not inherit it (a remote function that
     /// calls onwards chooses its own deadlines).
@@ -659,6 +661,69 @@ impl Router {
         target: impl IntoTarget,
         options: &ConnectOptions,
     ) -> Result<Context> {
+        self.connect_offering(target, options, None)
+    }
+
+    /// Connects like [`connect_with`](Self::connect_with) and starts the new
+    /// context's first call, `f(args)`, in the same go: the call travels
+    /// with the context's configuration, behind the first stage, before
+    /// anything has come back from the far side. Over a slow link a cached
+    /// connect and its first result then take one round trip less than
+    /// `connect_with` followed by a call: about what `ssh HOST true` takes
+    /// (docs/performance.md, "Slow links"). Errors are those of
+    /// `connect_with`; the call's own result comes from the returned
+    /// [`PendingCall`], as from [`Context::call_async`].
+    ///
+    /// The call rides along when the target's last hop is started from this
+    /// process and its arguments are small (a few KiB); otherwise it is made
+    /// the ordinary way as soon as the context is up.
+    ///
+    /// ```no_run
+    /// # #[mitogen::remote] fn uptime() -> String { String::new() }
+    /// # fn demo(router: mitogen::Router) -> mitogen::Result<()> {
+    /// let options = mitogen::ConnectOptions::default();
+    /// let (ctx, pending) = router.connect_call("web1", &options, uptime, ())?;
+    /// println!("{}: {}", ctx.name(), pending.get()?);
+    /// # Ok(()) }
+    /// ```
+    pub fn connect_call<F: RemoteFn>(
+        &self,
+        target: impl IntoTarget,
+        options: &ConnectOptions,
+        _f: F,
+        args: impl IntoArgs<F>,
+    ) -> Result<(Context, PendingCall<F::Output>)> {
+        let args = args.into_args();
+        let first = std::rc::Rc::new(crate::parent::first_call::FirstCall {
+            encode: Box::new(move |id| {
+                crate::core::channel::encoding_for(id, || {
+                    crate::core::call::encode_call(F::NAME, None, &args)
+                })
+            }),
+            latch: Arc::new(crate::core::latch::Latch::new()),
+            handle: std::sync::atomic::AtomicU32::new(0),
+        });
+        let ctx = self.connect_offering(target, options, Some(first.clone()))?;
+        let pending = match first.handle() {
+            0 => {
+                // Not taken (the last hop was started through another
+                // context): made now, with the same arguments.
+                let body = (first.encode)(ctx.id());
+                PendingCall::start(&ctx, body)
+            }
+            handle => PendingCall::sent(&ctx, first.latch.clone(), handle),
+        };
+        Ok((ctx, pending))
+    }
+
+    /// [`connect_with`](Self::connect_with), offering `first` to the start
+    /// of the last hop (see [`connect_call`](Self::connect_call)).
+    fn connect_offering(
+        &self,
+        target: impl IntoTarget,
+        options: &ConnectOptions,
+        first: Option<std::rc::Rc<crate::parent::first_call::FirstCall>>,
+    ) -> Result<Context> {
         let target = &target.into_target()?;
         let (methods, passwords) = hop_methods(target, options)?;
         let Some(last) = methods.len().checked_sub(1) else {
@@ -679,7 +744,12 @@ impl Router {
                 self.start(via, methods[i].clone())
             })?),
         };
+        if let Some(first) = first {
+            crate::parent::first_call::offer(first);
+        }
         let started = self.start(parent.as_ref().map(|p| p.context()), methods[last].clone());
+        // Withdrawn if the start did not take it.
+        drop(crate::parent::first_call::take());
         table.finish_connect(&self.inner, &keys[last], parent, started)
     }
 

@@ -5,7 +5,8 @@
 //!    put `/dev/null` on stdin and pipes on stdout/stderr, whose lines the broker
 //!    forwards to the master as log records.
 //! 2. Arm the parent-death signal (local children), write the greeting, read the
-//!    configuration frame. A child started from a host's cache of builds marks
+//!    configuration frame (from the prelude line, when the first stage
+//!    started the build from its cache: the parent sent it without waiting). A child started from a host's cache of builds marks
 //!    its build as used and removes builds gone unused ([`cache`]).
 //! 3. Start the router and broker; forward `tracing` events to the master.
 //! 4. Run calls on the main thread until a parent asks for shutdown; exit at once
@@ -20,11 +21,12 @@ use std::time::{Duration, Instant};
 
 use crate::core::detach;
 use crate::core::handshake::{
-    self, ChildConfig, BAD_HASH, CHILD_ENV, GREETING, HASH_ENV, PARENT_PID_ENV,
+    self, ChildConfig, BAD_HASH, CHILD_ENV, GREETING, HASH_ENV, PARENT_PID_ENV, PIPED_ENV,
+    PRELUDE_ENV,
 };
 use crate::core::latch::Latch;
 use crate::core::log::{level_from_u8, log_dir_layer, ForwardLayer};
-use crate::core::message::{handles, Message, DEFAULT_MAX_MESSAGE_SIZE};
+use crate::core::message::{handles, Header, Message, DEFAULT_MAX_MESSAGE_SIZE, HEADER_LEN};
 use crate::core::router::{Policy, RouterInner, Sink};
 use crate::core::side::Side;
 use crate::core::stream::{FrameReader, Stream};
@@ -121,6 +123,11 @@ fn own_hash_is_right() -> bool {
 fn run() -> std::io::Result<()> {
     arm_parent_death_signal();
     let hash = std::env::var(HASH_ENV).ok();
+    let piped = hash.is_some() && std::env::var_os(PIPED_ENV).is_some_and(|v| v == "1");
+    let handed = hash
+        .as_ref()
+        .and_then(|_| std::env::var_os(PRELUDE_ENV))
+        .filter(|v| !v.is_empty());
     // Started by the first stage: from inside the cache directory it checked.
     let stage_dir = hash.as_ref().and_then(|_| cache::take_stage_dir());
     let hash_ok = own_hash_is_right();
@@ -129,7 +136,13 @@ fn run() -> std::io::Result<()> {
         .and_then(|(h, dir)| cache::Entry::own(dir, &h));
     // Commands the child runs must not mistake themselves for contexts. No other
     // thread exists yet, so changing the environment is safe.
-    for var in [CHILD_ENV, HASH_ENV, PARENT_PID_ENV, cache::CWD_ENV] {
+    for var in [
+        CHILD_ENV,
+        HASH_ENV,
+        PARENT_PID_ENV,
+        PIPED_ENV,
+        cache::CWD_ENV,
+    ] {
         std::env::remove_var(var);
     }
     let (rx, tx, out_r, err_r) = take_stdio()?;
@@ -152,8 +165,26 @@ fn run() -> std::io::Result<()> {
     if let Some(entry) = cache_entry {
         cache::tend_in_background(entry);
     }
-    let (header, body) =
-        handshake::read_frame(rx.as_fd(), DEFAULT_MAX_MESSAGE_SIZE, deadline).map_err(step)?;
+    // Started from the cache by the first stage: the configuration (and
+    // maybe a first call) came behind the stage, as the prelude line;
+    // otherwise it follows the greeting as a frame.
+    let (header, body, initial) = if let Some(line) = handed {
+        // Uploaded: the stage skipped the prelude on its stdin and handed it
+        // over in the environment.
+        let frames = handshake::decode_prelude(line.as_encoded_bytes()).map_err(step)?;
+        let (header, body, more) = first_frame(&frames)?;
+        (header, body.to_vec(), more.to_vec())
+    } else if piped {
+        let (frames, rest) = handshake::read_prelude(rx.as_fd(), deadline).map_err(step)?;
+        let (header, body, more) = first_frame(&frames)?;
+        let mut initial = more.to_vec();
+        initial.extend_from_slice(&rest);
+        (header, body.to_vec(), initial)
+    } else {
+        let (header, body) =
+            handshake::read_frame(rx.as_fd(), DEFAULT_MAX_MESSAGE_SIZE, deadline).map_err(step)?;
+        (header, body, Vec::new())
+    };
     if header.handle != handles::BOOTSTRAP {
         return Err(std::io::Error::other("first frame is not a configuration"));
     }
@@ -250,16 +281,38 @@ fn run() -> std::io::Result<()> {
     });
     router.broker.add_log_pipe(out_r, "stdout");
     router.broker.add_log_pipe(err_r, "stderr");
-    router.broker.add_stream(
-        stream.clone(),
-        FrameReader::new(router.max_message_size, &[]),
-    );
+    // Frames that came with the configuration (a first call in the
+    // prelude) are complete already: routed here, before the broker reads
+    // anything after them; a partial one stays in the reader.
+    let mut reader = FrameReader::new(router.max_message_size, &initial);
+    while let Some(msg) = reader
+        .next_message()
+        .map_err(|e| std::io::Error::other(format!("bootstrap: after the configuration: {e}")))?
+    {
+        router.route(msg, Some(&stream));
+    }
+    router.broker.add_stream(stream.clone(), reader);
 
     dispatch::Dispatcher::new(router.clone(), inflight).run(&calls, &stream);
 
     tracing::debug!("shutting down");
     stream.flush_blocking(Instant::now() + FLUSH_TIMEOUT);
     Ok(())
+}
+
+/// Splits the first frame (the configuration) off the prelude's frames:
+/// `(header, body, the frames after it)`.
+fn first_frame(frames: &[u8]) -> std::io::Result<(Header, &[u8], &[u8])> {
+    let bad = |why: String| std::io::Error::other(format!("bootstrap: prelude: {why}"));
+    let head = frames
+        .get(..HEADER_LEN)
+        .ok_or_else(|| bad("no configuration in it".into()))?;
+    let header = Header::parse(head, DEFAULT_MAX_MESSAGE_SIZE).map_err(|e| bad(e.to_string()))?;
+    let end = HEADER_LEN + header.len;
+    let body = frames
+        .get(HEADER_LEN..end)
+        .ok_or_else(|| bad("configuration cut short".into()))?;
+    Ok((header, body, &frames[end..]))
 }
 
 fn install_logging(router: &Arc<RouterInner>, config: &ChildConfig) {

@@ -200,6 +200,19 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> PendingCall<T> {
         pending
     }
 
+    /// A call already sent (with a new context's configuration, see
+    /// `parent::first_call`) whose reply comes to `handle`, through `latch`.
+    pub(crate) fn sent(ctx: &Context, latch: Arc<Latch<Message>>, handle: u32) -> Self {
+        PendingCall {
+            ctx: ctx.clone(),
+            latch,
+            handle,
+            failed: None,
+            done: false,
+            _t: PhantomData,
+        }
+    }
+
     /// Waits for the result; ends early with [`Error::Disconnected`] if the context
     /// (or a hop towards it) goes away.
     pub fn get(self) -> Result<T> {

@@ -334,6 +334,22 @@ impl Context {
         }
     }
 
+    /// Tells the context to exit and returns at once, waiting for no
+    /// answer: for a program that has every result it wanted and is about to
+    /// end (`mitogen run`). The context finishes what it has queued and
+    /// exits, and so does a transport process between here and there (an
+    /// `ssh` ends once its remote command has, and is reaped here while this
+    /// process lives); should this process end first, its end of the
+    /// connection closes, which a context takes as its parent gone: it exits
+    /// then too. Nothing here waits for it, not even this router's own
+    /// shutdown.
+    pub fn dismiss(&self) {
+        self.router.context_closing(self.id);
+        self.request_shutdown();
+        self.router.forget_children_below(self.id);
+        self.router.context_gone(self.id);
+    }
+
     pub(crate) fn request_shutdown(&self) {
         self.router.send(Message {
             dst: self.id,

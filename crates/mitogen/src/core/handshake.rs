@@ -8,6 +8,11 @@
 //!   |  <========== framed messages =========> |  the broker takes over
 //! ```
 //!
+//! Behind a first stage the configuration goes the other way round: the
+//! parent sends it at once, as the prelude line ([`encode_prelude`]), and a
+//! child the stage started from its cache reads it after greeting
+//! ([`read_prelude`]); see docs/protocol.md, "No round trip of its own".
+//!
 //! Anything before the greeting (a login banner, a shell's noise) is discarded
 //! and kept for the error message if no greeting comes. Every wait here has a
 //! deadline: these helpers are the seed's `discard_until`, `iter_read` and
@@ -41,6 +46,21 @@ pub const PARENT_PID_ENV: &str = "MITOGEN_PARENT_PID";
 /// Environment variable with the hash a child started by the first stage must
 /// have; it checks its own executable against it before greeting.
 pub const HASH_ENV: &str = "MITOGEN_HASH";
+
+/// Environment variable the first stage sets when it starts a cached build
+/// at once: the build's configuration (and perhaps its first call) is then
+/// already on its stdin, as the prelude line ([`encode_prelude`]).
+pub const PIPED_ENV: &str = "MITOGEN_PIPED";
+
+/// Environment variable in which the first stage hands the prelude line it
+/// skipped to the build it has just uploaded and starts: the configuration
+/// and first call then need no round trip after an upload either.
+pub const PRELUDE_ENV: &str = "MITOGEN_PRELUDE";
+
+/// Longest prelude line accepted (hexadecimal digits and the newline): the
+/// configuration and a small first call fit many times over; a parent keeps
+/// larger first calls out of it.
+pub const MAX_PRELUDE: usize = 64 * 1024;
 
 /// Most bytes of noise accepted before the greeting.
 const MAX_NOISE: usize = 64 * 1024;
@@ -269,6 +289,74 @@ pub(crate) fn write_all(
     Ok(())
 }
 
+/// The prelude: frames a parent sends behind the first stage before it has
+/// heard anything back, as one line of lowercase hexadecimal digits. A line
+/// is what the stage's shell can skip with its `read` builtin when it has to
+/// upload first (so no tool of the stage ever sees these bytes, and no
+/// over-reading `head` can swallow them), and what a build the stage starts
+/// from its cache finds first on its stdin.
+pub(crate) fn encode_prelude(frames: &[u8]) -> Vec<u8> {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut line = Vec::with_capacity(frames.len() * 2 + 1);
+    for &b in frames {
+        line.push(HEX[usize::from(b >> 4)]);
+        line.push(HEX[usize::from(b & 15)]);
+    }
+    line.push(b'\n');
+    line
+}
+
+/// Reads the prelude line from `fd` (see [`encode_prelude`]); returns the
+/// frames it holds and whatever was read after the line (the start of the
+/// frames that follow it).
+pub(crate) fn read_prelude(
+    fd: BorrowedFd<'_>,
+    deadline: Instant,
+) -> Result<(Vec<u8>, Vec<u8>), StepError> {
+    let bad = |why: &str| StepError::Io(std::io::Error::other(format!("prelude: {why}")));
+    let mut line = Vec::new();
+    let mut scratch = [MaybeUninit::<u8>::uninit(); 16 * 1024];
+    let nl = loop {
+        if let Some(nl) = line.iter().position(|&b| b == b'\n') {
+            break nl;
+        }
+        if line.len() > MAX_PRELUDE {
+            return Err(bad("line too long"));
+        }
+        wait_fd(fd, false, deadline)?;
+        match rustix::io::read(fd, &mut scratch) {
+            Ok(([], _)) => return Err(StepError::Eof),
+            Ok((init, _)) => line.extend_from_slice(init),
+            Err(rustix::io::Errno::AGAIN) | Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(StepError::Io(e.into())),
+        }
+    };
+    let rest = line.split_off(nl + 1);
+    line.pop();
+    Ok((decode_prelude(&line)?, rest))
+}
+
+/// The frames of a prelude line (without its newline): from stdin
+/// ([`read_prelude`]) or, after an upload, from [`PRELUDE_ENV`].
+pub(crate) fn decode_prelude(line: &[u8]) -> Result<Vec<u8>, StepError> {
+    let bad = |why: &str| StepError::Io(std::io::Error::other(format!("prelude: {why}")));
+    if line.len() > MAX_PRELUDE {
+        return Err(bad("line too long"));
+    }
+    if !line.len().is_multiple_of(2) {
+        return Err(bad("odd number of digits"));
+    }
+    let digit = |c: u8| match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        _ => None,
+    };
+    line.chunks_exact(2)
+        .map(|p| Some(digit(p[0])? << 4 | digit(p[1])?))
+        .collect::<Option<Vec<u8>>>()
+        .ok_or_else(|| bad("not hexadecimal"))
+}
+
 /// Reads exactly one frame (header and body) from a blocking or non-blocking
 /// descriptor; used by the child for its configuration.
 pub(crate) fn read_frame(
@@ -313,5 +401,41 @@ fn read_exact_more(
             Err(rustix::io::Errno::AGAIN) | Err(rustix::io::Errno::INTR) => continue,
             Err(e) => return Err(StepError::Io(e.into())),
         }
+    }
+}
+
+#[cfg(test)]
+mod prelude_tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn a_prelude_reads_back_with_what_follows_it() {
+        let (a, b) = crate::core::side::socketpair().unwrap();
+        let frames: Vec<u8> = (0..=255u8).chain([0, 10, 13]).collect();
+        let mut sent = encode_prelude(&frames);
+        assert!(sent[..sent.len() - 1].iter().all(u8::is_ascii_hexdigit));
+        sent.extend_from_slice(b"GM raw frames");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        write_all(a.as_fd(), &sent, deadline).unwrap();
+        let (got, rest) = read_prelude(b.as_fd(), deadline).unwrap();
+        assert_eq!(got, frames);
+        assert_eq!(rest, b"GM raw frames");
+    }
+
+    #[test]
+    fn a_bad_prelude_is_an_error() {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        for bad in [&b"abc\n"[..], b"zz\n", b"AB\n"] {
+            let (a, b) = crate::core::side::socketpair().unwrap();
+            write_all(a.as_fd(), bad, deadline).unwrap();
+            assert!(read_prelude(b.as_fd(), deadline).is_err(), "{bad:?}");
+        }
+        let (a, b) = crate::core::side::socketpair().unwrap();
+        drop(a);
+        assert!(matches!(
+            read_prelude(b.as_fd(), deadline),
+            Err(StepError::Eof)
+        ));
     }
 }

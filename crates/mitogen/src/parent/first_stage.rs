@@ -24,7 +24,14 @@
 //!    `MITOGEN-STAGE need GZIP SYSTEM`; if there is none, it prints
 //!    `MITOGEN-STAGE nodir` and, for each directory, why it was refused, and
 //!    exits.
-//! 3. The master answers with one line `HASH SIZE COMPRESSED` for the build that
+//! 3. Before any of this, the master has written its prelude line (the
+//!    child's configuration and maybe its first call, in hexadecimal:
+//!    `core::handshake::encode_prelude`) without waiting: a build started in
+//!    step 1 finds it first on its stdin (`MITOGEN_PIPED=1` says so), and
+//!    after `need` the stage takes it with `read -r p` (a builtin that reads
+//!    no further than the newline) before anything else, and hands it to the
+//!    build it uploads in `MITOGEN_PRELUDE`.
+//!    The master answers `need` with one line `HASH SIZE COMPRESSED` for the build that
 //!    matches SYSTEM, then exactly SIZE bytes. The script stores them under a
 //!    temporary name, makes them executable, renames them into place (atomic:
 //!    two connections filling one cache both succeed) and `exec`s. An upload
@@ -63,8 +70,9 @@
 //! the cache directory open as a descriptor for its own upkeep
 //! (`child/cache.rs`).
 //!
-//! The master sends nothing beyond those bytes until the child greets, so no
-//! tool in the script can read something meant for the child. The child is
+//! Beyond the prelude line and those bytes the master sends nothing until the
+//! child greets, so no tool in the script can read something meant for the
+//! child (the `.probe` runs with `/dev/null` as its stdin). The child is
 //! started with `MITOGEN_HASH`, hashes its own executable before it greets, and
 //! reports `MITOGEN-RS/BADHASH` if the file is corrupt or truncated; the master
 //! then connects once more forcing a fresh upload. The script is one line with
@@ -105,18 +113,18 @@ const SCRIPT: &str = concat!(
     "case $(ls -ld .) in \"drwx------ \"* | \"drwx------.\"*) ;; *) r=\"$r $d: not mode 0700;\"; return 1;; esac; }; ",
     "k() { if [ \"$F\" = 0 ]; then while [ $# -gt 1 ]; do ",
     "if g \"$1\" \"$2\" 0 && [ -f \"./$H\" ] && [ -x \"./$H\" ] && [ -O \"./$H\" ]; then ",
-    "echo \"MITOGEN-STAGE cached\"; MITOGEN_CHILD=1 MITOGEN_HASH=$H MITOGEN_CWD=\"$o\" exec \"./$H\"; fi; shift 2; done; fi; }; k \"$@\"; ",
+    "echo \"MITOGEN-STAGE cached\"; MITOGEN_CHILD=1 MITOGEN_PIPED=1 MITOGEN_HASH=$H MITOGEN_CWD=\"$o\" exec \"./$H\"; fi; shift 2; done; fi; }; k \"$@\"; ",
     "cd /; u=$(uname -sm); @O@r=; w=; while [ $# -gt 1 ]; do if g \"$1\" \"$2\" 1; then ",
     "if [ -w . ] && { { [ -f .probe ] && [ -O .probe ] && [ -x .probe ]; } || ",
-    "{ rm -f .probe && echo \"exit 0\" > .probe && chmod 700 .probe; }; } && ./.probe 2>/dev/null; then w=1; break; fi; ",
+    "{ rm -f .probe && echo \"exit 0\" > .probe && chmod 700 .probe; }; } && ./.probe </dev/null 2>/dev/null; then w=1; break; fi; ",
     "r=\"$r $d: not writable or mounted noexec;\"; fi; shift 2; done; ",
     "z=0; command -v gzip >/dev/null 2>&1 && z=1; ",
     "if [ -z \"$w\" ]; then echo \"MITOGEN-STAGE nodir$r\"; exit 1; fi; ",
-    "echo \"MITOGEN-STAGE need $z $u\"; ",
+    "echo \"MITOGEN-STAGE need $z $u\"; read -r p || exit 1; ",
     "read -r h s c || exit 1; [ \"$h\" = none ] && exit 1; ",
     "t=\"./.$h.$$\"; trap \"rm -f \\\"\\$t\\\"\" EXIT; trap \"exit 1\" HUP INT TERM PIPE; ",
     "if [ \"$c\" = 1 ]; then head -c \"$s\" | gzip -dc > \"$t\"; else head -c \"$s\" > \"$t\"; fi || exit 1; ",
-    "chmod 700 \"$t\" && mv -f \"$t\" \"./$h\" && MITOGEN_CHILD=1 MITOGEN_HASH=$h MITOGEN_CWD=\"$o\" exec \"./$h\""
+    "chmod 700 \"$t\" && mv -f \"$t\" \"./$h\" && MITOGEN_CHILD=1 MITOGEN_PRELUDE=\"$p\" MITOGEN_HASH=$h MITOGEN_CWD=\"$o\" exec \"./$h\""
 );
 
 /// The script for a master whose own build has `hash`, optionally forcing a
@@ -184,13 +192,17 @@ pub(crate) struct StageOutcome {
 }
 
 /// Runs the master's side of the dialog on `fd` (the transport's stdout and
-/// stdin, a socket) until the child has been started.
+/// stdin, a socket) until the child has been started. `prelude` is the
+/// prelude line when it has not been sent yet (a transport whose stdin is
+/// the terminal it prompts on): it goes out as soon as the status line is in,
+/// before anything else the stage reads.
 pub(crate) fn run(
     fd: BorrowedFd<'_>,
     binaries: &Binaries,
     compression: Compression,
     deadline: Instant,
     mut prompter: Option<&mut Prompter>,
+    prelude: Option<&[u8]>,
 ) -> Result<StageOutcome, StageError> {
     let fail = |e: &StepError, why: String, noise: Vec<u8>| StageError {
         refused: match e {
@@ -229,6 +241,10 @@ pub(crate) fn run(
         noise,
     };
     let (status, args) = line.split_once(' ').unwrap_or((line.as_str(), ""));
+    if let (Some(p), "cached" | "need") = (prelude, status) {
+        write_all(fd, p, deadline)
+            .map_err(|e| plain(format!("sending the configuration: {e}"), Vec::new()))?;
+    }
     match status {
         "cached" => Ok(StageOutcome {
             uploaded: 0,
@@ -344,8 +360,12 @@ mod runs {
 
     const HASH: &str = "0123456789abcdef0123456789abcdef";
 
-    /// What the "build" does: say where it runs and with what.
-    const BUILD: &str = "#!/bin/sh\necho \"ran $MITOGEN_HASH in $(pwd -P) from $MITOGEN_CWD\"\n";
+    /// What the "build" does: say where it runs and with what, and what it
+    /// finds on its stdin (the prelude, when started from the cache).
+    const BUILD: &str = "#!/bin/sh\nread -r l; echo \"ran $MITOGEN_HASH in $(pwd -P) from $MITOGEN_CWD piped=$MITOGEN_PIPED stdin=$l handed=$MITOGEN_PRELUDE\"\n";
+
+    /// A prelude line, as the master sends it before anything comes back.
+    const PRELUDE: &str = "00ff10\n";
 
     /// The shells installed here, `sh` always.
     fn shells() -> Vec<Vec<&'static str>> {
@@ -398,16 +418,28 @@ mod runs {
     /// Runs the stage with `HOME` and `TMPDIR` in `scratch`, answering an
     /// upload request with [`BUILD`]; its output.
     fn stage(shell: &[&str], scratch: &Path, force: bool) -> String {
-        stage_with_path(
+        stage_with(
             shell,
             scratch,
             force,
             &std::env::var("PATH").unwrap_or_default(),
+            PRELUDE,
         )
     }
 
     /// [`stage`] with `PATH` set to `path`.
     fn stage_with_path(shell: &[&str], scratch: &Path, force: bool, path: &str) -> String {
+        stage_with(shell, scratch, force, path, PRELUDE)
+    }
+
+    /// [`stage`] with `PATH` set to `path` and `prelude` sent first.
+    fn stage_with(
+        shell: &[&str],
+        scratch: &Path,
+        force: bool,
+        path: &str,
+        prelude: &str,
+    ) -> String {
         let mut child = Command::new(shell[0])
             .args(&shell[1..])
             .arg("-c")
@@ -422,7 +454,10 @@ mod runs {
             .stderr(Stdio::inherit())
             .spawn()
             .unwrap();
-        let mut answer = format!("{HASH} {} 0\n", BUILD.len()).into_bytes();
+        // All at once, as the master does over a slow link: the prelude
+        // before the status line is known, then the upload.
+        let mut answer = prelude.as_bytes().to_vec();
+        answer.extend_from_slice(format!("{HASH} {} 0\n", BUILD.len()).as_bytes());
         answer.extend_from_slice(BUILD.as_bytes());
         // A cached start reads nothing: the pipe may be closed.
         let _ = child.stdin.take().unwrap().write_all(&answer);
@@ -441,15 +476,27 @@ mod runs {
             let cache = s.0.join("home dir/.cache/mitogen");
             let first = stage(&shell, &s.0, false);
             let ran = format!("ran {HASH} in {} from {}", cache.display(), s.0.display());
+            // Uploaded: the stage skipped the prelude, and the build sees
+            // none of it on its stdin (nor anything of the upload), but is
+            // handed it in its environment.
             assert!(
-                first.starts_with("MITOGEN-STAGE need ") && first.contains(&ran),
+                first.starts_with("MITOGEN-STAGE need ")
+                    && first.contains(&format!(
+                        "{ran} piped= stdin= handed={}\n",
+                        PRELUDE.trim_end()
+                    )),
                 "{shell:?}: {first}"
             );
             assert_eq!(mode(&cache), 0o700, "{shell:?}");
+            // Cached: started at once, and the prelude is the first thing on
+            // its stdin.
             let second = stage(&shell, &s.0, false);
             assert_eq!(
                 second,
-                format!("MITOGEN-STAGE cached\n{ran}\n"),
+                format!(
+                    "MITOGEN-STAGE cached\n{ran} piped=1 stdin={} handed=\n",
+                    PRELUDE.trim_end()
+                ),
                 "{shell:?}"
             );
             let forced = stage(&shell, &s.0, true);
@@ -507,6 +554,33 @@ mod runs {
             );
             assert_eq!(mode(&elsewhere), 0o755, "{shell:?}");
             assert!(!elsewhere.join(".probe").exists(), "{shell:?}");
+        }
+    }
+
+    #[test]
+    fn stage_skips_a_long_prelude_before_an_upload() {
+        // A first call of a few KiB rides in the prelude: each shell's
+        // `read` takes the whole line, so the upload after it is intact.
+        let long = format!("{}\n", "0123456789abcdef".repeat(3500));
+        assert!(long.len() < crate::core::handshake::MAX_PRELUDE);
+        for shell in shells() {
+            let s = Scratch::new(&format!("long-{}", shell[0]));
+            let path = std::env::var("PATH").unwrap_or_default();
+            let out = stage_with(&shell, &s.0, false, &path, &long);
+            assert!(
+                out.starts_with("MITOGEN-STAGE need ")
+                    && out.contains(&format!(" piped= stdin= handed={}\n", long.trim_end())),
+                "{shell:?}: {out}"
+            );
+            let out = stage_with(&shell, &s.0, false, &path, &long);
+            assert_eq!(
+                out.lines()
+                    .nth(1)
+                    .map(|l| l.ends_with(&format!("stdin={} handed=", long.trim_end()))),
+                Some(true),
+                "{shell:?}: {}",
+                &out[..out.len().min(300)]
+            );
         }
     }
 }

@@ -3,8 +3,11 @@
 //! Every connection method ends up here: it prepares a `Launch` (the program
 //! itself for `local`; `ssh … sh -c STAGE` for ssh), and `connect` starts it,
 //! runs the first stage when there is one, waits for the child's greeting, sends
-//! its configuration and hands the stream to the broker.
+//! its configuration and hands the stream to the broker. Behind a first stage
+//! the configuration (and a first call, [`first_call`]) goes out before the
+//! stage has said anything, as the prelude line: no round trip of its own.
 
+pub(crate) mod first_call;
 pub(crate) mod first_stage;
 pub(crate) mod prompt;
 #[cfg(test)]
@@ -28,7 +31,7 @@ use crate::core::latch::Latch;
 use crate::core::log::current_max_level;
 use crate::core::message::{handles, Message};
 use crate::core::process_monitor::{ExitCell, ProcessWatch};
-use crate::core::router::RouterInner;
+use crate::core::router::{Policy, RouterInner, Sink};
 use crate::core::side::Side;
 use crate::core::stream::{FrameReader, Stream};
 use first_stage::{Compression, BAD_HASH};
@@ -141,17 +144,103 @@ pub(crate) fn connect(router: &Arc<RouterInner>, launch: &Launch<'_>) -> Result<
         return Err(Error::RouterShutdown);
     }
     let deadline = Instant::now() + launch.timeout;
-    match attempt(router, launch, false, deadline) {
+    let first = first_call::take();
+    let first = first.as_deref();
+    match attempt(router, launch, false, deadline, first) {
         Ok(ctx) => Ok(ctx),
         Err(Failed { retry: true, error }) => {
             tracing::info!(
                 context = launch.name,
                 "cached program is unusable ({error}); uploading it again"
             );
-            attempt(router, launch, true, deadline).map_err(|f| f.error)
+            attempt(router, launch, true, deadline, first).map_err(|f| f.error)
         }
         Err(f) => Err(f.error),
     }
+}
+
+/// Unregisters a first call's reply handle unless the connection it rode
+/// on succeeded.
+struct ReplyHandle<'a> {
+    router: &'a RouterInner,
+    handle: u32,
+}
+
+impl Drop for ReplyHandle<'_> {
+    fn drop(&mut self) {
+        if self.handle != 0 {
+            self.router.del_handler(self.handle);
+        }
+    }
+}
+
+/// The configuration frame for child `id`, and the first call's frame (empty
+/// without one), whose reply is registered in `reply`.
+fn opening_frames<'r>(
+    router: &'r Arc<RouterInner>,
+    launch: &Launch<'_>,
+    id: crate::core::message::ContextId,
+    first: Option<&first_call::FirstCall>,
+) -> Result<(Vec<u8>, Vec<u8>, ReplyHandle<'r>)> {
+    let mut ancestors = vec![router.id];
+    ancestors.extend_from_slice(&router.ancestors);
+    let config = ChildConfig {
+        id,
+        name: launch.name.to_owned(),
+        ancestors,
+        max_message_size: router.max_message_size as u64,
+        log_level: current_max_level(),
+        allow_lateral: router.allow_lateral(),
+        parent_is_local: launch.local_peer,
+    };
+    let body = postcard::to_allocvec(&config).map_err(|e| Error::Connect {
+        context: launch.name.to_owned(),
+        reason: format!("encoding configuration: {e}"),
+    })?;
+    let frame = |msg: Message| {
+        let mut f = msg.encode_header().to_vec();
+        f.extend_from_slice(&msg.body);
+        f
+    };
+    let config = frame(Message {
+        dst: id,
+        src: router.id,
+        auth_id: router.id,
+        handle: handles::BOOTSTRAP,
+        body: Bytes::from(body),
+        ..Default::default()
+    });
+    let mut reply = ReplyHandle { router, handle: 0 };
+    let Some(first) = first else {
+        return Ok((config, Vec::new(), reply));
+    };
+    let body = (first.encode)(id)?;
+    if body.len() > router.max_message_size {
+        return Err(Error::TooLarge {
+            len: body.len(),
+            max: router.max_message_size,
+        });
+    }
+    // A number reserved now (its respondent is set once the context has a
+    // route: a handler waiting on a context not yet routed is failed at
+    // once); nothing can answer it before the stream is read.
+    reply.handle = router.add_handler(
+        Sink::Latch(first.latch.clone()),
+        None,
+        true,
+        Policy::Any,
+        None,
+    );
+    let call = frame(Message {
+        dst: id,
+        src: router.id,
+        auth_id: router.id,
+        handle: handles::CALL_FUNCTION,
+        reply_to: reply.handle,
+        body,
+        ..Default::default()
+    });
+    Ok((config, call, reply))
 }
 
 fn attempt(
@@ -159,9 +248,31 @@ fn attempt(
     launch: &Launch<'_>,
     force: bool,
     deadline: Instant,
+    first: Option<&first_call::FirstCall>,
 ) -> Result<Context, Failed> {
     let name = launch.name;
     let id = launch.id.unwrap_or_else(|| router.alloc_context_id());
+    let (config_frame, call_frame, mut reply) =
+        opening_frames(router, launch, id, first).map_err(|error| Failed {
+            error,
+            retry: false,
+        })?;
+    // Behind a first stage, the configuration and the first call (when it
+    // is small) go out as the prelude line at once, without waiting for the
+    // stage's status or the child's greeting: a build started from the cache
+    // finds them on its stdin, and the stage skips the line when it has to
+    // upload first. Only over a pty that the transport prompts on does the
+    // line wait for the status (it would be typed into the prompt).
+    let piped = launch.stage.is_some();
+    let on_pty = launch.prompt.as_ref().is_some_and(|p| p.full_pty);
+    let call_in_prelude = (config_frame.len() + call_frame.len()) * 2 < handshake::MAX_PRELUDE;
+    let prelude = piped.then(|| {
+        let mut frames = config_frame.clone();
+        if call_in_prelude {
+            frames.extend_from_slice(&call_frame);
+        }
+        handshake::encode_prelude(&frames)
+    });
     let mut cmd = (launch.command)(force);
     if launch.stage.is_none() {
         cmd.env(CHILD_ENV, "1")
@@ -218,6 +329,12 @@ fn attempt(
         },
         retry: false,
     })?;
+
+    if let (Some(line), false) = (&prelude, on_pty) {
+        // A transport that died already shows in the dialog below, which
+        // reports it with what it printed.
+        let _ = handshake::write_all(fd.as_fd(), line, deadline);
+    }
 
     // Kills the half-started child and builds an error from everything it said.
     let mut abort =
@@ -287,6 +404,7 @@ fn attempt(
             compression,
             deadline,
             prompter.as_mut(),
+            prelude.as_deref().filter(|_| on_pty),
         ) {
             Ok(outcome) => {
                 cached = outcome.uploaded == 0;
@@ -328,45 +446,36 @@ fn attempt(
             }
         };
 
-    let mut ancestors = vec![router.id];
-    ancestors.extend_from_slice(&router.ancestors);
-    let config = ChildConfig {
-        id,
-        name: name.to_owned(),
-        ancestors,
-        max_message_size: router.max_message_size as u64,
-        log_level: current_max_level(),
-        allow_lateral: router.allow_lateral(),
-        parent_is_local: launch.local_peer,
-    };
-    let body = match postcard::to_allocvec(&config) {
-        Ok(b) => b,
-        Err(e) => {
-            return Err(abort(
-                format!("encoding configuration: {e}"),
-                &[],
-                false,
-                None,
-            ))
-        }
-    };
-    let msg = Message {
-        dst: id,
-        src: router.id,
-        auth_id: router.id,
-        handle: handles::BOOTSTRAP,
-        body: Bytes::from(body),
-        ..Default::default()
-    };
-    let mut frame = msg.encode_header().to_vec();
-    frame.extend_from_slice(&msg.body);
-    if let Err(e) = handshake::write_all(fd.as_fd(), &frame, deadline) {
+    // What the child has not had yet: behind a first stage the prelude
+    // reached it (on its stdin when started from the cache, in its
+    // environment after an upload), so at most a first call too large for it.
+    let mut frames = Vec::new();
+    if !piped {
+        frames.extend_from_slice(&config_frame);
+    }
+    if !(piped && call_in_prelude) {
+        frames.extend_from_slice(&call_frame);
+    }
+    if let Err(e) = handshake::write_all(fd.as_fd(), &frames, deadline) {
         return Err(abort(
             format!("sending configuration: {e}"),
             &[],
             false,
             None,
         ));
+    }
+
+    // What came in with the greeting: complete frames (a first call's reply
+    // can be among them) are routed before the broker reads anything more,
+    // once the context has its route; a partial one stays in the reader.
+    let mut reader = FrameReader::new(router.max_message_size, &after);
+    let mut early = Vec::new();
+    loop {
+        match reader.next_message() {
+            Ok(Some(msg)) => early.push(msg),
+            Ok(None) => break,
+            Err(e) => return Err(abort(format!("after its greeting: {e}"), &[], false, None)),
+        }
     }
 
     let side = match Side::new(fd) {
@@ -389,10 +498,27 @@ fn attempt(
         router.broker.add_log_pipe(err, "transport");
     }
     router.add_route(id, name, stream.clone());
-    router
-        .broker
-        .add_stream(stream, FrameReader::new(router.max_message_size, &after));
+    if let Some(first) = first {
+        // Only the new context may answer its first call.
+        router.add_handler_at(
+            reply.handle,
+            Sink::Latch(first.latch.clone()),
+            Some(id),
+            true,
+            Policy::Any,
+        );
+    }
+    for msg in early {
+        router.route(msg, Some(&stream));
+    }
+    router.broker.add_stream(stream, reader);
     tracing::debug!(context = name, id, pid, "connected");
+    if let Some(first) = first {
+        first
+            .handle
+            .store(reply.handle, std::sync::atomic::Ordering::Release);
+    }
+    reply.handle = 0;
     Ok(Context::new(
         router.clone(),
         id,

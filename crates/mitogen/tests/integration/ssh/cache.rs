@@ -300,6 +300,36 @@ pub fn read_only_or_noexec_home_falls_back(router: &Router) -> Result<()> {
     Ok(())
 }
 
+/// A read-only home and a `noexec` `/tmp` fallback together: only
+/// `/dev/shm/mitogen-UID` is left, and it is used.
+pub fn read_only_home_and_noexec_tmp_leave_dev_shm(router: &Router) -> Result<()> {
+    let sshd = Sshd::start()?;
+    let user = sshd::user("mitogen-rx", "/bin/sh")?;
+    for d in user.cache_dirs() {
+        quiet_umount(&d);
+    }
+    user.clear_cache()?;
+    let _ = std::fs::remove_dir_all(user.home.join(".cache"));
+    std::fs::set_permissions(&user.home, std::fs::Permissions::from_mode(0o555))?;
+    let _restore = RestoreHome(user.home.clone());
+    let _tmp = match NoexecMount::new(&user.cache_dirs()[1], &user) {
+        Ok(m) => m,
+        Err(e) => {
+            return crate::harness::skip_part(format!("mounting a noexec tmpfs failed: {e:#}"));
+        }
+    };
+    let (ctx, w) = connect_as(router, sshd.ssh(&user.name)?, &user)
+        .context("read-only home and noexec /tmp")?;
+    ensure!(
+        Path::new(&w.exe) == entry(&user.cache_dirs()[2]),
+        "read-only home and noexec /tmp/mitogen-USER: runs {}",
+        w.exe
+    );
+    check_entry(&user, &user.cache_dirs()[2])?;
+    drop(ctx);
+    Ok(())
+}
+
 pub fn two_connections_fill_an_empty_cache_at_once(router: &Router) -> Result<()> {
     let sshd = Arc::new(Sshd::start()?);
     let user = sshd::user("mitogen-t2", "/bin/sh")?;
@@ -415,6 +445,7 @@ crate::tests! {
     second_connection_uploads_nothing => 180,
     corrupt_cache_entry_is_replaced => 180,
     read_only_or_noexec_home_falls_back => 180,
+    read_only_home_and_noexec_tmp_leave_dev_shm => 180,
     two_connections_fill_an_empty_cache_at_once => 120,
     unused_builds_are_removed => 120,
 }

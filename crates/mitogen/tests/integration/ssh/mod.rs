@@ -13,7 +13,9 @@ pub mod cache;
 pub mod cache_trust;
 pub mod calls;
 pub mod failures;
+pub mod no_gzip;
 pub mod password;
+pub mod pipelined;
 pub mod unreachable;
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
