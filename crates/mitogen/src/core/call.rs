@@ -207,6 +207,7 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> PendingCall<T> {
             ctx: ctx.clone(),
             latch,
             handle,
+            cancel: handles::CANCEL_CALL,
             failed: None,
             done: false,
             _t: PhantomData,
