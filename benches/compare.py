@@ -109,6 +109,9 @@ CHAIN_VIA = 2
 # commit), kept as it is by every run of this script.
 AGAINST_BEGIN = '<!-- against section: written by benches/against.py -->'
 AGAINST_END = '<!-- end of against section -->'
+# The section benches/files.py writes (file transfer), kept likewise.
+FILES_BEGIN = '<!-- files section: written by benches/files.py -->'
+FILES_END = '<!-- end of files section -->'
 CHAIN_SSH_BEGIN = '<!-- ssh chain section: written by benches/compare.py --chain-ssh -->'
 CHAIN_SSH_END = '<!-- end of ssh chain section -->'
 CHAIN_SSH_OVER_FLOOR_MS = 30.0
@@ -995,6 +998,7 @@ def main():
     else:
         chain_ssh_section = existing_section(path, CHAIN_SSH_BEGIN, CHAIN_SSH_END)
     against_section = existing_section(path, AGAINST_BEGIN, AGAINST_END)
+    files_section = existing_section(path, FILES_BEGIN, FILES_END)
 
     ours = {k: median([r[k] for r in rounds_ours]) for k, *_ in KEYS}
     theirs = {k: median([r[k] for r in rounds_theirs]) for k, *_ in KEYS}
@@ -1020,7 +1024,7 @@ def main():
         rerun += ' --output %s' % shlex.quote(args.output)
     text = render(ours, theirs, rounds_ours, rounds_theirs, sizes, machine(), args, rerun,
                   ssh_section, (sudo_section, chains_section, chain_ssh_section,
-                                against_section))
+                                against_section, files_section))
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, 'w') as fp:
         fp.write(text)
