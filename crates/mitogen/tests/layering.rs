@@ -66,6 +66,7 @@ const ABOVE_CORE: &[&str] = &[
     "builtins",
     "child",
     "entry",
+    "files",
     "methods",
     "parent",
     "target",

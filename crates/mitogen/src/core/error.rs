@@ -126,6 +126,10 @@ pub enum Error {
         /// Name of the context that was to be started.
         context: String,
     },
+    /// Pushing or fetching a file failed (see [`crate::files`]): the kind,
+    /// the context and the path.
+    #[error(transparent)]
+    File(#[from] super::file_error::FileError),
 }
 
 fn stderr_line(s: &str) -> String {

@@ -57,6 +57,7 @@ pub(crate) mod context;
 pub(crate) mod cut_through;
 pub(crate) mod detach;
 pub(crate) mod error;
+pub(crate) mod file_error;
 pub(crate) mod handshake;
 pub(crate) mod int_hash;
 pub(crate) mod io_logger;

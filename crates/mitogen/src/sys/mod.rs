@@ -40,6 +40,7 @@
 //! | [`random_bytes`] (both) | fills a buffer from the kernel's random source (handles, the key of the handle generator) | `getrandom(2)` | `getentropy(2)`, 256 bytes a call (macOS, OpenBSD); `getrandom(2)` on FreeBSD |
 //! | [`pipe`] (both) | a close-on-exec pipe, atomically so (no fork in between may inherit it) | `pipe2(O_CLOEXEC)` | `pipe2` on the BSDs; macOS has none: `pipe` then `FD_CLOEXEC`, not atomic (std accepts the same window there) |
 //! | [`relay_pipe`], [`splice`], [`can_splice`] (both: relays) | moves bytes descriptor to descriptor without copying them through this process; `EAGAIN` when the source is empty *or* the destination full, `Ok(0)` at the source's end, and never loses a byte it read | `splice(2)` through a pipe | `sys::portable`: a socketpair instead of the pipe and a copy by `recv(MSG_PEEK)`, write, then consume what was written (no byte is taken from the source before its destination took it); sources that are not sockets fall back to buffering frames whole, as terminals already do |
+//! | [`open_unnamed`], [`link_unnamed`] (both: file transfer) | a new file in a directory that has no name until linked, so a process that dies mid-write leaves nothing; `Ok(None)` where the file system cannot | `O_TMPFILE`, then `linkat(AT_EMPTY_PATH)` or through `/proc/self/fd` | `Ok(None)` (the caller falls back to a named temporary file, `O_EXCL`) |
 //!
 //! Everything here is also usable from `core/` without pulling in anything
 //! above it.
@@ -92,4 +93,6 @@ const _CONTRACT: () = {
     let _: fn() -> Result<(OwnedFd, OwnedFd)> = relay_pipe;
     let _: fn(BorrowedFd<'_>) -> bool = can_splice;
     let _: fn(BorrowedFd<'_>, BorrowedFd<'_>, usize) -> rustix::io::Result<usize> = splice;
+    let _: fn(BorrowedFd<'_>, u32) -> Result<Option<OwnedFd>> = open_unnamed;
+    let _: fn(BorrowedFd<'_>, BorrowedFd<'_>, &OsStr) -> Result<()> = link_unnamed;
 };

@@ -20,6 +20,7 @@ mod calls;
 mod capture;
 mod chains;
 mod errors;
+mod files;
 mod harness;
 mod hooks;
 mod hostile_switch;

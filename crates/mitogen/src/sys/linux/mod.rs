@@ -8,6 +8,7 @@ mod process;
 mod random;
 mod splice;
 mod tty;
+mod unnamed;
 
 pub(crate) use exe::{open_own_exe, read_own_exe};
 pub(crate) use fs::{open_for_stat, path_through_fd, SUN_PATH_MAX};
@@ -17,3 +18,4 @@ pub(crate) use process::{die_with_parent, outlive_parent, started_privileged, Pr
 pub(crate) use random::random_bytes;
 pub(crate) use splice::{can_splice, pipe, relay_pipe, splice};
 pub(crate) use tty::set_controlling_terminal;
+pub(crate) use unnamed::{link_unnamed, open_unnamed};
