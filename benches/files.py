@@ -19,7 +19,9 @@ once per round (the order reversed every other round):
           so without the login.
 
 Every timed run starts with `sync` (untimed, also inside `mitogen bench`),
-so that no run pays for the dirty pages of the one before. The tools are
+so that no run pays for the dirty pages of the one before. Trees are made in
+new places and removed only at the end; after the contenders that remove
+their own when they end, the script waits EXT4_RECENT_S seconds (see there). The tools are
 timed as whole commands (their ssh login included: `ssh_true_ms` in the
 table says what one costs); mitogen-rs and Python Mitogen have their context
 up before timing, as `mitogen bench` always does.
@@ -178,25 +180,29 @@ class Place(object):
         clean(dst, back)
         return {'push_mib_s': push, 'fetch_mib_s': fetch}
 
-    def tree_and_noop(self, cmd, dst, noop=True):
-        clean(dst)
+    def fresh(self, name):
+        """A path in the output directory not used before in this run:
+        trees are removed only when the place is done (see settle())."""
+        self.n = getattr(self, 'n', 0) + 1
+        return os.path.join(self.out, '%s-%d' % (name, self.n))
+
+    def tree_and_noop(self, cmd, noop=True):
+        os.sync()
         r = {'small_files_per_s': self.args.tree_files / timed(cmd)}
         if noop:
             os.sync()
             r['repush_ms'] = timed(cmd) * 1e3
-        clean(dst)
         return r
 
     def cp(self):
         dst, back = os.path.join(self.out, 'cp.bin'), os.path.join(self.out, 'cp.back')
         r = self.pair(['cp', self.src, dst], ['cp', dst, back], dst, back)
-        r.update(self.tree_and_noop(['cp', '-r', self.tree, os.path.join(self.out, 'cp-tree')],
-                                    os.path.join(self.out, 'cp-tree'), noop=False))
+        r.update(self.tree_and_noop(['cp', '-r', self.tree, self.fresh('cp-tree')], noop=False))
         return r
 
     def rsync(self):
         dst, back = os.path.join(self.out, 'rsync.bin'), os.path.join(self.out, 'rsync.back')
-        tree_dst = os.path.join(self.out, 'rsync-tree')
+        tree_dst = self.fresh('rsync-tree')
         if self.sshd:
             e = self.rsync_e()
             r = self.pair(['rsync'] + e + [self.src, self.remote(dst)],
@@ -205,7 +211,7 @@ class Place(object):
         else:
             r = self.pair(['rsync', self.src, dst], ['rsync', dst, back], dst, back)
             cmd = ['rsync', '-a', self.tree + '/', tree_dst + '/']
-        r.update(self.tree_and_noop(cmd, tree_dst))
+        r.update(self.tree_and_noop(cmd))
         return r
 
     def scp(self):
@@ -213,8 +219,7 @@ class Place(object):
         base = ['scp', '-q', '-P', str(self.sshd.port)] + self.ssh_opts()
         r = self.pair(base + [self.src, self.remote(dst)], base + [self.remote(dst), back],
                       dst, back)
-        tree_dst = os.path.join(self.out, 'scp-tree')
-        r.update(self.tree_and_noop(base + ['-r', self.tree, self.remote(tree_dst)], tree_dst,
+        r.update(self.tree_and_noop(base + ['-r', self.tree, self.remote(self.fresh('scp-tree'))],
                                     noop=False))
         return r
 
@@ -299,6 +304,20 @@ class Place(object):
         return c + [('rsync', self.rsync), ('floor', self.floor)]
 
 
+# Seconds ext4 without a journal (this machine's root) passes over freed
+# inodes when allocating new ones once their table is written back: a tree
+# created within that time of another's deletion pays for scanning past it.
+EXT4_RECENT_S = 6
+
+
+def settle():
+    """After a contender that deleted trees of its own (mitogen-rs and
+    Python clean up when they end): write everything back and wait until
+    the freed inodes no longer slow the next contender's creates."""
+    os.sync()
+    time.sleep(EXT4_RECENT_S)
+
+
 def run_rounds(place, rounds):
     """Every contender once per round; returns {contender: [figures...]}."""
     contenders = place.contenders()
@@ -309,6 +328,10 @@ def run_rounds(place, rounds):
             r = fn()
             log('  %s: %s' % (name, json.dumps(r)))
             got[name].append(r)
+            if name in ('mitogen-rs', 'Python Mitogen'):
+                settle()
+    clean(place.out)
+    settle()
     return got
 
 
@@ -452,11 +475,16 @@ def render(results, rss, info, args, rerun, loads):
       'throw-away sshd on 127.0.0.1 (no compression anywhere). Each figure is the median '
       'over %d round(s), every contender once per round, the order reversed every other '
       'round; ratios are taken within each round, then the median. Every timed run starts '
-      'after `sync`. The tools are timed as whole commands (login included); mitogen-rs '
+      'after `sync`. Every tree is made in a new place and kept until the end, and after '
+      'mitogen-rs and Python Mitogen (which remove theirs when they end) the script waits '
+      '%d s: this machine\'s ext4 has no journal, and such a file system passes over inodes '
+      'freed in the last seconds, reading each one\'s record, when it allocates one, so a '
+      'tree made right after another is deleted costs several times more. The tools are timed as whole commands (login included); mitogen-rs '
       'and Python Mitogen have their context up before timing. The floor over ssh is '
       'plain ssh moving the same file, timed from the remote shell\'s first output (no '
       'login). Load average at the start / end: %s / %s (%d CPUs, shared).'
-      % (compare.PYTHON_MITOGEN_VERSION, args.rounds, loads[0], loads[-1], info['nproc']))
+      % (compare.PYTHON_MITOGEN_VERSION, args.rounds, EXT4_RECENT_S, loads[0], loads[-1],
+         info['nproc']))
     w('')
     for name, got in results.items():
         out.extend(render_place(got['place'], got['rounds'], args))

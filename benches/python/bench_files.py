@@ -154,9 +154,9 @@ def measure(router, context, src, tree, scratch, runs):
     rels = tree_files(tree)
     pushed = os.path.join(scratch, 'py-push')
     fetched = os.path.join(scratch, 'py-fetch')
-    tree_out = os.path.join(scratch, 'py-tree')
     push, fetch, small = [], [], []
-    for _ in range(runs):
+    trees = []
+    for run in range(runs):
         # Every timed run starts with no dirty pages of an earlier one.
         call(context, remove, pushed)
         call(context, sync)
@@ -176,7 +176,11 @@ def measure(router, context, src, tree, scratch, runs):
             raise RuntimeError('fetch of %r was cut short' % pushed)
         remove(fetched)
 
-        call(context, remove, tree_out)
+        # A fresh place each run, removed at the end (see `mitogen bench
+        # --files`: ext4 without a journal is slow to create files right
+        # after deleting many).
+        tree_out = os.path.join(scratch, 'py-tree-%d' % run)
+        trees.append(tree_out)
         call(context, sync)
         t0 = time.perf_counter()
         n = call(context, pull_tree, master, tree, rels, tree_out)
@@ -188,7 +192,7 @@ def measure(router, context, src, tree, scratch, runs):
         'master_peak_rss_kib': peak_rss_kib(),
         'child_peak_rss_kib': call(context, peak_rss_kib),
     }
-    for path in (pushed, tree_out):
+    for path in [pushed] + trees:
         call(context, remove, path)
     return result
 
