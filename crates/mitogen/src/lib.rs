@@ -86,7 +86,7 @@ pub use crate::api::IntoTarget;
 pub use crate::api::{ConnectOptions, Router, RouterBuilder};
 pub use crate::core::call::{CallChain, PendingCall};
 pub use crate::core::cancel::{cancelled, CancelToken};
-pub use crate::core::channel::{Receiver, Recv, Sender};
+pub use crate::core::channel::{Receiver, Recv, Sender, DEFAULT_WINDOW};
 pub use crate::core::context::Context;
 pub use crate::core::error::{CallError, CallErrorKind, Error, Result, TransportFailure};
 pub use crate::core::file_error::{FileError, FileErrorKind};

@@ -699,6 +699,13 @@ impl Router {
         (rx.sender(), rx)
     }
 
+    /// [`channel`](Self::channel) with a window of `window` bytes for each
+    /// process that sends (see [`Sender`](crate::Sender#flow-control)).
+    pub fn channel_with_window<T: Payload>(&self, window: usize) -> (Sender<T>, Receiver<T>) {
+        let rx = Receiver::with_window_size(self.inner.clone(), None, window);
+        (rx.sender(), rx)
+    }
+
     /// Calls `f(id, name)` when a context becomes unreachable: its stream
     /// closed, it was shut down, or a hop above it died (the hop's parent
     /// reports it with `DEL_ROUTE`). Fires once per context, after every call

@@ -13,9 +13,13 @@
 //! A channel ends when its last sender is dropped, wherever the copies went
 //! (see [`senders`]), or when a sender calls [`Sender::close`].
 
+mod flow;
 mod senders;
+mod window;
 
-pub(crate) use senders::encoding_for;
+pub(crate) use flow::install as install_credit;
+pub(crate) use senders::{encoding_for, Home};
+pub use window::DEFAULT_WINDOW;
 
 use std::future::Future;
 use std::marker::PhantomData;
@@ -33,7 +37,32 @@ use super::message::{ContextId, Message, FLAG_CONTROL, FLAG_KEYED};
 use super::payload::Payload;
 use super::router::{Policy, Presence, RouterInner, Sink};
 use super::select::Selectable;
-use senders::{Control, Holder, Home};
+use flow::{credit_message, Credit};
+use senders::{lookup_window, settle, Control, Holder};
+use window::{weight, Ended};
+
+/// Tells the sender of `msg`, a channel value that reached no receiver in
+/// `router`, that the channel takes nothing more (see [`flow`]).
+pub(crate) fn tell_gone(router: &RouterInner, msg: &Message) {
+    let (handle, key) = (msg.handle, msg.reply_to);
+    let reason = "the receiver is gone";
+    if msg.src == router.id {
+        let id = (router.id, handle, key);
+        if let Some(w) = lookup_window(id) {
+            w.end(Ended::Closed(reason.into()));
+            settle(id);
+        }
+        return;
+    }
+    router.send(credit_message(
+        msg.src,
+        &Credit::Closed {
+            handle,
+            key,
+            reason: reason.into(),
+        },
+    ));
+}
 
 /// The receiving end of a channel: values of type `T` sent to its handle.
 ///
@@ -46,6 +75,15 @@ use senders::{Control, Holder, Home};
 ///
 /// It is a [`futures_core::Stream`] of `Result<T>`: values, then the error
 /// that ended it unless that was the channel closing, then the end.
+///
+/// Its memory is bounded by the channel's window (see
+/// [`Sender`](Sender#flow-control)): each process that sends may have at
+/// most [`window`](Self::window) bytes queued here, and credit goes back as
+/// values are *taken* (`recv`, `try_recv`, the stream), so a receiver that
+/// is not read holds senders back instead of filling up. A process that
+/// sends past its window is cut off: the channel ends with
+/// [`Error::ChannelClosed`] naming it, after the values queued before.
+/// Dropping the receiver fails every sender waiting for credit.
 pub struct Receiver<T> {
     router: Arc<RouterInner>,
     handle: u32,
@@ -62,17 +100,43 @@ pub struct Receiver<T> {
 
 impl<T: Payload> Receiver<T> {
     pub(crate) fn new(router: Arc<RouterInner>, respondent: Option<ContextId>) -> Receiver<T> {
+        Self::with_window_size(router, respondent, DEFAULT_WINDOW)
+    }
+
+    /// A receiver whose senders each get a window of `window` bytes.
+    pub(crate) fn with_window_size(
+        router: Arc<RouterInner>,
+        respondent: Option<ContextId>,
+        window: usize,
+    ) -> Receiver<T> {
         let presence = respondent.map(|id| router.presence(id));
         let latch = Arc::new(Latch::new());
         let key = router.token();
-        let handle = router.add_handler(
-            Sink::Latch(latch.clone()),
+        let mut home = None;
+        let handle = router.add_handler_made(
+            |handle| {
+                let h = Home::new(
+                    (router.id, handle, key),
+                    latch.clone(),
+                    &router,
+                    window as u64,
+                );
+                home = Some(h.clone());
+                Sink::Channel(h)
+            },
             respondent,
             false,
             Policy::Any,
             Some(key),
         );
-        let home = Home::new((router.id, handle, key), latch.clone(), &router);
+        let home = home.unwrap_or_else(|| {
+            Home::new(
+                (router.id, handle, key),
+                latch.clone(),
+                &router,
+                window as u64,
+            )
+        });
         Receiver {
             router,
             handle,
@@ -98,6 +162,12 @@ impl<T: Payload> Receiver<T> {
             holder: self.home.holder(),
             _t: PhantomData,
         }
+    }
+
+    /// The window each process sending to this receiver gets, in bytes
+    /// (see [`Sender`](Sender#flow-control)).
+    pub fn window(&self) -> usize {
+        usize::try_from(self.home.window_size()).unwrap_or(usize::MAX)
     }
 
     /// The router handle this receiver listens on.
@@ -176,6 +246,9 @@ impl<T: Payload> Receiver<T> {
                 None
             }
             Ok(msg) => {
+                if !msg.is_dead() {
+                    self.home.taken(&self.router, &msg);
+                }
                 if msg.is_dead() && msg.is_disconnect() {
                     // The router has dropped the handle: nothing can arrive any
                     // more, so every later wait must end the same way at once
@@ -253,6 +326,9 @@ impl<T: Payload> Selectable for Receiver<T> {
 impl<T> Drop for Receiver<T> {
     fn drop(&mut self) {
         self.router.del_handler(self.handle);
+        // Senders waiting for credit (here and in every context that sent)
+        // fail now rather than wait for ever.
+        self.home.end_flow(&self.router, "the receiver was dropped");
     }
 }
 
@@ -306,6 +382,40 @@ impl<T: Payload> futures_core::Stream for Receiver<T> {
 /// receiver takes values only from senders, so a context can send to a
 /// channel only if a sender was handed to it (or passed through it on the way
 /// to a context below it). Hand a sender only to contexts that may send.
+///
+/// # Flow control
+///
+/// Each process holding copies of a sender has a *window* on the channel
+/// ([`DEFAULT_WINDOW`], 16 MiB, unless the receiver
+/// was made by [`Context::channel_with_window`](crate::Context::channel_with_window)
+/// or [`Router::channel_with_window`](crate::Router::channel_with_window)):
+/// the bytes it sent (each value's encoded size, a [`Blob`](crate::Blob)'s
+/// length, plus 64 per value) that the receiver's reader has not yet taken.
+/// [`send`](Self::send) waits while the window is spent, until the reader
+/// takes values (credit comes back every quarter window);
+/// [`send_timeout`](Self::send_timeout) waits at most its time-out and
+/// [`send_async`](Self::send_async) awaits credit without a thread. A value
+/// larger than the window goes when nothing is in flight. The wait ends
+/// with an error when the receiver is dropped or the channel cut off
+/// ([`Error::ChannelClosed`]), or its context disconnects
+/// ([`Error::Disconnected`]). The clones in one process share one window,
+/// so the receiver holds at most the window times the number of processes
+/// that send, and no hop between holds more than the windows crossing it.
+///
+/// ```no_run
+/// # fn f(ctx: &mitogen::Context) -> mitogen::Result<()> {
+/// // 1 MiB in flight at most: the producer keeps pace with the reader.
+/// let (tx, rx) = ctx.channel_with_window::<mitogen::Blob>(1 << 20);
+/// std::thread::spawn(move || {
+///     for _ in 0..1024 {
+///         tx.send(mitogen::Blob::from(vec![0u8; 64 * 1024]))?;
+///     }
+///     mitogen::Result::Ok(())
+/// });
+/// let total: usize = rx.iter().map(|b| b.len()).sum();
+/// assert_eq!(total, 64 << 20);
+/// # Ok(()) }
+/// ```
 pub struct Sender<T> {
     context: ContextId,
     handle: u32,
@@ -344,16 +454,17 @@ impl<T: Payload> Sender<T> {
         }
     }
 
-    /// Sends a value. When the stream towards the receiver has a lot queued, this
-    /// waits for it to drain (flow control), so a fast producer cannot exhaust
-    /// memory; the wait ends early if the stream disconnects.
+    /// Sends a value. It waits while this process's window on the channel is
+    /// spent (see [Flow control](Sender#flow-control)), and while the stream
+    /// towards the receiver has a lot queued, so a fast producer cannot
+    /// exhaust memory; the wait ends early if the receiver goes.
     pub fn send(&self, value: T) -> Result<()> {
         self.send_until(value, None)
     }
 
-    /// [`send`](Self::send), waiting at most `timeout` for the stream towards
-    /// the receiver to drain: fails with [`Error::Timeout`] (the value is not
-    /// sent) if it does not.
+    /// [`send`](Self::send), waiting at most `timeout` for credit and for the
+    /// stream towards the receiver to drain: fails with [`Error::Timeout`]
+    /// (the value is not sent) if they do not come.
     pub fn send_timeout(&self, value: T, timeout: Duration) -> Result<()> {
         match Instant::now().checked_add(timeout) {
             Some(deadline) => self.send_until(value, Some((deadline, timeout))),
@@ -362,8 +473,9 @@ impl<T: Payload> Sender<T> {
     }
 
     /// [`send`](Self::send) as a future (any executor): ready at once unless
-    /// the stream towards the receiver is congested, in which case the wait
-    /// for it to drain happens on a thread of its own, not the executor's.
+    /// the window is spent (it then awaits credit, woken by the grant) or the
+    /// stream towards the receiver is congested, in which case the wait for
+    /// it to drain happens on a thread of its own, not the executor's.
     pub fn send_async(&self, value: T) -> impl Future<Output = Result<()>> + Send + 'static {
         let prepared = self.prepare(value);
         let context = self.context;
@@ -371,8 +483,9 @@ impl<T: Payload> Sender<T> {
         // sender before awaiting must not end the channel ahead of it.
         let holder = self.holder.clone();
         async move {
-            let _keep = holder;
             let (router, msg) = prepared?;
+            let w = weight(&msg);
+            std::future::poll_fn(|cx| holder.window().poll_take(w, cx, &*holder)).await?;
             let Some(stream) = router.stream_towards(context) else {
                 router.send(msg);
                 return Ok(());
@@ -380,9 +493,13 @@ impl<T: Payload> Sender<T> {
             let ready = !stream.is_dead() && stream.wait_for_room(Some(Instant::now()));
             if !ready && !stream.is_dead() {
                 let s = stream.clone();
-                super::latch::off_thread(move || Ok(s.wait_for_room(None))).await?;
+                if let Err(e) = super::latch::off_thread(move || Ok(s.wait_for_room(None))).await {
+                    holder.window().refund(w);
+                    return Err(e);
+                }
             }
             if stream.is_dead() {
+                holder.window().refund(w);
                 return Err(Error::Disconnected {
                     context: router.name_of(context),
                     reason: "stream closed".into(),
@@ -416,9 +533,14 @@ impl<T: Payload> Sender<T> {
 
     fn send_until(&self, value: T, deadline: Option<(Instant, Duration)>) -> Result<()> {
         let (router, msg) = self.prepare(value)?;
+        let w = weight(&msg);
+        let window = self.holder.window();
+        let waited = deadline.map_or(Duration::ZERO, |d| d.1);
+        window.take(w, deadline.map(|d| d.0), waited, &*self.holder)?;
         if let Some(stream) = router.stream_towards(self.context) {
             let room = !stream.is_dead() && stream.wait_for_room(deadline.map(|d| d.0));
             if !room {
+                window.refund(w);
                 if let (Some((_, timeout)), false) = (deadline, stream.is_dead()) {
                     return Err(Error::Timeout(timeout));
                 }
@@ -460,19 +582,20 @@ impl<T: Payload> Sender<T> {
 impl<T> Serialize for Sender<T> {
     fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
         self.holder.encoded();
-        (self.context, self.handle, self.key).serialize(s)
+        let window = self.holder.window().size();
+        (self.context, self.handle, self.key, window).serialize(s)
     }
 }
 
 impl<'de, T> Deserialize<'de> for Sender<T> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        let (context, handle, key) = <(ContextId, u32, u32)>::deserialize(d)?;
+        let (context, handle, key, window) = <(ContextId, u32, u32, u64)>::deserialize(d)?;
         let router = super::router::current_inner();
         Ok(Sender {
             context,
             handle,
             key,
-            holder: senders::decoded((context, handle, key), router),
+            holder: senders::decoded((context, handle, key), router, window),
             router: None,
             _t: PhantomData,
         })

@@ -215,6 +215,16 @@ impl Context {
         (rx.sender(), rx)
     }
 
+    /// [`channel`](Self::channel) with a window of `window` bytes for each
+    /// process that sends, instead of [`DEFAULT_WINDOW`](crate::DEFAULT_WINDOW)
+    /// (see [`Sender`]): smaller to bound the memory of a channel many
+    /// contexts send to, larger for a link with a large bandwidth-delay
+    /// product.
+    pub fn channel_with_window<T: Payload>(&self, window: usize) -> (Sender<T>, Receiver<T>) {
+        let rx = Receiver::with_window_size(self.router.clone(), Some(self.id), window);
+        (rx.sender(), rx)
+    }
+
     /// True once the connection to the context is gone.
     pub fn is_disconnected(&self) -> bool {
         self.presence.latch().is_closed()

@@ -97,6 +97,10 @@ pub mod handles {
     /// The caller of a call gave up on it; the body is the call's reply
     /// handle (4 bytes, little-endian).
     pub const CANCEL_CALL: u32 = 110;
+    /// Credit for a channel's senders from its receiver's context: a grant
+    /// of window, or word that the channel takes nothing more (see
+    /// `core/channel/flow.rs`).
+    pub const CHANNEL_CREDIT: u32 = 111;
 }
 
 /// Handles for replies and channels are drawn at random from this number up

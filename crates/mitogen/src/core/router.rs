@@ -30,6 +30,7 @@ use bytes::Bytes;
 use mio::Poll;
 
 use super::broker::Broker;
+use super::channel::Home;
 use super::int_hash::IntHash;
 use super::latch::Latch;
 use super::log::{self, LogRecord};
@@ -122,6 +123,9 @@ pub(crate) enum Sink {
     Latch(Arc<Latch<Message>>),
     /// Run on the broker thread as it arrives (must not block).
     Func(Arc<dyn Fn(Message) + Send + Sync>),
+    /// A channel's receiver: values are checked against their sender's
+    /// window before they are queued (see `core::channel::flow`).
+    Channel(Arc<Home>),
 }
 
 struct HandleEntry {
@@ -244,6 +248,7 @@ impl RouterInner {
             call_timeout: std::sync::OnceLock::new(),
         });
         inner.broker.start(poll, inner.clone())?;
+        super::channel::install_credit(&inner);
         Ok(inner)
     }
 
@@ -276,30 +281,53 @@ impl RouterInner {
         policy: Policy,
         key: Option<u32>,
     ) -> u32 {
+        self.add_handler_made(|_| sink, respondent, once, policy, key)
+    }
+
+    /// [`add_handler`](Self::add_handler) with a sink made once the handle
+    /// number is known (a channel's sink names its own handle).
+    pub(crate) fn add_handler_made(
+        &self,
+        make: impl FnOnce(u32) -> Sink,
+        respondent: Option<ContextId>,
+        once: bool,
+        policy: Policy,
+        key: Option<u32>,
+    ) -> u32 {
+        if let Some(r) = respondent.filter(|r| self.is_disconnected(*r)) {
+            // It waits on a context that is gone already: its waiter is told
+            // at once, and the handle is never registered.
+            let handle = super::token::next().max(FIRST_USER_HANDLE);
+            let msg = Message::disconnected(self.id, r, handle, &self.disconnect_reason(r));
+            match make(handle) {
+                Sink::Latch(l) => {
+                    l.put(msg);
+                }
+                Sink::Channel(home) => {
+                    home.latch().put(msg);
+                }
+                Sink::Func(_) => {}
+            }
+            return handle;
+        }
+        let mut handles = self.lock_handles();
+        let handle = loop {
+            // Numbers below 1000 are the well-known handles; a clash with a
+            // live handle is rare (2^32 numbers) and drawn again.
+            let handle = super::token::next();
+            if handle >= FIRST_USER_HANDLE && !handles.contains_key(&handle) {
+                break handle;
+            }
+        };
         let entry = HandleEntry {
-            sink,
+            sink: make(handle),
             respondent,
             once,
             policy,
             key,
         };
-        if let Some(handle) = self.refuse_if_gone(&entry) {
-            return handle;
-        }
-        let mut handles = self.lock_handles();
-        loop {
-            // Numbers below 1000 are the well-known handles; a clash with a
-            // live handle is rare (2^32 numbers) and drawn again.
-            let handle = super::token::next();
-            if handle < FIRST_USER_HANDLE {
-                continue;
-            }
-            // One lookup (not a check, then an insert) per handle.
-            if let std::collections::hash_map::Entry::Vacant(v) = handles.entry(handle) {
-                v.insert(entry);
-                return handle;
-            }
-        }
+        handles.insert(handle, entry);
+        handle
     }
 
     /// When `entry` waits on a context that is gone already, tells its waiter
@@ -685,8 +713,13 @@ impl RouterInner {
         self.broker.stop();
         let entries: Vec<HandleEntry> = self.lock_handles().drain().map(|(_, e)| e).collect();
         for e in entries {
-            if let Sink::Latch(l) = e.sink {
-                l.close("router shut down");
+            match e.sink {
+                Sink::Latch(l) => l.close("router shut down"),
+                Sink::Channel(home) => {
+                    home.latch().close("router shut down");
+                    home.end_flow(self, "router shut down");
+                }
+                Sink::Func(_) => {}
             }
         }
     }

@@ -80,6 +80,11 @@ impl Dest {
         })
     }
 
+    /// Where entry `e` goes, for messages.
+    pub(crate) fn shown_of(&self, e: &Entry) -> String {
+        e.shown(&self.shown)
+    }
+
     /// An error about entry `e`.
     pub(crate) fn error(
         &self,
@@ -120,27 +125,27 @@ impl Dest {
             }
         }
         let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let through = |err: rustix::io::Errno| {
+            if err == rustix::io::Errno::LOOP || err == rustix::io::Errno::NOTDIR {
+                self.error(
+                    e,
+                    FileErrorKind::Unsafe,
+                    "a part of the path is a symbolic link or not a directory",
+                )
+            } else {
+                self.os_error(e, err)
+            }
+        };
         let mut fd = rustix::fs::openat(
             &*self.parent,
             self.root_name.as_os_str(),
             flags,
             Mode::empty(),
         )
-        .map_err(|err| self.os_error(e, err))?;
+        .map_err(through)?;
         for part in parts {
-            fd = rustix::fs::openat(&fd, OsStr::from_bytes(part), flags, Mode::empty()).map_err(
-                |err| {
-                    if err == rustix::io::Errno::LOOP || err == rustix::io::Errno::NOTDIR {
-                        self.error(
-                            e,
-                            FileErrorKind::Unsafe,
-                            "a part of the path is a symbolic link or not a directory",
-                        )
-                    } else {
-                        self.os_error(e, err)
-                    }
-                },
-            )?;
+            fd = rustix::fs::openat(&fd, OsStr::from_bytes(part), flags, Mode::empty())
+                .map_err(through)?;
         }
         let fd = Arc::new(fd);
         self.cached = Some((dir_path.to_vec(), fd.clone()));

@@ -27,11 +27,12 @@
 //! kind, context, path) or, for the transport itself, the usual [`Error`](crate::Error).
 
 mod dest;
+mod fanout;
 mod pump;
 mod remote;
 mod scan;
 mod temp;
-mod transfer;
+pub(crate) mod transfer;
 mod wire;
 
 use std::path::Path;
@@ -43,7 +44,7 @@ pub use crate::core::file_error::{FileError, FileErrorKind};
 use wire::{Done, WireOpts};
 
 /// What a push or fetch did.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
 pub struct Transfer {
     /// Regular files written at the destination.
@@ -76,7 +77,7 @@ impl Transfer {
 
 /// How a push or fetch behaves. `FileOptions::default()` is what
 /// [`Context::push`] and [`Context::fetch`] use.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
 pub struct FileOptions {
     /// Leave a destination file alone when it has the same size, modification
@@ -156,7 +157,7 @@ impl Context {
         dst: impl AsRef<Path>,
         opts: &FileOptions,
     ) -> Result<Transfer> {
-        transfer::push(self, src.as_ref(), dst.as_ref(), opts)
+        transfer::push(self, src.as_ref(), dst.as_ref(), opts, None)
     }
 
     /// Copies the file or tree `src` of this context to the local `dst`
@@ -177,7 +178,13 @@ impl Context {
         dst: impl AsRef<Path>,
         opts: &FileOptions,
     ) -> Result<Transfer> {
-        transfer::fetch(self, src.as_ref(), dst.as_ref(), opts)
+        transfer::fetch(
+            self,
+            src.as_ref(),
+            dst.as_ref(),
+            opts,
+            &transfer::Remotes::OWN,
+        )
     }
 }
 
@@ -190,8 +197,5 @@ pub fn push_all(
     dst: impl AsRef<Path>,
     opts: &FileOptions,
 ) -> Vec<Result<Transfer>> {
-    targets
-        .iter()
-        .map(|t| t.push_with(src.as_ref(), dst.as_ref(), opts))
-        .collect()
+    fanout::push_all(targets, src.as_ref(), dst.as_ref(), opts, None)
 }

@@ -107,8 +107,15 @@ pub(crate) fn send_file(
     }
     let mut h = blake3::Hasher::new();
     let (mut off, mut sent, mut acked) = (0u64, 0u64, 0u64);
+    // The current extent of data, asked of the file system once per extent:
+    // SEEK_HOLE walks the page cache up to the next hole (on tmpfs, page by
+    // page), so asking at every chunk would cost quadratic time.
+    let mut extent = (0u64, 0u64);
     while off < size {
-        let (start, end) = data_extent(f, off, size).unwrap_or((off, size));
+        if off >= extent.1 {
+            extent = data_extent(f, off, size).unwrap_or((off, size));
+        }
+        let (start, end) = (extent.0.max(off), extent.1);
         if start > off {
             let mut b = BytesMut::with_capacity(HEADER);
             header(&mut b, HOLE, start - off);
@@ -195,7 +202,11 @@ pub(crate) fn receive_file(
                 h.update(body);
                 off += n;
                 written += n;
-                credit(written)?;
+                // Credit is advice to a sender that may have finished
+                // already (its receiver for it gone): a failure here is not
+                // the transfer's; a sender that is really gone shows on
+                // `data`.
+                let _ = credit(written);
             }
             HOLE if frame.len() == HEADER && off.checked_add(n).is_some_and(|e| e <= size) => {
                 hash_zeros(&mut h, n);

@@ -122,3 +122,12 @@ fn read_small(
 pub(crate) fn same_time(a: &std::fs::Metadata, b: &std::fs::Metadata) -> bool {
     a.mtime() == b.mtime() && a.mtime_nsec() == b.mtime_nsec()
 }
+
+/// The owner and group of every entry below `root`, by path.
+pub(crate) fn owners(root: &Path) -> Result<super::fanout::Owners, FileError> {
+    let me = super::remote::here();
+    Ok(scan(root, &me, 0)?
+        .into_iter()
+        .map(|e| (e.path, (e.uid, e.gid)))
+        .collect())
+}

@@ -14,11 +14,13 @@ use super::remote::{files_apply, files_finish, files_hash, files_receive, files_
 use super::scan::scan;
 use super::wire::{Back, Done, Entry, Kind, Reply, WireOpts};
 use super::{FileOptions, Transfer};
+use crate::core::call::encode_call;
 use crate::core::call::PendingCall;
 use crate::core::context::Context;
 use crate::core::error::{Error, Result};
 use crate::core::file_error::{FileError, FileErrorKind};
 use crate::core::payload::Blob;
+use crate::core::remote::RemoteFn;
 
 /// Inline content per batch call, and entries per batch.
 const BATCH_BYTES: u64 = 4 * 1024 * 1024;
@@ -46,13 +48,26 @@ fn answer<T: serde::Serialize + serde::de::DeserializeOwned + Send + 'static>(
     }
 }
 
-pub(crate) fn push(ctx: &Context, src: &Path, dst: &Path, opts: &FileOptions) -> Result<Transfer> {
+pub(crate) fn push(
+    ctx: &Context,
+    src: &Path,
+    dst: &Path,
+    opts: &FileOptions,
+    owners: Option<&super::fanout::Owners>,
+) -> Result<Transfer> {
     let started = Instant::now();
     let wire = opts.wire(false);
     let idle = opts.idle_timeout;
     let dst_b = dst.as_os_str().as_bytes().to_vec();
     let shown = dst.display().to_string();
-    let entries = scan(src, &local_name(ctx), opts.inline_budget)?;
+    let mut entries = scan(src, &local_name(ctx), opts.inline_budget)?;
+    if let Some(o) = owners {
+        for e in &mut entries {
+            if let Some(&(uid, gid)) = o.get(&e.path) {
+                (e.uid, e.gid) = (uid, gid);
+            }
+        }
+    }
     let mut total = Done::default();
     let mut needs = Vec::new();
     let mut pending: VecDeque<(usize, PendingCall<Reply<Done>>)> = VecDeque::new();
@@ -94,7 +109,19 @@ pub(crate) fn push(ctx: &Context, src: &Path, dst: &Path, opts: &FileOptions) ->
         collect(s, p, &mut total)?;
     }
     for (i, have) in needs {
-        let e = &entries[i];
+        // The index comes from the receiver: one out of the listing is a
+        // lie, refused rather than trusted.
+        let Some(e) = entries
+            .get(i)
+            .filter(|e| matches!(e.kind, Kind::File { inline: None, .. }))
+        else {
+            return Err(Error::File(FileError::new(
+                FileErrorKind::Unsafe,
+                ctx.name(),
+                &shown,
+                format!("asked for entry {i} of {}, not a large file", entries.len()),
+            )));
+        };
         let local = if e.path.is_empty() {
             src.to_path_buf()
         } else {
@@ -226,13 +253,48 @@ fn push_one(
     }
 }
 
-pub(crate) fn fetch(ctx: &Context, src: &Path, dst: &Path, opts: &FileOptions) -> Result<Transfer> {
+/// The remote functions a fetch asks (by name): the library's own, or in
+/// tests, a hostile child's stand-ins with the same arguments and answers.
+pub(crate) struct Remotes<'a> {
+    pub scan: &'a str,
+    pub hash: &'a str,
+    pub send: &'a str,
+}
+
+impl Remotes<'static> {
+    pub(crate) const OWN: Remotes<'static> = Remotes {
+        scan: files_scan::NAME,
+        hash: files_hash::NAME,
+        send: files_send::NAME,
+    };
+}
+
+/// Starts a call of the function named `name`.
+fn call_named<
+    A: serde::Serialize,
+    T: serde::Serialize + serde::de::DeserializeOwned + Send + 'static,
+>(
+    ctx: &Context,
+    name: &str,
+    args: &A,
+) -> PendingCall<T> {
+    let body = crate::core::channel::encoding_for(ctx.id(), || encode_call(name, None, args));
+    PendingCall::start(ctx, body)
+}
+
+pub(crate) fn fetch(
+    ctx: &Context,
+    src: &Path,
+    dst: &Path,
+    opts: &FileOptions,
+    fns: &Remotes<'_>,
+) -> Result<Transfer> {
     let started = Instant::now();
     let idle = opts.idle_timeout;
     let src_b = src.as_os_str().as_bytes().to_vec();
     let src_shown = src.display().to_string();
-    let entries = answer(
-        ctx.call_async(files_scan, (src_b.clone(), opts.inline_budget)),
+    let entries: Vec<Entry> = answer(
+        call_named(ctx, fns.scan, &(src_b.clone(), opts.inline_budget)),
         idle,
         ctx,
         &src_shown,
@@ -246,10 +308,11 @@ pub(crate) fn fetch(ctx: &Context, src: &Path, dst: &Path, opts: &FileOptions) -
         };
         let shown = e.shown(&src_shown);
         if let Some(h) = have {
-            let theirs = answer(
-                ctx.call_async(
-                    files_hash,
-                    (src_b.clone(), e.path.clone(), e.size(), e.mtime),
+            let theirs: super::wire::Hash = answer(
+                call_named(
+                    ctx,
+                    fns.hash,
+                    &(src_b.clone(), e.path.clone(), e.size(), e.mtime),
                 ),
                 idle,
                 ctx,
@@ -260,7 +323,7 @@ pub(crate) fn fetch(ctx: &Context, src: &Path, dst: &Path, opts: &FileOptions) -
                 continue;
             }
         }
-        let written = fetch_one(ctx, &mut dest, &src_b, &shown, e, opts)?;
+        let written = fetch_one(ctx, &mut dest, &src_b, &shown, e, opts, fns.send)?;
         dest.done.files += 1;
         dest.done.bytes += written;
     }
@@ -281,14 +344,16 @@ fn fetch_one(
     shown: &str,
     e: &Entry,
     opts: &FileOptions,
+    send: &str,
 ) -> Result<u64> {
     let idle = opts.idle_timeout;
     let tmp = dest.temp(e)?;
     let (data_tx, data_rx) = ctx.channel::<Blob>();
     let (ready_tx, ready_rx) = ctx.channel::<crate::core::channel::Sender<u64>>();
-    let pending = ctx.call_async(
-        files_send,
-        (
+    let pending: PendingCall<Reply<()>> = call_named(
+        ctx,
+        send,
+        &(
             src_b.to_vec(),
             e.path.clone(),
             (e.size(), e.mtime),
@@ -298,11 +363,11 @@ fn fetch_one(
         ),
     );
     let lost = |err| interrupted(err, ctx.name(), shown);
-    let dst_shown = e.shown("");
+    let dst_shown = dest.shown_of(e);
     let me = local_name(ctx);
     let got = (|| {
         let credit_tx = ready_rx.recv_timeout(idle).map_err(lost)?;
-        let err = |kind, d: String| FileError::new(kind, &me, dst_shown.trim_start_matches('/'), d);
+        let err = |kind, d: String| FileError::new(kind, &me, &dst_shown, d);
         let mut credit = |n| credit_tx.send(n).map_err(lost);
         receive_file(
             &tmp.file,

@@ -21,6 +21,7 @@ mod capture;
 mod chains;
 mod errors;
 mod files;
+mod flow;
 mod harness;
 mod hooks;
 mod hostile_switch;

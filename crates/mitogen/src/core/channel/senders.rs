@@ -27,10 +27,13 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use crate::core::latch::Latch;
+use crate::core::latch::{Latch, Put};
 use crate::core::message::{ContextId, Message, FLAG_CONTROL, FLAG_KEYED};
 use crate::core::router::RouterInner;
 use crate::core::signals::Subscription;
+
+use super::flow::{credit_message, Arrival, Credit, Flow};
+use super::window::{weight, Ended, OnBlock, Window};
 
 /// A channel's address: (receiver's context, handle, key).
 pub(crate) type ChannelId = (ContextId, u32, u32);
@@ -46,6 +49,9 @@ pub(crate) enum Control {
     Handed(ContextId),
     /// A copy was encoded for an unknown destination.
     Pinned,
+    /// The sending context waits for credit: give back what was taken (see
+    /// [`flow`](super::flow)).
+    Want,
 }
 
 thread_local! {
@@ -76,6 +82,8 @@ pub(crate) struct Home {
     latch: Arc<Latch<Message>>,
     router: Weak<RouterInner>,
     tally: Mutex<Tally>,
+    /// The windows of the processes that send (see [`flow`](super::flow)).
+    flow: Flow,
 }
 
 #[derive(Default)]
@@ -95,21 +103,121 @@ impl Home {
         id: ChannelId,
         latch: Arc<Latch<Message>>,
         router: &Arc<RouterInner>,
+        window: u64,
     ) -> Arc<Home> {
         let home = Arc::new(Home {
             id,
             latch,
             router: Arc::downgrade(router),
             tally: Mutex::new(Tally::default()),
+            flow: Flow::new(window),
         });
         registry().insert(
             id,
             Entry {
                 holder: Weak::new(),
                 home: Arc::downgrade(&home),
+                window: None,
+                owner: Arc::downgrade(router),
             },
         );
         home
+    }
+
+    /// The queue the reader takes from.
+    pub(crate) fn latch(&self) -> &Arc<Latch<Message>> {
+        &self.latch
+    }
+
+    /// The window each sending process gets.
+    pub(crate) fn window_size(&self) -> u64 {
+        self.flow.size()
+    }
+
+    /// A message for this channel arrived in `router` (any thread): values
+    /// are checked against their sender's window and queued for the reader;
+    /// control and DEAD messages are queued as before.
+    pub(crate) fn arrive(&self, router: &RouterInner, msg: Message) {
+        if msg.is_dead() || msg.flags & FLAG_CONTROL != 0 {
+            router.queue(&self.latch, msg);
+            return;
+        }
+        let src = msg.src;
+        match self.flow.arrive(src, weight(&msg)) {
+            // Bounded by the sender's window, not by the router's limit.
+            Arrival::Take => {
+                if self.latch.put_within(msg, 0, usize::MAX) == Put::Closed {
+                    self.end_flow(router, "the channel is closed");
+                    self.tell_closed(router, src, "the channel is closed");
+                }
+            }
+            Arrival::Over { outstanding } => {
+                let reason = format!(
+                    "context {:?} sent past its window: {outstanding} bytes not yet taken by \
+                     the reader, window {} bytes; channel closed",
+                    router.name_of(src),
+                    self.flow.size()
+                );
+                tracing::warn!(src, handle = self.id.1, "{reason}");
+                self.latch.close(&reason);
+                router.del_handler(self.id.1);
+                self.end_flow(router, &reason);
+            }
+            Arrival::Closed { tell } => {
+                if tell {
+                    let reason = self.flow.ended().unwrap_or_default();
+                    self.tell_closed(router, src, &reason);
+                }
+            }
+        }
+    }
+
+    /// The reader took `msg` (a value): give credit back if a batch is done.
+    pub(crate) fn taken(&self, router: &RouterInner, msg: &Message) {
+        if let Some(n) = self.flow.taken(msg.src, weight(msg)) {
+            self.grant(router, msg.src, n);
+        }
+    }
+
+    fn grant(&self, router: &RouterInner, to: ContextId, bytes: u64) {
+        if to == router.id {
+            if let Some(w) = lookup_window(self.id) {
+                w.grant(bytes);
+                settle(self.id);
+            }
+            return;
+        }
+        let (_, handle, key) = self.id;
+        router.send(credit_message(to, &Credit::Grant { handle, key, bytes }));
+    }
+
+    /// The channel takes nothing more: every process that sent (and every
+    /// copy of the sender in this process) is told, once.
+    pub(crate) fn end_flow(&self, router: &RouterInner, reason: &str) {
+        if let Some((reason, tell)) = self.flow.end(reason) {
+            for c in tell {
+                self.tell_closed(router, c, &reason);
+            }
+            if let Some(w) = lookup_window(self.id) {
+                w.end(Ended::Closed(reason));
+                settle(self.id);
+            }
+        }
+    }
+
+    fn tell_closed(&self, router: &RouterInner, to: ContextId, reason: &str) {
+        if to == router.id {
+            return;
+        }
+        let (_, handle, key) = self.id;
+        router.send(credit_message(
+            to,
+            &Credit::Closed {
+                handle,
+                key,
+                reason: reason.to_owned(),
+            },
+        ));
     }
 
     fn lock(&self) -> MutexGuard<'_, Tally> {
@@ -129,9 +237,18 @@ impl Home {
     pub(crate) fn apply(&self, src: ContextId, control: Control) {
         match control {
             Control::Wake => {}
-            Control::Gone(n) => self.add(src, -i64::from(n)),
             Control::Handed(to) => self.add(to, 1),
             Control::Pinned => self.lock().pinned = true,
+            // A gone holder's window lingers in its process until what it
+            // sent is given back (see `Entry::window`).
+            Control::Want | Control::Gone(_) => {
+                if let (Some(n), Some(router)) = (self.flow.wanted(src), self.router.upgrade()) {
+                    self.grant(&router, src, n);
+                }
+            }
+        }
+        if let Control::Gone(n) = control {
+            self.add(src, -i64::from(n));
         }
     }
 
@@ -175,7 +292,7 @@ impl Home {
 
     /// The holder of this process, made if it has none.
     pub(crate) fn holder(self: &Arc<Home>) -> Arc<Holder> {
-        holder_for(self.id, None)
+        holder_for(self.id, None, self.flow.size())
     }
 }
 
@@ -184,6 +301,8 @@ impl Drop for Home {
         let mut reg = registry();
         if let Some(e) = reg.get_mut(&self.id) {
             e.home = Weak::new();
+            // This process's window of the channel goes with the receiver.
+            e.window = None;
             if e.holder.strong_count() == 0 {
                 reg.remove(&self.id);
             }
@@ -199,9 +318,25 @@ pub(crate) struct Holder {
     /// Elsewhere: the router that reports `Gone`.
     router: Option<Arc<RouterInner>>,
     decoded: AtomicU32,
+    /// This process's credit on the channel (shared with the registry, where
+    /// it outlives the holder until what was sent is given back).
+    window: Arc<Window>,
 }
 
 impl Holder {
+    /// This process's credit on the channel.
+    pub(crate) fn window(&self) -> &Arc<Window> {
+        &self.window
+    }
+
+    /// The router that sends this process's control messages.
+    fn router(&self) -> Option<Arc<RouterInner>> {
+        match (&self.home, &self.router) {
+            (Some(home), _) => home.router.upgrade(),
+            (None, r) => r.clone(),
+        }
+    }
+
     /// Records that a copy was encoded for wherever this thread's message goes.
     pub(crate) fn encoded(&self) {
         let control = match destination() {
@@ -227,13 +362,26 @@ impl Holder {
     }
 }
 
+impl OnBlock for Holder {
+    fn blocked(&self) {
+        if let Some(router) = self.router() {
+            router.send(control_message(self.id, Control::Want));
+        }
+    }
+}
+
 impl Drop for Holder {
     fn drop(&mut self) {
         {
             let mut reg = registry();
-            if let Some(e) = reg.get(&self.id) {
-                if e.holder.strong_count() == 0 && e.home.strong_count() == 0 {
-                    reg.remove(&self.id);
+            if let Some(e) = reg.get_mut(&self.id) {
+                if e.holder.strong_count() == 0 {
+                    if self.window.is_done() {
+                        e.window = None;
+                    }
+                    if e.home.strong_count() == 0 && e.window.is_none() {
+                        reg.remove(&self.id);
+                    }
                 }
             }
         }
@@ -249,27 +397,36 @@ impl Drop for Holder {
 }
 
 /// The holder of this process for a sender just decoded.
-pub(crate) fn decoded(id: ChannelId, router: Option<Arc<RouterInner>>) -> Arc<Holder> {
-    let h = holder_for(id, router);
+pub(crate) fn decoded(id: ChannelId, router: Option<Arc<RouterInner>>, window: u64) -> Arc<Holder> {
+    let h = holder_for(id, router, window);
     h.decoded();
     h
 }
 
-fn holder_for(id: ChannelId, router: Option<Arc<RouterInner>>) -> Arc<Holder> {
+fn holder_for(id: ChannelId, router: Option<Arc<RouterInner>>, window: u64) -> Arc<Holder> {
     let mut reg = registry();
     let e = reg.entry(id).or_insert_with(|| Entry {
         holder: Weak::new(),
         home: Weak::new(),
+        window: None,
+        owner: router.as_ref().map(Arc::downgrade).unwrap_or_default(),
     });
     if let Some(h) = e.holder.upgrade() {
         return h;
     }
     let home = e.home.upgrade();
+    // A window left by an earlier holder carries on: what it sent still
+    // counts until given back.
+    let window = e
+        .window
+        .get_or_insert_with(|| Arc::new(Window::new(window)))
+        .clone();
     let h = Arc::new(Holder {
         id,
         router: if home.is_some() { None } else { router },
         home,
         decoded: AtomicU32::new(0),
+        window,
     });
     e.holder = Arc::downgrade(&h);
     if let Some(home) = &h.home {
@@ -282,6 +439,50 @@ fn holder_for(id: ChannelId, router: Option<Arc<RouterInner>>) -> Arc<Holder> {
 
 fn lookup_home(id: ChannelId) -> Option<Arc<Home>> {
     registry().get(&id).and_then(|e| e.home.upgrade())
+}
+
+/// This process's window of channel `id`, if it has one.
+pub(crate) fn lookup_window(id: ChannelId) -> Option<Arc<Window>> {
+    registry().get(&id).and_then(|e| e.window.clone())
+}
+
+/// Forgets the window of channel `id` once no holder uses it and it has
+/// nothing in flight (or ended), and the entry once nothing is left.
+pub(crate) fn settle(id: ChannelId) {
+    let mut reg = registry();
+    let Some(e) = reg.get_mut(&id) else { return };
+    if e.holder.strong_count() > 0 {
+        return;
+    }
+    if e.window.as_ref().is_some_and(|w| w.is_done()) {
+        e.window = None;
+    }
+    if e.window.is_none() && e.home.strong_count() == 0 {
+        reg.remove(&id);
+    }
+}
+
+/// Ends every window `router`'s process holds on channels received in
+/// context `gone` (it disconnected), or on every channel (`None`: the
+/// router shut down): their senders' waits end with the reason.
+pub(crate) fn end_windows(router: &RouterInner, gone: Option<(ContextId, &str)>) {
+    let windows: Vec<(ChannelId, Arc<Window>)> = registry()
+        .iter()
+        .filter(|(id, e)| {
+            std::ptr::eq(e.owner.as_ptr(), router) && gone.is_none_or(|(c, _)| id.0 == c)
+        })
+        .filter_map(|(id, e)| Some((*id, e.window.clone()?)))
+        .collect();
+    for (id, w) in windows {
+        w.end(match gone {
+            Some((_, name)) => Ended::Disconnected {
+                context: name.to_owned(),
+                reason: "disconnected while a sender waited for credit".into(),
+            },
+            None => Ended::Closed("router shut down".into()),
+        });
+        settle(id);
+    }
 }
 
 /// A control message for channel `id`.
@@ -299,6 +500,12 @@ pub(crate) fn control_message(id: ChannelId, control: Control) -> Message {
 struct Entry {
     holder: Weak<Holder>,
     home: Weak<Home>,
+    /// This process's window: kept while a holder lives, and after it while
+    /// what it sent is not yet given back (a new holder carries on with it,
+    /// so one process never has more than one window's worth in flight).
+    window: Option<Arc<Window>>,
+    /// The router the channel's messages leave by, for [`end_windows`].
+    owner: Weak<RouterInner>,
 }
 
 /// Every channel this process holds a sender of or receives on.

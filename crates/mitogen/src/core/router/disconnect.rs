@@ -118,6 +118,9 @@ impl RouterInner {
                 Sink::Latch(l) => {
                     l.put(msg);
                 }
+                Sink::Channel(home) => {
+                    home.latch().put(msg);
+                }
                 Sink::Func(f) => f(msg),
             }
         }

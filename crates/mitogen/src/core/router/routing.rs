@@ -10,7 +10,7 @@ use bytes::Bytes;
 use super::{HandleEntry, Policy, RouterInner, Sink};
 use crate::core::latch::{Latch, Put};
 use crate::core::message::{
-    ContextId, Header, Message, FLAG_DEAD, FLAG_KEYED, FLAG_SECRET, FLAG_TRAILER,
+    ContextId, Header, Message, FLAG_CONTROL, FLAG_DEAD, FLAG_KEYED, FLAG_SECRET, FLAG_TRAILER,
 };
 use crate::core::stream::{SendStatus, Stream};
 
@@ -287,6 +287,7 @@ impl RouterInner {
                         // Answered as if the handle did not exist, so that a
                         // refusal does not tell a guesser it found one.
                         self.bounce(&msg, &self.no_handle(msg.handle));
+                        self.tell_channel_gone(&msg);
                         return;
                     }
                     let sink = e.sink.clone();
@@ -300,6 +301,7 @@ impl RouterInner {
         match sink {
             Some(Sink::Latch(l)) => self.queue(&l, msg),
             Some(Sink::Func(f)) => f(msg),
+            Some(Sink::Channel(home)) => home.arrive(self, msg),
             None => {
                 if !msg.is_dead() {
                     if let Some(suppressed) = self.log_budget.take(msg.src) {
@@ -311,9 +313,28 @@ impl RouterInner {
                         );
                     }
                     self.bounce(&msg, &self.no_handle(msg.handle));
+                    self.tell_channel_gone(&msg);
                 }
             }
         }
+    }
+
+    /// A channel value for a handle that is gone (its receiver dropped, or
+    /// the channel cut off): tells the sending context, so that its senders
+    /// fail at once instead of waiting for credit that cannot come. Like a
+    /// bounce, not when the stream back does not drain.
+    fn tell_channel_gone(&self, msg: &Message) {
+        if msg.flags & (FLAG_KEYED | FLAG_DEAD | FLAG_CONTROL) != FLAG_KEYED {
+            return;
+        }
+        if msg.src != self.id
+            && self
+                .stream_towards(msg.src)
+                .is_some_and(|s| s.pending_bytes() > BOUNCE_LIMIT)
+        {
+            return;
+        }
+        crate::core::channel::tell_gone(self, msg);
     }
 }
 

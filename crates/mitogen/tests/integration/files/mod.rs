@@ -7,6 +7,11 @@
 //! left), `hostile` (a fetched tree from a child that lies).
 
 pub mod basic;
+pub mod failures;
+pub mod fanout;
+pub mod hostile;
+pub mod large;
+pub mod over_ssh;
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
