@@ -252,12 +252,23 @@ class Place(object):
         push = self.ssh_transfer('echo ready && exec cat > /dev/null', feed=True)
         os.sync()
         fetch = self.ssh_transfer('echo ready && exec cat %s' % shlex.quote(self.src), feed=False)
+        # The same, writing the file (as every contender does) instead of
+        # throwing the bytes away.
+        dst = os.path.join(self.out, 'cat.bin')
+        clean(dst)
+        push_w = self.ssh_transfer('echo ready && exec cat > %s' % shlex.quote(dst), feed=True)
+        clean(dst)
+        fetch_w = self.ssh_transfer('echo ready && exec cat %s' % shlex.quote(self.src),
+                                    feed=False, into=dst)
+        clean(dst)
         t = [timed(self.ssh() + ['127.0.0.1', 'true']) * 1e3 for _ in range(3)]
-        return {'push_mib_s': push, 'fetch_mib_s': fetch, 'ssh_true_ms': median(t)}
+        return {'push_mib_s': push, 'fetch_mib_s': fetch, 'push_write_mib_s': push_w,
+                'fetch_write_mib_s': fetch_w, 'ssh_true_ms': median(t)}
 
-    def ssh_transfer(self, remote, feed):
+    def ssh_transfer(self, remote, feed, into=None):
         """MiB/s from the remote shell's 'ready' until ssh exits, the source
-        file sent into ssh (feed) or ssh's output drained (not feed)."""
+        file sent into ssh (feed) or ssh's output drained (not feed), into
+        the file `into` when given."""
         size = os.path.getsize(self.src)
         proc = subprocess.Popen(self.ssh() + ['127.0.0.1', remote], stdin=subprocess.PIPE,
                                 stdout=subprocess.PIPE, bufsize=0)
@@ -275,11 +286,16 @@ class Place(object):
                             off += os.sendfile(proc.stdin.fileno(), fp.fileno(), off, MIB)
                 else:
                     got = 0
+                    out = open(into, 'wb') if into else None
                     while True:
                         b = proc.stdout.read(MIB)
                         if not b:
                             break
                         got += len(b)
+                        if out:
+                            out.write(b)
+                    if out:
+                        out.close()
                     if got != size:
                         raise RuntimeError('received %d bytes, expected %d' % (got, size))
             except Exception as e:  # reported below
@@ -380,13 +396,20 @@ def render_place(place, got, args):
     w('')
     w('%d MiB file, MiB/s (higher is better):' % args.mib)
     w('')
-    w('| direction | mitogen-rs | Python FileService | %s | floor %s | ours ÷ floor '
-      '| ours ÷ Python | target | met |' % (' | '.join(tools), floor_name))
-    w('|---|---:|---:|%s---:|---:|---:|---|:---:|' % ('---:|' * len(tools)))
+    writing = ' | floor writing the file | ours ÷ it' if ssh else ''
+    w('| direction | mitogen-rs | Python FileService | %s | floor %s | ours ÷ floor%s '
+      '| ours ÷ Python | target | met |' % (' | '.join(tools), floor_name, writing))
+    w('|---|---:|---:|%s---:|---:|%s---:|---|:---:|' % ('---:|' * len(tools),
+                                                     '---:|---:|' if ssh else ''))
     for d in ('push', 'fetch'):
         key = d + '_mib_s'
         of_floor = med_ratio(ours, floor, key)
         of_py = med_ratio(ours, py, key)
+        if ssh:
+            wkey = d + '_write_mib_s'
+            also = ' | %s | %s' % (f0(med(floor, wkey)), fx(med_ratio(ours, floor, key, wkey)))
+        else:
+            also = ''
         if ssh:
             target = '≥ %.0f %% of floor, ≥ %.1f × Python' % (100 * SSH_FLOOR_FRACTION,
                                                             OVER_PYTHON)
@@ -394,10 +417,10 @@ def render_place(place, got, args):
         else:
             target = '≥ %.0f MiB/s' % LOCAL_MIB_S
             ok = (med(ours, key) or 0) >= LOCAL_MIB_S
-        w('| %s | %s | %s | %s | %s | %s | %s | %s | %s |' % (
+        w('| %s | %s | %s | %s | %s | %s%s | %s | %s | %s |' % (
             d, f0(med(ours, key)), f0(med(py, key)),
             ' | '.join(f0(med(got[t], key)) for t in tools), f0(med(floor, key)),
-            fx(of_floor), fx(of_py), target, met(ok)))
+            fx(of_floor), also, fx(of_py), target, met(ok)))
     w('')
     copy = 'scp -r' if ssh else 'cp -r'
     first = 'scp' if ssh else 'cp'
@@ -482,7 +505,9 @@ def render(results, rss, info, args, rerun, loads):
       'tree made right after another is deleted costs several times more. The tools are timed as whole commands (login included); mitogen-rs '
       'and Python Mitogen have their context up before timing. The floor over ssh is '
       'plain ssh moving the same file, timed from the remote shell\'s first output (no '
-      'login). Load average at the start / end: %s / %s (%d CPUs, shared).'
+      'login): `ssh HOST \'cat > /dev/null\' < FILE` and `ssh HOST \'cat FILE\' > /dev/null`, '
+      'the floor the issue\'s target names, and the same writing the file at the other end '
+      '(`cat > FILE`), which every contender has to do. Load average at the start / end: %s / %s (%d CPUs, shared).'
       % (compare.PYTHON_MITOGEN_VERSION, args.rounds, EXT4_RECENT_S, loads[0], loads[-1],
          info['nproc']))
     w('')
