@@ -148,9 +148,14 @@ class Place(object):
     # -- contenders ------------------------------------------------------------
 
     def ours(self, mib=None):
+        """`mitogen bench --files-only`: on the shared source file, as every
+        other contender (a file it made itself just before would leave the
+        page cache in another state: the pages that file takes are the ones
+        the push's copy would have reused); with `mib`, on its own file of
+        that size (the peak-memory run)."""
         cmd = [self.ours_bin, 'bench', '--files-only', '--json', '--file-runs', '1',
-               '--file-mib', str(mib or self.args.mib),
                '--tree-files', str(self.args.tree_files)]
+        cmd += ['--file-mib', str(mib)] if mib else ['--file-from', self.src]
         if self.sshd:
             cmd += ['--target', self.sshd.target()]
             for o in self.sshd.ssh_options():

@@ -179,6 +179,12 @@ pub struct BenchArgs {
           value_parser = clap::value_parser!(u32).range(1..=65536))]
     pub file_mib: u32,
 
+    /// Push and fetch this existing file instead of one of --file-mib MiB
+    /// made for the run (whose writing, just before the push, would leave
+    /// the page cache in another state than a file made earlier).
+    #[arg(long, value_name = "FILE")]
+    pub file_from: Option<PathBuf>,
+
     /// Files of 1 KiB in the tree pushed by --files.
     #[arg(long, value_name = "N", default_value_t = 1000,
           value_parser = clap::value_parser!(u32).range(1..=1_000_000))]

@@ -58,10 +58,12 @@ pub struct FilesReport {
 }
 
 /// What the file figures are taken with.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct FilesPlan {
     /// MiB of the large file.
     pub mib: u32,
+    /// An existing file to push instead of one made for the run.
+    pub source: Option<PathBuf>,
     /// Files of 1 KiB in the tree.
     pub tree_files: usize,
     /// Timed runs of each transfer.
@@ -75,6 +77,7 @@ impl FilesPlan {
     pub fn from_args(args: &BenchArgs) -> FilesPlan {
         FilesPlan {
             mib: args.file_mib,
+            source: args.file_from.clone(),
             tree_files: args.tree_files as usize,
             runs: args
                 .file_runs
@@ -231,6 +234,8 @@ struct Bench<'a> {
     ctx: &'a Context,
     scratch: Scratch<'a>,
     plan: FilesPlan,
+    /// Bytes of the large file.
+    size: u64,
 }
 
 impl Bench<'_> {
@@ -261,7 +266,8 @@ impl Bench<'_> {
 
     /// One push and one fetch of the large file: MiB/s of each.
     fn big_file(&self, src: &Path, cpu: &mut CpuSums) -> anyhow::Result<(f64, f64)> {
-        let size = u64::from(self.plan.mib) * MIB as u64;
+        let size = self.size;
+        let mib = size as f64 / MIB as f64;
         let dst = self.remote().join("big");
         let back = self.scratch.local.join("big.back");
         self.call_remove(&dst)?;
@@ -272,7 +278,7 @@ impl Bench<'_> {
             .ctx
             .push(src, &dst)
             .with_context(|| format!("pushing {} to {}", src.display(), self.ctx.name()))?;
-        let push = f64::from(self.plan.mib) / t0.elapsed().as_secs_f64();
+        let push = mib / t0.elapsed().as_secs_f64();
         add_cpu(&mut cpu.push, c0, self.cpu_us()?);
         if pushed.bytes != size {
             bail!("the push moved {} bytes, not {size}", pushed.bytes);
@@ -284,7 +290,7 @@ impl Bench<'_> {
         self.ctx
             .fetch(&dst, &back)
             .with_context(|| format!("fetching {} from {}", dst.display(), self.ctx.name()))?;
-        let fetch = f64::from(self.plan.mib) / t0.elapsed().as_secs_f64();
+        let fetch = mib / t0.elapsed().as_secs_f64();
         add_cpu(&mut cpu.fetch, c0, self.cpu_us()?);
         let got = fs::metadata(&back)?.len();
         if got != size {
@@ -339,8 +345,20 @@ pub(super) fn measure(chain: &Chain, plan: FilesPlan) -> anyhow::Result<FilesRep
         .call_timeout(scratch_dir, (), CALL_TIMEOUT)
         .with_context(|| format!("making a temporary directory in {}", ctx.name()))?;
     scratch.remote = Some(remote);
-    let src = scratch.local.join("big");
-    make_file(&src, plan.mib).context("writing the source file")?;
+    let src = match &plan.source {
+        Some(given) => given.clone(),
+        None => {
+            let made = scratch.local.join("big");
+            make_file(&made, plan.mib).context("writing the source file")?;
+            made
+        }
+    };
+    let size = fs::metadata(&src)
+        .with_context(|| format!("reading {}", src.display()))?
+        .len();
+    if size == 0 {
+        bail!("{} is empty", src.display());
+    }
     let tree = scratch.local.join("tree");
     make_tree(&tree, plan.tree_files).context("writing the source tree")?;
 
@@ -348,7 +366,8 @@ pub(super) fn measure(chain: &Chain, plan: FilesPlan) -> anyhow::Result<FilesRep
         chain,
         ctx,
         scratch,
-        plan,
+        plan: plan.clone(),
+        size,
     };
     let (mut push, mut fetch, mut small, mut repush) = (vec![], vec![], vec![], vec![]);
     let mut skipped = u64::MAX;
@@ -370,7 +389,7 @@ pub(super) fn measure(chain: &Chain, plan: FilesPlan) -> anyhow::Result<FilesRep
             .with_context(|| format!("reading VmHWM in {}", hop.name()))?;
         peaks.push(kib);
     }
-    let gib = f64::from(plan.mib) * plan.runs as f64 / 1024.0;
+    let gib = size as f64 * plan.runs as f64 / (1u64 << 30) as f64;
     let per_gib = |sum: Vec<u64>| {
         plan.cpu.then(|| {
             sum.iter()
