@@ -58,6 +58,10 @@ RUN_TIMEOUT = 1800
 
 FILES_BEGIN = '<!-- files section: written by benches/files.py -->'
 FILES_END = '<!-- end of files section -->'
+# Written by hand inside the section (what the figures mean, what was found
+# behind them); kept as it is by every run.
+NOTES_BEGIN = '<!-- files notes: kept by benches/files.py -->'
+NOTES_END = '<!-- end of files notes -->'
 
 # The targets.
 LOCAL_MIB_S = 2048.0
@@ -541,6 +545,11 @@ def write_section(path, section):
         text = ''
     begin, end = text.find(FILES_BEGIN), text.find(FILES_END)
     if begin >= 0 and end > begin:
+        old = text[begin:end]
+        nb, ne = old.find(NOTES_BEGIN), old.find(NOTES_END)
+        if nb >= 0 and ne > nb:
+            notes = old[nb:ne + len(NOTES_END)]
+            section = section.replace(FILES_END, notes + '\n' + FILES_END)
         text = text[:begin] + section + text[end + len(FILES_END):]
     else:
         text = text.rstrip('\n') + '\n\n' + section + '\n'

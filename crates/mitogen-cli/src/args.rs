@@ -185,6 +185,18 @@ pub struct BenchArgs {
     #[arg(long, value_name = "FILE")]
     pub file_from: Option<PathBuf>,
 
+    /// The large file's window (MiB in flight beyond what the receiver has
+    /// written; the library's default unless given), for tuning.
+    #[arg(long, value_name = "MIB",
+          value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub file_window: Option<u32>,
+
+    /// The large file's frame size (KiB; the library's default unless
+    /// given), for tuning.
+    #[arg(long, value_name = "KIB",
+          value_parser = clap::value_parser!(u32).range(4..=16384))]
+    pub file_chunk: Option<u32>,
+
     /// Files of 1 KiB in the tree pushed by --files.
     #[arg(long, value_name = "N", default_value_t = 1000,
           value_parser = clap::value_parser!(u32).range(1..=1_000_000))]

@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
+use mitogen::files::FileOptions;
 use mitogen::{Context, Router};
 use serde::Serialize;
 
@@ -70,6 +71,23 @@ pub struct FilesPlan {
     pub runs: usize,
     /// Whether to add the CPU time of every process on the path.
     pub cpu: bool,
+    /// `--file-window` and `--file-chunk` (MiB, KiB), when given: the
+    /// transfers' options; the library's defaults otherwise.
+    pub window_mib: Option<u32>,
+    pub chunk_kib: Option<u32>,
+}
+
+impl FilesPlan {
+    fn options(&self) -> FileOptions {
+        let mut o = FileOptions::default();
+        if let Some(w) = self.window_mib {
+            o.window = w as usize * MIB;
+        }
+        if let Some(c) = self.chunk_kib {
+            o.chunk_size = c as usize * 1024;
+        }
+        o
+    }
 }
 
 impl FilesPlan {
@@ -83,6 +101,8 @@ impl FilesPlan {
                 .file_runs
                 .map_or(if args.quick { 1 } else { 3 }, |n| n as usize),
             cpu: args.cpu,
+            window_mib: args.file_window,
+            chunk_kib: args.file_chunk,
         }
     }
 }
@@ -276,7 +296,7 @@ impl Bench<'_> {
         let t0 = Instant::now();
         let pushed = self
             .ctx
-            .push(src, &dst)
+            .push_with(src, &dst, &self.plan.options())
             .with_context(|| format!("pushing {} to {}", src.display(), self.ctx.name()))?;
         let push = mib / t0.elapsed().as_secs_f64();
         add_cpu(&mut cpu.push, c0, self.cpu_us()?);
@@ -288,7 +308,7 @@ impl Bench<'_> {
         let c0 = self.cpu_us()?;
         let t0 = Instant::now();
         self.ctx
-            .fetch(&dst, &back)
+            .fetch_with(&dst, &back, &self.plan.options())
             .with_context(|| format!("fetching {} from {}", dst.display(), self.ctx.name()))?;
         let fetch = mib / t0.elapsed().as_secs_f64();
         add_cpu(&mut cpu.fetch, c0, self.cpu_us()?);
