@@ -50,6 +50,7 @@
 //!
 //! | module | what it holds |
 //! |---|---|
+//! | [`files`] | pushing and fetching files and trees between contexts ([`Context::push`], [`Context::fetch`], [`files::push_all`]) |
 //! | `api/` | the public [`Router`] a program holds: builder, connect options, the hops `connect` shares, every method of starting a context |
 //! | `methods/` | one file per connection method: its options and how it starts ([`Local`], [`Ssh`], [`Sudo`], [`Su`], [`Doas`]) |
 //! | `target.rs` | [`Target`]: a chain of hops written as text |

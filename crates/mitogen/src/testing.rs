@@ -202,3 +202,17 @@ pub fn fetch_from_impostor(
     let fns = crate::files::transfer::Remotes { scan, hash, send };
     crate::files::transfer::fetch(ctx, src, dst, opts, &fns)
 }
+
+/// [`Context::push`](crate::Context::push) whose listing goes to the remote
+/// function named `apply` (same arguments and answer as the library's own):
+/// a test's hostile receiver answers through it, and what runs here is the
+/// push's real sending side.
+pub fn push_to_impostor(
+    ctx: &crate::Context,
+    apply: &str,
+    src: &std::path::Path,
+    dst: &std::path::Path,
+) -> crate::Result<crate::files::Transfer> {
+    let opts = crate::files::FileOptions::default();
+    crate::files::transfer::push_asking(ctx, src, dst, &opts, None, apply)
+}

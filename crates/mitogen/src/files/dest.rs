@@ -385,7 +385,10 @@ fn times(e: &Entry) -> Timestamps {
 /// BLAKE3 of a whole file.
 pub(crate) fn hash_file(f: &mut File) -> std::io::Result<Hash> {
     let mut h = blake3::Hasher::new();
-    let mut buf = vec![0u8; 1 << 20];
+    // Sized to the file: an unchanged tree of small files is hashed file by
+    // file, and a 1 MiB buffer zeroed for each would cost more than the rest.
+    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    let mut buf = vec![0u8; (len as usize + 1).clamp(4096, 1 << 20)];
     loop {
         let n = f.read(&mut buf)?;
         if n == 0 {

@@ -55,6 +55,19 @@ pub(crate) fn push(
     opts: &FileOptions,
     owners: Option<&super::fanout::Owners>,
 ) -> Result<Transfer> {
+    push_asking(ctx, src, dst, opts, owners, files_apply::NAME)
+}
+
+/// [`push`], the listing's batches going to the remote function named
+/// `apply` (the library's own, or in tests a hostile receiver's stand-in).
+pub(crate) fn push_asking(
+    ctx: &Context,
+    src: &Path,
+    dst: &Path,
+    opts: &FileOptions,
+    owners: Option<&super::fanout::Owners>,
+    apply: &str,
+) -> Result<Transfer> {
     let started = Instant::now();
     let wire = opts.wire(false);
     let idle = opts.idle_timeout;
@@ -94,10 +107,7 @@ pub(crate) fn push(
             end += 1;
         }
         let batch = entries[start..end].to_vec();
-        pending.push_back((
-            start,
-            ctx.call_async(files_apply, (dst_b.clone(), batch, wire)),
-        ));
+        pending.push_back((start, call_named(ctx, apply, &(dst_b.clone(), batch, wire))));
         if pending.len() >= BATCHES_IN_FLIGHT {
             if let Some((s, p)) = pending.pop_front() {
                 collect(s, p, &mut total)?;

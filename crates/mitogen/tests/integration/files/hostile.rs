@@ -288,6 +288,65 @@ pub fn hostile_child_cannot_write_outside_dst(router: &Router) -> Result<()> {
     Ok(())
 }
 
+/// The wire form of what a receiver did with a batch.
+#[derive(Serialize, Deserialize, Default)]
+pub struct EvilDone {
+    files: u64,
+    bytes: u64,
+    skipped: u64,
+    dirs: u64,
+    links: u64,
+    need: Vec<(u32, Option<[u8; 32]>)>,
+}
+
+/// A receiver's answer to a pushed listing that asks for entries it must
+/// not get: past the listing's end, the link, the root directory, a small
+/// file (scenario named by the destination's last component).
+#[mitogen::remote]
+pub fn evil_apply(dst: Vec<u8>, entries: Vec<EvilEntry>, _opts: EvilOpts) -> EvilReply<EvilDone> {
+    let dst = String::from_utf8_lossy(&dst).to_string();
+    let index_of = |name: &[u8]| entries.iter().position(|e| e.path == name).unwrap_or(0) as u32;
+    let ask = if dst.ends_with("past-the-end") {
+        9999
+    } else if dst.ends_with("the-link") {
+        index_of(b"link")
+    } else if dst.ends_with("the-root") {
+        0
+    } else {
+        index_of(b"small")
+    };
+    EvilReply(Ok(EvilDone {
+        need: vec![(ask, None)],
+        ..EvilDone::default()
+    }))
+}
+
+/// A receiver of a push cannot make the pusher read anything but the large
+/// files of its own listing: asking for an index past the end, the tree's
+/// link (to a file outside the tree), the root directory or a small file is
+/// refused as `Unsafe`, naming the receiver.
+pub fn hostile_receiver_cannot_make_the_pusher_read_elsewhere(router: &Router) -> Result<()> {
+    let ctx = local(router)?;
+    let s = Scratch::new("hostile-rx")?;
+    std::fs::write(s.join("secret"), b"not for the receiver")?;
+    std::fs::create_dir(s.join("src"))?;
+    std::os::unix::fs::symlink(s.join("secret"), s.join("src/link"))?;
+    std::fs::write(s.join("src/small"), b"small")?;
+    let apply = "integration::files::hostile::evil_apply";
+    for scenario in ["past-the-end", "the-link", "the-root", "a-small-file"] {
+        let r = mitogen::testing::push_to_impostor(&ctx, apply, &s.join("src"), &s.join(scenario));
+        match r {
+            Err(Error::File(e)) if e.kind == FileErrorKind::Unsafe && e.context == ctx.name() => {}
+            other => bail!(
+                "{scenario}: expected Unsafe from {}, got {other:?}",
+                ctx.name()
+            ),
+        }
+    }
+    Ok(())
+}
+
 crate::tests! {
     hostile_child_cannot_write_outside_dst => 120,
+    hostile_receiver_cannot_make_the_pusher_read_elsewhere,
 }
