@@ -114,6 +114,9 @@ WAN_END = '<!-- end of slow-link section -->'
 AGAINST_END = '<!-- end of against section -->'
 CONTAINERS_BEGIN = '<!-- containers section: written by benches/containers.py -->'
 CONTAINERS_END = '<!-- end of containers section -->'
+# The section benches/files.py writes (file transfer), kept likewise.
+FILES_BEGIN = '<!-- files section: written by benches/files.py -->'
+FILES_END = '<!-- end of files section -->'
 CHAIN_SSH_BEGIN = '<!-- ssh chain section: written by benches/compare.py --chain-ssh -->'
 CHAIN_SSH_END = '<!-- end of ssh chain section -->'
 CHAIN_SSH_OVER_FLOOR_MS = 30.0
@@ -1002,6 +1005,7 @@ def main():
     against_section = existing_section(path, AGAINST_BEGIN, AGAINST_END)
     containers_section = existing_section(path, CONTAINERS_BEGIN, CONTAINERS_END)
     wan_section = existing_section(path, WAN_BEGIN, WAN_END)
+    files_section = existing_section(path, FILES_BEGIN, FILES_END)
 
     ours = {k: median([r[k] for r in rounds_ours]) for k, *_ in KEYS}
     theirs = {k: median([r[k] for r in rounds_theirs]) for k, *_ in KEYS}
@@ -1027,7 +1031,8 @@ def main():
         rerun += ' --output %s' % shlex.quote(args.output)
     text = render(ours, theirs, rounds_ours, rounds_theirs, sizes, machine(), args, rerun,
                   ssh_section, (sudo_section, chains_section, chain_ssh_section,
-                                wan_section, against_section, containers_section))
+                                wan_section, against_section, containers_section,
+                                files_section))
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, 'w') as fp:
         fp.write(text)

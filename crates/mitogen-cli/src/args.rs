@@ -73,6 +73,19 @@ key is added:
                          mitogen (`docker exec --interactive -- C true`),
                          interleaved with the connect samples
 
+With --files (or --files-only: these keys alone), file transfer, every
+transfer after sync(2) on both sides:
+  push_mib_s             push a --file-mib MiB file into the target's TMPDIR
+  fetch_mib_s            fetch that copy back
+  small_files_per_s      push a tree of --tree-files files of 1 KiB
+  repush_ms              push the same tree again, unchanged
+  repush_skipped         files that second push left alone
+  peak_rss_kib           VmHWM (KiB) after all of it: this process, then
+                         every hop's context, the target last
+With --cpu as well:
+  push_cpu_ms_per_gib    CPU time per GiB pushed of every process on the
+  fetch_cpu_ms_per_gib   path (as cpu_ms_per_gib), and per GiB fetched
+
 Exit status: 0 measured, 2 usage error, 3 the target failed.";
 
 /// Run commands in and measure mitogen contexts.
@@ -158,6 +171,49 @@ pub struct BenchArgs {
     /// hop) spends per GiB streamed: the key `cpu_ms_per_gib`.
     #[arg(long)]
     pub cpu: bool,
+
+    /// Also measure file transfer: push and fetch a file of --file-mib MiB,
+    /// push a tree of --tree-files files of 1 KiB, then push it again
+    /// unchanged (the keys listed below).
+    #[arg(long)]
+    pub files: bool,
+
+    /// Measure file transfer only (the keys of --files, nothing else).
+    #[arg(long, conflicts_with = "files")]
+    pub files_only: bool,
+
+    /// MiB of the file pushed and fetched by --files.
+    #[arg(long, value_name = "N", default_value_t = 1024,
+          value_parser = clap::value_parser!(u32).range(1..=65536))]
+    pub file_mib: u32,
+
+    /// Push and fetch this existing file instead of one of --file-mib MiB
+    /// made for the run (whose writing, just before the push, would leave
+    /// the page cache in another state than a file made earlier).
+    #[arg(long, value_name = "FILE")]
+    pub file_from: Option<PathBuf>,
+
+    /// The large file's window (MiB in flight beyond what the receiver has
+    /// written; the library's default unless given), for tuning.
+    #[arg(long, value_name = "MIB",
+          value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub file_window: Option<u32>,
+
+    /// The large file's frame size (KiB; the library's default unless
+    /// given), for tuning.
+    #[arg(long, value_name = "KIB",
+          value_parser = clap::value_parser!(u32).range(4..=16384))]
+    pub file_chunk: Option<u32>,
+
+    /// Files of 1 KiB in the tree pushed by --files.
+    #[arg(long, value_name = "N", default_value_t = 1000,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub tree_files: u32,
+
+    /// Timed runs of each transfer of --files (default 3, 1 with --quick).
+    #[arg(long, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub file_runs: Option<u32>,
 
     /// How ssh hops are made.
     #[command(flatten)]

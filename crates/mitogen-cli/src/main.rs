@@ -43,6 +43,13 @@ fn dispatch(router: &mitogen::Router, cli: Cli) -> anyhow::Result<u8> {
             let mut printer = printer::new(args.json);
             run::run(router, args, printer.as_mut())
         }
+        Command::Bench(args) if args.files_only => {
+            let report = bench::files::run_only(router, &args)?;
+            let mut printer = printer::new(args.json);
+            printer.bench_files(&args.target.to_string(), &report)?;
+            printer.finish()?;
+            Ok(0)
+        }
         Command::Bench(args) => {
             let report = bench::run(router, &args)?;
             let mut printer = printer::new(args.json);

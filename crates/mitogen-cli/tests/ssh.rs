@@ -346,3 +346,57 @@ fn run_returns_at_the_result_and_leaves_no_process_behind() {
         );
     }
 }
+
+#[test]
+fn bench_files_only_over_ssh_moves_files_and_cleans_up() {
+    let sshd = sshd_or_skip!();
+    let target = sshd.target();
+    let mut a = args(&[
+        "bench",
+        "--files-only",
+        "--json",
+        "--file-mib",
+        "3",
+        "--tree-files",
+        "40",
+        "--file-runs",
+        "1",
+        "--target",
+        &target,
+    ]);
+    a.extend(sshd.options());
+    let out = mitogen(&sshd.dir, &a);
+    assert_eq!(
+        out.code,
+        Some(0),
+        "{}\n{}\n{}",
+        out.stdout,
+        out.stderr,
+        sshd.log()
+    );
+    let v: serde_json::Value = serde_json::from_str(out.stdout.trim()).unwrap();
+    for key in [
+        "push_mib_s",
+        "fetch_mib_s",
+        "small_files_per_s",
+        "repush_ms",
+    ] {
+        let x = v[key]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{key} missing: {v}"));
+        assert!(x > 0.0, "{key}: {v}");
+    }
+    assert_eq!(v["repush_skipped"].as_u64(), Some(40), "{v}");
+    assert_eq!(v["peak_rss_kib"].as_array().map(Vec::len), Some(2), "{v}");
+    // The scratch directory it made in the session's TMPDIR is gone.
+    let left: Vec<_> = std::fs::read_dir(sshd.dir.join("tmp"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("mitogen-bench-files")
+        })
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}

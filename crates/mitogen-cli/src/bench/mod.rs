@@ -4,6 +4,7 @@
 
 pub mod chain;
 pub mod container;
+pub mod files;
 mod remote;
 pub mod ssh;
 pub mod sudo;
@@ -71,6 +72,9 @@ pub struct BenchReport {
     /// the throughput runs.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cpu_ms_per_gib: Option<Vec<f64>>,
+    /// With `--files`: the file-transfer figures, as keys of their own.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub files: Option<files::FilesReport>,
 }
 
 /// How much work each measurement does; the numbers match the Python script's.
@@ -420,6 +424,10 @@ pub fn run(router: &Router, args: &BenchArgs) -> anyhow::Result<BenchReport> {
             }
             None => None,
         };
+        let files = args
+            .files
+            .then(|| files::measure(&chain, files::FilesPlan::from_args(args)))
+            .transpose()?;
         Ok::<_, anyhow::Error>(BenchReport {
             connect_ms: round(connect_figures.warm_ms, 3),
             connect_cold_ms: connect_figures.cold_ms.map(|v| round(v, 3)),
@@ -432,6 +440,7 @@ pub fn run(router: &Router, args: &BenchArgs) -> anyhow::Result<BenchReport> {
             pull_mib_s: throughput.pull.map(|v| round(v, 1)),
             child_rss_kib: rss,
             cpu_ms_per_gib,
+            files,
         })
     })();
     chain.shutdown()?;

@@ -5,6 +5,7 @@
 use std::io::{self, Write};
 
 use super::Printer;
+use crate::bench::files::FilesReport;
 use crate::bench::BenchReport;
 use crate::run::{Outcome, TargetReport};
 
@@ -151,12 +152,79 @@ impl<O: Write, E: Write> Printer for HumanPrinter<O, E> {
                 "CPU ms per GiB streamed: this process / each hop",
             ));
         }
+        if let Some(f) = &r.files {
+            rows.extend(file_rows(f));
+        }
+        self.rows(target, rows)
+    }
+
+    fn bench_files(&mut self, target: &str, r: &FilesReport) -> io::Result<()> {
+        self.rows(target, file_rows(r))
+    }
+}
+
+impl<O: Write, E: Write> HumanPrinter<O, E> {
+    fn rows(&mut self, target: &str, rows: Vec<(&str, String, &str)>) -> io::Result<()> {
         writeln!(self.out, "mitogen bench, target {target} (medians)")?;
         for (key, value, what) in rows {
             writeln!(self.out, "  {key:<22} {value:>14}   {what}")?;
         }
         self.out.flush()
     }
+}
+
+/// The rows of the file-transfer figures.
+fn file_rows(r: &FilesReport) -> Vec<(&'static str, String, &'static str)> {
+    let peaks: Vec<String> = r.peak_rss_kib.iter().map(|k| k.to_string()).collect();
+    let mut rows = vec![
+        (
+            "push_mib_s",
+            format!("{:.1} MiB/s", r.push_mib_s),
+            "push a large file into the target",
+        ),
+        (
+            "fetch_mib_s",
+            format!("{:.1} MiB/s", r.fetch_mib_s),
+            "fetch it back",
+        ),
+        (
+            "small_files_per_s",
+            format!("{:.0} /s", r.small_files_per_s),
+            "push a tree of 1 KiB files",
+        ),
+        (
+            "repush_ms",
+            format!("{:.3} ms", r.repush_ms),
+            "push the same tree again, unchanged",
+        ),
+        (
+            "repush_skipped",
+            r.repush_skipped.to_string(),
+            "files that second push left alone",
+        ),
+        (
+            "peak_rss_kib",
+            peaks.join(" / "),
+            "VmHWM KiB: this process / each hop",
+        ),
+    ];
+    let each = |v: &[f64]| {
+        v.iter()
+            .map(|ms| format!("{ms:.0}"))
+            .collect::<Vec<_>>()
+            .join(" / ")
+    };
+    if let Some(v) = &r.push_cpu_ms_per_gib {
+        rows.push((
+            "push_cpu_ms_per_gib",
+            each(v),
+            "CPU ms per GiB pushed: this process / each hop",
+        ));
+    }
+    if let Some(v) = &r.fetch_cpu_ms_per_gib {
+        rows.push(("fetch_cpu_ms_per_gib", each(v), "the same per GiB fetched"));
+    }
+    rows
 }
 
 #[cfg(test)]

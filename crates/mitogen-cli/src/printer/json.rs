@@ -7,6 +7,7 @@ use std::io::{self, Write};
 use serde::Serialize;
 
 use super::Printer;
+use crate::bench::files::FilesReport;
 use crate::bench::BenchReport;
 use crate::run::{Outcome, TargetReport};
 
@@ -67,6 +68,10 @@ impl<W: Write> Printer for JsonPrinter<W> {
     }
 
     fn bench(&mut self, _target: &str, report: &BenchReport) -> io::Result<()> {
+        self.line(report)
+    }
+
+    fn bench_files(&mut self, _target: &str, report: &FilesReport) -> io::Result<()> {
         self.line(report)
     }
 }

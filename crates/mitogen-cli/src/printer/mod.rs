@@ -7,6 +7,7 @@ pub mod json;
 
 use std::io;
 
+use crate::bench::files::FilesReport;
 use crate::bench::BenchReport;
 use crate::run::TargetReport;
 
@@ -17,6 +18,9 @@ pub trait Printer {
 
     /// Writes the result of `mitogen bench` against `target`.
     fn bench(&mut self, target: &str, report: &BenchReport) -> io::Result<()>;
+
+    /// Writes the result of `mitogen bench --files-only` against `target`.
+    fn bench_files(&mut self, target: &str, report: &FilesReport) -> io::Result<()>;
 
     /// Called once after the last report, e.g. to flush.
     fn finish(&mut self) -> io::Result<()> {
