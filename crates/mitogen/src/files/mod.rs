@@ -92,7 +92,9 @@ pub struct FileOptions {
     /// on). Update-skipping compares times, so turning this off makes every
     /// repeated transfer send again.
     pub preserve_times: bool,
-    /// Bytes per frame of a large file (default 2 MiB).
+    /// Bytes per frame of a large file (default 512 KiB: the receiver writes
+    /// each frame while the next arrives, and frames of a few MiB measured
+    /// up to twice slower, docs/performance.md "File transfer").
     pub chunk_size: usize,
     /// Bytes of a large file in flight beyond what the receiver has written
     /// (default 8 MiB): what bounds every process's memory.
@@ -112,7 +114,7 @@ impl Default for FileOptions {
             preserve_owner: true,
             preserve_mode: true,
             preserve_times: true,
-            chunk_size: 2 * 1024 * 1024,
+            chunk_size: 512 * 1024,
             window: 8 * 1024 * 1024,
             idle_timeout: Duration::from_secs(60),
             inline_budget: 64 * 1024 * 1024,
