@@ -244,7 +244,10 @@ impl Flow {
         st.ended = Some(reason.to_owned());
         let mut tell = Vec::new();
         for (c, a) in st.accounts.iter_mut() {
-            if !a.told {
+            // Nothing outstanding: its holder was told by taking its `Gone`,
+            // or its grants are on their way and its next value will be
+            // answered as one for a channel that is gone.
+            if !a.told && a.outstanding > 0 {
                 a.told = true;
                 tell.push(*c);
             }
@@ -293,6 +296,9 @@ mod tests {
     fn an_ended_flow_tells_each_sender_once() {
         let f = Flow::new(1000);
         f.arrive(7, 10);
+        f.arrive(8, 10);
+        f.taken(8, 10);
+        f.wanted(8);
         let (_, tell) = f.end("receiver dropped").unwrap();
         assert_eq!(tell, vec![7]);
         assert!(f.end("again").is_none());
