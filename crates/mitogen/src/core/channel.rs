@@ -406,11 +406,11 @@ impl<T: Payload> futures_core::Stream for Receiver<T> {
 /// # fn f(ctx: &mitogen::Context) -> mitogen::Result<()> {
 /// // 1 MiB in flight at most: the producer keeps pace with the reader.
 /// let (tx, rx) = ctx.channel_with_window::<mitogen::Blob>(1 << 20);
-/// std::thread::spawn(move || {
+/// std::thread::spawn(move || -> mitogen::Result<()> {
 ///     for _ in 0..1024 {
 ///         tx.send(mitogen::Blob::from(vec![0u8; 64 * 1024]))?;
 ///     }
-///     mitogen::Result::Ok(())
+///     Ok(())
 /// });
 /// let total: usize = rx.iter().map(|b| b.len()).sum();
 /// assert_eq!(total, 64 << 20);
