@@ -109,6 +109,8 @@ CHAIN_VIA = 2
 # commit), kept as it is by every run of this script.
 AGAINST_BEGIN = '<!-- against section: written by benches/against.py -->'
 AGAINST_END = '<!-- end of against section -->'
+CONTAINERS_BEGIN = '<!-- containers section: written by benches/containers.py -->'
+CONTAINERS_END = '<!-- end of containers section -->'
 CHAIN_SSH_BEGIN = '<!-- ssh chain section: written by benches/compare.py --chain-ssh -->'
 CHAIN_SSH_END = '<!-- end of ssh chain section -->'
 CHAIN_SSH_OVER_FLOOR_MS = 30.0
@@ -995,6 +997,7 @@ def main():
     else:
         chain_ssh_section = existing_section(path, CHAIN_SSH_BEGIN, CHAIN_SSH_END)
     against_section = existing_section(path, AGAINST_BEGIN, AGAINST_END)
+    containers_section = existing_section(path, CONTAINERS_BEGIN, CONTAINERS_END)
 
     ours = {k: median([r[k] for r in rounds_ours]) for k, *_ in KEYS}
     theirs = {k: median([r[k] for r in rounds_theirs]) for k, *_ in KEYS}
@@ -1020,7 +1023,7 @@ def main():
         rerun += ' --output %s' % shlex.quote(args.output)
     text = render(ours, theirs, rounds_ours, rounds_theirs, sizes, machine(), args, rerun,
                   ssh_section, (sudo_section, chains_section, chain_ssh_section,
-                                against_section))
+                                against_section, containers_section))
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, 'w') as fp:
         fp.write(text)

@@ -67,13 +67,21 @@ filled first), and this key is added:
                          every host is this machine (loopback), an estimate
                          otherwise
 
+For one container or exec hop (docker:C, podman:C, exec:PROG,ARG,…), this
+key is added:
+  floor_ms               the hop's own command running `true` instead of
+                         mitogen (`docker exec --interactive -- C true`),
+                         interleaved with the connect samples
+
 Exit status: 0 measured, 2 usage error, 3 the target failed.";
 
 /// Run commands in and measure mitogen contexts.
 ///
 /// A TARGET is a chain of hops separated by '/': `local` (a new process of
 /// this program), `[user@]host[:port]` (ssh), `sudo[:user]`, `su[:user]`,
-/// `doas[:user]`. A method this build does not have yet fails its target with
+/// `doas[:user]`, `docker:[user@]CONTAINER`, `docker-run:IMAGE`, `podman:…`,
+/// `kubectl:POD`, `lxc:`, `lxd:`, `incus:`, `buildah:`, `machinectl:`,
+/// `exec:PROG,ARG,…` (a `/` or `,` inside a value is written %2F, %2C). A method this build does not have yet fails its target with
 /// a clear message.
 #[derive(Debug, Parser)]
 #[command(name = "mitogen", version, propagate_version = true)]
@@ -200,12 +208,8 @@ pub struct ConnectArgs {
 fn hop_paths<'a>(targets: &[&'a Target]) -> Vec<(String, &'a Hop)> {
     let mut out: Vec<(String, &Hop)> = Vec::new();
     for t in targets {
-        let mut path = String::new();
-        for hop in t.hops() {
-            if !path.is_empty() {
-                path.push('/');
-            }
-            path.push_str(&hop.to_string());
+        for (i, hop) in t.hops().iter().enumerate() {
+            let path = t.prefix(i + 1);
             if !out.iter().any(|(p, _)| *p == path) {
                 out.push((path.clone(), hop));
             }

@@ -290,3 +290,378 @@ pub fn main(attr: TokenStream, item: TokenStream) -> TokenStream {
     }
     .into()
 }
+
+/// Makes a type a service: an object living in a context whose exposed
+/// methods other contexts call, each under a rule of who may.
+///
+/// It goes on an `impl` block; each method marked `#[expose]` (taking
+/// `&self` and owned `serde` arguments) becomes callable from other
+/// contexts through `Context::service`:
+///
+/// ```ignore
+/// #[derive(Default)]
+/// struct Counter(std::sync::atomic::AtomicU64);
+///
+/// #[mitogen::service(invoker = serialized)]
+/// impl Counter {
+///     #[expose(policy = any)]
+///     fn add(&self, n: u64) -> u64 {
+///         self.0.fetch_add(n, std::sync::atomic::Ordering::SeqCst) + n
+///     }
+/// }
+///
+/// let total = ctx.service::<Counter>().call(Counter::add, 5)?;
+/// ```
+///
+/// `Counter::add` becomes a typed `mitogen::service::Exposed` value (its
+/// arguments and result are checked at the call site); the method body
+/// moves to a generated trait `CounterExposed`, implemented for the type, so
+/// it can still be called in this process (`counter.add(5)` where that
+/// trait is in scope).
+///
+/// Arguments of the attribute, all optional: `invoker = concurrent |
+/// serialized | deduplicated`, `threads = N` (the service's threads, 4 by
+/// default), `start = parents | any | path::to::predicate` (who may start it
+/// by calling it; parents by default), `new = path::to::constructor` (a
+/// `fn() -> Self` or `fn() -> Result<Self, E>`; `Default::default` if left
+/// out). Arguments of `#[expose]`: `policy = parents | any |
+/// path::to::predicate` (parents if left out), the predicate being a
+/// `fn(&mitogen::service::Caller) -> bool`.
+#[proc_macro_attribute]
+pub fn service(attr: TokenStream, item: TokenStream) -> TokenStream {
+    let args = parse_macro_input!(
+        attr with syn::punctuated::Punctuated::<syn::MetaNameValue, syn::Token![,]>::parse_terminated
+    );
+    let block = parse_macro_input!(item as syn::ItemImpl);
+    match expand_service(args.into_iter().collect(), block) {
+        Ok(t) => t.into(),
+        Err(e) => e.to_compile_error().into(),
+    }
+}
+
+/// True when `tokens` mention `Self` (which the generated code, outside
+/// the `impl`, could not resolve).
+fn names_self(tokens: TokenStream2) -> bool {
+    tokens.into_iter().any(|t| match t {
+        proc_macro2::TokenTree::Ident(i) => i == "Self",
+        proc_macro2::TokenTree::Group(g) => names_self(g.stream()),
+        _ => false,
+    })
+}
+
+/// A path written as text, `a::b::c`, for error messages.
+fn path_text(p: &syn::Path) -> String {
+    p.segments
+        .iter()
+        .map(|s| s.ident.to_string())
+        .collect::<Vec<_>>()
+        .join("::")
+}
+
+/// The path an attribute's value names (`any`, `crate::rules::mine`).
+fn value_path(v: &syn::Expr) -> syn::Result<&syn::Path> {
+    match v {
+        syn::Expr::Path(p) if p.qself.is_none() => Ok(&p.path),
+        other => Err(syn::Error::new_spanned(other, "expected a name or a path")),
+    }
+}
+
+/// A rule written `parents`, `any` or as a predicate's path.
+fn rule_tokens(v: &syn::Expr) -> syn::Result<TokenStream2> {
+    let path = value_path(v)?;
+    Ok(if path.is_ident("parents") {
+        quote!(::mitogen::service::Rule::Parents)
+    } else if path.is_ident("any") {
+        quote!(::mitogen::service::Rule::Any)
+    } else {
+        let name = path_text(path);
+        quote!(::mitogen::service::Rule::Predicate { name: #name, admits: #path })
+    })
+}
+
+/// The `policy = …` of an `#[expose]`, if it is one.
+fn expose_rule(attr: &syn::Attribute) -> syn::Result<TokenStream2> {
+    if matches!(attr.meta, syn::Meta::Path(_)) {
+        return Ok(quote!(::mitogen::service::Rule::Parents));
+    }
+    let nv = attr.parse_args::<syn::MetaNameValue>()?;
+    if !nv.path.is_ident("policy") {
+        return Err(syn::Error::new_spanned(
+            &nv.path,
+            "#[expose] takes only `policy = parents | any | path::to::predicate`",
+        ));
+    }
+    rule_tokens(&nv.value)
+}
+
+/// The more visible of two visibilities (for the generated trait).
+fn wider(a: syn::Visibility, b: &syn::Visibility) -> syn::Visibility {
+    match (&a, b) {
+        (syn::Visibility::Public(_), _) => a,
+        (_, syn::Visibility::Public(_)) => b.clone(),
+        (syn::Visibility::Inherited, syn::Visibility::Restricted(_)) => b.clone(),
+        _ => a,
+    }
+}
+
+fn expand_service(
+    args: Vec<syn::MetaNameValue>,
+    mut block: syn::ItemImpl,
+) -> syn::Result<TokenStream2> {
+    if block.trait_.is_some() {
+        return Err(syn::Error::new_spanned(
+            &block.self_ty,
+            "#[mitogen::service] goes on an inherent impl block (`impl Type { … }`)",
+        ));
+    }
+    if !block.generics.params.is_empty() {
+        return Err(syn::Error::new_spanned(
+            &block.generics,
+            "a service cannot be generic: the callee must know the exact type",
+        ));
+    }
+    let self_ty = (*block.self_ty).clone();
+    let type_ident = match &self_ty {
+        Type::Path(p) if p.qself.is_none() => match p.path.segments.last() {
+            Some(s) if s.arguments.is_none() => s.ident.clone(),
+            _ => {
+                return Err(syn::Error::new_spanned(
+                    &self_ty,
+                    "a service is a plain named type",
+                ))
+            }
+        },
+        _ => {
+            return Err(syn::Error::new_spanned(
+                &self_ty,
+                "a service is a plain named type",
+            ))
+        }
+    };
+    let mut invoker = quote!(::mitogen::service::Invoker::Concurrent);
+    let mut threads = quote!(4usize);
+    let mut start = quote!(::mitogen::service::Rule::Parents);
+    let mut new = quote!(<#self_ty as ::core::default::Default>::default);
+    for nv in &args {
+        let key = nv
+            .path
+            .get_ident()
+            .map(|i| i.to_string())
+            .unwrap_or_default();
+        match key.as_str() {
+            "invoker" => {
+                let p = value_path(&nv.value)?;
+                invoker = if p.is_ident("concurrent") {
+                    quote!(::mitogen::service::Invoker::Concurrent)
+                } else if p.is_ident("serialized") {
+                    quote!(::mitogen::service::Invoker::Serialized)
+                } else if p.is_ident("deduplicated") {
+                    quote!(::mitogen::service::Invoker::Deduplicated)
+                } else {
+                    return Err(syn::Error::new_spanned(
+                        p,
+                        "invoker is `concurrent`, `serialized` or `deduplicated`",
+                    ));
+                };
+            }
+            "threads" => {
+                let v = &nv.value;
+                threads = quote!((#v) as usize);
+            }
+            "start" => start = rule_tokens(&nv.value)?,
+            "new" => {
+                let p = value_path(&nv.value)?;
+                new = quote!(#p);
+            }
+            _ => {
+                return Err(syn::Error::new_spanned(
+                    &nv.path,
+                    "#[mitogen::service] takes `invoker`, `threads`, `start` and `new`",
+                ))
+            }
+        }
+    }
+
+    let trait_ident = format_ident!("{}Exposed", type_ident);
+    let mut trait_vis = syn::Visibility::Inherited;
+    let mut kept = Vec::new();
+    let mut consts = Vec::new();
+    let mut trait_sigs = Vec::new();
+    let mut trait_fns = Vec::new();
+    let mut invokes = Vec::new();
+    let mut entries = Vec::new();
+    for item in std::mem::take(&mut block.items) {
+        let syn::ImplItem::Fn(mut f) = item else {
+            kept.push(item);
+            continue;
+        };
+        let Some(pos) = f.attrs.iter().position(|a| a.path().is_ident("expose")) else {
+            kept.push(syn::ImplItem::Fn(f));
+            continue;
+        };
+        let attr = f.attrs.remove(pos);
+        let rule = expose_rule(&attr)?;
+        let sig = &f.sig;
+        if !sig.generics.params.is_empty() || sig.generics.where_clause.is_some() {
+            return Err(syn::Error::new_spanned(
+                &sig.generics,
+                "exposed methods cannot be generic: the callee must know the exact types",
+            ));
+        }
+        if sig.asyncness.is_some() {
+            return Err(syn::Error::new_spanned(
+                sig.asyncness,
+                "exposed methods cannot be async (they run on the service's threads)",
+            ));
+        }
+        let mut inputs = sig.inputs.iter();
+        match inputs.next() {
+            Some(FnArg::Receiver(r)) if r.reference.is_some() && r.mutability.is_none() => {}
+            other => {
+                return Err(syn::Error::new_spanned(
+                    other.map(|a| quote!(#a)).unwrap_or_else(|| quote!(#sig)),
+                    "an exposed method takes `&self` (calls may run side by side: keep \
+                     state behind a Mutex or atomics)",
+                ))
+            }
+        }
+        let mut arg_types = Vec::new();
+        for arg in inputs {
+            let FnArg::Typed(pt) = arg else { continue };
+            if let Type::Reference(r) = &*pt.ty {
+                return Err(syn::Error::new_spanned(
+                    r,
+                    "exposed method arguments must be owned (they are decoded from a message)",
+                ));
+            }
+            arg_types.push((*pt.ty).clone());
+        }
+        let name = sig.ident.clone();
+        let name_str = name.to_string();
+        let ret: Type = match &sig.output {
+            ReturnType::Default => syn::parse_quote!(()),
+            ReturnType::Type(_, t) => (**t).clone(),
+        };
+        let (output, encode) = match result_ok_type(&ret) {
+            Some(ok) => (
+                ok.clone(),
+                quote!(::mitogen::__private::encode_result(__out)),
+            ),
+            None => (ret.clone(), quote!(::mitogen::__private::encode_ok(&__out))),
+        };
+        for ty in arg_types.iter().chain(std::iter::once(&ret)) {
+            if names_self(quote!(#ty)) {
+                return Err(syn::Error::new_spanned(
+                    ty,
+                    "write the type's name instead of `Self` in an exposed method's \
+                     arguments and result",
+                ));
+            }
+        }
+        let args_tuple = quote!((#(#arg_types,)*));
+        let docs: Vec<_> = f
+            .attrs
+            .iter()
+            .filter(|a| a.path().is_ident("doc"))
+            .collect();
+        let vis = &f.vis;
+        trait_vis = wider(trait_vis, vis);
+        consts.push(quote! {
+            #(#docs)*
+            ///
+            /// *Exposed method*: call it in a context with
+            /// `ctx.service::<Self>().call(...)`.
+            #[allow(non_upper_case_globals, dead_code)]
+            #vis const #name: ::mitogen::service::Exposed<#self_ty, #args_tuple, #output> =
+                ::mitogen::service::Exposed::new(#name_str);
+        });
+        let mut trait_sig = f.sig.clone();
+        trait_sig.inputs.iter_mut().for_each(|a| {
+            if let FnArg::Typed(pt) = a {
+                // Patterns such as `mut x` are for the body, not the trait.
+                if let syn::Pat::Ident(pi) = &mut *pt.pat {
+                    pi.mutability = None;
+                }
+            }
+        });
+        trait_sigs.push(quote!(#(#docs)* #trait_sig;));
+        f.vis = syn::Visibility::Inherited;
+        trait_fns.push(f);
+        let invoke_ident = format_ident!("__invoke_{}", name);
+        let arg_names: Vec<_> = (0..arg_types.len())
+            .map(|i| format_ident!("__arg{}", i))
+            .collect();
+        invokes.push(quote! {
+            fn #invoke_ident(
+                __svc: &(dyn ::core::any::Any + ::core::marker::Send + ::core::marker::Sync),
+                __bytes: &[u8],
+            ) -> ::mitogen::__private::Invoked {
+                let __svc = ::mitogen::service::__private::downcast::<#self_ty>(__svc)?;
+                let (#(#arg_names,)*): #args_tuple = ::mitogen::__private::decode_args(
+                    <#self_ty as ::mitogen::service::Service>::NAME,
+                    __bytes,
+                )?;
+                let __out = <#self_ty as #trait_ident>::#name(__svc, #(#arg_names),*);
+                #encode
+            }
+        });
+        entries.push(quote! {
+            ::mitogen::service::__private::MethodEntry {
+                name: #name_str,
+                rule: #rule,
+                invoke: #invoke_ident,
+            }
+        });
+    }
+    block.items = kept;
+    let type_str = type_ident.to_string();
+    let attrs = &block.attrs;
+    let kept_items = &block.items;
+    let trait_doc = format!(
+        "The exposed methods of [`{type_str}`], to call them in this process \
+         (generated by `#[mitogen::service]`)."
+    );
+    Ok(quote! {
+        #(#attrs)*
+        impl #self_ty {
+            #(#kept_items)*
+            #(#consts)*
+        }
+
+        #[doc = #trait_doc]
+        #trait_vis trait #trait_ident {
+            #(#trait_sigs)*
+        }
+
+        impl #trait_ident for #self_ty {
+            #(#trait_fns)*
+        }
+
+        impl ::mitogen::service::Service for #self_ty {
+            const NAME: &'static str = concat!(module_path!(), "::", #type_str);
+        }
+
+        const _: () = {
+            #(#invokes)*
+
+            fn __new() -> ::core::result::Result<
+                ::mitogen::service::__private::Instance,
+                ::mitogen::__private::Failure,
+            > {
+                ::mitogen::service::__private::instance::<#self_ty>(#new())
+            }
+
+            #[::mitogen::__private::linkme::distributed_slice(::mitogen::service::__private::SERVICES)]
+            #[linkme(crate = ::mitogen::__private::linkme)]
+            static __SERVICE: ::mitogen::service::__private::ServiceEntry =
+                ::mitogen::service::__private::ServiceEntry {
+                    name: <#self_ty as ::mitogen::service::Service>::NAME,
+                    start: #start,
+                    invoker: #invoker,
+                    threads: #threads,
+                    new: __new,
+                    methods: &[#(#entries),*],
+                };
+        };
+    })
+}

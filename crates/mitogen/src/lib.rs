@@ -37,6 +37,10 @@
 //!   A function of one argument takes it bare or in a tuple ([`IntoArgs`]);
 //!   dropping a [`PendingCall`] cancels the call ([`cancelled`]).
 //!
+//! * [`#[mitogen::service]`](macro@service) makes a type a service: an object
+//!   living in a context whose methods other contexts call under a rule of
+//!   who may, on the service's own threads (see [`service`](mod@service)).
+//!
 //! * [`Router::connect`] takes a [`Target`] (`"deploy@web1/sudo:app"`), or
 //!   [`Router::start`] one method at a time: [`Local`], [`Ssh`], [`Sudo`],
 //!   [`Su`], [`Doas`], each a builder of its options.
@@ -50,11 +54,13 @@
 //!
 //! | module | what it holds |
 //! |---|---|
+//! | [`files`] | pushing and fetching files and trees between contexts ([`Context::push`], [`Context::fetch`], [`files::push_all`]) |
 //! | `api/` | the public [`Router`] a program holds: builder, connect options, the hops `connect` shares, every method of starting a context |
 //! | `methods/` | one file per connection method: its options and how it starts ([`Local`], [`Ssh`], [`Sudo`], [`Su`], [`Doas`]) |
 //! | `target.rs` | [`Target`]: a chain of hops written as text |
 //! | `parent/` | starting a child: spawn, first stage, pty and password prompts, connecting through another context |
 //! | `child/` | what a child runs: the handshake's far side, the call dispatcher, its cache of builds |
+//! | [`service`](mod@service) | services: objects living in a context, their methods called by other contexts under a rule ([`#[mitogen::service]`](macro@service)) |
 //! | [`unix`] | other processes of the same user joining a router over a unix socket |
 //! | `entry.rs` | [`run`]/[`main`]: master or child, decided before user code |
 //! | [`builtins`] | remote functions every program has |
@@ -73,8 +79,10 @@ pub mod builtins;
 mod child;
 mod core;
 mod entry;
+pub mod files;
 mod methods;
 mod parent;
+pub mod service;
 mod sys;
 mod target;
 #[doc(hidden)]
@@ -88,6 +96,7 @@ pub use crate::core::cancel::{cancelled, CancelToken};
 pub use crate::core::channel::{Receiver, Recv, Sender, DEFAULT_WINDOW};
 pub use crate::core::context::Context;
 pub use crate::core::error::{CallError, CallErrorKind, Error, Result, TransportFailure};
+pub use crate::core::file_error::{FileError, FileErrorKind};
 pub use crate::core::log::log_dir_layer;
 pub use crate::core::message::{ContextId, FrameError};
 pub use crate::core::payload::{Blob, Payload};
@@ -95,17 +104,21 @@ pub use crate::core::remote::{IntoArgs, RemoteFn};
 pub use crate::core::secret::Secret;
 pub use crate::core::select::{Select, Selectable};
 pub use crate::core::signals::Subscription;
+pub use crate::methods::{
+    Buildah, ContainerHop, Docker, Engine, Exec, Kubectl, Lxc, Lxd, LxdClient, Machinectl,
+};
+pub use crate::methods::{Chroot, Leader, Setns, TreeDev, TreeProc};
 pub use crate::methods::{Doas, HostKeyPolicy, Local, Method, Ssh, Su, Sudo};
 pub use crate::parent::first_stage::Compression;
 pub use crate::target::{Hop, Target};
 pub use entry::{is_child, run};
-pub use mitogen_macros::{main, remote};
+pub use mitogen_macros::{main, remote, service};
 
 /// Items used by the code `#[mitogen::remote]` generates. Not a public API.
 #[doc(hidden)]
 pub mod __private {
     pub use crate::core::remote::{
-        decode_args, encode_ok, encode_result, Invoked, RemoteEntry, REMOTE_FNS,
+        decode_args, encode_ok, encode_result, Failure, Invoked, RemoteEntry, REMOTE_FNS,
     };
     pub use linkme;
 }

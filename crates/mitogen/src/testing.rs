@@ -186,3 +186,33 @@ pub fn prompt(
     }
     chunks.len()
 }
+
+/// [`Context::fetch`](crate::Context::fetch) whose listing, hashes and file
+/// streams are asked of the remote functions named `scan`, `hash` and `send`
+/// (same arguments and answers as the library's own) instead: a test's
+/// hostile child answers through them as a compromised one would, and what
+/// runs here is the fetch's real receiving side.
+pub fn fetch_from_impostor(
+    ctx: &crate::Context,
+    (scan, hash, send): (&str, &str, &str),
+    src: &std::path::Path,
+    dst: &std::path::Path,
+    opts: &crate::files::FileOptions,
+) -> crate::Result<crate::files::Transfer> {
+    let fns = crate::files::transfer::Remotes { scan, hash, send };
+    crate::files::transfer::fetch(ctx, src, dst, opts, &fns)
+}
+
+/// [`Context::push`](crate::Context::push) whose listing goes to the remote
+/// function named `apply` (same arguments and answer as the library's own):
+/// a test's hostile receiver answers through it, and what runs here is the
+/// push's real sending side.
+pub fn push_to_impostor(
+    ctx: &crate::Context,
+    apply: &str,
+    src: &std::path::Path,
+    dst: &std::path::Path,
+) -> crate::Result<crate::files::Transfer> {
+    let opts = crate::files::FileOptions::default();
+    crate::files::transfer::push_asking(ctx, src, dst, &opts, None, apply)
+}

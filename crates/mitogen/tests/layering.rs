@@ -2,8 +2,8 @@
 //! reaches a layer above it (comments aside, which may name anything).
 //!
 //! From the bottom up: `core/` (the message bus every context runs), then
-//! `parent/` and `child/` (the two ends of a connection, which share only
-//! core), then `methods/`, `target.rs`, `unix.rs`, then `api/` (the public
+//! `service/` (services, on core alone), then `parent/` and `child/` (the
+//! two ends of a connection, which share only core and services), then `methods/`, `target.rs`, `unix.rs`, then `api/` (the public
 //! `Router`) and `entry.rs`. The crate root only re-exports. One edge runs
 //! sideways: `parent/via.rs` carries a `methods::Method` to the context that
 //! starts the next hop.
@@ -66,12 +66,14 @@ const ABOVE_CORE: &[&str] = &[
     "builtins",
     "child",
     "entry",
+    "files",
     "methods",
     "parent",
     "target",
     "testing",
     "unix",
     "master",
+    "service",
     "router",
     "Router",
     "RouterBuilder",
@@ -107,6 +109,22 @@ fn starting_a_child_does_not_use_the_public_router() {
     assert!(
         found.is_empty(),
         "parent/ reaches up:\n{}",
+        found.join("\n")
+    );
+}
+
+#[test]
+fn services_stand_on_core_alone() {
+    let found = reaching_up(
+        "service",
+        &[
+            "api", "builtins", "child", "entry", "methods", "parent", "target", "testing", "unix",
+            "Router", "Target", "Method",
+        ],
+    );
+    assert!(
+        found.is_empty(),
+        "service/ reaches up:\n{}",
         found.join("\n")
     );
 }

@@ -3,6 +3,7 @@
 //! can be compared key by key (`benches/compare.py`).
 
 pub mod chain;
+pub mod container;
 mod remote;
 pub mod ssh;
 pub mod sudo;
@@ -16,6 +17,7 @@ use serde::Serialize;
 
 use crate::args::BenchArgs;
 use chain::ChainFloor;
+use container::ContainerFloor;
 use ssh::SshFloor;
 use sudo::SudoFloor;
 
@@ -220,10 +222,12 @@ fn cold_sample(
     )
 }
 
-/// The floor reported as `floor_ms`: a sudo target's, or a chain's.
+/// The floor reported as `floor_ms`: a sudo target's, a chain's, or a
+/// container hop's (`docker exec … C true`).
 enum TargetFloor {
     Sudo(SudoFloor),
     Chain(ChainFloor),
+    Container(ContainerFloor),
 }
 
 impl TargetFloor {
@@ -231,18 +235,21 @@ impl TargetFloor {
         SudoFloor::for_target(target)
             .map(TargetFloor::Sudo)
             .or_else(|| ChainFloor::for_target(target, options).map(TargetFloor::Chain))
+            .or_else(|| ContainerFloor::for_target(target).map(TargetFloor::Container))
     }
 
     fn true_ms(&self) -> anyhow::Result<f64> {
         match self {
             TargetFloor::Sudo(f) => f.true_ms(),
             TargetFloor::Chain(f) => f.true_ms(),
+            TargetFloor::Container(f) => f.true_ms(),
         }
     }
 }
 
 /// The connect figures: warm always; cold and the ssh floor for single-hop
-/// ssh targets; `floor_ms` for sudo targets and chains of ssh and sudo hops.
+/// ssh targets; `floor_ms` for sudo targets, chains of ssh and sudo hops and
+/// one container hop.
 struct ConnectFigures {
     warm_ms: f64,
     cold_ms: Option<f64>,

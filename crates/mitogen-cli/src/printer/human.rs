@@ -103,8 +103,13 @@ impl<O: Write, E: Write> Printer for HumanPrinter<O, E> {
             rows.push(("ssh_floor_ms", ms(v), "plain `ssh HOST true`, same options"));
         }
         if let Some(v) = r.floor_ms {
+            let container = target
+                .parse::<mitogen::Target>()
+                .is_ok_and(|t| crate::bench::container::ContainerFloor::for_target(&t).is_some());
             let what = if chain {
                 "each hop's `ssh HOST true` / `sudo -n -u USER true`, summed"
+            } else if container {
+                "the hop's own command running `true` (docker exec … C true)"
             } else {
                 "plain `sudo -n -u USER true`"
             };

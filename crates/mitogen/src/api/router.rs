@@ -86,16 +86,15 @@ impl ConnectOptions {
     fn passwords_for(&self, target: &Target) -> std::result::Result<Passwords, String> {
         let mut out = Vec::new();
         let mut shared = Vec::new();
-        let mut path = String::new();
-        for hop in target.hops() {
-            if !path.is_empty() {
-                path.push('/');
-            }
-            path.push_str(&hop.to_string());
+        for (i, hop) in target.hops().iter().enumerate() {
+            let path = target.prefix(i + 1);
             let switch = matches!(hop, Hop::Sudo { .. } | Hop::Su { .. } | Hop::Doas { .. });
             match self.hop_passwords.get(&path) {
                 Some(_) if matches!(hop, Hop::Local) => {
                     return Err(format!("hop {path:?} is local and takes no password"))
+                }
+                Some(_) if matches!(hop, Hop::Setns { .. } | Hop::Chroot { .. }) => {
+                    return Err(format!("hop {path:?} takes no password"))
                 }
                 Some(p) => out.push(Some(p.clone())),
                 None if switch && self.password.is_some() => {
@@ -190,6 +189,26 @@ fn hop_method(
             }
             Method::Doas(doas)
         }
+        Hop::Container(c) => {
+            if password.is_some() {
+                return Err(format!("container hop {c} takes no password"));
+            }
+            c.to_method(options.connect_timeout)
+        }
+        Hop::Setns { leader } => {
+            let mut setns = crate::methods::Setns::leader(leader.clone());
+            if let Some(t) = options.connect_timeout {
+                setns = setns.connect_timeout(t);
+            }
+            Method::Setns(setns)
+        }
+        Hop::Chroot { path } => {
+            let mut chroot = crate::methods::Chroot::new(path);
+            if let Some(t) = options.connect_timeout {
+                chroot = chroot.connect_timeout(t);
+            }
+            Method::Chroot(chroot)
+        }
     })
 }
 
@@ -202,15 +221,11 @@ fn hop_methods(target: &Target, options: &ConnectOptions) -> Result<(Vec<Method>
         reason,
     };
     let passwords = options.passwords_for(target).map_err(bad)?;
-    let mut name = String::new();
     let mut methods = Vec::new();
-    for (hop, password) in target.hops().iter().zip(&passwords) {
-        if !name.is_empty() {
-            name.push('/');
-        }
-        name.push_str(&hop.to_string());
+    for (i, (hop, password)) in target.hops().iter().zip(&passwords).enumerate() {
+        let name = target.prefix(i + 1);
         let method = hop_method(hop, options, password.clone()).map_err(bad)?;
-        methods.push(method.named(name.clone()));
+        methods.push(method.named(name));
     }
     Ok((methods, passwords))
 }
@@ -348,6 +363,7 @@ impl RouterBuilder {
         .map_err(|e| Error::io("starting the broker", e))?;
         inner.install_log_receiver();
         crate::core::route_control::install(&inner);
+        crate::service::install(&inner);
         inner.set_allow_lateral(self.allow_lateral);
         for (system, path) in &self.binaries {
             inner.binaries.add(system, path)?;
@@ -414,6 +430,16 @@ impl Router {
     /// This process's context name.
     pub fn name(&self) -> &str {
         &self.inner.name
+    }
+
+    /// The context that started this one (`None` in the master): what a
+    /// child calls its parent's services through. Only what the parent's
+    /// rules allow a child succeeds there: a child has no authority over
+    /// its parent.
+    pub fn parent(&self) -> Option<Context> {
+        let id = *self.inner.ancestors.first()?;
+        let name = self.inner.name_of(id);
+        Some(Context::new(self.inner.clone(), id, &name, None))
     }
 
     /// Largest message body this router sends or accepts: the limit its

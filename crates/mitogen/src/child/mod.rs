@@ -177,6 +177,7 @@ fn run() -> std::io::Result<()> {
     // start children of its own (they enter child mode the same way).
     crate::entry::ENTERED.store(true, std::sync::atomic::Ordering::Relaxed);
     crate::core::route_control::install(&router);
+    crate::service::install(&router);
     router.set_allow_lateral(config.allow_lateral);
     install_logging(&router, &config);
 

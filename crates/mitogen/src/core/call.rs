@@ -125,6 +125,9 @@ pub struct PendingCall<T> {
     ctx: Context,
     latch: Arc<Latch<Message>>,
     handle: u32,
+    /// Where the callee takes cancellations of the call (`CANCEL_CALL`, or
+    /// a service's `CANCEL_SERVICE`).
+    cancel: u32,
     failed: Option<Error>,
     done: bool,
     _t: PhantomData<fn() -> T>,
@@ -137,12 +140,31 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> PendingCall<T> {
 
     /// [`start`](Self::start) with header flags (e.g. `FLAG_SECRET`).
     pub(crate) fn start_flagged(ctx: &Context, body: Result<Bytes>, flags: u16) -> Self {
+        Self::start_at(
+            ctx,
+            handles::CALL_FUNCTION,
+            handles::CANCEL_CALL,
+            body,
+            flags,
+        )
+    }
+
+    /// Sends the call `body` to `handle` of the context, and tells `cancel`
+    /// there if the call is given up (a service call uses its own pair).
+    pub(crate) fn start_at(
+        ctx: &Context,
+        handle: u32,
+        cancel: u32,
+        body: Result<Bytes>,
+        flags: u16,
+    ) -> Self {
         let router = ctx.router();
         let latch = Arc::new(Latch::new());
         let mut pending = PendingCall {
             ctx: ctx.clone(),
             latch: latch.clone(),
             handle: 0,
+            cancel,
             failed: None,
             done: false,
             _t: PhantomData,
@@ -169,7 +191,7 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> PendingCall<T> {
             router.add_handler(Sink::Latch(latch), Some(ctx.id()), true, Policy::Any, None);
         router.send(Message {
             dst: ctx.id(),
-            handle: handles::CALL_FUNCTION,
+            handle,
             reply_to: pending.handle,
             flags,
             body,
@@ -245,7 +267,7 @@ impl<T> Drop for PendingCall<T> {
             if !router.is_shut_down() && !self.ctx.is_disconnected() {
                 router.send(Message {
                     dst: self.ctx.id(),
-                    handle: handles::CANCEL_CALL,
+                    handle: self.cancel,
                     body: super::cancel::encode_cancel(self.handle),
                     ..Default::default()
                 });

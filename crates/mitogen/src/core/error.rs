@@ -126,6 +126,10 @@ pub enum Error {
         /// Name of the context that was to be started.
         context: String,
     },
+    /// Pushing or fetching a file failed (see [`crate::files`]): the kind,
+    /// the context and the path.
+    #[error(transparent)]
+    File(#[from] super::file_error::FileError),
 }
 
 fn stderr_line(s: &str) -> String {
@@ -165,6 +169,17 @@ pub enum TransportFailure {
     /// The transport's program (ssh, sudo, su, doas) is not installed or not
     /// at the path given.
     NotInstalled,
+    /// The container (pod, instance, machine) named by a container hop does
+    /// not exist.
+    NoSuchContainer,
+    /// The container exists but is not running.
+    ContainerNotRunning,
+    /// The image a container hop was to start does not exist and cannot be
+    /// pulled.
+    NoSuchImage,
+    /// The container engine's client cannot reach its daemon or server (not
+    /// running, or a socket this user may not open).
+    EngineUnavailable,
     /// Something else; see the transport's messages.
     Other,
 }
@@ -183,6 +198,10 @@ impl fmt::Display for TransportFailure {
             TransportFailure::PolicyRefused => "refused by policy",
             TransportFailure::NoSuchUser => "no such user",
             TransportFailure::NotInstalled => "not installed",
+            TransportFailure::NoSuchContainer => "no such container",
+            TransportFailure::ContainerNotRunning => "container not running",
+            TransportFailure::NoSuchImage => "no such image",
+            TransportFailure::EngineUnavailable => "container engine unavailable",
             TransportFailure::Other => "transport failed",
         })
     }
@@ -228,6 +247,14 @@ pub enum CallErrorKind {
     /// An earlier call of the same [`CallChain`](crate::CallChain) failed, so this one
     /// was not run.
     ChainFailed,
+    /// A service refused the caller: the rule of the method called, or the
+    /// service's start rule, does not admit it (the message names the
+    /// service, the method and the rule).
+    Refused,
+    /// The program has no `#[mitogen::service]` of that name.
+    UnknownService,
+    /// The service exposes no method of that name.
+    UnknownMethod,
 }
 
 /// A remote function failed: which context, which function, and why.
@@ -253,6 +280,9 @@ impl fmt::Display for CallError {
             CallErrorKind::UnknownFunction => "is not a remote function there",
             CallErrorKind::BadArguments => "could not decode its arguments",
             CallErrorKind::ChainFailed => "was skipped because its call chain failed",
+            CallErrorKind::Refused => "refused the caller",
+            CallErrorKind::UnknownService => "is not a service there",
+            CallErrorKind::UnknownMethod => "is not an exposed method there",
         };
         write!(
             f,

@@ -101,6 +101,12 @@ pub mod handles {
     /// of window, or word that the channel takes nothing more (see
     /// `core/channel/flow.rs`).
     pub const CHANNEL_CREDIT: u32 = 111;
+    /// Calls of a service's methods (`service/`): open to every context,
+    /// each method's own rule decides who may call it.
+    pub const CALL_SERVICE: u32 = 120;
+    /// The caller of a service call gave up on it; the body is as for
+    /// [`CANCEL_CALL`], and only the caller's own calls are found.
+    pub const CANCEL_SERVICE: u32 = 121;
 }
 
 /// Handles for replies and channels are drawn at random from this number up

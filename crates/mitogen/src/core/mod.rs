@@ -27,6 +27,7 @@
 //! | `Receiver`, `Sender`, `Channel` | `core/channel.rs` |
 //! | `Select` | `core/select.rs` |
 //! | `Context`, `Context.call*`, `CallChain`, `CallError` | `core/context.rs`, `core/call.rs`, `core/error.rs` |
+//! | `FileService`, `PushFileService` | `files/` above core (push, fetch, fan-out); only its error, `core/file_error.rs`, is here, so that `Error` can carry it |
 //! | (a caller giving up on a call) | `core/cancel.rs`: `CancelToken`, `cancelled()` |
 //! | `Blob`, `Secret` | `core/payload.rs`, `core/secret.rs` |
 //! | the functions a context may call (`@mitogen.core.takes_econtext`, ...) | `core/remote.rs`: what `#[mitogen::remote]` registers |
@@ -57,6 +58,7 @@ pub(crate) mod context;
 pub(crate) mod cut_through;
 pub(crate) mod detach;
 pub(crate) mod error;
+pub(crate) mod file_error;
 pub(crate) mod handshake;
 pub(crate) mod int_hash;
 pub(crate) mod io_logger;

@@ -15,6 +15,20 @@ use crate::core::router::RouterInner;
 /// Default time allowed for a context to start and greet.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The path that runs this program again: its own, or, when that names
+/// nothing here (a program started from a sealed in-memory copy inside a
+/// container or a tree, or a file since removed), the kernel's link to the
+/// running image.
+fn own_program() -> Result<PathBuf> {
+    let path =
+        std::env::current_exe().map_err(|e| Error::io("finding the current executable", e))?;
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Ok(PathBuf::from("/proc/self/exe"))
+    }
+}
+
 /// Options of a local context (the seed's `fork`/`local` streams).
 ///
 /// ```no_run
@@ -77,8 +91,7 @@ impl Local {
         static SEQ: AtomicU32 = AtomicU32::new(1);
         let program = match self.program {
             Some(p) => p,
-            None => std::env::current_exe()
-                .map_err(|e| Error::io("finding the current executable", e))?,
+            None => own_program()?,
         };
         let name = self
             .name

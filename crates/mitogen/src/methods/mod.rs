@@ -2,8 +2,11 @@
 //!
 //! `local` starts the program itself; `ssh` runs the first stage through the
 //! system ssh client; `sudo`, `su` and `doas` run the same first stage as
-//! another user. The container methods will build on the same bootstrap in
-//! [`crate::parent`].
+//! another user. `exec` runs it through any command that runs a program in
+//! another environment, and the container methods (docker, podman, kubectl,
+//! lxc, lxd, incus, buildah, machinectl) are presets over `exec`.
+//! another user. `setns` and `chroot` start the program themselves, as root,
+//! inside a container's namespaces or a directory tree ([`enter`]).
 //!
 //! Every method's options are a plain serializable value, so a context can be
 //! asked to start a child of its own with them ([`Method`], used by
@@ -69,15 +72,28 @@ macro_rules! transport_options {
     };
 }
 
+pub(crate) mod chroot;
+pub(crate) mod container_hop;
 pub(crate) mod doas;
+pub(crate) mod docker;
+mod enter;
+pub(crate) mod exec;
 pub(crate) mod local;
+pub(crate) mod presets;
+pub(crate) mod setns;
 pub(crate) mod ssh;
 pub(crate) mod su;
 pub(crate) mod sudo;
 mod switch;
 
+pub use chroot::{Chroot, TreeDev, TreeProc};
+pub use container_hop::ContainerHop;
 pub use doas::Doas;
+pub use docker::{Docker, Engine};
+pub use exec::Exec;
 pub use local::Local;
+pub use presets::{Buildah, Kubectl, Lxc, Lxd, LxdClient, Machinectl};
+pub use setns::{Leader, Setns};
 pub use ssh::{HostKeyPolicy, Ssh};
 pub use su::Su;
 pub use sudo::Sudo;
@@ -105,6 +121,15 @@ pub enum Method {
     Su(su::Su),
     /// Another user on the same machine, with doas.
     Doas(doas::Doas),
+    /// Any command that runs a program in another environment (the
+    /// kubectl, lxc, lxd, incus, buildah and machinectl presets too).
+    Exec(exec::Exec),
+    /// A docker or podman container.
+    Docker(docker::Docker),
+    /// Inside a running container's namespaces (as root).
+    Setns(setns::Setns),
+    /// Inside a directory tree (as root).
+    Chroot(chroot::Chroot),
 }
 
 impl From<local::Local> for Method {
@@ -122,6 +147,10 @@ impl Method {
             Method::Sudo(s) => Method::Sudo(s.name(name)),
             Method::Su(s) => Method::Su(s.name(name)),
             Method::Doas(d) => Method::Doas(d.name(name)),
+            Method::Exec(e) => Method::Exec(e.name(name)),
+            Method::Docker(d) => Method::Docker(d.name(name)),
+            Method::Setns(s) => Method::Setns(s.name(name)),
+            Method::Chroot(c) => Method::Chroot(c.name(name)),
         }
     }
 
@@ -133,6 +162,10 @@ impl Method {
             Method::Sudo(s) => s.name_ref(),
             Method::Su(s) => s.name_ref(),
             Method::Doas(d) => d.name_ref(),
+            Method::Exec(e) => e.name_ref(),
+            Method::Docker(d) => d.name_ref(),
+            Method::Setns(s) => s.name_ref(),
+            Method::Chroot(c) => c.name_ref(),
         }
     }
 
@@ -144,6 +177,10 @@ impl Method {
             Method::Sudo(s) => s.default_name(),
             Method::Su(s) => s.default_name(),
             Method::Doas(d) => d.default_name(),
+            Method::Exec(e) => e.default_name(),
+            Method::Docker(d) => d.default_name(),
+            Method::Setns(s) => s.default_name(),
+            Method::Chroot(c) => c.default_name(),
         }
     }
 
@@ -155,6 +192,10 @@ impl Method {
             Method::Sudo(s) => s.timeout(),
             Method::Su(s) => s.timeout(),
             Method::Doas(d) => d.timeout(),
+            Method::Exec(e) => e.timeout(),
+            Method::Docker(d) => d.timeout(),
+            Method::Setns(s) => s.timeout(),
+            Method::Chroot(c) => c.timeout(),
         }
     }
 
@@ -171,6 +212,10 @@ impl Method {
             Method::Sudo(s) => s.connect(router, id),
             Method::Su(s) => s.connect(router, id),
             Method::Doas(d) => d.connect(router, id),
+            Method::Exec(e) => e.connect(router, id),
+            Method::Docker(d) => d.connect(router, id),
+            Method::Setns(s) => s.connect(router, id),
+            Method::Chroot(c) => c.connect(router, id),
         }
     }
 }

@@ -40,6 +40,8 @@
 //! | [`random_bytes`] (both) | fills a buffer from the kernel's random source (handles, the key of the handle generator) | `getrandom(2)` | `getentropy(2)`, 256 bytes a call (macOS, OpenBSD); `getrandom(2)` on FreeBSD |
 //! | [`pipe`] (both) | a close-on-exec pipe, atomically so (no fork in between may inherit it) | `pipe2(O_CLOEXEC)` | `pipe2` on the BSDs; macOS has none: `pipe` then `FD_CLOEXEC`, not atomic (std accepts the same window there) |
 //! | [`relay_pipe`], [`splice`], [`can_splice`] (both: relays) | moves bytes descriptor to descriptor without copying them through this process; `EAGAIN` when the source is empty *or* the destination full, `Ok(0)` at the source's end, and never loses a byte it read | `splice(2)` through a pipe | `sys::portable`: a socketpair instead of the pipe and a copy by `recv(MSG_PEEK)`, write, then consume what was written (no byte is taken from the source before its destination took it); sources that are not sockets fall back to buffering frames whole, as terminals already do |
+//! | [`open_leader`], [`Leader`], [`Namespace`], [`open_tree`], [`Entry`], [`Mount`], [`MountKind`], [`REPORT_PREFIX`], [`sealed_own_exe`] (context: the setns and chroot hops) | opens a running process's namespaces, root and working directory (held by a pidfd, so never a later process's), or a directory tree; [`Entry::enter`], in `pre_exec`, enters them (and mounts `/proc`, `/dev` in a private mount namespace), forks once more for a pid namespace, and executes a sealed copy of the program through a descriptor opened before, naming the failed step on the new stderr | `pidfd_open`, `setns(2)` per `/proc/PID/ns/*` file, `unshare(CLONE_NEWNS)`, `mount(2)`, `fchdir`+`chroot`, `memfd_create`+`F_ADD_SEALS`, `fexecve` | none: namespaces are Linux's. A port's `Entry::enter` fails with `Unsupported` and its `open_leader` says so (FreeBSD's `jail_attach(2)` and `chroot(2)` would be the counterparts of setns and chroot) |
+//! | [`open_unnamed`], [`link_unnamed`] (both: file transfer) | a new file in a directory that has no name until linked, so a process that dies mid-write leaves nothing; `Ok(None)` where the file system cannot | `O_TMPFILE`, then `linkat(AT_EMPTY_PATH)` or through `/proc/self/fd` | `Ok(None)` (the caller falls back to a named temporary file, `O_EXCL`) |
 //!
 //! Everything here is also usable from `core/` without pulling in anything
 //! above it.
@@ -92,4 +94,18 @@ const _CONTRACT: () = {
     let _: fn() -> Result<(OwnedFd, OwnedFd)> = relay_pipe;
     let _: fn(BorrowedFd<'_>) -> bool = can_splice;
     let _: fn(BorrowedFd<'_>, BorrowedFd<'_>, usize) -> rustix::io::Result<usize> = splice;
+    let _: fn(u32) -> std::result::Result<Leader, String> = open_leader;
+    let _: fn(&std::path::Path) -> std::result::Result<OwnedFd, String> = open_tree;
+    let _: fn() -> Result<std::sync::Arc<OwnedFd>> = sealed_own_exe;
+    let _: fn(&Entry) -> Result<()> = Entry::enter;
+    let _: &str = REPORT_PREFIX;
+    let _: fn(
+        &OwnedFd,
+        &'static std::ffi::CStr,
+        MountKind,
+        &'static str,
+    ) -> std::result::Result<Mount, String> = Mount::new;
+    let _: [Namespace; 7] = Namespace::ORDER;
+    let _: fn(BorrowedFd<'_>, u32) -> Result<Option<OwnedFd>> = open_unnamed;
+    let _: fn(BorrowedFd<'_>, BorrowedFd<'_>, &OsStr) -> Result<()> = link_unnamed;
 };

@@ -1,5 +1,6 @@
 //! The Linux implementation of the contract in `sys/mod.rs`.
 
+mod enter;
 mod exe;
 mod fs;
 mod memory;
@@ -8,7 +9,12 @@ mod process;
 mod random;
 mod splice;
 mod tty;
+mod unnamed;
 
+pub(crate) use enter::{
+    open_leader, open_tree, sealed_own_exe, Entry, Leader, Mount, MountKind, Namespace,
+    REPORT_PREFIX,
+};
 pub(crate) use exe::{open_own_exe, read_own_exe};
 pub(crate) use fs::{open_for_stat, path_through_fd, SUN_PATH_MAX};
 pub(crate) use memory::{release_free_memory, resident_set_kib};
@@ -17,3 +23,4 @@ pub(crate) use process::{die_with_parent, outlive_parent, started_privileged, Pr
 pub(crate) use random::random_bytes;
 pub(crate) use splice::{can_splice, pipe, relay_pipe, splice};
 pub(crate) use tty::set_controlling_terminal;
+pub(crate) use unnamed::{link_unnamed, open_unnamed};

@@ -40,7 +40,7 @@ use crate::calls::{add, get_value, set_value};
 use crate::capture::{self, Captured};
 
 /// The value a forged call tries to set; no honest call ever sets it.
-const EVIL: u64 = 666;
+pub(crate) const EVIL: u64 = 666;
 
 /// The tree above, shut down (deepest first) when dropped.
 struct Tree {
@@ -110,7 +110,7 @@ fn frame(dst: ContextId, src: ContextId, auth_id: ContextId, handle: u32, body: 
     frame_reply(dst, src, auth_id, handle, 0, body)
 }
 
-fn frame_reply(
+pub(crate) fn frame_reply(
     dst: ContextId,
     src: ContextId,
     auth_id: ContextId,
@@ -158,7 +158,7 @@ fn call_body<F: RemoteFn>(_f: F, args: &F::Args) -> Vec<u8> {
 }
 
 /// The forged call used throughout: sets the victim's value to [`EVIL`].
-fn evil_call() -> Vec<u8> {
+pub(crate) fn evil_call() -> Vec<u8> {
     call_body(set_value, &(EVIL,))
 }
 
@@ -187,7 +187,7 @@ fn said(e: &Captured, context: Option<&str>, text: &str) -> bool {
 }
 
 /// Waits for a warning saying `text` from `context`.
-fn expect_logged(mark: usize, context: Option<&str>, text: &str) -> Result<()> {
+pub(crate) fn expect_logged(mark: usize, context: Option<&str>, text: &str) -> Result<()> {
     capture::wait_for(mark, Duration::from_secs(5), |e| said(e, context, text))
         .map(drop)
         .with_context(|| {
@@ -207,7 +207,7 @@ fn count_logged(mark: usize, context: Option<&str>, text: &str) -> usize {
 }
 
 const NOT_BEHIND: &str = "source is not behind";
-const NO_AUTHORITY: &str = "lacks parent authority";
+pub(crate) const NO_AUTHORITY: &str = "lacks parent authority";
 const LATERAL: &str = "another's";
 
 /// The receiver of the inbox opened in this process by [`open_inbox`].

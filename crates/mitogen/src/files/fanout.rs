@@ -1,0 +1,204 @@
+//! Pushing one source to many contexts: contexts behind one shared
+//! intermediate get the bytes over the first link once (the original's
+//! `PushFileService`).
+//!
+//! Targets are grouped by the first hop on their route from here. A group
+//! of two or more is served through that hop: the source is pushed once
+//! into a private staging directory there (mode 0700, removed afterwards),
+//! and the hop pushes the staged copy on to each target, grouping again
+//! below it, so a deeper tree fans out at every level. The owners the
+//! source had travel with the call, so a staging hop that is not root
+//! still gives root targets the right owners.
+
+use std::collections::{BTreeMap, HashMap};
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::remote::here;
+use super::wire::Reply;
+use super::{transfer, FileOptions, Transfer};
+use crate::core::context::Context;
+use crate::core::error::{Error, Result};
+use crate::core::file_error::{FileError, FileErrorKind};
+use crate::core::message::ContextId;
+use crate::core::router::{current_inner, RouterInner};
+
+/// Owners of the source's entries, by path below its root.
+pub(crate) type Owners = HashMap<Vec<u8>, (u32, u32)>;
+
+/// The first hop below `router` on the way to `id` (`id` itself for a
+/// direct child).
+fn first_hop(router: &RouterInner, id: ContextId) -> ContextId {
+    let mut at = id;
+    for _ in 0..64 {
+        match router.parent_of(at) {
+            Some(p) if p != router.id => at = p,
+            _ => break,
+        }
+    }
+    at
+}
+
+pub(crate) fn push_all(
+    targets: &[Context],
+    src: &Path,
+    dst: &Path,
+    opts: &FileOptions,
+    owners: Option<&Owners>,
+) -> Vec<Result<Transfer>> {
+    let mut results: Vec<Option<Result<Transfer>>> = targets.iter().map(|_| None).collect();
+    let mut groups: BTreeMap<ContextId, Vec<usize>> = BTreeMap::new();
+    for (i, t) in targets.iter().enumerate() {
+        let hop = first_hop(&t.router(), t.id());
+        if hop == t.id() {
+            results[i] = Some(transfer::push(t, src, dst, opts, owners));
+        } else {
+            groups.entry(hop).or_default().push(i);
+        }
+    }
+    for (hop, members) in groups {
+        if members.len() == 1 {
+            let i = members[0];
+            results[i] = Some(transfer::push(&targets[i], src, dst, opts, owners));
+            continue;
+        }
+        let router = targets[members[0]].router();
+        let via = Context::new(router.clone(), hop, &router.name_of(hop), None);
+        let ids: Vec<ContextId> = members.iter().map(|&i| targets[i].id()).collect();
+        match through(&via, src, dst, opts, owners, &ids) {
+            Ok(each) => {
+                for (&i, r) in members.iter().zip(each) {
+                    results[i] = Some(r.0.map_err(Error::File));
+                }
+            }
+            Err(e) => {
+                // The hop could not stage: each target is served directly.
+                tracing::debug!(hop = %via.name(), error = %e, "fan-out staging failed; pushing directly");
+                for &i in &members {
+                    results[i] = Some(transfer::push(&targets[i], src, dst, opts, owners));
+                }
+            }
+        }
+    }
+    results
+        .into_iter()
+        .map(|r| r.unwrap_or(Err(Error::RouterShutdown)))
+        .collect()
+}
+
+/// Stages `src` in `via` and has it push the copy to `ids`.
+fn through(
+    via: &Context,
+    src: &Path,
+    dst: &Path,
+    opts: &FileOptions,
+    owners: Option<&Owners>,
+    ids: &[ContextId],
+) -> Result<Vec<Reply<Transfer>>> {
+    let stage = via.call_timeout(files_stage, (), opts.idle_timeout)?.0?;
+    let staged = PathBuf::from(OsStr::from_bytes(&stage)).join("copy");
+    let mut staging = opts.clone();
+    staging.update = false;
+    let pushed = transfer::push(via, src, &staged, &staging, owners).and_then(|_| {
+        let own = match owners {
+            Some(o) => o.clone(),
+            None => super::scan::owners(src)?,
+        };
+        let dst = dst.as_os_str().as_bytes().to_vec();
+        let staged = staged.as_os_str().as_bytes().to_vec();
+        // The hop's own transfers have their own deadlines; this one only
+        // bounds the whole.
+        via.call(
+            files_fan_out,
+            (staged, dst, opts.clone(), own, ids.to_vec()),
+        )
+    });
+    let _ = via.call_timeout(files_unstage, stage, opts.idle_timeout);
+    pushed
+}
+
+/// A private directory to stage a fan-out in.
+#[crate::remote]
+pub(crate) fn files_stage() -> Reply<Vec<u8>> {
+    Reply((|| {
+        let mut b = [0u8; 8];
+        let _ = crate::sys::random_bytes(&mut b);
+        let dir =
+            std::env::temp_dir().join(format!("mitogen-stage-{:016x}", u64::from_le_bytes(b)));
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&dir)
+            .map_err(|e| {
+                FileError::new(
+                    FileError::kind_of(&e),
+                    here(),
+                    dir.display().to_string(),
+                    e.to_string(),
+                )
+            })?;
+        Ok(dir.into_os_string().into_encoded_bytes())
+    })())
+}
+
+use std::os::unix::fs::DirBuilderExt;
+
+/// Removes a staging directory made by [`files_stage`].
+#[crate::remote]
+pub(crate) fn files_unstage(dir: Vec<u8>) {
+    let p = Path::new(OsStr::from_bytes(&dir));
+    // Only what files_stage makes is removed.
+    let ours = p.parent() == Some(std::env::temp_dir().as_path())
+        && p.file_name()
+            .is_some_and(|n| n.as_bytes().starts_with(b"mitogen-stage-"));
+    if ours {
+        let _ = std::fs::remove_dir_all(p);
+    }
+}
+
+/// Pushes a staged copy on to contexts below this one.
+#[crate::remote]
+pub(crate) fn files_fan_out(
+    staged: Vec<u8>,
+    dst: Vec<u8>,
+    opts: FileOptions,
+    owners: Owners,
+    ids: Vec<ContextId>,
+) -> Vec<Reply<Transfer>> {
+    let Some(router): Option<Arc<RouterInner>> = current_inner() else {
+        return ids
+            .iter()
+            .map(|_| {
+                Reply(Err(FileError::new(
+                    FileErrorKind::Interrupted,
+                    here(),
+                    "",
+                    "shutting down",
+                )))
+            })
+            .collect();
+    };
+    let targets: Vec<Context> = ids
+        .iter()
+        .map(|&id| Context::new(router.clone(), id, &router.name_of(id), None))
+        .collect();
+    let (src, dst) = (
+        Path::new(OsStr::from_bytes(&staged)),
+        Path::new(OsStr::from_bytes(&dst)),
+    );
+    push_all(&targets, src, dst, &opts, Some(&owners))
+        .into_iter()
+        .map(|r| {
+            Reply(r.map_err(|e| match e {
+                Error::File(f) => f,
+                e => FileError::new(
+                    FileErrorKind::Interrupted,
+                    here(),
+                    dst.display().to_string(),
+                    e.to_string(),
+                ),
+            }))
+        })
+        .collect()
+}

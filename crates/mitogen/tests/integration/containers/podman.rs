@@ -1,0 +1,117 @@
+//! podman, where it runs: as root here, with two resource limits lowered.
+//!
+//! podman gives every container the hard limits RLIMIT_NOFILE and
+//! RLIMIT_NPROC of 1048576 by default, and raising a hard limit takes
+//! CAP_SYS_RESOURCE, which the test machine's root does not have: runc then
+//! fails with "error setting rlimit type 7: operation not permitted". Each
+//! container here is started with `--ulimit nofile=1024:1024 --ulimit
+//! nproc=1024:1024` (docs/containers.md). The images are imported into
+//! podman's own store from the same tarball as docker's.
+
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{ensure, Result};
+use mitogen::{Docker, Router, TransportFailure};
+
+use super::{engine, expect_failure, image_in, inside, nap, Container, Flavour};
+use crate::util::{wait_until, Guard};
+
+/// The limits podman must be given on this machine (see the module docs).
+const ULIMITS: &[&str] = &[
+    "--ulimit",
+    "nofile=1024:1024",
+    "--ulimit",
+    "nproc=1024:1024",
+];
+
+/// Fails the test (or skips it where allowed) unless podman answers as root.
+fn require_podman() -> Result<()> {
+    if !rustix::process::geteuid().is_root() {
+        return Err(crate::harness::cannot_run("root (for podman)"));
+    }
+    match Command::new("podman")
+        .args(["info", "--format", "{{.Host.Arch}}"])
+        .output()
+    {
+        Ok(o) if o.status.success() => Ok(()),
+        Ok(o) => Err(crate::harness::cannot_run(format!(
+            "a working podman (podman info: {})",
+            String::from_utf8_lossy(&o.stderr).trim()
+        ))),
+        Err(e) => Err(crate::harness::cannot_run(format!(
+            "podman ({e}; .ci/run installs it)"
+        ))),
+    }
+}
+
+pub fn podman_hop_runs_in_the_container(router: &Router) -> Result<()> {
+    require_podman()?;
+    let c = Container::start_in("podman", Flavour::Busybox, ULIMITS)?;
+    let ctx = Guard(router.connect(c.hop().as_str())?);
+    ensure!(ctx.name() == c.hop(), "named {:?}", ctx.name());
+    let i = ctx.call(inside, ())?;
+    ensure!(
+        i.uid == 0 && i.exe.starts_with("/root/.cache/mitogen/"),
+        "{i:?}"
+    );
+    drop(ctx);
+    let before = router.uploaded_bytes();
+    let hop = format!("podman:app@{}", c.name);
+    let ctx = Guard(router.connect(hop.as_str())?);
+    let i = ctx.call(inside, ())?;
+    ensure!(
+        i.uid == 1000 && i.exe.starts_with("/tmp/mitogen-1000/"),
+        "{i:?}"
+    );
+    ensure!(router.uploaded_bytes() > before, "app's cache was filled");
+    Ok(())
+}
+
+pub fn podman_run_goes_away_with_the_context(router: &Router) -> Result<()> {
+    require_podman()?;
+    let img = image_in("podman", Flavour::Busybox)?;
+    let label = format!("mitogen-test-run={}", std::process::id());
+    let filter = format!("label={label}");
+    let mut args = ULIMITS.to_vec();
+    args.extend(["--label", &label]);
+    let ctx = router.start(None, Docker::podman_run(&img).args(args))?;
+    ensure!(ctx.call(nap, (1,))? == 1);
+    ctx.shutdown_timeout(Duration::from_secs(10))?;
+    let gone = wait_until(Duration::from_secs(15), || {
+        engine("podman", &["ps", "-aq", "--filter", &filter]).is_ok_and(|s| s.is_empty())
+    });
+    ensure!(gone, "the container outlived its context");
+    Ok(())
+}
+
+pub fn podman_failures_are_typed(router: &Router) -> Result<()> {
+    require_podman()?;
+    let hop = format!("podman:{}", Container::fresh_name("nosuch"));
+    expect_failure(
+        router.connect(hop.as_str()),
+        &hop,
+        TransportFailure::NoSuchContainer,
+    )?;
+    let img = image_in("podman", Flavour::Busybox)?;
+    let c = Container {
+        name: Container::fresh_name("created"),
+        engine: "podman",
+    };
+    let mut args = vec!["create", "--name", &c.name];
+    args.extend_from_slice(ULIMITS);
+    args.extend([img.as_str(), "sleep", "100"]);
+    engine("podman", &args)?;
+    expect_failure(
+        router.connect(c.hop().as_str()),
+        &c.hop(),
+        TransportFailure::ContainerNotRunning,
+    )?;
+    Ok(())
+}
+
+crate::tests! {
+    podman_hop_runs_in_the_container => 120,
+    podman_run_goes_away_with_the_context => 120,
+    podman_failures_are_typed => 120,
+}
