@@ -386,13 +386,13 @@ impl<T: Payload> futures_core::Stream for Receiver<T> {
 /// # Flow control
 ///
 /// Each process holding copies of a sender has a *window* on the channel
-/// ([`DEFAULT_WINDOW`], 16 MiB, unless the receiver
+/// ([`DEFAULT_WINDOW`], 32 MiB, unless the receiver
 /// was made by [`Context::channel_with_window`](crate::Context::channel_with_window)
 /// or [`Router::channel_with_window`](crate::Router::channel_with_window)):
 /// the bytes it sent (each value's encoded size, a [`Blob`](crate::Blob)'s
 /// length, plus 64 per value) that the receiver's reader has not yet taken.
 /// [`send`](Self::send) waits while the window is spent, until the reader
-/// takes values (credit comes back every quarter window);
+/// takes values (credit comes back every eighth of a window);
 /// [`send_timeout`](Self::send_timeout) waits at most its time-out and
 /// [`send_async`](Self::send_async) awaits credit without a thread. A value
 /// larger than the window goes when nothing is in flight. The wait ends
@@ -406,11 +406,11 @@ impl<T: Payload> futures_core::Stream for Receiver<T> {
 /// # fn f(ctx: &mitogen::Context) -> mitogen::Result<()> {
 /// // 1 MiB in flight at most: the producer keeps pace with the reader.
 /// let (tx, rx) = ctx.channel_with_window::<mitogen::Blob>(1 << 20);
-/// std::thread::spawn(move || {
+/// std::thread::spawn(move || -> mitogen::Result<()> {
 ///     for _ in 0..1024 {
 ///         tx.send(mitogen::Blob::from(vec![0u8; 64 * 1024]))?;
 ///     }
-///     mitogen::Result::Ok(())
+///     Ok(())
 /// });
 /// let total: usize = rx.iter().map(|b| b.len()).sum();
 /// assert_eq!(total, 64 << 20);

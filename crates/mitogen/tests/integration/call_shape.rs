@@ -312,8 +312,14 @@ pub fn concurrent_calls_beyond_the_pool_queue(router: &Router) -> Result<()> {
 /// as a context may: through a sender forged to point at the handle.
 #[mitogen::remote]
 pub fn cancel_as_me(dst: ContextId, handle: u32) -> anyhow::Result<()> {
-    let to: Sender<Blob> =
-        postcard::from_bytes(&postcard::to_allocvec(&(dst, handles::CANCEL_CALL, 0u32))?)?;
+    // A sender travels as (context, handle, key, window).
+    let window = mitogen::DEFAULT_WINDOW as u64;
+    let to: Sender<Blob> = postcard::from_bytes(&postcard::to_allocvec(&(
+        dst,
+        handles::CANCEL_CALL,
+        0u32,
+        window,
+    ))?)?;
     to.send(Blob(Bytes::copy_from_slice(&handle.to_le_bytes())))?;
     Ok(())
 }

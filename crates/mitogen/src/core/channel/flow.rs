@@ -4,11 +4,11 @@
 //! Per sending context the receiver keeps an [`Account`]: `outstanding`,
 //! the bytes (by [`weight`](super::window::weight)) it received and has not
 //! given back, and `pending`, the part of those its reader has taken. Once
-//! `pending` reaches a quarter of the window it goes back to the sender in
+//! `pending` reaches an eighth of the window it goes back to the sender in
 //! one [`Credit::Grant`] (to the well-known handle
 //! [`CHANNEL_CREDIT`](crate::core::message::handles::CHANNEL_CREDIT) of the
 //! sending context; within the receiver's own process, directly), so a grant
-//! costs one small message per quarter window. A sender that waits asks for
+//! costs one small message per eighth of a window. A sender that waits asks for
 //! what was taken so far (`Control::Want`), which comes in order after its
 //! values, so it is answered once the reader has taken them all.
 //!
@@ -188,7 +188,7 @@ impl Flow {
 
     /// Grants are sent once this much was taken.
     fn batch(&self) -> u64 {
-        (self.size / 4).max(1)
+        (self.size / 8).max(1)
     }
 
     /// A value of `weight` from `src` arrived.
@@ -244,7 +244,10 @@ impl Flow {
         st.ended = Some(reason.to_owned());
         let mut tell = Vec::new();
         for (c, a) in st.accounts.iter_mut() {
-            if !a.told {
+            // Nothing outstanding: its holder was told by taking its `Gone`,
+            // or its grants are on their way and its next value will be
+            // answered as one for a channel that is gone.
+            if !a.told && a.outstanding > 0 {
                 a.told = true;
                 tell.push(*c);
             }
@@ -263,8 +266,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn grants_go_back_in_quarter_windows_and_on_request() {
-        let f = Flow::new(1000);
+    fn grants_go_back_in_eighth_windows_and_on_request() {
+        let f = Flow::new(2000);
         for _ in 0..4 {
             assert!(matches!(f.arrive(7, 100), Arrival::Take));
         }
@@ -293,6 +296,9 @@ mod tests {
     fn an_ended_flow_tells_each_sender_once() {
         let f = Flow::new(1000);
         f.arrive(7, 10);
+        f.arrive(8, 10);
+        f.taken(8, 10);
+        f.wanted(8);
         let (_, tell) = f.end("receiver dropped").unwrap();
         assert_eq!(tell, vec![7]);
         assert!(f.end("again").is_none());

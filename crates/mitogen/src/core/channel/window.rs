@@ -23,12 +23,14 @@ use std::time::{Duration, Instant};
 use crate::core::error::Error;
 use crate::core::message::Message;
 
-/// Window of a channel unless its receiver says otherwise: large enough to
-/// cover the bandwidth-delay product of a 100 ms link at ~100 MiB/s (the
-/// receiver gives credit back every quarter window, so three quarters stay
-/// in flight), and small enough that a file streamed through keeps each
-/// process's memory well under 64 MiB.
-pub const DEFAULT_WINDOW: usize = 16 * 1024 * 1024;
+/// Window of a channel unless its receiver says otherwise: deep enough that
+/// a local channel streams as fast as it did without windows on a loaded
+/// machine (16 MiB lost ~15 % there, interleaved runs of `mitogen bench`),
+/// and the bandwidth-delay product of a 100 ms link at ~250 MiB/s (the
+/// receiver gives credit back every eighth of a window, so seven eighths
+/// stay in flight); small enough that a file streamed through keeps each
+/// process under 64 MiB.
+pub const DEFAULT_WINDOW: usize = 32 * 1024 * 1024;
 
 /// What one queued message costs besides its body, so that a flood of
 /// empty values is bounded by the window too (the router weighs queued

@@ -55,7 +55,7 @@ pub(crate) fn raw(
     v
 }
 
-/// The key a sender carries (it travels as `(context, handle, key)`).
+/// The key a sender carries (it travels as `(context, handle, key, window)`).
 pub fn key_of<T>(tx: &Sender<T>) -> Result<u32> {
     let (_, _, key): (u32, u32, u32) = postcard::from_bytes(&postcard::to_allocvec(tx)?)?;
     Ok(key)
