@@ -98,25 +98,26 @@ const SCRIPT: &str = concat!(
     "set -- \"${XDG_CACHE_HOME:-${HOME:-/nonexistent}/.cache}\" mitogen \"${TMPDIR:-/tmp}\" mitogen- /dev/shm mitogen-; ",
     // g PARENT NAME MAKE: enter the directory PARENT/NAME (NAME-UID for the
     // fallbacks) and check it from inside; with MAKE=1, create it and fix its
-    // mode once it is known to be ours. On failure, the reason goes into $r.
+    // mode once it is known to be ours (a `mkdir -m 700` that made it has
+    // set it already: one program fewer). On failure, the reason goes into $r.
     // Tools run only from `/` or from a directory found to be ours, so that
     // not even a PATH holding `.` can run a file of another user's.
     "g() { cd /; n=$2; case $n in *-) [ -n \"$i\" ] || i=$(id -u); n=$n$i;; esac; d=\"$1/$n\"; ",
     "case $1 in /*) ;; *) r=\"$r $d: not an absolute path;\"; return 1;; esac; ",
     "if [ \"$3\" = 1 ]; then mkdir -p \"$1\" 2>/dev/null; fi; ",
     "cd -P \"$1\" 2>/dev/null || { r=\"$r $d: $1 cannot be made or entered;\"; return 1; }; q=${PWD%/}; ",
-    "if [ \"$3\" = 1 ]; then mkdir -m 700 \"./$n\" 2>/dev/null; fi; ",
+    "m=; if [ \"$3\" = 1 ] && mkdir -m 700 \"./$n\" 2>/dev/null; then m=1; fi; ",
     "cd -P \"./$n\" 2>/dev/null || { r=\"$r $d: cannot be made or entered;\"; return 1; }; ",
     "[ \"$PWD\" = \"$q/$n\" ] || { r=\"$r $d: a symbolic link;\"; return 1; }; ",
     "[ -O . ] || { r=\"$r $d: owned by another user;\"; return 1; }; ",
-    "if [ \"$3\" = 1 ]; then chmod 700 . 2>/dev/null; fi; ",
+    "if [ \"$3\" = 1 ] && [ -z \"$m\" ]; then chmod 700 . 2>/dev/null; fi; ",
     "case $(ls -ld .) in \"drwx------ \"* | \"drwx------.\"*) ;; *) r=\"$r $d: not mode 0700;\"; return 1;; esac; }; ",
     "k() { if [ \"$F\" = 0 ]; then while [ $# -gt 1 ]; do ",
     "if g \"$1\" \"$2\" 0 && [ -f \"./$H\" ] && [ -x \"./$H\" ] && [ -O \"./$H\" ]; then ",
     "echo \"MITOGEN-STAGE cached\"; MITOGEN_CHILD=1 MITOGEN_PIPED=1 MITOGEN_HASH=$H MITOGEN_CWD=\"$o\" exec \"./$H\"; fi; shift 2; done; fi; }; k \"$@\"; ",
     "cd /; u=$(uname -sm); @O@r=; w=; while [ $# -gt 1 ]; do if g \"$1\" \"$2\" 1; then ",
     "if [ -w . ] && { { [ -f .probe ] && [ -O .probe ] && [ -x .probe ]; } || ",
-    "{ rm -f .probe && echo \"exit 0\" > .probe && chmod 700 .probe; }; } && ./.probe </dev/null 2>/dev/null; then w=1; break; fi; ",
+    "{ { { [ -e .probe ] || [ -L .probe ]; } && rm -f .probe; echo \"exit 0\" > .probe; } && chmod 700 .probe; }; } && ./.probe </dev/null 2>/dev/null; then w=1; break; fi; ",
     "r=\"$r $d: not writable or mounted noexec;\"; fi; shift 2; done; ",
     "z=0; command -v gzip >/dev/null 2>&1 && z=1; ",
     "if [ -z \"$w\" ]; then echo \"MITOGEN-STAGE nodir$r\"; exit 1; fi; ",
