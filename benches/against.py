@@ -81,15 +81,7 @@ def main():
         rounds_new.append(bench(new_bin))
     text = section(rev, head, rounds_old, rounds_new)
     path = os.path.join(compare.ROOT, args.output)
-    with open(path) as fp:
-        doc = fp.read()
-    begin, end = doc.find(BEGIN), doc.find(END)
-    if begin >= 0 and end > begin:
-        doc = doc[:begin] + text + doc[end + len(END):]
-    else:
-        doc = doc.rstrip('\n') + '\n\n' + text + '\n'
-    with open(path, 'w') as fp:
-        fp.write(doc)
+    compare.write_section(path, BEGIN, END, text)
     compare.log('wrote %s' % os.path.relpath(path, compare.ROOT))
 
 

@@ -361,6 +361,31 @@ def existing_section(path, begin_marker, end_marker):
     return text[begin:end + len(end_marker)]
 
 
+def write_section(path, begin_marker, end_marker, text, before=()):
+    """Writes `text` (a section from `begin_marker` to `end_marker`) into the
+    file at `path`: in place of the earlier run's section, else just before
+    the first of the `before` marks found, else at the end. The rest of the
+    file is kept as it is."""
+    try:
+        with open(path) as fp:
+            doc = fp.read()
+    except FileNotFoundError:
+        doc = ''
+    begin, end = doc.find(begin_marker), doc.find(end_marker)
+    if begin >= 0 and end > begin:
+        doc = doc[:begin] + text + doc[end + len(end_marker):]
+    else:
+        for mark in before:
+            at = doc.find(mark)
+            if at >= 0:
+                doc = doc[:at] + text + '\n\n' + doc[at:]
+                break
+        else:
+            doc = doc.rstrip('\n') + '\n\n' + text + '\n'
+    with open(path, 'w') as fp:
+        fp.write(doc)
+
+
 def existing_ssh_section(path):
     """The ssh section of an earlier run, kept when this run has none."""
     return existing_section(path, SSH_BEGIN, SSH_END)

@@ -538,23 +538,13 @@ def render(results, rss, info, args, rerun, loads):
 
 
 def write_section(path, section):
-    try:
-        with open(path) as fp:
-            text = fp.read()
-    except FileNotFoundError:
-        text = ''
-    begin, end = text.find(FILES_BEGIN), text.find(FILES_END)
-    if begin >= 0 and end > begin:
-        old = text[begin:end]
-        nb, ne = old.find(NOTES_BEGIN), old.find(NOTES_END)
-        if nb >= 0 and ne > nb:
-            notes = old[nb:ne + len(NOTES_END)]
-            section = section.replace(FILES_END, notes + '\n' + FILES_END)
-        text = text[:begin] + section + text[end + len(FILES_END):]
-    else:
-        text = text.rstrip('\n') + '\n\n' + section + '\n'
-    with open(path, 'w') as fp:
-        fp.write(text)
+    """The section, keeping the hand-written notes of the one it replaces."""
+    old = compare.existing_section(path, FILES_BEGIN, FILES_END) or ''
+    nb, ne = old.find(NOTES_BEGIN), old.find(NOTES_END)
+    if nb >= 0 and ne > nb:
+        notes = old[nb:ne + len(NOTES_END)]
+        section = section.replace(FILES_END, notes + '\n' + FILES_END)
+    compare.write_section(path, FILES_BEGIN, FILES_END, section)
 
 
 def parse_args():

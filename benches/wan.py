@@ -180,24 +180,10 @@ def main():
     print(text)
     if args.write:
         path = os.path.join(ROOT, args.output)
-        with open(path) as fp:
-            doc = fp.read()
-        if WAN_BEGIN in doc and WAN_END in doc:
-            head, rest = doc.split(WAN_BEGIN, 1)
-            tail = rest.split(WAN_END, 1)[1].lstrip('\n')
-            doc = head + text + '\n' + tail
-        else:
-            # Where compare.py keeps it: before the comparison with an earlier
-            # commit, else before the binary sizes.
-            for mark in (compare.AGAINST_BEGIN, '## Release binary sizes'):
-                if mark in doc:
-                    head, tail = doc.split(mark, 1)
-                    doc = head + text + '\n' + mark + tail
-                    break
-            else:
-                doc = doc.rstrip('\n') + '\n\n' + text
-        with open(path, 'w') as fp:
-            fp.write(doc)
+        # When new: where compare.py keeps it, before the comparison with an
+        # earlier commit, else before the binary sizes.
+        compare.write_section(path, WAN_BEGIN, WAN_END, text,
+                              before=(compare.AGAINST_BEGIN, '## Release binary sizes'))
         compare.log('wrote %s' % os.path.relpath(path, ROOT))
 
 
