@@ -72,7 +72,7 @@ pub fn holds_direct_socket_to(inner_pid: u32) -> bool {
 /// Whether `ctx` (a container's context) talks to the process that holds
 /// the hop over a direct socket; `holder` is that process's own context
 /// (`None`: this one).
-fn is_direct(ctx: &mitogen::Context, holder: Option<&mitogen::Context>) -> Result<bool> {
+pub fn is_direct(ctx: &mitogen::Context, holder: Option<&mitogen::Context>) -> Result<bool> {
     let pid = ctx.call(inside, ())?.pid;
     Ok(match holder {
         Some(h) => h.call(holds_direct_socket_to, (pid,))?,

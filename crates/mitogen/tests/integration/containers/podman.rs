@@ -50,6 +50,10 @@ pub fn podman_hop_runs_in_the_container(router: &Router) -> Result<()> {
     let c = Container::start_in("podman", Flavour::Busybox, ULIMITS)?;
     let ctx = Guard(router.connect(c.hop().as_str())?);
     ensure!(ctx.name() == c.hop(), "named {:?}", ctx.name());
+    ensure!(
+        super::direct::is_direct(&ctx, None)?,
+        "podman as root: not on a direct socket"
+    );
     let i = ctx.call(inside, ())?;
     ensure!(
         i.uid == 0 && i.exe.starts_with("/root/.cache/mitogen/"),
