@@ -507,16 +507,16 @@ fn attempt(
         }
     }
 
-    // Kept to shut the direct socket down when the lifeline goes.
-    let stream_fd = match lifeline {
-        Some(_) => fd.try_clone().ok(),
-        None => None,
-    };
     let side = match Side::new(fd) {
         Ok(s) => Arc::new(s),
         Err(e) => return Err(abort(format!("stream setup: {e}"), &[], false, None)),
     };
-    let stream = Arc::new(Stream::new(name.to_owned(), side.clone(), side, false));
+    let stream = Arc::new(Stream::new(
+        name.to_owned(),
+        side.clone(),
+        side.clone(),
+        false,
+    ));
     stream.set_remote_id(id);
     stream.set_local_peer(launch.local_peer);
 
@@ -526,13 +526,16 @@ fn attempt(
     // Over a direct socket, the transport (the engine's client) going ends
     // the context as its stream's end would: the socket is shut down, and
     // the broker reads its end. Its pipe is held open until then, so the
-    // child's lifeline stays up.
-    let on_exit = lifeline.and_then(|pipe| {
-        let socket = stream_fd?;
-        Some(move || {
+    // child's lifeline stays up. Only a weak hold on the socket: once the
+    // stream is done with it, it closes, and the child sees that.
+    let on_exit = lifeline.map(|pipe| {
+        let socket = Arc::downgrade(&side);
+        move || {
             drop(pipe);
-            let _ = rustix::net::shutdown(&socket, rustix::net::Shutdown::Both);
-        })
+            if let Some(side) = socket.upgrade() {
+                let _ = rustix::net::shutdown(&*side, rustix::net::Shutdown::Both);
+            }
+        }
     });
     match ProcessWatch::new(child, exit.clone()) {
         Ok(w) => router.broker.add_process(match on_exit {

@@ -275,6 +275,29 @@ pub fn killing_the_client_ends_a_direct_context(router: &Router) -> Result<()> {
     Ok(())
 }
 
+/// A parent that cuts the stream (here: garbage written on the socket by
+/// the child) closes the direct socket for good: the child exits, and its
+/// docker client with it.
+pub fn a_stream_cut_by_the_parent_ends_the_child(router: &Router) -> Result<()> {
+    let c = Container::start(Flavour::Busybox, &[])?;
+    let ctx = Guard(router.connect(c.hop().as_str())?);
+    ensure!(is_direct(&ctx, None)?, "not on a direct socket");
+    let writing = ctx.call_async(super::hostile::write_up_stream, (vec![0xff; 64],));
+    let _ = writing.get_timeout(Duration::from_secs(10));
+    let cut = wait_until(Duration::from_secs(10), || ctx.is_disconnected());
+    ensure!(cut, "the parent did not cut the stream");
+    let clean = wait_until(Duration::from_secs(10), || {
+        ours_in(&c).is_ok_and(|v| v.is_empty()) && docker_children().is_empty()
+    });
+    ensure!(
+        clean,
+        "left: {:?} in the container, clients {:?}",
+        ours_in(&c)?,
+        docker_children()
+    );
+    Ok(())
+}
+
 /// `docker stop` while calls run over the direct socket: each fails naming
 /// the hop, and no client is left.
 pub fn docker_stop_fails_calls_on_a_direct_socket(router: &Router) -> Result<()> {
@@ -316,5 +339,6 @@ crate::tests! {
     a_lying_child_is_refused => 180,
     killing_the_client_ends_a_direct_context => 120,
     docker_stop_fails_calls_on_a_direct_socket => 120,
+    a_stream_cut_by_the_parent_ends_the_child => 120,
     a_chain_takes_the_socket_in_its_middle => 120,
 }
