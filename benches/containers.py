@@ -157,7 +157,10 @@ def render(rounds, args, container_info):
       '1 MiB chunks, delivers %.0f MiB/s, so no hop through the pipe can meet the rtt '
       'and throughput targets. The direct socket costs the connect one more docker '
       'exec round trip and a scan of `/proc` (%+.2f ms over the floor against '
-      '%+.2f ms on the pipe, both within the target).'
+      '%+.2f ms on the pipe, both within the target). Over the socket the stream is '
+      'a Unix socketpair\'s, as a local context\'s is: the docker hop\'s rtt and '
+      'throughput are a local context\'s, within this machine\'s spread from round '
+      'to round.'
       % (pipe_rtt, pipe_tput, pipe_over, rtt_floor, args.mib, pull_floor, over, pipe_over))
     if args.note:
         w('')

@@ -68,6 +68,7 @@ pub(crate) fn settle(
     };
     let rest = after.split_off(nl + 1);
     after.pop();
+    let t0 = Instant::now();
     let socket = match handshake::parse_direct_report(&after) {
         Ok(Some(offer)) => match take(offer, token) {
             Ok(s) => Some(s),
@@ -92,7 +93,11 @@ pub(crate) fn settle(
     };
     handshake::write_all(pipe, &[answer], deadline)?;
     if socket.is_some() {
-        tracing::debug!(context = name, "stream runs over a direct socket");
+        tracing::debug!(
+            context = name,
+            took_us = t0.elapsed().as_micros() as u64,
+            "stream runs over a direct socket"
+        );
     }
     Ok((socket, rest))
 }

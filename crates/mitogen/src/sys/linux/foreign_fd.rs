@@ -56,8 +56,10 @@ fn is(host: u32, ns: u64, pid: u32) -> bool {
 /// visible. A namespace equal to ours is an error: no process there can
 /// stand for a child in a container.
 ///
-/// One `readlink` per process (of those it may look at), and a read of
-/// `status` only for processes in that namespace: cheap enough to run on
+/// Newest first (highest pid first): the process sought has usually just
+/// been started, so it is found after a few `readlink`s of
+/// `/proc/PID/ns/pid`, with a read of `status` only for processes in that
+/// namespace; at worst one `readlink` per process. Cheap enough to run on
 /// every connection.
 pub(crate) fn find_in_pid_namespace(ns: u64, pid: u32) -> io::Result<Option<u32>> {
     if ns == own_pid_namespace()? {
@@ -65,20 +67,11 @@ pub(crate) fn find_in_pid_namespace(ns: u64, pid: u32) -> io::Result<Option<u32>
             "the process names this process's own pid namespace",
         ));
     }
-    for entry in std::fs::read_dir("/proc")? {
-        let Ok(entry) = entry else { continue };
-        let Some(host) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        if is(host, ns, pid) {
-            return Ok(Some(host));
-        }
-    }
-    Ok(None)
+    let mut pids: Vec<u32> = std::fs::read_dir("/proc")?
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    pids.sort_unstable_by(|a, b| b.cmp(a));
+    Ok(pids.into_iter().find(|&host| is(host, ns, pid)))
 }
 
 /// A duplicate of descriptor `fd` of host process `host`, which must still
