@@ -2,7 +2,8 @@
 //! of the library's `files` (push, fetch, `push_all`).
 //!
 //! Both go the same way ([`execute`]): connect every target at once (shared
-//! hops once, as `mitogen run` does), then move the files in one thread per
+//! hops once, as `mitogen run` does; a target that is also another's hop
+//! first), then move the files in one thread per
 //! *group* (targets behind one shared first hop form a group, so `push_all`
 //! can stage the bytes there once; every other target is a group of its
 //! own), and hand each target's [`TransferReport`] to the printer as soon as
@@ -204,22 +205,12 @@ where
         std::io::Result::Ok(())
     };
 
-    // Every target at once: shared hops are started once by the library.
-    let connected: Vec<Result<mitogen::Result<Context>, Failure>> = std::thread::scope(|s| {
-        let threads: Vec<_> = targets
-            .iter()
-            .map(|t| s.spawn(move || router.connect_with(t, options)))
-            .collect();
-        threads
-            .into_iter()
-            .map(|h| h.join().map_err(|_| thread_died()))
-            .collect()
-    });
+    let connected = connect_all(router, targets, options);
 
     // (key, members); a `None` key is never shared.
     let mut groups: Vec<(Option<String>, Group)> = Vec::new();
     for (i, c) in connected.into_iter().enumerate() {
-        match c.and_then(|c| c.map_err(Failure::from)) {
+        match c {
             Ok(ctx) => match group_of(&targets[i]) {
                 Some(key) => match groups.iter_mut().find(|(k, _)| k.as_ref() == Some(&key)) {
                     Some((_, members)) => members.push((i, ctx)),
@@ -241,9 +232,7 @@ where
             s.spawn(move || {
                 let mut results = work(members);
                 results.resize_with(members.len(), || (None, vec![Err(thread_died())]));
-                for ((i, ctx), (dest, results)) in members.iter().zip(results) {
-                    // Its files are all in: told to go, not waited for.
-                    ctx.dismiss();
+                for ((i, _), (dest, results)) in members.iter().zip(results) {
                     let report = TransferReport::new(labels[*i].clone(), dest, results);
                     let _ = tx.send((*i, report));
                 }
@@ -264,9 +253,73 @@ where
         }
     }
     progress.finish();
+    // Every file is in: each context is told to go, and not waited for.
+    // Not before, since a target may be another's hop (`web1` and
+    // `web1/sudo`), and it takes the contexts below it along. Deepest
+    // first, so that each goes on its own.
+    let mut contexts: Vec<(usize, &Context)> = groups
+        .iter()
+        .flat_map(|(_, m)| m.iter())
+        .map(|(i, c)| (targets[*i].hops().len(), c))
+        .collect();
+    contexts.sort_by_key(|(depth, _)| std::cmp::Reverse(*depth));
+    for (_, c) in contexts {
+        c.dismiss();
+    }
     let reports: Vec<TransferReport> = reports.into_iter().flatten().collect();
     printer.summary(verb, &reports, started.elapsed())?;
     Ok(exit_status(&reports))
+}
+
+/// Connects every target, all at once except that a target that is a hop of
+/// another (`web1` and `web1/sudo`) is connected first, so that the other
+/// runs through it (the library shares a target as a hop only once it is
+/// up); shared hops are started once by the library.
+fn connect_all(
+    router: &Router,
+    targets: &[Target],
+    options: &ConnectOptions,
+) -> Vec<Result<Context, Failure>> {
+    let text: Vec<String> = targets.iter().map(Target::to_string).collect();
+    let mut wave = vec![0usize; targets.len()];
+    // Targets by depth, so that a prefix's wave is known before its users'.
+    let mut order: Vec<usize> = (0..targets.len()).collect();
+    order.sort_by_key(|&i| targets[i].hops().len());
+    for &i in &order {
+        let depth = targets[i].hops().len();
+        wave[i] = order
+            .iter()
+            .filter(|&&j| {
+                let d = targets[j].hops().len();
+                d < depth && targets[i].prefix(d) == text[j]
+            })
+            .map(|&j| wave[j] + 1)
+            .max()
+            .unwrap_or(0);
+    }
+    let mut out: Vec<Option<Result<Context, Failure>>> = targets.iter().map(|_| None).collect();
+    for w in 0..=wave.iter().copied().max().unwrap_or(0) {
+        std::thread::scope(|s| {
+            let threads: Vec<_> = (0..targets.len())
+                .filter(|&i| wave[i] == w)
+                .map(|i| {
+                    (
+                        i,
+                        s.spawn(move || router.connect_with(&targets[i], options)),
+                    )
+                })
+                .collect();
+            for (i, h) in threads {
+                out[i] = Some(match h.join() {
+                    Ok(r) => r.map_err(Failure::from),
+                    Err(_) => Err(thread_died()),
+                });
+            }
+        });
+    }
+    out.into_iter()
+        .map(|r| r.unwrap_or_else(|| Err(thread_died())))
+        .collect()
 }
 
 fn thread_died() -> Failure {
