@@ -52,9 +52,9 @@ impl Progress {
     /// Counts one more target as done.
     pub fn done(&self, r: &TransferReport) {
         self.bytes.set(self.bytes.get() + r.totals.bytes);
+        self.bar.inc(1);
         self.bar
             .set_message(crate::printer::transfer::size(self.bytes.get()));
-        self.bar.inc(1);
     }
 
     /// Removes the progress line.
