@@ -606,3 +606,110 @@ fn a_read_only_destination_and_an_unreadable_path_fail_only_their_target() {
         );
     }
 }
+
+/// Bytes the `mitogen` process itself (its threads, not the contexts it
+/// starts) wrote to anything while running `args`, counted by `strace`.
+/// (`wchar` of /proc/PID/io read from outside over-counts, by whole
+/// multiples, the writes of threads that have exited.)
+fn written_by_mitogen(dir: &Path, args: &[&str]) -> u64 {
+    let trace = dir.join("strace.out");
+    let status = std::process::Command::new("strace")
+        .args(["-f", "-qq", "-s", "0", "-e", "signal=none", "-o"])
+        .arg(&trace)
+        .args([
+            "-e",
+            "trace=write,writev,pwrite64,sendmsg,sendto,splice,vmsplice,sendfile,clone,clone3",
+        ])
+        .arg(env!("CARGO_BIN_EXE_mitogen"))
+        .args(args)
+        .env_remove("MITOGEN_LOG")
+        .env_remove("RUST_LOG")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("running strace (the tests need it: apt-get install strace)");
+    assert!(status.success(), "mitogen {args:?} under strace: {status}");
+    let text = std::fs::read_to_string(&trace).unwrap();
+    let result = |line: &str| -> Option<u64> { line.rsplit_once("= ")?.1.trim().parse().ok() };
+    let writes = [
+        "write", "writev", "pwrite64", "sendmsg", "sendto", "splice", "vmsplice", "sendfile",
+    ];
+    let (mut threads, mut pending) = (
+        std::collections::HashSet::new(),
+        std::collections::HashSet::new(),
+    );
+    let mut total = 0;
+    for line in text.lines() {
+        let Some((pid, call)) = line.split_once(char::is_whitespace) else {
+            continue;
+        };
+        let Ok(pid) = pid.parse::<u32>() else {
+            continue;
+        };
+        let call = call.trim_start();
+        if threads.is_empty() {
+            threads.insert(pid); // the first to make a call: the program
+        }
+        if !threads.contains(&pid) {
+            continue;
+        }
+        let name = call
+            .strip_prefix("<... ")
+            .unwrap_or(call)
+            .split(['(', ' '])
+            .next()
+            .unwrap_or("");
+        if name.starts_with("clone") {
+            let resumed = call.starts_with("<... ");
+            if call.contains("CLONE_THREAD") || (resumed && pending.remove(&pid)) {
+                match result(call) {
+                    Some(tid) if !call.ends_with("<unfinished ...>") => {
+                        threads.insert(tid as u32);
+                    }
+                    _ => {
+                        pending.insert(pid);
+                    }
+                }
+            }
+        } else if writes.contains(&name) && !call.ends_with("<unfinished ...>") {
+            total += result(call).unwrap_or(0);
+        }
+    }
+    total
+}
+
+/// Three targets behind one shared hop get the bytes over the first link
+/// once (`push_all`); three independent targets, three times.
+#[test]
+fn copy_to_targets_behind_a_shared_hop_sends_the_file_once() {
+    let d = Scratch::new("copy-fanout");
+    let size: u64 = 24 << 20;
+    let data: Vec<u8> = (0..size).map(|i| (i * 31 % 253) as u8).collect();
+    std::fs::write(d.path("big"), data).unwrap();
+    std::fs::create_dir(d.path("dst")).unwrap();
+    let (src, dst) = (d.s("big"), d.s("dst/"));
+    // -I: every target writes, whatever another has put there already.
+    let shared = written_by_mitogen(
+        &d.0,
+        &[
+            "copy",
+            "-I",
+            "local/local",
+            "local/local",
+            "local/local",
+            "--",
+            &src,
+            &dst,
+        ],
+    );
+    let direct = written_by_mitogen(
+        &d.0,
+        &["copy", "-I", "local", "local", "local", "--", &src, &dst],
+    );
+    assert!(direct >= 3 * size, "three direct pushes wrote {direct}");
+    assert!(
+        shared >= size && shared < size * 3 / 2,
+        "through a shared hop: {shared} bytes written for a file of {size}"
+    );
+    assert_eq!(std::fs::read(d.path("dst/big")).unwrap().len() as u64, size);
+}
