@@ -5,7 +5,8 @@
 //! directory, removed at the end.
 //!
 //! The ssh tests need root and openssh-server (docs/testing.md: they fail
-//! saying what is missing, or return where skipping is allowed).
+//! saying what is missing, or return where skipping is allowed); the
+//! fan-out test needs `strace` (installed by `.ci/run`).
 
 #[macro_use]
 mod common;
