@@ -143,7 +143,7 @@ fn copy_keeps_a_tree_and_a_second_copy_skips_every_file() {
     );
     assert!(
         out.stdout
-            .contains("1 targets, 1 ok, 0 failed: sent 4 files"),
+            .contains("1 target, 1 ok, 0 failed: sent 4 files"),
         "{}",
         out.stdout
     );

@@ -111,8 +111,8 @@ impl<O: Write, E: Write> TransferPrinter for HumanPrinter<O, E> {
             .fold(Totals::default(), |acc, r| acc.plus(&r.totals));
         writeln!(
             self.out,
-            "{} targets, {} ok, {failed} failed: {} {} in {:.2} s",
-            reports.len(),
+            "{}, {} ok, {failed} failed: {} {} in {:.2} s",
+            plural(reports.len() as u64, "target"),
             reports.len() - failed,
             verb_word(verb),
             totals(&sum),
