@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use super::dest::{hash_file, Dest};
 use super::pump::{interrupted, receive_file, send_file};
 use super::remote::{files_apply, files_finish, files_hash, files_receive, files_scan, files_send};
-use super::scan::scan;
+use super::scan::Scan;
 use super::wire::{Back, Done, Entry, Kind, Reply, WireOpts};
 use super::{FileOptions, Transfer};
 use crate::core::call::encode_call;
@@ -22,11 +22,13 @@ use crate::core::file_error::{FileError, FileErrorKind};
 use crate::core::payload::Blob;
 use crate::core::remote::RemoteFn;
 
-/// Inline content per batch call, and entries per batch.
-const BATCH_BYTES: u64 = 4 * 1024 * 1024;
-const BATCH_ENTRIES: usize = 4096;
-/// Batch calls in flight at once.
-const BATCHES_IN_FLIGHT: usize = 4;
+/// Inline content per batch call, and entries per batch: small batches, so
+/// that the receiver starts on the first while the rest are read (an
+/// unchanged tree is read and hashed on both sides, at the same time).
+const BATCH_BYTES: u64 = 1024 * 1024;
+const BATCH_ENTRIES: usize = 64;
+/// Batch calls in flight at once (at most 8 MiB of content).
+const BATCHES_IN_FLIGHT: usize = 8;
 
 fn local_name(ctx: &Context) -> String {
     ctx.router().name.clone()
@@ -73,14 +75,12 @@ pub(crate) fn push_asking(
     let idle = opts.idle_timeout;
     let dst_b = dst.as_os_str().as_bytes().to_vec();
     let shown = dst.display().to_string();
-    let mut entries = scan(src, &local_name(ctx), opts.inline_budget)?;
-    if let Some(o) = owners {
-        for e in &mut entries {
-            if let Some(&(uid, gid)) = o.get(&e.path) {
-                (e.uid, e.gid) = (uid, gid);
-            }
-        }
-    }
+    let me = local_name(ctx);
+    // The listing goes out in batches while the walk goes on: the receiver
+    // applies one batch (making, or reading and hashing to compare) while
+    // this side reads the next.
+    let mut walk = Scan::new(src, &me, opts.inline_budget);
+    let mut entries: Vec<Entry> = Vec::new();
     let mut total = Done::default();
     let mut needs = Vec::new();
     let mut pending: VecDeque<(usize, PendingCall<Reply<Done>>)> = VecDeque::new();
@@ -90,33 +90,62 @@ pub(crate) fn push_asking(
         needs.extend(done.need.iter().map(|(i, h)| (start + *i as usize, *h)));
         Ok(())
     };
-    let mut start = 0;
-    while start < entries.len() {
-        let (mut end, mut bytes) = (start, 0u64);
-        while end < entries.len() && end - start < BATCH_ENTRIES {
-            if let Kind::File {
-                inline: Some((d, _)),
-                ..
-            } = &entries[end].kind
-            {
-                if bytes > 0 && bytes + d.len() as u64 > BATCH_BYTES {
-                    break;
+    let sent = (|| -> Result<()> {
+        let (mut start, mut bytes) = (0, 0u64);
+        loop {
+            let next = walk.next().transpose()?;
+            let last = next.is_none();
+            if let Some(mut e) = next {
+                if let Some(&(uid, gid)) = owners.and_then(|o| o.get(&e.path)) {
+                    (e.uid, e.gid) = (uid, gid);
                 }
-                bytes += d.len() as u64;
+                if let Kind::File {
+                    inline: Some((d, _)),
+                    ..
+                } = &e.kind
+                {
+                    bytes += d.len() as u64;
+                }
+                entries.push(e);
             }
-            end += 1;
-        }
-        let batch = entries[start..end].to_vec();
-        pending.push_back((start, call_named(ctx, apply, &(dst_b.clone(), batch, wire))));
-        if pending.len() >= BATCHES_IN_FLIGHT {
-            if let Some((s, p)) = pending.pop_front() {
-                collect(s, p, &mut total)?;
+            let batch = &mut entries[start..];
+            let full = batch.len() >= BATCH_ENTRIES || bytes >= BATCH_BYTES;
+            if !batch.is_empty() && (full || last) {
+                let call = call_named(ctx, apply, &(&dst_b, &*batch, wire));
+                pending.push_back((start, call));
+                // Sent: the content is no longer needed here.
+                for e in batch.iter_mut() {
+                    if let Kind::File {
+                        inline: Some((d, _)),
+                        ..
+                    } = &mut e.kind
+                    {
+                        *d = bytes::Bytes::new();
+                    }
+                }
+                (start, bytes) = (entries.len(), 0);
+                if pending.len() >= BATCHES_IN_FLIGHT {
+                    if let Some((s, p)) = pending.pop_front() {
+                        collect(s, p, &mut total)?;
+                    }
+                }
+            }
+            if last {
+                break;
             }
         }
-        start = end;
-    }
-    while let Some((s, p)) = pending.pop_front() {
-        collect(s, p, &mut total)?;
+        while let Some((s, p)) = pending.pop_front() {
+            collect(s, p, &mut total)?;
+        }
+        Ok(())
+    })();
+    if let Err(e) = sent {
+        // The batches already sent are applied all the same: wait for them,
+        // so that nothing changes at the destination once this returns.
+        while let Some((_, p)) = pending.pop_front() {
+            let _ = p.get_timeout(idle);
+        }
+        return Err(e);
     }
     for (i, have) in needs {
         // The index comes from the receiver: one out of the listing is a
