@@ -12,7 +12,7 @@ use super::dest::{hash_file, Dest};
 use super::pump::{interrupted, receive_file, send_file};
 use super::remote::{files_apply, files_finish, files_hash, files_receive, files_scan, files_send};
 use super::scan::Scan;
-use super::wire::{Back, Done, Entry, Kind, Reply, WireOpts};
+use super::wire::{Done, Entry, Kind, Reply, WireOpts};
 use super::{FileOptions, Transfer};
 use crate::core::call::encode_call;
 use crate::core::call::PendingCall;
@@ -236,38 +236,22 @@ fn push_one(
 ) -> Result<Done> {
     let shown = e.shown(root);
     let me = local_name(ctx);
-    let (back_tx, back_rx) = ctx.channel::<Back>();
+    let (back_tx, back_rx) = ctx.channel::<crate::core::channel::Sender<Blob>>();
     let pending = ctx.call_async(files_receive, (dst_b.to_vec(), e.clone(), wire, back_tx));
     let lost = |err| interrupted(err, ctx.name(), &shown);
     let idle = opts.idle_timeout;
     let mut data_tx = None;
     let sent = (|| {
-        let data = match back_rx.recv_timeout(idle).map_err(lost)? {
-            Back::Ready(s) => s,
-            Back::Credit(_) => {
-                return Err(FileError::new(
-                    FileErrorKind::Unsafe,
-                    ctx.name(),
-                    &shown,
-                    "credit before the channel",
-                ))
-            }
-        };
+        let data = back_rx.recv_timeout(idle).map_err(lost)?;
         data_tx = Some(data.clone());
-        let mut credit = || loop {
-            if let Back::Credit(n) = back_rx.recv_timeout(idle).map_err(lost)? {
-                return Ok(n);
-            }
-        };
         let local_shown = local.display().to_string();
         let changed = |d: String| FileError::new(FileErrorKind::Changed, &me, &local_shown, d);
         send_file(
             f,
             (e.size(), e.mtime),
             &data,
-            &mut credit,
             opts.chunk_size,
-            opts.window as u64,
+            idle,
             &changed,
             &lost,
         )
@@ -387,8 +371,11 @@ fn fetch_one(
 ) -> Result<u64> {
     let idle = opts.idle_timeout;
     let tmp = dest.temp(e)?;
-    let (data_tx, data_rx) = ctx.channel::<Blob>();
-    let (ready_tx, ready_rx) = ctx.channel::<crate::core::channel::Sender<u64>>();
+    // The window paces the sender: it has at most that much sent that
+    // this side has not taken (and a frame is taken once the one before is
+    // written).
+    let (data_tx, data_rx) = ctx.channel_with_window::<Blob>(opts.window);
+    let (ready_tx, ready_rx) = ctx.channel::<()>();
     let pending: PendingCall<Reply<()>> = call_named(
         ctx,
         send,
@@ -405,20 +392,12 @@ fn fetch_one(
     let dst_shown = dest.shown_of(e);
     let me = local_name(ctx);
     let got = (|| {
-        let credit_tx = ready_rx.recv_timeout(idle).map_err(lost)?;
+        ready_rx.recv_timeout(idle).map_err(lost)?;
         let err = |kind, d: String| FileError::new(kind, &me, &dst_shown, d);
-        let mut credit = |n| credit_tx.send(n).map_err(lost);
-        receive_file(
-            &tmp.file,
-            e.size(),
-            &data_rx,
-            &mut credit,
-            idle,
-            &err,
-            &lost,
-        )
+        receive_file(&tmp.file, e.size(), &data_rx, idle, &err, &lost)
     })();
-    // The sender stops once its credits channel is gone (dropped above).
+    // Dropped: a sender still sending is told the channel is closed.
+    drop(data_rx);
     let remote = answer(pending, idle, ctx, shown);
     let written = match (got, remote) {
         (Ok(n), Ok(())) => n,
