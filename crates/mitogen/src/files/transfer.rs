@@ -140,10 +140,13 @@ pub(crate) fn push_asking(
         Ok(())
     })();
     if let Err(e) = sent {
-        // The batches already sent are applied all the same: wait for them,
-        // so that nothing changes at the destination once this returns.
+        // The batches already sent are applied all the same: wait for them
+        // (all within one `idle`), so that nothing changes at the
+        // destination once this returns.
+        let until = Instant::now().checked_add(idle);
         while let Some((_, p)) = pending.pop_front() {
-            let _ = p.get_timeout(idle);
+            let left = until.map_or(idle, |u| u.saturating_duration_since(Instant::now()));
+            let _ = p.get_timeout(left);
         }
         return Err(e);
     }
