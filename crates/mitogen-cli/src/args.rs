@@ -225,6 +225,14 @@ pub struct BenchArgs {
           value_parser = clap::value_parser!(u32).range(1..=100))]
     pub file_runs: Option<u32>,
 
+    /// Leave the trees of --files (the source and every copy) in the
+    /// temporary directories at the end, for a caller that removes them
+    /// later: on ext4 without a journal, files made within a minute of
+    /// many deletions are slower to make, which would charge whatever runs
+    /// next.
+    #[arg(long)]
+    pub keep_trees: bool,
+
     /// How ssh hops are made.
     #[command(flatten)]
     pub connect: ConnectArgs,
