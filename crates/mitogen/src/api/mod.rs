@@ -6,7 +6,11 @@
 //! one is the handle a program starts contexts with (the seed's
 //! `mitogen.parent.Router`), a thin layer on top of it.
 
+pub(crate) mod builder;
+pub(crate) mod connect_options;
 pub(crate) mod router;
 pub(crate) mod shared_hops;
 
-pub use router::{ConnectOptions, IntoTarget, Router, RouterBuilder};
+pub use builder::RouterBuilder;
+pub use connect_options::{ConnectOptions, IntoTarget};
+pub use router::Router;

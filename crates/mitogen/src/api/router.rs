@@ -4,15 +4,17 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::builder::RouterBuilder;
+use super::connect_options::{hop_methods, ConnectOptions, IntoTarget};
 use super::shared_hops::SharedHops;
 use crate::core::call::PendingCall;
 use crate::core::channel::{Receiver, Sender};
 use crate::core::context::{Context, DEFAULT_SHUTDOWN_TIMEOUT};
 use crate::core::error::{Error, Result};
-use crate::core::message::{ContextId, DEFAULT_MAX_MESSAGE_SIZE, MASTER_ID};
+use crate::core::message::ContextId;
 use crate::core::payload::Payload;
 use crate::core::remote::{IntoArgs, RemoteFn};
-use crate::core::router::{current_inner, set_current, RouterInner};
+use crate::core::router::{current_inner, RouterInner};
 use crate::core::signals::Subscription;
 use crate::methods::doas::Doas;
 use crate::methods::local::Local;
@@ -20,7 +22,7 @@ use crate::methods::ssh::Ssh;
 use crate::methods::su::Su;
 use crate::methods::sudo::Sudo;
 use crate::methods::Method;
-use crate::target::{Hop, Target};
+use crate::target::Target;
 
 /// Shuts the router down when the last user-held [`Router`] clone goes.
 struct Owner(Arc<RouterInner>);
@@ -48,221 +50,6 @@ fn shutdown_inner(inner: &Arc<RouterInner>, timeout: Duration) {
     SharedHops::of(inner).clear();
 }
 
-/// Options for [`Router::connect_with`] that apply to the hops of a target.
-#[derive(Clone, Debug, Default)]
-pub struct ConnectOptions {
-    /// ssh configuration file (`ssh -F`).
-    pub ssh_config: Option<std::path::PathBuf>,
-    /// ssh options (`ssh -o OPTION`), e.g. `StrictHostKeyChecking=accept-new`.
-    pub ssh_options: Vec<String>,
-    /// Time allowed for each hop to start.
-    pub connect_timeout: Option<Duration>,
-    /// Password for the target's one `sudo`, `su` or `doas` hop (one without
-    /// an entry in [`hop_passwords`](Self::hop_passwords)). It travels only to
-    /// the context that runs that hop's tool. A target with more than one such
-    /// hop is refused with [`Error::BadTarget`]: a password meant for one hop
-    /// is never typed into another hop's prompt.
-    pub password: Option<crate::core::secret::Secret>,
-    /// Passwords of particular hops, each keyed by the hop's path: the
-    /// target up to and including that hop, as [`Target`] writes it (e.g.
-    /// `web1/sudo:app`, which is also that context's name). A password is
-    /// typed only into its own hop's prompt (an ssh hop's login, a sudo or
-    /// doas hop's caller, an su hop's target user). Keys naming no hop of a
-    /// target are ignored, so one set of options can serve several targets.
-    pub hop_passwords: std::collections::BTreeMap<String, crate::core::secret::Secret>,
-}
-
-impl ConnectOptions {
-    /// Adds the password of the hop whose path is `hop` (see
-    /// [`hop_passwords`](Self::hop_passwords)).
-    pub fn hop_password(
-        mut self,
-        hop: impl Into<String>,
-        password: impl Into<crate::core::secret::Secret>,
-    ) -> ConnectOptions {
-        self.hop_passwords.insert(hop.into(), password.into());
-        self
-    }
-
-    /// The password for each hop of `target`, or why they cannot be given.
-    fn passwords_for(&self, target: &Target) -> std::result::Result<Passwords, String> {
-        let mut out = Vec::new();
-        let mut shared = Vec::new();
-        for (i, hop) in target.hops().iter().enumerate() {
-            let path = target.prefix(i + 1);
-            let switch = matches!(hop, Hop::Sudo { .. } | Hop::Su { .. } | Hop::Doas { .. });
-            match self.hop_passwords.get(&path) {
-                Some(_) if matches!(hop, Hop::Local) => {
-                    return Err(format!("hop {path:?} is local and takes no password"))
-                }
-                Some(_) if matches!(hop, Hop::Setns { .. } | Hop::Chroot { .. }) => {
-                    return Err(format!("hop {path:?} takes no password"))
-                }
-                Some(p) => out.push(Some(p.clone())),
-                None if switch && self.password.is_some() => {
-                    shared.push(path.clone());
-                    out.push(self.password.clone());
-                }
-                None => out.push(None),
-            }
-        }
-        if shared.len() > 1 {
-            return Err(format!(
-                "one password would go to {} hops ({}); give each its own \
-                 (ConnectOptions::hop_passwords, or `--password-file HOP=FILE`)",
-                shared.len(),
-                shared.join(", ")
-            ));
-        }
-        Ok(out)
-    }
-}
-
-/// The method that starts `hop`, with the options that apply to it and its
-/// own password.
-fn hop_method(
-    hop: &Hop,
-    options: &ConnectOptions,
-    password: Option<crate::core::secret::Secret>,
-) -> std::result::Result<Method, String> {
-    Ok(match hop {
-        Hop::Local => {
-            let mut local = Local::new();
-            if let Some(t) = options.connect_timeout {
-                local = local.connect_timeout(t);
-            }
-            Method::Local(local)
-        }
-        Hop::Ssh { user, host, port } => {
-            let mut ssh = Ssh::new(host.clone());
-            if let Some(u) = user {
-                ssh = ssh.user(u.clone());
-            }
-            if let Some(p) = port {
-                ssh = ssh.port(*p);
-            }
-            if let Some(f) = &options.ssh_config {
-                ssh = ssh.config_file(f.clone());
-            }
-            for o in &options.ssh_options {
-                ssh = ssh.ssh_args(["-o".to_owned(), o.clone()]);
-            }
-            if let Some(t) = options.connect_timeout {
-                ssh = ssh.connect_timeout(t);
-            }
-            if let Some(p) = password {
-                ssh = ssh.password(p);
-            }
-            Method::Ssh(ssh)
-        }
-        Hop::Sudo { user } => {
-            let mut sudo = crate::methods::sudo::Sudo::new();
-            if let Some(u) = user {
-                sudo = sudo.user(u.clone());
-            }
-            if let Some(p) = password {
-                sudo = sudo.password(p);
-            }
-            if let Some(t) = options.connect_timeout {
-                sudo = sudo.connect_timeout(t);
-            }
-            Method::Sudo(sudo)
-        }
-        Hop::Su { user } => {
-            let mut su = crate::methods::su::Su::user(user.as_deref().unwrap_or("root"));
-            if let Some(p) = password {
-                su = su.password(p);
-            }
-            if let Some(t) = options.connect_timeout {
-                su = su.connect_timeout(t);
-            }
-            Method::Su(su)
-        }
-        Hop::Doas { user } => {
-            let mut doas = crate::methods::doas::Doas::new();
-            if let Some(u) = user {
-                doas = doas.user(u.clone());
-            }
-            if let Some(p) = password {
-                doas = doas.password(p);
-            }
-            if let Some(t) = options.connect_timeout {
-                doas = doas.connect_timeout(t);
-            }
-            Method::Doas(doas)
-        }
-        Hop::Container(c) => {
-            if password.is_some() {
-                return Err(format!("container hop {c} takes no password"));
-            }
-            c.to_method(options.connect_timeout)
-        }
-        Hop::Setns { leader } => {
-            let mut setns = crate::methods::Setns::leader(leader.clone());
-            if let Some(t) = options.connect_timeout {
-                setns = setns.connect_timeout(t);
-            }
-            Method::Setns(setns)
-        }
-        Hop::Chroot { path } => {
-            let mut chroot = crate::methods::Chroot::new(path);
-            if let Some(t) = options.connect_timeout {
-                chroot = chroot.connect_timeout(t);
-            }
-            Method::Chroot(chroot)
-        }
-    })
-}
-
-/// The method of every hop of `target`, each named by the target up to it
-/// (`bastion/web1`) and given its own password, checked before anything
-/// starts; with the passwords, hop by hop.
-fn hop_methods(target: &Target, options: &ConnectOptions) -> Result<(Vec<Method>, Passwords)> {
-    let bad = |reason| Error::BadTarget {
-        target: target.to_string(),
-        reason,
-    };
-    let passwords = options.passwords_for(target).map_err(bad)?;
-    let mut methods = Vec::new();
-    for (i, (hop, password)) in target.hops().iter().zip(&passwords).enumerate() {
-        let name = target.prefix(i + 1);
-        let method = hop_method(hop, options, password.clone()).map_err(bad)?;
-        methods.push(method.named(name));
-    }
-    Ok((methods, passwords))
-}
-
-/// What [`Router::connect`] takes: a [`Target`], or a string parsed as one
-/// (a string that does not parse fails with [`Error::BadTarget`]).
-pub trait IntoTarget {
-    /// The target, parsed if need be.
-    fn into_target(self) -> Result<Target>;
-}
-
-impl IntoTarget for Target {
-    fn into_target(self) -> Result<Target> {
-        Ok(self)
-    }
-}
-
-impl IntoTarget for &Target {
-    fn into_target(self) -> Result<Target> {
-        Ok(self.clone())
-    }
-}
-
-impl IntoTarget for &str {
-    fn into_target(self) -> Result<Target> {
-        self.parse()
-    }
-}
-
-impl IntoTarget for String {
-    fn into_target(self) -> Result<Target> {
-        self.parse()
-    }
-}
-
 /// Starting contexts from a context, for chains read left to right.
 impl Context {
     /// Starts a context with `method` through this one (which ships the
@@ -282,102 +69,6 @@ impl Context {
             owner: None,
         };
         router.start(Some(self), method)
-    }
-}
-
-/// The password of each hop of a target, the first hop first.
-type Passwords = Vec<Option<crate::core::secret::Secret>>;
-
-/// Settings of a master router.
-#[derive(Clone, Debug)]
-pub struct RouterBuilder {
-    max_message_size: usize,
-    allow_lateral: bool,
-    binaries: Vec<(String, std::path::PathBuf)>,
-    call_timeout: Option<Duration>,
-}
-
-impl Default for RouterBuilder {
-    fn default() -> Self {
-        RouterBuilder {
-            max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
-            allow_lateral: false,
-            binaries: Vec::new(),
-            call_timeout: None,
-        }
-    }
-}
-
-impl RouterBuilder {
-    /// Largest message body sent or accepted (default 128 MiB); children get
-    /// the same limit. A larger value than a frame's 32-bit length field
-    /// holds is clamped to `u32::MAX - 1` bytes (one byte is kept for a
-    /// relay's trailer), so a length is never cut short on the wire;
-    /// [`Router::max_message_size`] gives the limit in force. Larger data is
-    /// streamed in chunks ([`Blob`](crate::Blob) over a channel).
-    pub fn max_message_size(mut self, bytes: usize) -> Self {
-        self.max_message_size = bytes;
-        self
-    }
-
-    /// Gives the router a build of this program for another system, named as
-    /// `uname -sm` prints it there (`"Linux aarch64"`); hosts of that system
-    /// get it instead of the master's own executable.
-    pub fn binary(
-        mut self,
-        system: impl Into<String>,
-        path: impl Into<std::path::PathBuf>,
-    ) -> Self {
-        self.binaries.push((system.into(), path.into()));
-        self
-    }
-
-    /// Lets contexts send messages to contexts outside their own subtree (a
-    /// sibling, a cousin). Off by default: a child may only message its
-    /// ancestors and its own descendants. Calls and shutdowns still need parent
-    /// authority either way.
-    pub fn allow_lateral_messages(mut self, on: bool) -> Self {
-        self.allow_lateral = on;
-        self
-    }
-
-    /// How long [`Context::call`] and [`CallChain::call`](crate::CallChain::call)
-    /// wait for a result before they fail with [`Error::Timeout`] (and cancel
-    /// the call); by default they wait until the context goes away.
-    /// [`Context::call_timeout`] and [`PendingCall`]'s
-    /// own waits are not affected. It applies to the calls this router
-    /// makes: contexts it starts do not inherit it (a remote function that
-    /// calls onwards chooses its own deadlines).
-    pub fn call_timeout(mut self, timeout: Duration) -> Self {
-        self.call_timeout = Some(timeout);
-        self
-    }
-
-    /// Starts the router's broker thread.
-    pub fn build(self) -> Result<Router> {
-        let inner = RouterInner::start(
-            MASTER_ID,
-            "master".into(),
-            Vec::new(),
-            None,
-            self.max_message_size,
-        )
-        .map_err(|e| Error::io("starting the broker", e))?;
-        inner.install_log_receiver();
-        crate::core::route_control::install(&inner);
-        crate::service::install(&inner);
-        inner.set_allow_lateral(self.allow_lateral);
-        for (system, path) in &self.binaries {
-            inner.binaries.add(system, path)?;
-        }
-        if let Some(t) = self.call_timeout {
-            let _ = inner.call_timeout.set(t);
-        }
-        set_current(&inner);
-        Ok(Router {
-            owner: Some(Arc::new(Owner(inner.clone()))),
-            inner,
-        })
     }
 }
 
@@ -404,6 +95,15 @@ impl std::fmt::Debug for Router {
 }
 
 impl Router {
+    /// The router a [`RouterBuilder`] made: this handle, and its clones,
+    /// own it (the last one shuts it down).
+    pub(super) fn owning(inner: Arc<RouterInner>) -> Router {
+        Router {
+            owner: Some(Arc::new(Owner(inner.clone()))),
+            inner,
+        }
+    }
+
     /// A master router with default settings; see [`RouterBuilder`].
     pub fn new() -> Result<Router> {
         RouterBuilder::default().build()

@@ -24,7 +24,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
-use super::router::ConnectOptions;
+use super::connect_options::ConnectOptions;
 use crate::core::context::Context;
 use crate::core::error::Result;
 use crate::core::message::ContextId;
