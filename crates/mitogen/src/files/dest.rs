@@ -18,6 +18,7 @@ use std::sync::Arc;
 
 use rustix::fs::{AtFlags, Mode, OFlags, Timespec, Timestamps};
 
+use super::stamp;
 use super::temp::{random_name, TempFile};
 use super::wire::{Done, Entry, Hash, Kind, WireOpts};
 use crate::core::file_error::{FileError, FileErrorKind};
@@ -191,6 +192,14 @@ impl Dest {
                     let have = self.unchanged(e)?;
                     self.done.need.push((i as u32, have));
                 }
+                Kind::Hashed { hash, .. } => {
+                    let have = self.unchanged(e)?;
+                    if have == Some(*hash) {
+                        self.done.skipped += 1;
+                    } else {
+                        self.done.need.push((i as u32, have));
+                    }
+                }
             }
         }
         Ok(())
@@ -256,6 +265,7 @@ impl Dest {
             return Ok(None);
         }
         let (dir, name) = self.place(e)?;
+        let taken = stamp::now_ns();
         let Ok(st) = rustix::fs::statat(&*dir, name.as_os_str(), AtFlags::SYMLINK_NOFOLLOW) else {
             return Ok(None);
         };
@@ -265,22 +275,31 @@ impl Dest {
         {
             return Ok(None);
         }
-        let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK;
-        let Ok(fd) = rustix::fs::openat(&*dir, name.as_os_str(), flags, Mode::empty()) else {
-            return Ok(None);
-        };
-        if e.size() < 1 << 20 {
-            // Small (a tree's usual file): one read of the whole.
-            let want = e.size() as usize + 1;
-            if self.buf.len() < want {
-                self.buf.resize(want, 0);
+        // Hashed before with this very stamp (inode, size, times, change
+        // time): not read again.
+        let buf = &mut self.buf;
+        Ok(stamp::hash_or_read(&st, taken, || {
+            let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK;
+            let fd = rustix::fs::openat(&*dir, name.as_os_str(), flags, Mode::empty()).ok()?;
+            // The file opened must be the one stamped (not one renamed
+            // onto the name since): its hash is recorded under that stamp.
+            let now = rustix::fs::fstat(&fd).ok()?;
+            if (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino) {
+                return None;
             }
-            return Ok(match super::scan::read_listed(&fd, &mut self.buf[..want]) {
-                Ok(n) if n as u64 == e.size() => Some(*blake3::hash(&self.buf[..n]).as_bytes()),
-                _ => None,
-            });
-        }
-        Ok(hash_sized(&mut File::from(fd), e.size(), &mut self.buf).ok())
+            if e.size() < 1 << 20 {
+                // Small (a tree's usual file): one read of the whole.
+                let want = e.size() as usize + 1;
+                if buf.len() < want {
+                    buf.resize(want, 0);
+                }
+                return match super::scan::read_listed(&fd, &mut buf[..want]) {
+                    Ok(n) if n as u64 == e.size() => Some(*blake3::hash(&buf[..n]).as_bytes()),
+                    _ => None,
+                };
+            }
+            hash_sized(&mut File::from(fd), e.size(), buf).ok()
+        }))
     }
 
     /// A temporary file beside `e`'s place.

@@ -19,6 +19,7 @@ use bytes::Bytes;
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, Stat, CWD};
 use rustix::io::Errno;
 
+use super::stamp;
 use super::wire::{Entry, Kind};
 use crate::core::file_error::{FileError, FileErrorKind};
 
@@ -53,6 +54,10 @@ pub(crate) struct Scan<'a> {
     budget: u64,
     todo: Vec<Pending>,
     failed: bool,
+    /// Files whose stamp this process has hashed before are listed by
+    /// hash, unread ([`Kind::Hashed`]); a push only (its receiver asks
+    /// for what it lacks).
+    pub(crate) by_stamp: bool,
 }
 
 impl<'a> Scan<'a> {
@@ -68,7 +73,13 @@ impl<'a> Scan<'a> {
                 hint: FileType::Unknown,
             }],
             failed: false,
+            by_stamp: false,
         }
+    }
+
+    /// Content bytes small files may still carry.
+    pub(crate) fn budget_left(&self) -> u64 {
+        self.budget
     }
 
     fn shown(&self, rel: &[u8]) -> String {
@@ -150,6 +161,13 @@ impl<'a> Scan<'a> {
                 )
             }
             FileType::RegularFile => {
+                if self.by_stamp {
+                    if let Some(e) = self.hashed(&rel, &at)? {
+                        return Ok(Some(e));
+                    }
+                }
+                // Before the status the content's hash is recorded under.
+                let taken = stamp::now_ns();
                 // Opened without blocking: a file swapped for a FIFO since
                 // the listing does not hang the walk.
                 let fd = match open(OFlags::NONBLOCK | OFlags::NOCTTY) {
@@ -164,7 +182,9 @@ impl<'a> Scan<'a> {
                 let size = st.st_size as u64;
                 let inline = if size <= SMALL && size <= self.budget {
                     self.budget -= size;
-                    Some(self.read_small(&rel, &fd, &st)?)
+                    let (data, hash) = self.read_small(&rel, &fd, &st)?;
+                    stamp::record(&st, taken, hash);
+                    Some((data, hash))
                 } else {
                     None
                 };
@@ -175,16 +195,33 @@ impl<'a> Scan<'a> {
                 return Ok(None);
             }
         };
-        // The status's field types differ between targets.
-        #[allow(clippy::unnecessary_cast)]
-        Ok(Some(Entry {
-            path: rel,
-            kind,
-            mode: st.st_mode & 0o7777,
-            mtime: (st.st_mtime as i64, st.st_mtime_nsec as u32),
-            uid: st.st_uid,
-            gid: st.st_gid,
-        }))
+        Ok(Some(entry_of(rel, kind, &st)))
+    }
+
+    /// A regular file listed by the hash this process recorded for its
+    /// stamp, when there is one: one status and nothing read.
+    fn hashed(
+        &self,
+        rel: &[u8],
+        at: &Option<(Arc<OwnedFd>, OsString)>,
+    ) -> Result<Option<Entry>, FileError> {
+        let st = match at {
+            Some((dir, name)) => rustix::fs::statat(&**dir, name, AtFlags::SYMLINK_NOFOLLOW),
+            None => rustix::fs::statat(CWD, self.root, AtFlags::SYMLINK_NOFOLLOW),
+        };
+        // Anything unusual (gone, another type) is the slow path's to say.
+        let Ok(st) = st else { return Ok(None) };
+        let Some(hash) = stamp::lookup(&st) else {
+            return Ok(None);
+        };
+        Ok(Some(entry_of(
+            rel.to_vec(),
+            Kind::Hashed {
+                size: st.st_size as u64,
+                hash,
+            },
+            &st,
+        )))
     }
 
     /// Puts the entries of directory `fd` (at `rel`) on the stack, so that
@@ -237,22 +274,48 @@ impl<'a> Scan<'a> {
         fd: &OwnedFd,
         st: &Stat,
     ) -> Result<(Bytes, [u8; 32]), FileError> {
-        let size = st.st_size as usize;
-        // One byte more than announced: a file that grew reads past it.
-        let mut buf = vec![0u8; size + 1];
-        let got = read_listed(fd, &mut buf).map_err(|e| self.error(rel, e))?;
-        // Size and time again after the read: a file written meanwhile
-        // shows here, whatever the read saw.
-        let now = rustix::fs::fstat(fd).map_err(|e| self.error(rel, e))?;
-        if got != size
-            || now.st_size != st.st_size
-            || (now.st_mtime, now.st_mtime_nsec) != (st.st_mtime, st.st_mtime_nsec)
-        {
-            return Err(self.changed(rel, format!("{size} bytes when listed, {got} read")));
+        match read_whole(fd, st).map_err(|e| self.error(rel, e))? {
+            Ok(read) => Ok(read),
+            Err(detail) => Err(self.changed(rel, detail)),
         }
-        buf.truncate(size);
-        let hash = *blake3::hash(&buf).as_bytes();
-        Ok((Bytes::from(buf), hash))
+    }
+}
+
+/// Reads the small file `fd` of status `st` whole and hashes it; `Ok(Err)`
+/// (what differs) when its size or time moved since `st` was taken.
+pub(crate) fn read_whole(
+    fd: &impl AsFd,
+    st: &Stat,
+) -> Result<Result<(Bytes, [u8; 32]), String>, Errno> {
+    let size = st.st_size as usize;
+    // One byte more than announced: a file that grew reads past it.
+    let mut buf = vec![0u8; size + 1];
+    let got = read_listed(fd, &mut buf)?;
+    // Size and time again after the read: a file written meanwhile
+    // shows here, whatever the read saw.
+    let now = rustix::fs::fstat(fd)?;
+    if got != size
+        || now.st_size != st.st_size
+        || (now.st_mtime, now.st_mtime_nsec) != (st.st_mtime, st.st_mtime_nsec)
+    {
+        return Ok(Err(format!("{size} bytes when listed, {got} read")));
+    }
+    buf.truncate(size);
+    let hash = *blake3::hash(&buf).as_bytes();
+    Ok(Ok((Bytes::from(buf), hash)))
+}
+
+/// The entry at `rel` of kind `kind` and status `st`.
+// The status's field types differ between targets.
+#[allow(clippy::unnecessary_cast)]
+fn entry_of(rel: Vec<u8>, kind: Kind, st: &Stat) -> Entry {
+    Entry {
+        path: rel,
+        kind,
+        mode: st.st_mode & 0o7777,
+        mtime: (st.st_mtime as i64, st.st_mtime_nsec as u32),
+        uid: st.st_uid,
+        gid: st.st_gid,
     }
 }
 

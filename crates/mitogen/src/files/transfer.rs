@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 use super::dest::{hash_file, Dest};
 use super::pump::{interrupted, receive_file, send_file};
 use super::remote::{files_apply, files_finish, files_hash, files_receive, files_scan, files_send};
-use super::scan::Scan;
+use super::scan::{Scan, SMALL};
+use super::stamp;
 use super::wire::{Done, Entry, Kind, Reply, WireOpts};
 use super::{FileOptions, Transfer};
 use crate::core::call::encode_call;
@@ -35,7 +36,7 @@ fn local_name(ctx: &Context) -> String {
 }
 
 /// The answer of a call, its file error lifted into [`Error::File`].
-fn answer<T: serde::Serialize + serde::de::DeserializeOwned + Send + 'static>(
+pub(crate) fn answer<T: serde::Serialize + serde::de::DeserializeOwned + Send + 'static>(
     p: PendingCall<Reply<T>>,
     idle: Duration,
     ctx: &Context,
@@ -80,6 +81,9 @@ pub(crate) fn push_asking(
     // applies one batch (making, or reading and hashing to compare) while
     // this side reads the next.
     let mut walk = Scan::new(src, &me, opts.inline_budget);
+    // Files hashed before are listed by hash, unread: an unchanged tree
+    // re-pushed is read on neither side (see stamp.rs).
+    walk.by_stamp = opts.update;
     let mut entries: Vec<Entry> = Vec::new();
     let mut total = Done::default();
     let mut needs = Vec::new();
@@ -150,20 +154,39 @@ pub(crate) fn push_asking(
         }
         return Err(e);
     }
+    let mut budget = walk.budget_left();
+    let mut small = Vec::new();
     for (i, have) in needs {
         // The index comes from the receiver: one out of the listing is a
         // lie, refused rather than trusted.
-        let Some(e) = entries
-            .get(i)
-            .filter(|e| matches!(e.kind, Kind::File { inline: None, .. }))
-        else {
+        let Some(e) = entries.get(i).filter(|e| {
+            matches!(
+                e.kind,
+                Kind::File { inline: None, .. } | Kind::Hashed { .. }
+            )
+        }) else {
             return Err(Error::File(FileError::new(
                 FileErrorKind::Unsafe,
                 ctx.name(),
                 &shown,
-                format!("asked for entry {i} of {}, not a large file", entries.len()),
+                format!(
+                    "asked for entry {i} of {}, not a file sent without content",
+                    entries.len()
+                ),
             )));
         };
+        if let Kind::Hashed { size, hash } = e.kind {
+            if have == Some(hash) {
+                total.skipped += 1;
+                continue;
+            }
+            if size <= SMALL && size <= budget {
+                // Read again and sent in batches, after the large ones.
+                budget -= size;
+                small.push(e.clone());
+                continue;
+            }
+        }
         let local = if e.path.is_empty() {
             src.to_path_buf()
         } else {
@@ -174,13 +197,22 @@ pub(crate) fn push_asking(
             let mut g = f
                 .try_clone()
                 .map_err(|err| Error::io("duplicating a descriptor", err))?;
-            if hash_file(&mut g).ok() == Some(h) {
+            let taken = stamp::now_ns();
+            let ours = rustix::fs::fstat(&f)
+                .ok()
+                .and_then(|st| stamp::hash_or_read(&st, taken, || hash_file(&mut g).ok()));
+            if ours == Some(h) {
                 total.skipped += 1;
                 continue;
             }
         }
         let done = push_one(ctx, &dst_b, &shown, e, &f, &local, wire, opts)?;
         total.add(&done);
+    }
+    if !small.is_empty() {
+        super::resend::resend(
+            ctx, apply, &dst_b, &shown, src, small, wire, idle, &mut total,
+        )?;
     }
     finish_dirs_remote(ctx, &dst_b, &shown, &entries, wire, idle)?;
     Ok(Transfer::from_done(&total, started.elapsed()))
@@ -296,7 +328,7 @@ impl Remotes<'static> {
 }
 
 /// Starts a call of the function named `name`.
-fn call_named<
+pub(crate) fn call_named<
     A: serde::Serialize,
     T: serde::Serialize + serde::de::DeserializeOwned + Send + 'static,
 >(

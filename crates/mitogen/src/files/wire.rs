@@ -39,13 +39,21 @@ pub(crate) enum Kind {
     Link {
         target: Vec<u8>,
     },
+    /// A regular file sent without its content, its hash known to the
+    /// sender without reading it (its stamp cache, `stamp.rs`): the
+    /// receiver leaves alone what it has with that hash, and asks for the
+    /// rest.
+    Hashed {
+        size: u64,
+        hash: Hash,
+    },
 }
 
 impl Entry {
     /// The size of a regular file, 0 for the rest.
     pub(crate) fn size(&self) -> u64 {
         match self.kind {
-            Kind::File { size, .. } => size,
+            Kind::File { size, .. } | Kind::Hashed { size, .. } => size,
             _ => 0,
         }
     }

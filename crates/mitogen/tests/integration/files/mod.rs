@@ -14,6 +14,7 @@ pub mod hostile;
 pub mod large;
 pub mod over_ssh;
 pub mod pipelined;
+pub mod stamps;
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;

@@ -1,0 +1,126 @@
+//! The stamp cache (`files/stamp.rs`): a file hashed before, whose device,
+//! inode, size, times and change time are still those recorded, is not read
+//! again, on either side; a file changed behind it (in place with its size
+//! and time put back, or replaced by a rename) is sent again all the same.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{ensure, Context as _, Result};
+use mitogen::{Context, Router};
+
+use super::{pattern, set_mtime, Scratch};
+use crate::util::{local, pid_of};
+
+const FILES: usize = 200;
+const SIZE: usize = 4096;
+/// Longer than the cache's margin (2 s): a file changed less than that
+/// before it was hashed is hashed again at its next check.
+const SETTLE: Duration = Duration::from_millis(2_200);
+
+/// Bytes read by process `pid` (`rchar`: files and sockets alike).
+fn rchar(pid: &str) -> Result<u64> {
+    let io = std::fs::read_to_string(format!("/proc/{pid}/io"))?;
+    io.lines()
+        .find_map(|l| l.strip_prefix("rchar: "))
+        .and_then(|n| n.trim().parse().ok())
+        .context("no rchar in /proc/PID/io")
+}
+
+/// A tree of [`FILES`] files of [`SIZE`] bytes, with old modification
+/// times, pushed twice to `dst` with [`SETTLE`] before each push: the
+/// first push's receiver wrote the files (too recent to record), the
+/// second one hashed them and recorded them.
+fn warm(ctx: &Context, s: &Scratch) -> Result<()> {
+    let src = s.join("src");
+    std::fs::create_dir_all(&src)?;
+    for i in 0..FILES {
+        let mut data = pattern(SIZE);
+        data[0] = i as u8;
+        data[1] = (i >> 8) as u8;
+        let f = src.join(format!("f{i:03}"));
+        std::fs::write(&f, &data)?;
+        set_mtime(&f, 1_600_000_000 + i as i64, 5)?;
+    }
+    std::thread::sleep(SETTLE);
+    let t = ctx.push(&src, s.join("dst"))?;
+    ensure!(t.files == FILES as u64, "first push: {t:?}");
+    std::thread::sleep(SETTLE);
+    let t = ctx.push(&src, s.join("dst"))?;
+    ensure!(
+        t.skipped == FILES as u64 && t.files == 0,
+        "second push: {t:?}"
+    );
+    Ok(())
+}
+
+/// An unchanged tree pushed again once both sides have hashed it is read
+/// on neither: the bytes the master and the target read through the whole
+/// push stay far below the tree's content.
+pub fn an_unchanged_tree_is_read_on_neither_side(router: &Router) -> Result<()> {
+    let ctx = local(router)?;
+    let s = Scratch::new("stamps-read")?;
+    warm(&ctx, &s)?;
+    let pid = pid_of(&ctx)?.to_string();
+    let (theirs, ours) = (rchar(&pid)?, rchar("self")?);
+    let t = ctx.push(s.join("src"), s.join("dst"))?;
+    let (theirs, ours) = (rchar(&pid)? - theirs, rchar("self")? - ours);
+    ensure!(t.skipped == FILES as u64 && t.files == 0, "{t:?}");
+    let tree = (FILES * SIZE) as u64;
+    ensure!(
+        theirs < tree / 4 && ours < tree / 4,
+        "the target read {theirs} bytes and the master {ours}, for a tree of {tree}"
+    );
+    Ok(())
+}
+
+/// Writes `data` over `f` in place (same inode) and puts its modification
+/// time back: only the change time tells.
+fn rewrite_in_place(f: &Path, data: &[u8]) -> Result<()> {
+    let m = std::fs::metadata(f)?;
+    use std::os::unix::fs::MetadataExt;
+    std::fs::write(f, data)?;
+    set_mtime(f, m.mtime(), m.mtime_nsec() as u32)?;
+    ensure!(std::fs::metadata(f)?.ino() == m.ino(), "not in place");
+    Ok(())
+}
+
+/// What the cache vouched for, changed behind it with the size and
+/// modification time kept, is sent again: a destination file rewritten in
+/// place (what a hostile account on the receiving host can do), one
+/// replaced by a rename of another file, and a source file rewritten in
+/// place.
+pub fn files_changed_behind_the_cache_are_sent_again(router: &Router) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let ctx = local(router)?;
+    let s = Scratch::new("stamps-changed")?;
+    warm(&ctx, &s)?;
+    let other = pattern(SIZE).iter().map(|b| !b).collect::<Vec<_>>();
+    // In place, at the destination.
+    rewrite_in_place(&s.join("dst/f001"), &other)?;
+    // Replaced by a rename, at the destination: another inode, same size
+    // and time.
+    let m = std::fs::metadata(s.join("dst/f002"))?;
+    std::fs::write(s.join("dst/.swap"), &other)?;
+    set_mtime(&s.join("dst/.swap"), m.mtime(), m.mtime_nsec() as u32)?;
+    std::fs::rename(s.join("dst/.swap"), s.join("dst/f002"))?;
+    // In place, at the source.
+    rewrite_in_place(&s.join("src/f003"), &other)?;
+    let t = ctx.push(s.join("src"), s.join("dst"))?;
+    ensure!(
+        t.files == 3 && t.skipped == FILES as u64 - 3,
+        "three files changed behind the cache: {t:?}"
+    );
+    for f in ["f001", "f002", "f003"] {
+        ensure!(
+            std::fs::read(s.join("src").join(f))? == std::fs::read(s.join("dst").join(f))?,
+            "{f}: content differs after the push"
+        );
+    }
+    Ok(())
+}
+
+crate::tests! {
+    an_unchanged_tree_is_read_on_neither_side,
+    files_changed_behind_the_cache_are_sent_again,
+}
