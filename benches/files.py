@@ -459,8 +459,19 @@ def render_place(place, got, args):
           '–' if med(ours, 'repush_ms') is None else '%.1f' % med(ours, 'repush_ms'),
           '–' if med(rsync, 'repush_ms') is None else '%.1f' % med(rsync, 'repush_ms'),
           fx(faster), REPUSH_OVER_RSYNC, met((faster or 0) >= REPUSH_OVER_RSYNC)))
+    warm = med_ratio(ours, rsync, 'repush_warm_ms', 'repush_ms', invert=True)
+    w('| `repush_warm_ms` (unchanged, known) | %s | – | – | %s | – | %s faster | ≥ %.0f × faster '
+      'than rsync | %s |' % (
+          '–' if med(ours, 'repush_warm_ms') is None else '%.1f' % med(ours, 'repush_warm_ms'),
+          '–' if med(rsync, 'repush_ms') is None else '%.1f' % med(rsync, 'repush_ms'),
+          fx(warm), REPUSH_OVER_RSYNC, met((warm or 0) >= REPUSH_OVER_RSYNC)))
     skipped = [r.get('repush_skipped') for r in ours]
-    note = ('Files the second push of mitogen-rs left alone, every round: %s of %d.'
+    note = ('Files the re-pushes of mitogen-rs left alone, every round: %s of %d. '
+            '`repush_ms` is the push right after the first (the receiver hashes again the '
+            'files it has just written, too recent for their stamps to vouch for them), '
+            '`repush_warm_ms` one more after a push more than 2 s later (both sides know '
+            'every file\'s stamp and read none; docs/files.md); rsync\'s figure is its '
+            'no-op both times.'
             % (', '.join(str(s) for s in skipped), args.tree_files))
     if ssh:
         note += (' One `ssh HOST true` (a login, which every tool\'s figure includes) took '

@@ -81,7 +81,9 @@ transfer after sync(2) on both sides:
   fetch_mib_s            fetch that copy back
   small_files_per_s      push a tree of --tree-files files of 1 KiB
   repush_ms              push the same tree again, unchanged
-  repush_skipped         files that second push left alone
+  repush_skipped         files the re-pushes left alone
+  repush_warm_ms         and again, after a push more than 2 s later
+                         (both sides know every file's stamp: none read)
   peak_rss_kib           VmHWM (KiB) after all of it: this process, then
                          every hop's context, the target last
 With --cpu as well:

@@ -47,6 +47,7 @@ fn check_file_keys(r: &serde_json::Value, n: u64, processes: usize) {
         "fetch_mib_s",
         "small_files_per_s",
         "repush_ms",
+        "repush_warm_ms",
     ] {
         let v = r[key]
             .as_f64()
@@ -88,7 +89,7 @@ fn bench_files_only_reports_the_file_keys() {
         assert!(cpu.iter().all(|ms| ms.as_f64().unwrap() > 0.0), "{r}");
     }
     // The file keys and nothing else.
-    assert_eq!(r.as_object().unwrap().len(), 8, "{r}");
+    assert_eq!(r.as_object().unwrap().len(), 9, "{r}");
     assert!(r.get("connect_ms").is_none(), "{r}");
     // Both scratch directories (this process's, the context's) are gone.
     let left: Vec<_> = std::fs::read_dir(&tmp).unwrap().collect();
@@ -146,6 +147,7 @@ fn bench_files_table_names_every_file_key() {
         "small_files_per_s",
         "repush_ms",
         "repush_skipped",
+        "repush_warm_ms",
         "peak_rss_kib",
     ] {
         assert!(stdout.contains(key), "{stdout}");

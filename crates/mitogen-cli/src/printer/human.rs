@@ -200,7 +200,12 @@ fn file_rows(r: &FilesReport) -> Vec<(&'static str, String, &'static str)> {
         (
             "repush_skipped",
             r.repush_skipped.to_string(),
-            "files that second push left alone",
+            "files the re-pushes left alone",
+        ),
+        (
+            "repush_warm_ms",
+            format!("{:.3} ms", r.repush_warm_ms),
+            "and again, once both sides know it",
         ),
         (
             "peak_rss_kib",
