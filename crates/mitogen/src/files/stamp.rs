@@ -13,8 +13,10 @@
 //! hashed within that margin of its last change is read and hashed again
 //! at its next check, and recorded afresh then.
 //!
-//! Bounded: at most [`CAP`] entries (about 120 bytes each with the table's
-//! own overhead, so under 8 MiB); when full, the half used longest ago goes.
+//! Bounded: at most [`CAP`] entries, so that the table never grows past
+//! 65,536 slots of 89 bytes (an entry of 88 and a control byte): 5.6 MiB at
+//! most (twice that for the moment it is rebuilt). When full, the half used
+//! longest ago goes, into a new table.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -28,22 +30,23 @@ use super::wire::Hash;
 /// must be for the stamp to vouch for its content.
 pub(crate) const MARGIN: Duration = Duration::from_secs(2);
 
-/// Entries kept at most.
-pub(crate) const CAP: usize = 1 << 16;
+/// Entries kept at most: seven eighths of 65,536, the most a table of that
+/// many slots holds before it doubles.
+pub(crate) const CAP: usize = (1 << 16) / 8 * 7;
 
 /// The fields of a file's status that change when its content may have.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Fields {
     size: u64,
-    mtime_ns: i128,
-    ctime_ns: i128,
+    mtime_ns: i64,
+    ctime_ns: i64,
 }
 
 struct Known {
     fields: Fields,
     hash: Hash,
     /// When the status this entry holds was taken (ns since the epoch).
-    taken_ns: i128,
+    taken_ns: i64,
     /// Last use, for eviction.
     used: u64,
 }
@@ -58,16 +61,18 @@ static CACHE: Mutex<Option<Cache>> = Mutex::new(None);
 
 /// The time now, in nanoseconds since the epoch: taken before the status
 /// that [`record`] is given.
-pub(crate) fn now_ns() -> i128 {
+pub(crate) fn now_ns() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as i128)
+        .map_or(0, |d| d.as_nanos().min(i64::MAX as u128) as i64)
 }
 
 // The status's field types differ between targets.
 #[allow(clippy::unnecessary_cast)]
 fn key_and_fields(st: &Stat) -> ((u64, u64), Fields) {
-    let ns = |s: i64, n: i64| s as i128 * 1_000_000_000 + n as i128;
+    // Nanoseconds fit an i64 until 2262; a time out of range saturates
+    // (and is then compared as any other).
+    let ns = |s: i64, n: i64| s.saturating_mul(1_000_000_000).saturating_add(n);
     (
         (st.st_dev as u64, st.st_ino as u64),
         Fields {
@@ -80,9 +85,48 @@ fn key_and_fields(st: &Stat) -> ((u64, u64), Fields) {
 
 /// Whether a stamp taken at `taken_ns` vouches for the content: the file's
 /// last change and modification came more than [`MARGIN`] before.
-fn settled(f: &Fields, taken_ns: i128) -> bool {
-    let before = taken_ns - MARGIN.as_nanos() as i128;
+fn settled(f: &Fields, taken_ns: i64) -> bool {
+    let before = taken_ns.saturating_sub(MARGIN.as_nanos() as i64);
     f.ctime_ns < before && f.mtime_ns < before
+}
+
+impl Cache {
+    /// The hash kept for `key` when its fields are `fields` and settled.
+    fn get(&mut self, key: (u64, u64), fields: Fields) -> Option<Hash> {
+        self.clock += 1;
+        let clock = self.clock;
+        let k = self.map.get_mut(&key)?;
+        if k.fields != fields || !settled(&k.fields, k.taken_ns) {
+            return None;
+        }
+        k.used = clock;
+        Some(k.hash)
+    }
+
+    /// Keeps `hash` for `key`, making room first when full.
+    fn put(&mut self, key: (u64, u64), fields: Fields, taken_ns: i64, hash: Hash) {
+        self.clock += 1;
+        if self.map.len() >= CAP && !self.map.contains_key(&key) {
+            // The half used longest ago goes: amortised over CAP / 2 inserts.
+            // Into a new table: one emptied in place keeps its removed
+            // slots as tombstones, and would double to make room.
+            let keep_after = self.clock.saturating_sub(CAP as u64 / 2);
+            let old = std::mem::take(&mut self.map);
+            self.map = HashMap::with_capacity(CAP);
+            self.map
+                .extend(old.into_iter().filter(|(_, k)| k.used > keep_after));
+        }
+        let used = self.clock;
+        self.map.insert(
+            key,
+            Known {
+                fields,
+                hash,
+                taken_ns,
+                used,
+            },
+        );
+    }
 }
 
 /// The hash of the file whose fresh status is `st`, when it was hashed
@@ -93,47 +137,22 @@ pub(crate) fn lookup(st: &Stat) -> Option<Hash> {
     }
     let (key, fields) = key_and_fields(st);
     let mut guard = CACHE.lock().unwrap_or_else(|p| p.into_inner());
-    let cache = guard.as_mut()?;
-    cache.clock += 1;
-    let clock = cache.clock;
-    let k = cache.map.get_mut(&key)?;
-    if k.fields != fields || !settled(&k.fields, k.taken_ns) {
-        return None;
-    }
-    k.used = clock;
-    Some(k.hash)
+    guard.as_mut()?.get(key, fields)
 }
 
 /// Records that the file whose status `st` was taken at `taken_ns`
 /// (before its content was read) has content hashing to `hash`. A file
 /// changed within [`MARGIN`] of `taken_ns` is not worth keeping: it would
 /// not be trusted.
-pub(crate) fn record(st: &Stat, taken_ns: i128, hash: Hash) {
+pub(crate) fn record(st: &Stat, taken_ns: i64, hash: Hash) {
     let (key, fields) = key_and_fields(st);
     if st.st_mode & libc::S_IFMT != libc::S_IFREG || !settled(&fields, taken_ns) {
         return;
     }
     let mut guard = CACHE.lock().unwrap_or_else(|p| p.into_inner());
-    let cache = guard.get_or_insert_with(Cache::default);
-    cache.clock += 1;
-    if cache.map.len() >= CAP && !cache.map.contains_key(&key) {
-        // The half used longest ago goes: amortised over CAP / 2 inserts.
-        let keep_after = cache.clock.saturating_sub(CAP as u64 / 2);
-        cache.map.retain(|_, k| k.used > keep_after);
-        if cache.map.len() >= CAP {
-            cache.map.clear();
-        }
-    }
-    let used = cache.clock;
-    cache.map.insert(
-        key,
-        Known {
-            fields,
-            hash,
-            taken_ns,
-            used,
-        },
-    );
+    guard
+        .get_or_insert_with(Cache::default)
+        .put(key, fields, taken_ns, hash);
 }
 
 /// BLAKE3 of the open file `f` of status `st` (taken at `taken_ns`, before
@@ -141,7 +160,7 @@ pub(crate) fn record(st: &Stat, taken_ns: i128, hash: Hash) {
 /// `read` and recorded.
 pub(crate) fn hash_or_read(
     st: &Stat,
-    taken_ns: i128,
+    taken_ns: i64,
     read: impl FnOnce() -> Option<Hash>,
 ) -> Option<Hash> {
     if let Some(h) = lookup(st) {
@@ -156,7 +175,7 @@ pub(crate) fn hash_or_read(
 mod tests {
     use super::*;
 
-    fn f(mtime_s: i128, ctime_s: i128) -> Fields {
+    fn f(mtime_s: i64, ctime_s: i64) -> Fields {
         Fields {
             size: 1,
             mtime_ns: mtime_s * 1_000_000_000,
@@ -171,5 +190,23 @@ mod tests {
         assert!(!settled(&f(990, 999), t), "changed a second before");
         assert!(!settled(&f(999, 990), t), "modified a second before");
         assert!(!settled(&f(2_000, 990), t), "a modification time to come");
+    }
+
+    #[test]
+    fn the_cache_stays_within_its_bound_and_drops_the_oldest() {
+        let mut c = Cache::default();
+        let t = 1_000 * 1_000_000_000;
+        for i in 0..(CAP as u64 * 3) {
+            c.put((1, i), f(1, 1), t, [0; 32]);
+            // Used now and then: what is used stays.
+            assert_eq!(c.get((1, 0), f(1, 1)), Some([0; 32]), "after {i}");
+        }
+        assert!(c.map.len() <= CAP, "{} entries", c.map.len());
+        assert!(c.map.capacity() <= CAP, "room for {}", c.map.capacity());
+        assert_eq!(c.get((1, 5), f(1, 1)), None, "an old entry kept");
+        let last = CAP as u64 * 3 - 1;
+        assert_eq!(c.get((1, last), f(1, 1)), Some([0; 32]));
+        assert_eq!(c.get((1, last), f(2, 1)), None, "another time");
+        assert_eq!(std::mem::size_of::<((u64, u64), Known)>(), 88);
     }
 }
