@@ -161,7 +161,9 @@ impl<'a> Scan<'a> {
                 )
             }
             FileType::RegularFile => {
-                if self.by_stamp {
+                // Within a tree only: a single file rides in its call (a
+                // destination that lacks it would cost a round trip more).
+                if self.by_stamp && !rel.is_empty() {
                     if let Some(e) = self.hashed(&rel, &at)? {
                         return Ok(Some(e));
                     }

@@ -71,6 +71,14 @@ pub fn an_unchanged_tree_is_read_on_neither_side(router: &Router) -> Result<()> 
         theirs < tree / 4 && ours < tree / 4,
         "the target read {theirs} bytes and the master {ours}, for a tree of {tree}"
     );
+    // Known files pushed to a place that lacks them: a single file, and
+    // the tree (listed by hash, the content sent after).
+    let t = ctx.push(s.join("src/f007"), s.join("single"))?;
+    ensure!(t.files == 1, "{t:?}");
+    ensure!(std::fs::read(s.join("src/f007"))? == std::fs::read(s.join("single"))?);
+    let t = ctx.push(s.join("src"), s.join("elsewhere"))?;
+    ensure!(t.files == FILES as u64 && t.bytes == tree, "{t:?}");
+    super::same_tree(&s.join("src"), &s.join("elsewhere"), true)?;
     Ok(())
 }
 
