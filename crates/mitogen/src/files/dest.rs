@@ -282,10 +282,14 @@ impl Dest {
             let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK;
             let fd = rustix::fs::openat(&*dir, name.as_os_str(), flags, Mode::empty()).ok()?;
             // The file opened must be the one stamped (not one renamed
-            // onto the name since): its hash is recorded under that stamp.
-            let now = rustix::fs::fstat(&fd).ok()?;
-            if (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino) {
-                return None;
+            // onto the name since) when its hash is to be recorded under
+            // that stamp; a file just written (the next push's usual case)
+            // is not recorded, and spared the status.
+            if stamp::worth_recording(&st, taken) {
+                let now = rustix::fs::fstat(&fd).ok()?;
+                if (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino) {
+                    return None;
+                }
             }
             if e.size() < 1 << 20 {
                 // Small (a tree's usual file): one read of the whole.

@@ -155,6 +155,12 @@ pub(crate) fn record(st: &Stat, taken_ns: i64, hash: Hash) {
         .put(key, fields, taken_ns, hash);
 }
 
+/// Whether a hash of the file of status `st` (taken at `taken_ns`) would be
+/// kept by [`record`]: one changed within [`MARGIN`] would not.
+pub(crate) fn worth_recording(st: &Stat, taken_ns: i64) -> bool {
+    settled(&key_and_fields(st).1, taken_ns)
+}
+
 /// BLAKE3 of the open file `f` of status `st` (taken at `taken_ns`, before
 /// any read), from the cache when it vouches for it, else read through
 /// `read` and recorded.
