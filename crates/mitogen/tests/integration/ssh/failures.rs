@@ -205,8 +205,8 @@ fn signal(pid: u32, sig: rustix::process::Signal) {
     }
 }
 
-/// Starts an uncompressed upload in a thread and stops the remote `dd` (or
-/// `head`) that stores it, so that the upload stalls half-way; returns the thread and the
+/// Starts an uncompressed upload in a thread and stops the remote `head` that
+/// stores it, so that the upload stalls half-way; returns the thread and the
 /// stopped processes.
 fn stalled_upload(
     router: &Router,
@@ -226,9 +226,7 @@ fn stalled_upload(
     let t = std::thread::spawn(move || r.ssh(ssh));
     let mut heads = Vec::new();
     let found = wait_until(Duration::from_secs(15), || {
-        // The stage's reader: `dd` (or `head -c` where `dd` lacks the flags).
-        heads = processes(user.uid, "dd");
-        heads.extend(processes(user.uid, "head"));
+        heads = processes(user.uid, "head");
         for &h in &heads {
             signal(h, rustix::process::Signal::STOP);
         }
@@ -236,7 +234,7 @@ fn stalled_upload(
     });
     ensure!(
         found && !heads.is_empty(),
-        "the remote dd or head never ran (the upload did not start or ended at once)"
+        "the remote head never ran (the upload did not start or ended at once)"
     );
     Ok((t, heads))
 }

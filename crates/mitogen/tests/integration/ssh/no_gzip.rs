@@ -10,8 +10,7 @@ use mitogen::Router;
 use super::{connect_as, own, uploaded_during};
 use crate::sshd::{self, Sshd};
 
-/// The tools the first stage runs, and nothing else: no `gzip`, and no `dd`
-/// either, so the upload is taken by `head -c` (the stage's fallback).
+/// The tools the first stage runs, and nothing else (no `gzip`).
 const TOOLS: &[&str] = &[
     "sh", "id", "ls", "mkdir", "chmod", "uname", "rm", "head", "mv",
 ];
