@@ -20,8 +20,8 @@ once per round (the order reversed every other round):
 
 Every timed run starts with `sync` (untimed, also inside `mitogen bench`),
 so that no run pays for the dirty pages of the one before. Trees are made in
-new places and removed only at the end; after the contenders that remove
-their own when they end, the script waits EXT4_RECENT_S seconds (see there). The tools are
+new places and none is removed before the whole run ends (mitogen-rs with
+`--keep-trees`, Python Mitogen with `--keep-trees`; see EXT4_RECENT_S). The tools are
 timed as whole commands (their ssh login included: `ssh_true_ms` in the
 table says what one costs); mitogen-rs and Python Mitogen have their context
 up before timing, as `mitogen bench` always does.
@@ -157,8 +157,13 @@ class Place(object):
         page cache in another state: the pages that file takes are the ones
         the push's copy would have reused); with `mib`, on its own file of
         that size (the peak-memory run)."""
-        cmd = [self.ours_bin, 'bench', '--files-only', '--json', '--file-runs', '1',
-               '--tree-files', str(self.args.tree_files)]
+        # Its temporary directories (here, and in a `local` target, which
+        # inherits TMPDIR) go in the run's own, kept to the end like every
+        # contender's trees.
+        tmp = self.fresh('ours-tmp')
+        os.makedirs(tmp)
+        cmd = ['env', 'TMPDIR=' + tmp, self.ours_bin, 'bench', '--files-only', '--json',
+               '--file-runs', '1', '--keep-trees', '--tree-files', str(self.args.tree_files)]
         cmd += ['--file-mib', str(mib)] if mib else ['--file-from', self.src]
         if self.sshd:
             cmd += ['--target', self.sshd.target()]
@@ -170,7 +175,7 @@ class Place(object):
 
     def python(self):
         cmd = [self.py, os.path.join(ROOT, 'benches', 'python', 'bench_files.py'),
-               '--src', self.src, '--tree', self.tree, '--scratch', self.out]
+               '--src', self.src, '--tree', self.tree, '--scratch', self.out, '--keep-trees']
         if self.sshd:
             cmd += ['--ssh', '127.0.0.1', '--ssh-port', str(self.sshd.port),
                     '--ssh-user', self.sshd.user, '--identity', self.sshd.client_key]
@@ -330,17 +335,18 @@ class Place(object):
 
 
 # Seconds ext4 without a journal (this machine's root) passes over freed
-# inodes when allocating new ones once their table is written back: a tree
-# created within that time of another's deletion pays for scanning past it.
-EXT4_RECENT_S = 6
+# inodes when it allocates new ones (RECENTCY_MIN in the kernel's
+# fs/ext4/ialloc.c; 360 while their table is not written back): each file
+# made within that time of many deletions in its block group pays for
+# reading past every one (0.7 ms a file measured here after 3,000). So no
+# tree is deleted before the whole run ends: a contender made to pay for
+# the one before would measure the order of the run, not itself.
+EXT4_RECENT_S = 60
 
 
 def settle():
-    """After a contender that deleted trees of its own (mitogen-rs and
-    Python clean up when they end): write everything back and wait until
-    the freed inodes no longer slow the next contender's creates."""
+    """Between contenders: write everything back (nothing is deleted)."""
     os.sync()
-    time.sleep(EXT4_RECENT_S)
 
 
 def run_rounds(place, rounds):
@@ -353,10 +359,7 @@ def run_rounds(place, rounds):
             r = fn()
             log('  %s: %s' % (name, json.dumps(r)))
             got[name].append(r)
-            if name in ('mitogen-rs', 'Python Mitogen'):
-                settle()
-    clean(place.out)
-    settle()
+            settle()
     return got
 
 
@@ -507,11 +510,11 @@ def render(results, rss, info, args, rerun, loads):
       'throw-away sshd on 127.0.0.1 (no compression anywhere). Each figure is the median '
       'over %d round(s), every contender once per round, the order reversed every other '
       'round; ratios are taken within each round, then the median. Every timed run starts '
-      'after `sync`. Every tree is made in a new place and kept until the end, and after '
-      'mitogen-rs and Python Mitogen (which remove theirs when they end) the script waits '
-      '%d s: this machine\'s ext4 has no journal, and such a file system passes over inodes '
-      'freed in the last seconds, reading each one\'s record, when it allocates one, so a '
-      'tree made right after another is deleted costs several times more. The tools are timed as whole commands (login included); mitogen-rs '
+      'after `sync`. Every tree is made in a new place and none is deleted before the whole '
+      'run ends (mitogen-rs and Python Mitogen leave theirs too): this machine\'s ext4 has '
+      'no journal, and such a file system passes over inodes freed in the last %d s, reading '
+      'each one\'s record, when it allocates one, so a tree made within a minute of another\'s '
+      'deletion costs several times more. The tools are timed as whole commands (login included); mitogen-rs '
       'and Python Mitogen have their context up before timing. The floor over ssh is '
       'plain ssh moving the same file, timed from the remote shell\'s first output (no '
       'login): `ssh HOST \'cat > /dev/null\' < FILE` and `ssh HOST \'cat FILE\' > /dev/null`, '

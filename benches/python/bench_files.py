@@ -139,14 +139,14 @@ def run(router, args):
         else:
             context = router.local(connect_timeout=CONNECT_TIMEOUT)
         try:
-            return measure(router, context, src, tree, scratch, args.runs)
+            return measure(router, context, src, tree, scratch, args.runs, args.keep_trees)
         finally:
             context.shutdown(wait=True)
     finally:
         pool.stop()
 
 
-def measure(router, context, src, tree, scratch, runs):
+def measure(router, context, src, tree, scratch, runs, keep_trees=False):
     import mitogen.service
 
     master = router.myself()
@@ -179,7 +179,7 @@ def measure(router, context, src, tree, scratch, runs):
         # A fresh place each run, removed at the end (see `mitogen bench
         # --files`: ext4 without a journal is slow to create files right
         # after deleting many).
-        tree_out = os.path.join(scratch, 'py-tree-%d' % run)
+        tree_out = os.path.join(scratch, 'py-tree-%d-%d' % (os.getpid(), run))
         trees.append(tree_out)
         call(context, sync)
         t0 = time.perf_counter()
@@ -192,7 +192,7 @@ def measure(router, context, src, tree, scratch, runs):
         'master_peak_rss_kib': peak_rss_kib(),
         'child_peak_rss_kib': call(context, peak_rss_kib),
     }
-    for path in [pushed] + trees:
+    for path in [pushed] + ([] if keep_trees else trees):
         call(context, remove, path)
     return result
 
@@ -205,6 +205,8 @@ def parse_args():
     p.add_argument('--scratch', required=True,
                    help="a directory on the child's host for the copies")
     p.add_argument('--runs', type=int, default=1, help='timed runs of each (default 1)')
+    p.add_argument('--keep-trees', action='store_true',
+                   help='leave the tree copies for the caller to remove (see benches/files.py)')
     p.add_argument('--ssh', metavar='HOST', help='an ssh context on HOST instead of a local one')
     p.add_argument('--ssh-port', type=int, metavar='N')
     p.add_argument('--ssh-user', metavar='U')

@@ -1,6 +1,8 @@
-//! The `mitogen` command: run commands in contexts and measure them.
+//! The `mitogen` command: run commands in contexts, copy files to and from
+//! them, and measure them.
 //!
-//! Layout: [`args`] parses the command line, [`run`] and [`bench`] do the work
+//! Layout: [`args`] parses the command line, [`run`], [`transfer`] (copy,
+//! fetch) and [`bench`] do the work
 //! and produce reports, [`printer`] formats them. This file only wires them
 //! together. `main` goes through `#[mitogen::main]` because this executable is
 //! also what runs in every context it starts.
@@ -11,6 +13,7 @@ mod logging;
 mod password;
 mod printer;
 mod run;
+mod transfer;
 
 use std::process::ExitCode;
 
@@ -57,7 +60,30 @@ fn dispatch(router: &mitogen::Router, cli: Cli) -> anyhow::Result<u8> {
             printer.finish()?;
             Ok(0)
         }
+        Command::Copy(args) => {
+            let plan = transfer::copy::plan(&args.paths).unwrap_or_else(|e| usage("copy", &e));
+            let mut printer = printer::transfer::new(args.json);
+            transfer::copy::run(router, args, &plan, printer.as_mut())
+        }
+        Command::Fetch(args) => {
+            let (dir, plan) = transfer::fetch::plan(&args.paths, args.flat, args.targets.len())
+                .unwrap_or_else(|e| usage("fetch", &e));
+            let mut printer = printer::transfer::new(args.json);
+            transfer::fetch::run(router, args, &dir, &plan, printer.as_mut())
+        }
     }
+}
+
+/// Ends the process with clap's usage error (exit status 2) for what the
+/// parser itself cannot see (two sources with one name, `--flat` with
+/// several targets).
+fn usage(subcommand: &str, message: &str) -> ! {
+    use clap::CommandFactory;
+    let mut cli = Cli::command();
+    let cmd = cli.find_subcommand_mut(subcommand).cloned();
+    cmd.unwrap_or(cli)
+        .error(clap::error::ErrorKind::ValueValidation, message)
+        .exit()
 }
 
 fn is_broken_pipe(e: &anyhow::Error) -> bool {

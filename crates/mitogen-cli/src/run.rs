@@ -64,7 +64,7 @@ pub fn exit_status<'a>(reports: impl IntoIterator<Item = &'a TargetReport>) -> u
 
 /// Labels for the targets, unique even when a target is repeated, so output
 /// lines can be told apart.
-fn labels(targets: &[Target]) -> Vec<String> {
+pub(crate) fn labels(targets: &[Target]) -> Vec<String> {
     let mut count: HashMap<String, usize> = HashMap::new();
     for t in targets {
         *count.entry(t.to_string()).or_default() += 1;

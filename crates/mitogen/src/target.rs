@@ -433,6 +433,8 @@ mod container_tests {
             "machinectl:app@m1",
             "bastion/web1/sudo/docker:app@c1",
             "docker:a/local",
+            "docker:app@c1,direct=off",
+            "podman-run:img,direct=off",
         ] {
             let t: Target = s.parse().unwrap_or_else(|e| panic!("{s}: {e}"));
             assert_eq!(t.to_string(), s);
@@ -443,7 +445,8 @@ mod container_tests {
             Hop::Container(ContainerHop::Container {
                 engine: Engine::Docker,
                 user: Some("app".into()),
-                container: "c1".into()
+                container: "c1".into(),
+                direct: true,
             })
         );
         let t: Target = "exec:%2Fusr%2Fbin%2Fdocker,exec,-i,c%2C1".parse().unwrap();

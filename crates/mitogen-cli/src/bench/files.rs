@@ -75,6 +75,8 @@ pub struct FilesPlan {
     /// transfers' options; the library's defaults otherwise.
     pub window_mib: Option<u32>,
     pub chunk_kib: Option<u32>,
+    /// `--keep-trees`: leave the trees in place at the end.
+    pub keep_trees: bool,
 }
 
 impl FilesPlan {
@@ -103,6 +105,7 @@ impl FilesPlan {
             cpu: args.cpu,
             window_mib: args.file_window,
             chunk_kib: args.file_chunk,
+            keep_trees: args.keep_trees,
         }
     }
 }
@@ -215,15 +218,21 @@ fn make_tree(root: &Path, n: usize) -> std::io::Result<()> {
 }
 
 /// The two scratch directories of a measurement, removed when it ends
-/// however it ends.
+/// however it ends (with `keep_trees`, only the large file made here is:
+/// the trees and the directories stay for the caller to remove).
 struct Scratch<'a> {
     local: PathBuf,
     remote: Option<PathBuf>,
     ctx: &'a Context,
+    keep_trees: bool,
 }
 
 impl Drop for Scratch<'_> {
     fn drop(&mut self) {
+        if self.keep_trees {
+            let _ = remove(&self.local.join("big"));
+            return;
+        }
         let _ = remove(&self.local);
         if let Some(r) = self.remote.take() {
             let _ = self.ctx.call_timeout(remove_path, (r,), CALL_TIMEOUT);
@@ -360,6 +369,7 @@ pub(super) fn measure(chain: &Chain, plan: FilesPlan) -> anyhow::Result<FilesRep
         local,
         remote: None,
         ctx,
+        keep_trees: plan.keep_trees,
     };
     let remote = ctx
         .call_timeout(scratch_dir, (), CALL_TIMEOUT)

@@ -12,8 +12,8 @@ use crate::run::{Outcome, TargetReport};
 /// Writes command output and statuses to `out`, a command's stderr and
 /// failures to `err`.
 pub struct HumanPrinter<O, E> {
-    out: O,
-    err: E,
+    pub(super) out: O,
+    pub(super) err: E,
 }
 
 impl<O: Write, E: Write> HumanPrinter<O, E> {
@@ -35,7 +35,7 @@ fn prefixed(w: &mut impl Write, label: &str, data: &[u8]) -> io::Result<()> {
     Ok(())
 }
 
-fn millis(d: std::time::Duration) -> String {
+pub(super) fn millis(d: std::time::Duration) -> String {
     format!("{:.1} ms", d.as_secs_f64() * 1e3)
 }
 

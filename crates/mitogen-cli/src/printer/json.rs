@@ -55,7 +55,7 @@ impl<W: Write> JsonPrinter<W> {
         JsonPrinter { out }
     }
 
-    fn line(&mut self, value: &impl Serialize) -> io::Result<()> {
+    pub(super) fn line(&mut self, value: &impl Serialize) -> io::Result<()> {
         serde_json::to_writer(&mut self.out, value)?;
         self.out.write_all(b"\n")?;
         self.out.flush()

@@ -4,6 +4,7 @@
 
 pub mod human;
 pub mod json;
+pub mod transfer;
 
 use std::io;
 

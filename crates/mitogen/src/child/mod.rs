@@ -8,11 +8,14 @@
 //!    configuration frame (from the prelude line, when the first stage
 //!    started the build from its cache: the parent sent it without waiting). A child started from a host's cache of builds marks
 //!    its build as used and removes builds gone unused ([`cache`]).
+//!    Asked for a direct socket (the docker and podman hops), offer one
+//!    ([`direct`]) and run the stream over it if the parent takes it.
 //! 3. Start the router and broker; forward `tracing` events to the master.
 //! 4. Run calls on the main thread until a parent asks for shutdown; exit at once
 //!    if the parent stream is lost.
 
 pub(crate) mod cache;
+pub(crate) mod direct;
 pub(crate) mod dispatch;
 
 use std::os::fd::{AsFd, OwnedFd};
@@ -191,9 +194,24 @@ fn run() -> std::io::Result<()> {
     let config: ChildConfig = postcard::from_bytes(&body)
         .map_err(|e| std::io::Error::other(format!("bad configuration: {e}")))?;
 
+    // Asked for a direct socket (a container engine's hop): offered now,
+    // before the stream exists, so no frame ever changes transport.
+    let direct = match &config.direct {
+        Some(token) => direct::offer(&rx, &tx, token, deadline)?,
+        None => None,
+    };
+
     dispatch::install_panic_hook();
     let parent_id = config.ancestors.first().copied().unwrap_or(0);
-    let stream = Arc::new(Stream::new("parent".into(), rx, tx, true));
+    let stream = match direct {
+        Some(socket) => {
+            let watched = socket.try_clone()?;
+            let side = Arc::new(Side::new(socket)?);
+            direct::watch_lifeline(rx, tx, watched);
+            Arc::new(Stream::new("parent".into(), side.clone(), side, true))
+        }
+        None => Arc::new(Stream::new("parent".into(), rx, tx, true)),
+    };
     stream.set_remote_id(parent_id);
     stream.set_local_peer(config.parent_is_local);
     let router = RouterInner::start(

@@ -83,6 +83,86 @@ pub struct ChildConfig {
     /// Whether the parent is a process on this machine writing to the child's
     /// stream itself (see `Launch::local_peer`).
     pub parent_is_local: bool,
+    /// The parent would take a direct socket to the child (see
+    /// [`DIRECT_REPORT`]): the secret the child writes into it first.
+    pub direct: Option<[u8; DIRECT_TOKEN_LEN]>,
+}
+
+/// Length of the secret that proves a direct socket is the child's.
+pub const DIRECT_TOKEN_LEN: usize = 16;
+
+/// How a child asked for a direct socket reports one, right after reading
+/// its configuration (behind the greeting, on the transport):
+/// `MITOGEN-RS/DIRECT PID NS FD\n`, its pid and pid namespace inode as it
+/// sees them and the descriptor the parent may take (one end of a
+/// socketpair holding the secret), or `MITOGEN-RS/DIRECT -\n` when it has
+/// none. The parent answers one byte, [`DIRECT_USE`] or [`DIRECT_STAY`],
+/// and the stream runs over the socket or the transport accordingly.
+pub const DIRECT_REPORT: &[u8] = b"MITOGEN-RS/DIRECT ";
+
+/// The parent's answer: the stream runs over the direct socket.
+pub const DIRECT_USE: u8 = b'S';
+
+/// The parent's answer: the stream stays on the transport.
+pub const DIRECT_STAY: u8 = b'P';
+
+/// Longest report line accepted.
+pub const MAX_DIRECT_REPORT: usize = 128;
+
+/// What a child reports it offers: `(pid, pid namespace inode, fd)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DirectOffer {
+    /// Its pid, in its own pid namespace.
+    pub pid: u32,
+    /// The inode of its pid namespace.
+    pub ns: u64,
+    /// The descriptor to take.
+    pub fd: i32,
+}
+
+/// The report line for `offer`.
+pub fn encode_direct_report(offer: Option<DirectOffer>) -> Vec<u8> {
+    let mut line = DIRECT_REPORT.to_vec();
+    match offer {
+        Some(o) => line.extend_from_slice(format!("{} {} {}\n", o.pid, o.ns, o.fd).as_bytes()),
+        None => line.extend_from_slice(b"-\n"),
+    }
+    line
+}
+
+/// Reads a report line (without its newline): `Ok(None)` for "none".
+pub fn parse_direct_report(line: &[u8]) -> Result<Option<DirectOffer>, String> {
+    let bad = || {
+        format!(
+            "bad direct-socket report {:?}",
+            String::from_utf8_lossy(line)
+        )
+    };
+    let rest = line.strip_prefix(DIRECT_REPORT).ok_or_else(bad)?;
+    if rest == b"-" {
+        return Ok(None);
+    }
+    let text = std::str::from_utf8(rest).map_err(|_| bad())?;
+    let mut it = text.split(' ');
+    let (Some(pid), Some(ns), Some(fd), None) = (it.next(), it.next(), it.next(), it.next()) else {
+        return Err(bad());
+    };
+    Ok(Some(DirectOffer {
+        pid: pid.parse().map_err(|_| bad())?,
+        ns: ns.parse().map_err(|_| bad())?,
+        fd: fd
+            .parse()
+            .ok()
+            .filter(|&fd: &i32| fd >= 0)
+            .ok_or_else(bad)?,
+    }))
+}
+
+/// Reads exactly one byte (nothing after it is consumed).
+pub(crate) fn read_byte(fd: BorrowedFd<'_>, deadline: Instant) -> Result<u8, StepError> {
+    let mut buf = Vec::new();
+    read_exact_more(fd, &mut buf, 1, deadline)?;
+    buf.first().copied().ok_or(StepError::Eof)
 }
 
 /// Why a blocking bootstrap step failed.
@@ -408,6 +488,29 @@ fn read_exact_more(
 mod prelude_tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn a_direct_report_reads_back() {
+        let o = DirectOffer {
+            pid: 7,
+            ns: 4026532000,
+            fd: 5,
+        };
+        for offer in [Some(o), None] {
+            let line = encode_direct_report(offer);
+            assert_eq!(line.last(), Some(&b'\n'));
+            assert_eq!(parse_direct_report(&line[..line.len() - 1]), Ok(offer));
+        }
+        for bad in [
+            &b"MITOGEN-RS/DIRECT 1 2"[..],
+            b"MITOGEN-RS/DIRECT 1 2 -3",
+            b"MITOGEN-RS/DIRECT 1 2 3 4",
+            b"MITOGEN-RS/DIRECT x 2 3",
+            b"DIRECT 1 2 3",
+        ] {
+            assert!(parse_direct_report(bad).is_err(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn a_prelude_reads_back_with_what_follows_it() {

@@ -41,13 +41,25 @@ pub(crate) struct ProcessWatch {
     pidfd: crate::sys::ProcessHandle,
     child: Child,
     exit: Arc<ExitCell>,
+    on_exit: Option<Box<dyn FnOnce() + Send>>,
 }
 
 impl ProcessWatch {
     /// Watches `child`; `exit` receives its status.
     pub(crate) fn new(child: Child, exit: Arc<ExitCell>) -> std::io::Result<ProcessWatch> {
         let pidfd = crate::sys::ProcessHandle::open(child.id())?;
-        Ok(ProcessWatch { pidfd, child, exit })
+        Ok(ProcessWatch {
+            pidfd,
+            child,
+            exit,
+            on_exit: None,
+        })
+    }
+
+    /// Also runs `f` once the process has exited (and been reaped).
+    pub(crate) fn on_exit(mut self, f: Box<dyn FnOnce() + Send>) -> ProcessWatch {
+        self.on_exit = Some(f);
+        self
     }
 
     /// Called when the pidfd is readable; returns `true` once reaped.
@@ -56,6 +68,9 @@ impl ProcessWatch {
             Ok(Some(status)) => {
                 tracing::debug!(pid = self.child.id(), %status, "child process exited");
                 self.exit.set(status);
+                if let Some(f) = self.on_exit.take() {
+                    f();
+                }
                 true
             }
             Ok(None) => false,

@@ -35,6 +35,8 @@ pub(crate) struct Dest {
     /// The directory opened last, by path below the root.
     cached: Option<(Vec<u8>, Arc<OwnedFd>)>,
     pub(crate) done: Done,
+    /// The buffer files are hashed through, kept from one to the next.
+    buf: Vec<u8>,
 }
 
 impl Dest {
@@ -77,6 +79,7 @@ impl Dest {
             as_root: rustix::process::geteuid().is_root(),
             cached: None,
             done: Done::default(),
+            buf: Vec::new(),
         })
     }
 
@@ -163,16 +166,18 @@ impl Dest {
                     size,
                     inline: Some((data, hash)),
                 } => {
+                    // What is here already has the announced hash: left
+                    // alone, whatever came with it (it is not written).
+                    if self.unchanged(e)? == Some(*hash) {
+                        self.done.skipped += 1;
+                        continue;
+                    }
                     if data.len() as u64 != *size || blake3::hash(data).as_bytes() != hash {
                         return Err(self.error(
                             e,
                             FileErrorKind::Corrupt,
                             "inline content does not match its size and hash",
                         ));
-                    }
-                    if self.unchanged(e)? == Some(*hash) {
-                        self.done.skipped += 1;
-                        continue;
                     }
                     let mut tmp = self.temp(e)?;
                     tmp.file
@@ -264,7 +269,18 @@ impl Dest {
         let Ok(fd) = rustix::fs::openat(&*dir, name.as_os_str(), flags, Mode::empty()) else {
             return Ok(None);
         };
-        Ok(hash_file(&mut File::from(fd)).ok())
+        if e.size() < 1 << 20 {
+            // Small (a tree's usual file): one read of the whole.
+            let want = e.size() as usize + 1;
+            if self.buf.len() < want {
+                self.buf.resize(want, 0);
+            }
+            return Ok(match super::scan::read_listed(&fd, &mut self.buf[..want]) {
+                Ok(n) if n as u64 == e.size() => Some(*blake3::hash(&self.buf[..n]).as_bytes()),
+                _ => None,
+            });
+        }
+        Ok(hash_sized(&mut File::from(fd), e.size(), &mut self.buf).ok())
     }
 
     /// A temporary file beside `e`'s place.
@@ -384,13 +400,23 @@ fn times(e: &Entry) -> Timestamps {
 
 /// BLAKE3 of a whole file.
 pub(crate) fn hash_file(f: &mut File) -> std::io::Result<Hash> {
-    let mut h = blake3::Hasher::new();
-    // Sized to the file: an unchanged tree of small files is hashed file by
-    // file, and a 1 MiB buffer zeroed for each would cost more than the rest.
     let len = f.metadata().map(|m| m.len()).unwrap_or(0);
-    let mut buf = vec![0u8; (len as usize + 1).clamp(4096, 1 << 20)];
+    hash_sized(f, len, &mut Vec::new())
+}
+
+/// BLAKE3 of a whole file of about `size` bytes, read through `buf`
+/// (grown to fit, up to 1 MiB, and kept for the next: an unchanged tree of
+/// small files is hashed file by file, and a buffer made and zeroed for
+/// each would cost more than the rest).
+pub(crate) fn hash_sized(f: &mut File, size: u64, buf: &mut Vec<u8>) -> std::io::Result<Hash> {
+    let want = (size.saturating_add(1)).clamp(4096, 1 << 20) as usize;
+    if buf.len() < want {
+        buf.resize(want, 0);
+    }
+    let buf = &mut buf[..want];
+    let mut h = blake3::Hasher::new();
     loop {
-        let n = f.read(&mut buf)?;
+        let n = f.read(buf)?;
         if n == 0 {
             return Ok(*h.finalize().as_bytes());
         }

@@ -96,8 +96,10 @@ pub struct FileOptions {
     /// each frame while the next arrives, and frames of a few MiB measured
     /// up to twice slower, docs/performance.md "File transfer").
     pub chunk_size: usize,
-    /// Bytes of a large file in flight beyond what the receiver has written
-    /// (default 8 MiB): what bounds every process's memory.
+    /// The window of a large file's frames' channel (default 8 MiB): bytes
+    /// sent that the receiver has not yet taken, and it takes a frame only
+    /// once it has written the one before. What bounds every process's
+    /// memory.
     pub window: usize,
     /// How long any wait for the peer may last before the transfer fails
     /// as [`FileErrorKind::Interrupted`] (default 60 s).

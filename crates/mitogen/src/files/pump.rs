@@ -10,11 +10,13 @@
 //! | `HOLE` | length of a hole (zeros not stored: sparse files stay sparse) | nothing |
 //! | `END` | the file's size | its BLAKE3 hash (32 bytes) |
 //!
-//! Pacing: the receiver reports the content bytes it has written
-//! ([`Credit`](super::wire::Back::Credit)), and the sender keeps at most
-//! `window` bytes beyond that in flight. So a slow disk or a slow link never
-//! makes a receiver (or a hop between) hold more than a window, whatever the
-//! file's size.
+//! Pacing: the frames' channel is made with the transfer's window
+//! (`Context::channel_with_window`): the sender has at most that many bytes
+//! sent and not yet taken by the receiver, which takes a frame only once it
+//! has written the one before. So a slow disk or a slow link never makes a
+//! receiver (or a hop between) hold more than a window and a frame, whatever
+//! the file's size, and no message of the transfer's own goes back per frame
+//! (the channel gives credit back once per eighth of a window).
 
 use std::fs::File;
 use std::os::unix::fs::{FileExt, MetadataExt};
@@ -82,17 +84,15 @@ pub(crate) fn interrupted(e: Error, context: &str, path: &str) -> FileError {
 }
 
 /// Sends `f` (`size` bytes, as listed in `listed`) as frames on `data`,
-/// hashing what it reads. `credit` waits for the receiver's next report of
-/// bytes written. A file whose size or time changed, or that ends early or
-/// late, is [`FileErrorKind::Changed`]: the frames stop and nothing ends.
-#[allow(clippy::too_many_arguments)]
+/// hashing what it reads; each send waits at most `idle` for the channel's
+/// window. A file whose size or time changed, or that ends early or late,
+/// is [`FileErrorKind::Changed`]: the frames stop and nothing ends.
 pub(crate) fn send_file(
     f: &File,
     listed: (u64, (i64, u32)),
     data: &Sender<Blob>,
-    credit: &mut dyn FnMut() -> Result<u64, FileError>,
     chunk: usize,
-    window: u64,
+    idle: Duration,
     changed: &dyn Fn(String) -> FileError,
     lost: &dyn Fn(Error) -> FileError,
 ) -> Result<Hash, FileError> {
@@ -106,7 +106,7 @@ pub(crate) fn send_file(
         )));
     }
     let mut h = blake3::Hasher::new();
-    let (mut off, mut sent, mut acked) = (0u64, 0u64, 0u64);
+    let mut off = 0u64;
     // The current extent of data, asked of the file system once per extent:
     // SEEK_HOLE walks the page cache up to the next hole (on tmpfs, page by
     // page), so asking at every chunk would cost quadratic time.
@@ -119,7 +119,7 @@ pub(crate) fn send_file(
         if start > off {
             let mut b = BytesMut::with_capacity(HEADER);
             header(&mut b, HOLE, start - off);
-            data.send(Blob(b.freeze())).map_err(lost)?;
+            data.send_timeout(Blob(b.freeze()), idle).map_err(lost)?;
             hash_zeros(&mut h, start - off);
             off = start;
             continue;
@@ -145,11 +145,7 @@ pub(crate) fn send_file(
             }
         }
         h.update(&b[HEADER..]);
-        while sent + n as u64 > acked + window {
-            acked = credit()?;
-        }
-        data.send(Blob(b.freeze())).map_err(lost)?;
-        sent += n as u64;
+        data.send_timeout(Blob(b.freeze()), idle).map_err(lost)?;
         off += n as u64;
     }
     let mut probe = [0u8; 1];
@@ -165,20 +161,18 @@ pub(crate) fn send_file(
     let mut b = BytesMut::with_capacity(HEADER + 32);
     header(&mut b, END, size);
     b.put_slice(&hash);
-    data.send(Blob(b.freeze())).map_err(lost)?;
+    data.send_timeout(Blob(b.freeze()), idle).map_err(lost)?;
     Ok(hash)
 }
 
 /// Writes the frames arriving on `data` into `f` (a new, empty file), for a
-/// file of `size` bytes, reporting progress through `credit` and hashing as
-/// it writes. Fails with [`FileErrorKind::Unsafe`] on more data than
+/// file of `size` bytes, hashing as it writes. Fails with [`FileErrorKind::Unsafe`] on more data than
 /// announced or a malformed frame, [`FileErrorKind::Corrupt`] when the hash
 /// differs, and with what `lost` makes of the channel ending early.
 pub(crate) fn receive_file(
     f: &File,
     size: u64,
     data: &Receiver<Blob>,
-    credit: &mut dyn FnMut(u64) -> Result<(), FileError>,
     idle: Duration,
     err: &dyn Fn(FileErrorKind, String) -> FileError,
     lost: &dyn Fn(Error) -> FileError,
@@ -202,11 +196,6 @@ pub(crate) fn receive_file(
                 h.update(body);
                 off += n;
                 written += n;
-                // Credit is advice to a sender that may have finished
-                // already (its receiver for it gone): a failure here is not
-                // the transfer's; a sender that is really gone shows on
-                // `data`.
-                let _ = credit(written);
             }
             HOLE if frame.len() == HEADER && off.checked_add(n).is_some_and(|e| e <= size) => {
                 hash_zeros(&mut h, n);

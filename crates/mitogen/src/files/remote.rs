@@ -13,7 +13,7 @@ use std::time::Duration;
 use super::dest::{hash_file, Dest};
 use super::pump::{interrupted, receive_file, send_file};
 use super::scan::scan;
-use super::wire::{Back, Done, Entry, Hash, Reply, WireOpts};
+use super::wire::{Done, Entry, Hash, Reply, WireOpts};
 use crate::core::channel::{Receiver, Sender};
 use crate::core::file_error::{FileError, FileErrorKind};
 use crate::core::payload::Blob;
@@ -41,14 +41,14 @@ pub(crate) fn files_apply(dst: Vec<u8>, entries: Vec<Entry>, opts: WireOpts) -> 
 }
 
 /// Receives one large file of a push: answers on `back` with the channel to
-/// send its frames to, then reports progress there; the file takes its name
-/// only once complete and verified.
+/// send its frames to (its window the transfer's: what paces the sender);
+/// the file takes its name only once complete and verified.
 #[crate::remote]
 pub(crate) fn files_receive(
     dst: Vec<u8>,
     entry: Entry,
     opts: WireOpts,
-    back: Sender<Back>,
+    back: Sender<Sender<Blob>>,
 ) -> Reply<Done> {
     Reply((|| {
         let me = here();
@@ -58,21 +58,16 @@ pub(crate) fn files_receive(
         let router = current_inner().ok_or_else(|| {
             FileError::new(FileErrorKind::Interrupted, &me, &shown, "shutting down")
         })?;
-        let data = Receiver::<Blob>::new(router, Some(back.context_id()));
+        let data = Receiver::<Blob>::with_window_size(
+            router,
+            Some(back.context_id()),
+            opts.window as usize,
+        );
         let lost = |e| interrupted(e, &me, &shown);
-        back.send(Back::Ready(data.sender())).map_err(lost)?;
+        back.send(data.sender()).map_err(lost)?;
         let err = |kind, detail: String| FileError::new(kind, &me, &shown, detail);
-        let mut credit = |n| back.send(Back::Credit(n)).map_err(lost);
         let idle = Duration::from_millis(opts.idle_ms);
-        let written = receive_file(
-            &tmp.file,
-            entry.size(),
-            &data,
-            &mut credit,
-            idle,
-            &err,
-            &lost,
-        )?;
+        let written = receive_file(&tmp.file, entry.size(), &data, idle, &err, &lost)?;
         dest.commit(tmp, &entry)?;
         Ok(Done {
             files: 1,
@@ -157,8 +152,8 @@ pub(crate) fn files_hash(src: Vec<u8>, rel: Vec<u8>, size: u64, mtime: (i64, u32
     })())
 }
 
-/// Sends one large file of a fetch on `data`, paced by the credits the
-/// caller sends to the channel given back on `ready`.
+/// Sends one large file of a fetch on `data` (paced by its window), once
+/// it has told `ready` that the file is open and is the one listed.
 #[crate::remote]
 pub(crate) fn files_send(
     src: Vec<u8>,
@@ -166,28 +161,22 @@ pub(crate) fn files_send(
     listed: (u64, (i64, u32)),
     opts: WireOpts,
     data: Sender<Blob>,
-    ready: Sender<Sender<u64>>,
+    ready: Sender<()>,
 ) -> Reply<()> {
     Reply((|| {
         let me = here();
         let (f, p) = open_listed(&src, &rel, listed.0, listed.1)?;
         let shown = p.display().to_string();
-        let router = current_inner().ok_or_else(|| {
-            FileError::new(FileErrorKind::Interrupted, &me, &shown, "shutting down")
-        })?;
-        let credits = Receiver::<u64>::new(router, Some(ready.context_id()));
         let lost = |e| interrupted(e, &me, &shown);
-        ready.send(credits.sender()).map_err(lost)?;
+        ready.send(()).map_err(lost)?;
         let idle = Duration::from_millis(opts.idle_ms);
-        let mut credit = || credits.recv_timeout(idle).map_err(lost);
         let changed = |d: String| FileError::new(FileErrorKind::Changed, &me, &shown, d);
         send_file(
             &f,
             listed,
             &data,
-            &mut credit,
             opts.chunk as usize,
-            opts.window.into(),
+            idle,
             &changed,
             &lost,
         )?;

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use super::dest::{hash_file, Dest};
 use super::pump::{interrupted, receive_file, send_file};
 use super::remote::{files_apply, files_finish, files_hash, files_receive, files_scan, files_send};
-use super::scan::scan;
-use super::wire::{Back, Done, Entry, Kind, Reply, WireOpts};
+use super::scan::Scan;
+use super::wire::{Done, Entry, Kind, Reply, WireOpts};
 use super::{FileOptions, Transfer};
 use crate::core::call::encode_call;
 use crate::core::call::PendingCall;
@@ -22,11 +22,13 @@ use crate::core::file_error::{FileError, FileErrorKind};
 use crate::core::payload::Blob;
 use crate::core::remote::RemoteFn;
 
-/// Inline content per batch call, and entries per batch.
-const BATCH_BYTES: u64 = 4 * 1024 * 1024;
-const BATCH_ENTRIES: usize = 4096;
-/// Batch calls in flight at once.
-const BATCHES_IN_FLIGHT: usize = 4;
+/// Inline content per batch call, and entries per batch: small batches, so
+/// that the receiver starts on the first while the rest are read (an
+/// unchanged tree is read and hashed on both sides, at the same time).
+const BATCH_BYTES: u64 = 1024 * 1024;
+const BATCH_ENTRIES: usize = 64;
+/// Batch calls in flight at once (at most 8 MiB of content).
+const BATCHES_IN_FLIGHT: usize = 8;
 
 fn local_name(ctx: &Context) -> String {
     ctx.router().name.clone()
@@ -73,14 +75,12 @@ pub(crate) fn push_asking(
     let idle = opts.idle_timeout;
     let dst_b = dst.as_os_str().as_bytes().to_vec();
     let shown = dst.display().to_string();
-    let mut entries = scan(src, &local_name(ctx), opts.inline_budget)?;
-    if let Some(o) = owners {
-        for e in &mut entries {
-            if let Some(&(uid, gid)) = o.get(&e.path) {
-                (e.uid, e.gid) = (uid, gid);
-            }
-        }
-    }
+    let me = local_name(ctx);
+    // The listing goes out in batches while the walk goes on: the receiver
+    // applies one batch (making, or reading and hashing to compare) while
+    // this side reads the next.
+    let mut walk = Scan::new(src, &me, opts.inline_budget);
+    let mut entries: Vec<Entry> = Vec::new();
     let mut total = Done::default();
     let mut needs = Vec::new();
     let mut pending: VecDeque<(usize, PendingCall<Reply<Done>>)> = VecDeque::new();
@@ -90,33 +90,65 @@ pub(crate) fn push_asking(
         needs.extend(done.need.iter().map(|(i, h)| (start + *i as usize, *h)));
         Ok(())
     };
-    let mut start = 0;
-    while start < entries.len() {
-        let (mut end, mut bytes) = (start, 0u64);
-        while end < entries.len() && end - start < BATCH_ENTRIES {
-            if let Kind::File {
-                inline: Some((d, _)),
-                ..
-            } = &entries[end].kind
-            {
-                if bytes > 0 && bytes + d.len() as u64 > BATCH_BYTES {
-                    break;
+    let sent = (|| -> Result<()> {
+        let (mut start, mut bytes) = (0, 0u64);
+        loop {
+            let next = walk.next().transpose()?;
+            let last = next.is_none();
+            if let Some(mut e) = next {
+                if let Some(&(uid, gid)) = owners.and_then(|o| o.get(&e.path)) {
+                    (e.uid, e.gid) = (uid, gid);
                 }
-                bytes += d.len() as u64;
+                if let Kind::File {
+                    inline: Some((d, _)),
+                    ..
+                } = &e.kind
+                {
+                    bytes += d.len() as u64;
+                }
+                entries.push(e);
             }
-            end += 1;
-        }
-        let batch = entries[start..end].to_vec();
-        pending.push_back((start, call_named(ctx, apply, &(dst_b.clone(), batch, wire))));
-        if pending.len() >= BATCHES_IN_FLIGHT {
-            if let Some((s, p)) = pending.pop_front() {
-                collect(s, p, &mut total)?;
+            let batch = &mut entries[start..];
+            let full = batch.len() >= BATCH_ENTRIES || bytes >= BATCH_BYTES;
+            if !batch.is_empty() && (full || last) {
+                let call = call_named(ctx, apply, &(&dst_b, &*batch, wire));
+                pending.push_back((start, call));
+                // Sent: the content is no longer needed here.
+                for e in batch.iter_mut() {
+                    if let Kind::File {
+                        inline: Some((d, _)),
+                        ..
+                    } = &mut e.kind
+                    {
+                        *d = bytes::Bytes::new();
+                    }
+                }
+                (start, bytes) = (entries.len(), 0);
+                if pending.len() >= BATCHES_IN_FLIGHT {
+                    if let Some((s, p)) = pending.pop_front() {
+                        collect(s, p, &mut total)?;
+                    }
+                }
+            }
+            if last {
+                break;
             }
         }
-        start = end;
-    }
-    while let Some((s, p)) = pending.pop_front() {
-        collect(s, p, &mut total)?;
+        while let Some((s, p)) = pending.pop_front() {
+            collect(s, p, &mut total)?;
+        }
+        Ok(())
+    })();
+    if let Err(e) = sent {
+        // The batches already sent are applied all the same: wait for them
+        // (all within one `idle`), so that nothing changes at the
+        // destination once this returns.
+        let until = Instant::now().checked_add(idle);
+        while let Some((_, p)) = pending.pop_front() {
+            let left = until.map_or(idle, |u| u.saturating_duration_since(Instant::now()));
+            let _ = p.get_timeout(left);
+        }
+        return Err(e);
     }
     for (i, have) in needs {
         // The index comes from the receiver: one out of the listing is a
@@ -207,38 +239,22 @@ fn push_one(
 ) -> Result<Done> {
     let shown = e.shown(root);
     let me = local_name(ctx);
-    let (back_tx, back_rx) = ctx.channel::<Back>();
+    let (back_tx, back_rx) = ctx.channel::<crate::core::channel::Sender<Blob>>();
     let pending = ctx.call_async(files_receive, (dst_b.to_vec(), e.clone(), wire, back_tx));
     let lost = |err| interrupted(err, ctx.name(), &shown);
     let idle = opts.idle_timeout;
     let mut data_tx = None;
     let sent = (|| {
-        let data = match back_rx.recv_timeout(idle).map_err(lost)? {
-            Back::Ready(s) => s,
-            Back::Credit(_) => {
-                return Err(FileError::new(
-                    FileErrorKind::Unsafe,
-                    ctx.name(),
-                    &shown,
-                    "credit before the channel",
-                ))
-            }
-        };
+        let data = back_rx.recv_timeout(idle).map_err(lost)?;
         data_tx = Some(data.clone());
-        let mut credit = || loop {
-            if let Back::Credit(n) = back_rx.recv_timeout(idle).map_err(lost)? {
-                return Ok(n);
-            }
-        };
         let local_shown = local.display().to_string();
         let changed = |d: String| FileError::new(FileErrorKind::Changed, &me, &local_shown, d);
         send_file(
             f,
             (e.size(), e.mtime),
             &data,
-            &mut credit,
             opts.chunk_size,
-            opts.window as u64,
+            idle,
             &changed,
             &lost,
         )
@@ -358,8 +374,11 @@ fn fetch_one(
 ) -> Result<u64> {
     let idle = opts.idle_timeout;
     let tmp = dest.temp(e)?;
-    let (data_tx, data_rx) = ctx.channel::<Blob>();
-    let (ready_tx, ready_rx) = ctx.channel::<crate::core::channel::Sender<u64>>();
+    // The window paces the sender: it has at most that much sent that
+    // this side has not taken (and a frame is taken once the one before is
+    // written).
+    let (data_tx, data_rx) = ctx.channel_with_window::<Blob>(opts.window);
+    let (ready_tx, ready_rx) = ctx.channel::<()>();
     let pending: PendingCall<Reply<()>> = call_named(
         ctx,
         send,
@@ -376,20 +395,12 @@ fn fetch_one(
     let dst_shown = dest.shown_of(e);
     let me = local_name(ctx);
     let got = (|| {
-        let credit_tx = ready_rx.recv_timeout(idle).map_err(lost)?;
+        ready_rx.recv_timeout(idle).map_err(lost)?;
         let err = |kind, d: String| FileError::new(kind, &me, &dst_shown, d);
-        let mut credit = |n| credit_tx.send(n).map_err(lost);
-        receive_file(
-            &tmp.file,
-            e.size(),
-            &data_rx,
-            &mut credit,
-            idle,
-            &err,
-            &lost,
-        )
+        receive_file(&tmp.file, e.size(), &data_rx, idle, &err, &lost)
     })();
-    // The sender stops once its credits channel is gone (dropped above).
+    // Dropped: a sender still sending is told the channel is closed.
+    drop(data_rx);
     let remote = answer(pending, idle, ctx, shown);
     let written = match (got, remote) {
         (Ok(n), Ok(())) => n,

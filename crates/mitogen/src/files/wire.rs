@@ -107,13 +107,3 @@ impl Done {
 /// (a function returning `Result` would turn it into a message).
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) struct Reply<T>(pub Result<T, FileError>);
-
-/// Messages from the receiving end of a pushed file back to its sender.
-#[derive(Debug, Serialize, Deserialize)]
-pub(crate) enum Back {
-    /// Where to send the file's frames.
-    Ready(crate::core::channel::Sender<crate::core::payload::Blob>),
-    /// Content bytes written so far: the sender may have `window` more in
-    /// flight.
-    Credit(u64),
-}

@@ -16,13 +16,17 @@ use super::Method;
 /// | hop | command run |
 /// |---|---|
 /// | `exec:PROG,ARG,…` | `PROG ARG … sh -c STAGE` |
-/// | `docker:[USER@]CONTAINER`, `podman:…` | `docker exec --interactive [--user=USER] -- CONTAINER` |
-/// | `docker-run:[USER@]IMAGE`, `podman-run:…` | `docker run --rm --interactive --pull=never [--user=USER] -- IMAGE` |
+/// | `docker:[USER@]CONTAINER[,direct=off]`, `podman:…` | `docker exec --interactive [--user=USER] -- CONTAINER` |
+/// | `docker-run:[USER@]IMAGE[,direct=off]`, `podman-run:…` | `docker run --rm --interactive --pull=never [--user=USER] -- IMAGE` |
 /// | `kubectl:[CONTAINER@]POD[,namespace=NS][,context=CTX]` | `kubectl [--context=CTX] [--namespace=NS] exec --stdin POD [--container=CONTAINER] --` |
 /// | `lxc:NAME` | `lxc-attach --clear-env --name=NAME --` |
 /// | `lxd:[UID@]NAME`, `incus:[UID@]NAME` | `lxc exec` / `incus exec --mode=non-interactive [--user=UID] NAME --` |
 /// | `buildah:[USER@]CONTAINER` | `buildah run [--user=USER] CONTAINER --` |
 /// | `machinectl:[USER@]MACHINE` | `systemd-run --machine=[USER@]MACHINE --pipe … --` |
+///
+/// The docker and podman hops take a direct socket to the process in the
+/// container when they can ([`Docker::direct`]); `,direct=off` keeps the
+/// stream on the client's pipe.
 ///
 /// Every value is written as it is when it holds only letters, digits and
 /// `-_.:~+`; any other byte is `%XX` (a `/` in an image name is `%2F`), so no
@@ -44,6 +48,9 @@ pub enum ContainerHop {
         user: Option<String>,
         /// Container name or id.
         container: String,
+        /// Whether a direct socket may replace the client's pipe
+        /// ([`Docker::direct`]; `,direct=off` when not).
+        direct: bool,
     },
     /// `docker-run:[USER@]IMAGE` or `podman-run:…`: a fresh container of an
     /// image, removed when the context ends.
@@ -54,6 +61,8 @@ pub enum ContainerHop {
         user: Option<String>,
         /// The image.
         image: String,
+        /// As for [`ContainerHop::Container`].
+        direct: bool,
     },
     /// `kubectl:[CONTAINER@]POD[,namespace=NS][,context=CTX]`.
     Kubectl {
@@ -117,6 +126,26 @@ fn user_at(text: &str) -> Result<(Option<String>, String), String> {
     }
 }
 
+/// `[USER@]NAME[,direct=on|off]`: the user, the name, and whether a direct
+/// socket is allowed.
+fn engine_hop(text: &str) -> Result<(Option<String>, String, bool), String> {
+    let mut parts = text.split(',');
+    let (user, name) = user_at(parts.next().unwrap_or_default())?;
+    let mut direct = true;
+    for opt in parts {
+        direct = match opt {
+            "direct=on" => true,
+            "direct=off" => false,
+            _ => {
+                return Err(format!(
+                    "{opt:?}: a container hop takes direct=on or direct=off"
+                ))
+            }
+        };
+    }
+    Ok((user, name, direct))
+}
+
 /// A value as written in a hop (the inverse of [`value`]).
 fn enc(v: &str) -> String {
     let mut out = String::new();
@@ -166,19 +195,21 @@ impl ContainerHop {
                     argv: decode_argv(arg)?,
                 },
                 "docker" | "podman" => {
-                    let (user, container) = user_at(arg)?;
+                    let (user, container, direct) = engine_hop(arg)?;
                     ContainerHop::Container {
                         engine: engine(method),
                         user,
                         container,
+                        direct,
                     }
                 }
                 "docker-run" | "podman-run" => {
-                    let (user, image) = user_at(arg)?;
+                    let (user, image, direct) = engine_hop(arg)?;
                     ContainerHop::Run {
                         engine: engine(method),
                         user,
                         image,
+                        direct,
                     }
                 }
                 "kubectl" => {
@@ -277,9 +308,9 @@ impl ContainerHop {
             Some(u) => d.user(u.clone()),
             None => d,
         };
-        let docker = |d: Docker| match timeout {
-            Some(t) => Method::Docker(d.connect_timeout(t)),
-            None => Method::Docker(d),
+        let docker = |d: Docker, direct: bool| match timeout {
+            Some(t) => Method::Docker(d.connect_timeout(t).direct(direct)),
+            None => Method::Docker(d.direct(direct)),
         };
         match self {
             ContainerHop::Exec { argv } => Method::Exec(exec(Exec::new(argv.clone()))),
@@ -287,24 +318,32 @@ impl ContainerHop {
                 engine,
                 user,
                 container,
-            } => docker(with_user(
-                match engine {
-                    Engine::Docker => Docker::exec(container.clone()),
-                    Engine::Podman => Docker::podman_exec(container.clone()),
-                },
-                user,
-            )),
+                direct,
+            } => docker(
+                with_user(
+                    match engine {
+                        Engine::Docker => Docker::exec(container.clone()),
+                        Engine::Podman => Docker::podman_exec(container.clone()),
+                    },
+                    user,
+                ),
+                *direct,
+            ),
             ContainerHop::Run {
                 engine,
                 user,
                 image,
-            } => docker(with_user(
-                match engine {
-                    Engine::Docker => Docker::run(image.clone()),
-                    Engine::Podman => Docker::podman_run(image.clone()),
-                },
-                user,
-            )),
+                direct,
+            } => docker(
+                with_user(
+                    match engine {
+                        Engine::Docker => Docker::run(image.clone()),
+                        Engine::Podman => Docker::podman_run(image.clone()),
+                    },
+                    user,
+                ),
+                *direct,
+            ),
             ContainerHop::Kubectl {
                 pod,
                 container,
@@ -359,12 +398,33 @@ impl fmt::Display for ContainerHop {
             Some(u) => write!(f, "{m}:{}@{}", enc(&u), enc(n)),
             None => write!(f, "{m}:{}", enc(n)),
         };
+        let off = |f: &mut fmt::Formatter<'_>, direct: bool| {
+            if direct {
+                Ok(())
+            } else {
+                write!(f, ",direct=off")
+            }
+        };
         match self {
             ContainerHop::Exec { argv } => write!(f, "exec:{}", encode_argv(argv)),
             ContainerHop::Container {
-                user, container, ..
-            } => at(f, user.clone(), container),
-            ContainerHop::Run { user, image, .. } => at(f, user.clone(), image),
+                user,
+                container,
+                direct,
+                ..
+            } => {
+                at(f, user.clone(), container)?;
+                off(f, *direct)
+            }
+            ContainerHop::Run {
+                user,
+                image,
+                direct,
+                ..
+            } => {
+                at(f, user.clone(), image)?;
+                off(f, *direct)
+            }
             ContainerHop::Kubectl {
                 pod,
                 container,

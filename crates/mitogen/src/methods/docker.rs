@@ -63,6 +63,7 @@ pub struct Docker {
     connect_timeout: Duration,
     upload: Compression,
     name: Option<String>,
+    direct: bool,
 }
 
 impl Docker {
@@ -78,6 +79,7 @@ impl Docker {
             // The engine is on this machine: gzip would only add its time.
             upload: Compression::Never,
             name: None,
+            direct: true,
         }
     }
 
@@ -142,6 +144,21 @@ impl Docker {
         self
     }
 
+    /// Whether the stream may leave the client's pipe for a direct socket
+    /// to the process in the container (default on; `,direct=off` in a
+    /// target string turns it off). Once the child has started through
+    /// `docker exec -i`, a parent allowed to take a descriptor of it (root,
+    /// or its owner where ptrace is allowed, on the kernel the container
+    /// runs on) takes one end of a socketpair the child made, and the
+    /// client's pipe stays only as the lifeline: calls then cost what a
+    /// local context's do instead of a trip through the engine's daemon.
+    /// Otherwise, silently, the stream stays on the pipe. See
+    /// docs/containers.md, "Direct socket".
+    pub fn direct(mut self, on: bool) -> Docker {
+        self.direct = on;
+        self
+    }
+
     /// Names the context (default: the hop as a target string, such as
     /// `docker:app@web`).
     pub fn name(mut self, name: impl Into<String>) -> Docker {
@@ -163,9 +180,14 @@ impl Docker {
             (None, Some(i)) => (format!("{}-run", self.engine.as_str()), i.as_str()),
             (None, None) => (self.engine.as_str().to_owned(), ""),
         };
-        match &self.user {
+        let hop = match &self.user {
             Some(u) => format!("{method}:{u}@{what}"),
             None => format!("{method}:{what}"),
+        };
+        if self.direct {
+            hop
+        } else {
+            format!("{hop},direct=off")
         }
     }
 
@@ -216,6 +238,7 @@ impl Docker {
         // The engine runs on this machine (through its daemon), so the far
         // end is as near as a local process.
         e.local_peer = true;
+        e.direct = self.direct;
         e
     }
 

@@ -137,6 +137,7 @@ pub(crate) fn connect(
             classify: &|_| TransportFailure::Other,
             prompt: None,
             local_peer: true,
+            direct: false,
         },
     );
     match started {

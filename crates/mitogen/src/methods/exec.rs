@@ -44,6 +44,7 @@ pub struct Exec {
     upload: Compression,
     name: Option<String>,
     pub(crate) local_peer: bool,
+    pub(crate) direct: bool,
 }
 
 impl Exec {
@@ -61,6 +62,7 @@ impl Exec {
             upload: Compression::Auto,
             name: None,
             local_peer: false,
+            direct: false,
         }
     }
 
@@ -170,6 +172,7 @@ impl Exec {
                 classify: &classify,
                 prompt: None,
                 local_peer: self.local_peer,
+                direct: self.direct,
             },
         )
         .map_err(|e| match e {

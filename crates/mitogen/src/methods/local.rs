@@ -114,6 +114,7 @@ impl Local {
                 classify: &|_| crate::TransportFailure::Other,
                 prompt: None,
                 local_peer: true,
+                direct: false,
             },
         )
     }

@@ -261,6 +261,7 @@ impl Ssh {
                     ..Default::default()
                 }),
                 local_peer: false,
+                direct: false,
             },
         )
     }

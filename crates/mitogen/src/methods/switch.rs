@@ -55,6 +55,7 @@ pub(crate) fn connect(
             // The data stream is a socketpair to the new context itself (su's
             // is a terminal, which cut-through relaying skips anyway).
             local_peer: true,
+            direct: false,
         },
     )
 }

@@ -7,6 +7,7 @@
 //! the configuration (and a first call, [`first_call`]) goes out before the
 //! stage has said anything, as the prelude line: no round trip of its own.
 
+mod direct;
 pub(crate) mod first_call;
 pub(crate) mod first_stage;
 pub(crate) mod prompt;
@@ -62,6 +63,10 @@ pub(crate) struct Launch<'a> {
     /// cut-through: one that trickles in over a slow link would hold the
     /// outgoing stream for everyone else meanwhile.
     pub local_peer: bool,
+    /// Whether to offer the child a direct socket (`direct`) once started
+    /// behind a first stage: the container engines' hops, whose transport
+    /// relays every byte through a daemon on this same machine.
+    pub direct: bool,
 }
 
 /// How a method's transport prompts.
@@ -181,6 +186,7 @@ fn opening_frames<'r>(
     launch: &Launch<'_>,
     id: crate::core::message::ContextId,
     first: Option<&first_call::FirstCall>,
+    direct: Option<[u8; handshake::DIRECT_TOKEN_LEN]>,
 ) -> Result<(Vec<u8>, Vec<u8>, ReplyHandle<'r>)> {
     let mut ancestors = vec![router.id];
     ancestors.extend_from_slice(&router.ancestors);
@@ -192,6 +198,7 @@ fn opening_frames<'r>(
         log_level: current_max_level(),
         allow_lateral: router.allow_lateral(),
         parent_is_local: launch.local_peer,
+        direct,
     };
     let body = postcard::to_allocvec(&config).map_err(|e| Error::Connect {
         context: launch.name.to_owned(),
@@ -252,11 +259,16 @@ fn attempt(
 ) -> Result<Context, Failed> {
     let name = launch.name;
     let id = launch.id.unwrap_or_else(|| router.alloc_context_id());
-    let (config_frame, call_frame, mut reply) =
-        opening_frames(router, launch, id, first).map_err(|error| Failed {
-            error,
-            retry: false,
-        })?;
+    // The offer rides in the prelude: behind a first stage only, never over
+    // a prompting pty (the answer would go to the prompt).
+    let direct = (launch.direct && launch.stage.is_some() && launch.prompt.is_none())
+        .then(direct::token)
+        .flatten();
+    let (config_frame, call_frame, mut reply) = opening_frames(router, launch, id, first, direct)
+        .map_err(|error| Failed {
+        error,
+        retry: false,
+    })?;
     // Behind a first stage, the configuration and the first call (when it
     // is small) go out as the prelude line at once, without waiting for the
     // stage's status or the child's greeting: a build started from the cache
@@ -446,6 +458,23 @@ fn attempt(
             }
         };
 
+    // Offered a direct socket, the child reports one after reading its
+    // configuration; taken, the stream runs over it and the transport
+    // stays only as the lifeline (what came on it after the report is no
+    // frame of ours then).
+    let (socket, after) = match direct {
+        Some(token) => match direct::settle(fd.as_fd(), after, &token, name, deadline) {
+            Ok((Some(socket), _)) => (Some(socket), Vec::new()),
+            Ok((None, after)) => (None, after),
+            Err(e) => return Err(abort(format!("after its greeting: {e}"), &[], false, None)),
+        },
+        None => (None, after),
+    };
+    let (fd, lifeline) = match socket {
+        Some(socket) => (socket, Some(fd)),
+        None => (fd, None),
+    };
+
     // What the child has not had yet: behind a first stage the prelude
     // reached it (on its stdin when started from the cache, in its
     // environment after an upload), so at most a first call too large for it.
@@ -482,15 +511,37 @@ fn attempt(
         Ok(s) => Arc::new(s),
         Err(e) => return Err(abort(format!("stream setup: {e}"), &[], false, None)),
     };
-    let stream = Arc::new(Stream::new(name.to_owned(), side.clone(), side, false));
+    let stream = Arc::new(Stream::new(
+        name.to_owned(),
+        side.clone(),
+        side.clone(),
+        false,
+    ));
     stream.set_remote_id(id);
     stream.set_local_peer(launch.local_peer);
 
     let pid = child.id();
     let exit = Arc::new(ExitCell::default());
     let pidfd = crate::sys::ProcessHandle::open(pid).ok();
+    // Over a direct socket, the transport (the engine's client) going ends
+    // the context as its stream's end would: the socket is shut down, and
+    // the broker reads its end. Its pipe is held open until then, so the
+    // child's lifeline stays up. Only a weak hold on the socket: once the
+    // stream is done with it, it closes, and the child sees that.
+    let on_exit = lifeline.map(|pipe| {
+        let socket = Arc::downgrade(&side);
+        move || {
+            drop(pipe);
+            if let Some(side) = socket.upgrade() {
+                let _ = rustix::net::shutdown(&*side, rustix::net::Shutdown::Both);
+            }
+        }
+    });
     match ProcessWatch::new(child, exit.clone()) {
-        Ok(w) => router.broker.add_process(w),
+        Ok(w) => router.broker.add_process(match on_exit {
+            Some(f) => w.on_exit(Box::new(f)),
+            None => w,
+        }),
         Err(e) => tracing::warn!(context = name, "cannot watch process {pid}: {e}"),
     }
     if let Some(err) = stderr {

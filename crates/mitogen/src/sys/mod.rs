@@ -42,6 +42,7 @@
 //! | [`relay_pipe`], [`splice`], [`can_splice`] (both: relays) | moves bytes descriptor to descriptor without copying them through this process; `EAGAIN` when the source is empty *or* the destination full, `Ok(0)` at the source's end, and never loses a byte it read | `splice(2)` through a pipe | `sys::portable`: a socketpair instead of the pipe and a copy by `recv(MSG_PEEK)`, write, then consume what was written (no byte is taken from the source before its destination took it); sources that are not sockets fall back to buffering frames whole, as terminals already do |
 //! | [`open_leader`], [`Leader`], [`Namespace`], [`open_tree`], [`Entry`], [`Mount`], [`MountKind`], [`REPORT_PREFIX`], [`sealed_own_exe`] (context: the setns and chroot hops) | opens a running process's namespaces, root and working directory (held by a pidfd, so never a later process's), or a directory tree; [`Entry::enter`], in `pre_exec`, enters them (and mounts `/proc`, `/dev` in a private mount namespace), forks once more for a pid namespace, and executes a sealed copy of the program through a descriptor opened before, naming the failed step on the new stderr | `pidfd_open`, `setns(2)` per `/proc/PID/ns/*` file, `unshare(CLONE_NEWNS)`, `mount(2)`, `fchdir`+`chroot`, `memfd_create`+`F_ADD_SEALS`, `fexecve` | none: namespaces are Linux's. A port's `Entry::enter` fails with `Unsupported` and its `open_leader` says so (FreeBSD's `jail_attach(2)` and `chroot(2)` would be the counterparts of setns and chroot) |
 //! | [`open_unnamed`], [`link_unnamed`] (both: file transfer) | a new file in a directory that has no name until linked, so a process that dies mid-write leaves nothing; `Ok(None)` where the file system cannot | `O_TMPFILE`, then `linkat(AT_EMPTY_PATH)` or through `/proc/self/fd` | `Ok(None)` (the caller falls back to a named temporary file, `O_EXCL`) |
+//! | [`own_pid_namespace`], [`find_in_pid_namespace`], [`take_fd`], [`is_unix_stream`], [`peek`] (both: the direct socket of the docker and podman hops, the context reporting, the master taking) | a process named by its pid in its own pid namespace and that namespace's inode is found here (never in our own namespace) and one of its descriptors duplicated, held by a pidfd so a reused pid is caught; a socket's waiting bytes copied without taking them | `/proc/PID/ns/pid`, `NSpid:` of `/proc/PID/status`, `pidfd_open`, `pidfd_getfd(2)`, `SO_DOMAIN`/`SO_TYPE`, `recv(MSG_PEEK \| MSG_DONTWAIT)` | none (no container runs on this kernel): `own_pid_namespace` fails with `Unsupported`, and every hop stays on its engine's pipe |
 //!
 //! Everything here is also usable from `core/` without pulling in anything
 //! above it.
@@ -108,4 +109,9 @@ const _CONTRACT: () = {
     let _: [Namespace; 7] = Namespace::ORDER;
     let _: fn(BorrowedFd<'_>, u32) -> Result<Option<OwnedFd>> = open_unnamed;
     let _: fn(BorrowedFd<'_>, BorrowedFd<'_>, &OsStr) -> Result<()> = link_unnamed;
+    let _: fn() -> Result<u64> = own_pid_namespace;
+    let _: fn(u64, u32) -> Result<Option<u32>> = find_in_pid_namespace;
+    let _: fn(u32, i32, u64, u32) -> Result<OwnedFd> = take_fd;
+    let _: fn(BorrowedFd<'_>) -> bool = is_unix_stream;
+    let _: fn(BorrowedFd<'_>, &mut [u8]) -> Result<usize> = |fd, buf| peek(fd, buf);
 };

@@ -19,6 +19,7 @@ mod call_shape;
 mod calls;
 mod capture;
 mod chains;
+mod commands;
 mod containers;
 mod errors;
 mod files;

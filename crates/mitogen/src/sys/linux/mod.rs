@@ -2,6 +2,7 @@
 
 mod enter;
 mod exe;
+mod foreign_fd;
 mod fs;
 mod memory;
 mod peer;
@@ -16,6 +17,9 @@ pub(crate) use enter::{
     REPORT_PREFIX,
 };
 pub(crate) use exe::{open_own_exe, read_own_exe};
+pub(crate) use foreign_fd::{
+    find_in_pid_namespace, is_unix_stream, own_pid_namespace, peek, take_fd,
+};
 pub(crate) use fs::{open_for_stat, path_through_fd, SUN_PATH_MAX};
 pub(crate) use memory::{release_free_memory, resident_set_kib};
 pub(crate) use peer::{peer_credentials, PeerCredentials};

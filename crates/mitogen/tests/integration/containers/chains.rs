@@ -26,7 +26,9 @@ pub fn docker_in_the_middle(router: &Router) -> Result<()> {
     let target = format!("{}/local", c.hop());
     let ctx = Guard(router.connect(target.as_str())?);
     let i = ctx.call(inside, ())?;
-    let mid = router.connect(c.hop().as_str())?.call(inside, ())?;
+    let mid_ctx = router.connect(c.hop().as_str())?;
+    ensure!(super::direct::is_direct(&mid_ctx, None)?, "not direct");
+    let mid = mid_ctx.call(inside, ())?;
     // Both run in the container, as two processes of the same program.
     ensure!(i.hostname == mid.hostname, "{i:?} vs {mid:?}");
     ensure!(i.exe == mid.exe && i.pid != mid.pid, "{i:?} vs {mid:?}");
@@ -49,6 +51,11 @@ pub fn ssh_sudo_docker(router: &Router) -> Result<()> {
         "StrictHostKeyChecking=no".into(),
         "UserKnownHostsFile=/dev/null".into(),
     ];
+    // The sudo hop connected first, so the target runs through it.
+    let mid = Guard(router.connect_with(
+        format!("root@127.0.0.1:{}/sudo", sshd.port).as_str(),
+        &options,
+    )?);
     let target = format!("root@127.0.0.1:{}/sudo/{}", sshd.port, c.hop());
     let ctx = Guard(router.connect_with(target.as_str(), &options)?);
     ensure!(ctx.name() == target, "named {:?}", ctx.name());
@@ -56,6 +63,11 @@ pub fn ssh_sudo_docker(router: &Router) -> Result<()> {
     ensure!(
         i.uid == 0 && i.exe.starts_with("/root/.cache/mitogen/"),
         "{i:?}"
+    );
+    // The sudo context (root) holds the docker hop's direct socket.
+    ensure!(
+        mid.call(super::direct::holds_direct_socket_to, (i.pid,))?,
+        "the sudo context holds no direct socket"
     );
     Ok(())
 }

@@ -13,11 +13,12 @@ use crate::capture;
 use crate::security::{evil_call, expect_logged, frame_reply, EVIL, NO_AUTHORITY};
 use crate::util::Guard;
 
-/// Writes `bytes` raw on this context's parent stream when that stream is a
-/// pair of pipes (the docker client's stdin and stdout): the lowest
-/// write-only pipe descriptor above 2 (fds 1 and 2 are the log pipes).
+/// Writes `bytes` raw on this context's parent stream: the direct socket
+/// when there is one (the lowest socket descriptor above 2), else the
+/// docker client's stdout, the lowest write-only pipe descriptor above 2
+/// (fds 1 and 2 are the log pipes).
 #[mitogen::remote]
-pub fn write_up_pipe(bytes: Vec<u8>) -> std::io::Result<()> {
+pub fn write_up_stream(bytes: Vec<u8>) -> std::io::Result<()> {
     use std::os::fd::{BorrowedFd, RawFd};
     let write_only = |fd: RawFd| {
         std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}"))
@@ -28,16 +29,27 @@ pub fn write_up_pipe(bytes: Vec<u8>) -> std::io::Result<()> {
             })
             .is_some_and(|f| f & 3 == 1)
     };
-    let fd: RawFd = std::fs::read_dir("/proc/self/fd")?
+    let fds: Vec<RawFd> = std::fs::read_dir("/proc/self/fd")?
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-        .filter(|&fd: &RawFd| {
-            fd > 2
-                && std::fs::read_link(format!("/proc/self/fd/{fd}"))
-                    .is_ok_and(|p| p.to_string_lossy().starts_with("pipe:"))
-                && write_only(fd)
-        })
-        .min()
-        .ok_or_else(|| std::io::Error::other("no write pipe"))?;
+        .collect();
+    let socket = fds.iter().copied().filter(|&fd| {
+        fd > 2
+            && std::fs::read_link(format!("/proc/self/fd/{fd}"))
+                .is_ok_and(|p| p.to_string_lossy().starts_with("socket:"))
+    });
+    let fd: RawFd = match socket.min() {
+        Some(fd) => fd,
+        None => fds
+            .into_iter()
+            .filter(|&fd: &RawFd| {
+                fd > 2
+                    && std::fs::read_link(format!("/proc/self/fd/{fd}"))
+                        .is_ok_and(|p| p.to_string_lossy().starts_with("pipe:"))
+                    && write_only(fd)
+            })
+            .min()
+            .ok_or_else(|| std::io::Error::other("no write pipe"))?,
+    };
     // SAFETY: the descriptor stays open for the life of the process.
     let fd = unsafe { BorrowedFd::borrow_raw(fd) };
     crate::bad_input::write_all_raw(fd, &bytes)
@@ -45,11 +57,20 @@ pub fn write_up_pipe(bytes: Vec<u8>) -> std::io::Result<()> {
 
 /// From inside a container, forged calls into its parent (a local context
 /// on the host) and into the master are refused and logged; the parent
-/// keeps serving, no forged call runs, and the container's own link stays.
+/// keeps serving, no forged call runs, and the container's own link stays:
+/// over the direct socket and over the client's pipe alike.
 pub fn container_cannot_call_its_parent(router: &Router) -> Result<()> {
+    for direct in [true, false] {
+        forged_calls_are_refused(router, direct)
+            .with_context(|| format!("direct socket {direct}"))?;
+    }
+    Ok(())
+}
+
+fn forged_calls_are_refused(router: &Router, direct: bool) -> Result<()> {
     let c = Container::start(Flavour::Busybox, &[])?;
     let mid = Guard(router.start(None, Local::new().name("host-mid"))?);
-    let inner = Guard(router.start(Some(&mid), mitogen::Docker::exec(&c.name))?);
+    let inner = Guard(router.start(Some(&mid), mitogen::Docker::exec(&c.name).direct(direct))?);
     let mark = capture::mark();
     let me = inner.id();
     let mut frames = frame_reply(mid.id(), me, me, handles::CALL_FUNCTION, 7000, &evil_call());
@@ -62,7 +83,7 @@ pub fn container_cannot_call_its_parent(router: &Router) -> Result<()> {
         &evil_call(),
     ));
     inner
-        .call_timeout(write_up_pipe, (frames,), Duration::from_secs(30))
+        .call_timeout(write_up_stream, (frames,), Duration::from_secs(30))
         .context("writing from inside the container")?;
     expect_logged(mark, Some(mid.name()), NO_AUTHORITY)?;
     ensure!(

@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 
 mod basics;
 mod chains;
+mod direct;
 mod failures;
 mod hostile;
 mod podman;

@@ -1,4 +1,5 @@
-//! podman, where it runs: as root here, with two resource limits lowered.
+//! podman, where it runs: as root here, with two resource limits lowered,
+//! and rootless for a test user (its direct socket).
 //!
 //! podman gives every container the hard limits RLIMIT_NOFILE and
 //! RLIMIT_NPROC of 1048576 by default, and raising a hard limit takes
@@ -50,6 +51,10 @@ pub fn podman_hop_runs_in_the_container(router: &Router) -> Result<()> {
     let c = Container::start_in("podman", Flavour::Busybox, ULIMITS)?;
     let ctx = Guard(router.connect(c.hop().as_str())?);
     ensure!(ctx.name() == c.hop(), "named {:?}", ctx.name());
+    ensure!(
+        super::direct::is_direct(&ctx, None)?,
+        "podman as root: not on a direct socket"
+    );
     let i = ctx.call(inside, ())?;
     ensure!(
         i.uid == 0 && i.exe.starts_with("/root/.cache/mitogen/"),
@@ -110,8 +115,118 @@ pub fn podman_failures_are_typed(router: &Router) -> Result<()> {
     Ok(())
 }
 
+/// Runs `podman ARGS` as `user` (rootless), from `/`; its stdout.
+fn podman_as(user: &str, args: &[&str]) -> Result<String> {
+    let out = Command::new("sudo")
+        .args(["-u", user, "-H", "podman"])
+        .args(args)
+        .current_dir("/")
+        .output()?;
+    ensure!(
+        out.status.success(),
+        "podman {args:?} as {user}: {}",
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+/// A rootless podman container of `user`, removed on drop.
+struct Rootless {
+    user: String,
+    name: String,
+}
+
+impl Drop for Rootless {
+    fn drop(&mut self) {
+        let _ = podman_as(&self.user, &["rm", "-f", &self.name]);
+    }
+}
+
+/// Rootless podman: a user's own container, reached through `sudo:USER`,
+/// whose context (not root) takes the direct socket: the child runs in a
+/// user namespace that user owns, so the kernel lets it take the
+/// descriptor. Needs `newuidmap` (Debian's uidmap, which `.ci/run`
+/// installs) and subordinate ids for the user; runs with `--network none`
+/// (no slirp4netns).
+pub fn rootless_podman_takes_a_direct_socket(router: &Router) -> Result<()> {
+    require_podman()?;
+    if Command::new("newuidmap").arg("--help").output().is_err() {
+        return Err(crate::harness::cannot_run(
+            "newuidmap (Debian's uidmap), for rootless podman",
+        ));
+    }
+    let user = mitogen_testkit::sshd::user("mitogen-t1", "/bin/sh")?;
+    let has_ids = |file: &str| {
+        std::fs::read_to_string(file)
+            .is_ok_and(|s| s.lines().any(|l| l.starts_with(&format!("{}:", user.name))))
+    };
+    if !has_ids("/etc/subuid") || !has_ids("/etc/subgid") {
+        let range = "3000000-3065535";
+        let ok = Command::new("usermod")
+            .args(["--add-subuids", range, "--add-subgids", range, &user.name])
+            .status()?
+            .success();
+        ensure!(ok, "usermod --add-subuids failed");
+    }
+    // The image, from root's store into the user's.
+    let img = image_in("podman", Flavour::Busybox)?;
+    if podman_as(&user.name, &["image", "exists", &img]).is_err() {
+        let dir = tempfile_dir()?;
+        let tar = format!("{dir}/image.tar");
+        engine("podman", &["save", "-o", &tar, &img])?;
+        std::fs::set_permissions(&tar, std::os::unix::fs::PermissionsExt::from_mode(0o644))?;
+        podman_as(&user.name, &["load", "-i", &tar])?;
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    let c = Rootless {
+        user: user.name.clone(),
+        name: Container::fresh_name("rootless"),
+    };
+    podman_as(
+        &user.name,
+        &[
+            "run",
+            "-d",
+            "--network",
+            "none",
+            "--name",
+            &c.name,
+            &img,
+            "/bin/busybox",
+            "sleep",
+            "1000000",
+        ],
+    )?;
+    let mid = Guard(router.connect(format!("sudo:{}", user.name).as_str())?);
+    let ctx = Guard(router.connect(format!("sudo:{}/podman:{}", user.name, c.name).as_str())?);
+    let i = ctx.call(inside, ())?;
+    ensure!(i.uid == 0, "{i:?}");
+    ensure!(
+        mid.call(super::direct::holds_direct_socket_to, (i.pid,))?,
+        "the rootless user's context holds no direct socket"
+    );
+    ensure!(ctx.call(nap, (1,))? == 1);
+    let off =
+        Guard(router.connect(format!("sudo:{}/podman:{},direct=off", user.name, c.name).as_str())?);
+    let j = off.call(inside, ())?;
+    ensure!(
+        !mid.call(super::direct::holds_direct_socket_to, (j.pid,))?,
+        "direct=off took a socket"
+    );
+    Ok(())
+}
+
+/// A fresh directory under /tmp that other users can read.
+fn tempfile_dir() -> Result<String> {
+    let dir = format!("/tmp/{}", Container::fresh_name("image"));
+    std::fs::create_dir(&dir)?;
+    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+    Ok(dir)
+}
+
 crate::tests! {
     podman_hop_runs_in_the_container => 120,
+    rootless_podman_takes_a_direct_socket => 180,
     podman_run_goes_away_with_the_context => 120,
     podman_failures_are_typed => 120,
 }

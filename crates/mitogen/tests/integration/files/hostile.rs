@@ -195,13 +195,9 @@ pub fn evil_send(
     _listed: (u64, (i64, u32)),
     _opts: EvilOpts,
     data: Sender<Blob>,
-    ready: Sender<Sender<u64>>,
+    ready: Sender<()>,
 ) -> EvilReply<()> {
-    let Some(router) = Router::current() else {
-        return EvilReply(Ok(()));
-    };
-    let (credit_tx, _credit_rx) = router.channel::<u64>();
-    let _ = ready.send(credit_tx);
+    let _ = ready.send(());
     let chunk = vec![0x5a; 1 << 20];
     match String::from_utf8_lossy(&src).split('|').next() {
         Some("oversize") => {

@@ -4,7 +4,8 @@
 //!
 //! The parts: `basic` (files and trees, locally and through a hop, what is
 //! preserved, update-skipping), `failures` (typed errors, nothing partial
-//! left), `hostile` (a fetched tree from a child that lies).
+//! left), `hostile` (a fetched tree from a child that lies), `pipelined` (a
+//! tree in many batches: order, and an error midway).
 
 pub mod basic;
 pub mod failures;
@@ -12,6 +13,7 @@ pub mod fanout;
 pub mod hostile;
 pub mod large;
 pub mod over_ssh;
+pub mod pipelined;
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;

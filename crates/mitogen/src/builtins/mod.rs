@@ -47,36 +47,19 @@ impl CommandOutput {
 /// terminal, which nobody reads once the context is up (and under su *is* the
 /// context's stream). A command that asks on `/dev/tty` gets an error at once
 /// instead of hanging, or of writing into the stream.
+///
+/// When the caller gives up on the call (its wait timed out, or it dropped
+/// the call), the command's whole session is killed with `SIGKILL` within
+/// [`CANCEL_CHECK`], and the call ends with an `Interrupted` error that
+/// nobody is sent.
 #[crate::remote]
 pub fn run_command(argv: Vec<String>) -> std::io::Result<CommandOutput> {
-    use std::os::unix::process::ExitStatusExt;
-    let (program, args) = argv
-        .split_first()
-        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "empty command"))?;
-    let mut cmd = std::process::Command::new(program);
-    cmd.args(args).stdin(std::process::Stdio::null());
-    // The command must not outlive the context: a context killed because its
-    // caller gave up (or lost its parent) takes the command with it. Calls run
-    // on the context's main thread, which lives as long as the process, so the
-    // signal (sent when the forking *thread* exits) means the process is gone.
-    let parent = std::process::id();
-    // SAFETY: the closure runs between fork and exec and makes only
-    // async-signal-safe system calls (setsid, `sys::die_with_parent`); it allocates
-    // nothing, not even for an error (an `Errno` converts to an OS error
-    // without one).
-    unsafe {
-        std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
-            rustix::process::setsid()?;
-            crate::sys::die_with_parent(parent)
-        });
-    }
-    let out = cmd
-        .output()
-        .map_err(|e| std::io::Error::new(e.kind(), format!("cannot run {program:?}: {e}")))?;
-    Ok(CommandOutput {
-        code: out.status.code(),
-        signal: out.status.signal(),
-        stdout: out.stdout,
-        stderr: out.stderr,
-    })
+    command::run(argv)
 }
+
+/// How often a running [`run_command`] looks whether its caller gave up: the
+/// command's own end and its output wake it at once, so this bounds only
+/// how long a cancelled command lives on.
+pub const CANCEL_CHECK: std::time::Duration = std::time::Duration::from_millis(100);
+
+mod command;

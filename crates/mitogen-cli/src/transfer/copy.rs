@@ -1,0 +1,149 @@
+//! `mitogen copy TARGET... -- SRC... DEST`: push local files and trees to
+//! every target, through `files::push_all` so that targets behind one shared
+//! hop get the bytes over the first link once.
+
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use mitogen::files::push_all;
+use mitogen::{Router, Target};
+
+use super::args::CopyArgs;
+use super::{execute, Outcome, Verb};
+use crate::printer::transfer::TransferPrinter;
+
+/// Each source with the path of its copy on the targets.
+pub type Plan = Vec<(PathBuf, PathBuf)>;
+
+/// Where each SRC goes (`mitogen copy --help`): decided from the arguments
+/// alone, never from what a target has, so that every target gets the same.
+/// An error is a usage error.
+pub fn plan(paths: &[PathBuf]) -> Result<Plan, String> {
+    let (dest, sources) = match paths.split_last() {
+        Some((dest, sources)) if !sources.is_empty() => (dest, sources),
+        _ => return Err("give at least one SRC and a DEST after `--`".into()),
+    };
+    if dest.as_os_str().is_empty() || sources.iter().any(|s| s.as_os_str().is_empty()) {
+        return Err("an empty path".into());
+    }
+    let into_dir = sources.len() > 1 || dest.as_os_str().as_bytes().ends_with(b"/");
+    if !into_dir {
+        return Ok(vec![(sources[0].clone(), dest.clone())]);
+    }
+    named_in(dest, sources)
+}
+
+/// `dir/NAME` for each of `paths`, NAME being its last part; refuses a path
+/// without one (`/`, `.`, `..`) and two paths with the same.
+pub fn named_in(dir: &Path, paths: &[PathBuf]) -> Result<Plan, String> {
+    let mut plan: Plan = Vec::with_capacity(paths.len());
+    for p in paths {
+        let name = p.file_name().ok_or_else(|| {
+            format!(
+                "{} has no name of its own to give its copy in {}",
+                p.display(),
+                dir.display()
+            )
+        })?;
+        if let Some((other, _)) = plan.iter().find(|(o, _)| o.file_name() == Some(name)) {
+            return Err(format!(
+                "{} and {} would both become {}",
+                other.display(),
+                p.display(),
+                dir.join(name).display()
+            ));
+        }
+        plan.push((p.clone(), dir.join(name)));
+    }
+    Ok(plan)
+}
+
+/// Targets behind the same first hop are pushed to together, so that
+/// `push_all` can stage the bytes on that hop once; a one-hop target is a
+/// group of its own (and runs in parallel with the others).
+fn group_of(t: &Target) -> Option<String> {
+    (t.hops().len() > 1).then(|| t.prefix(1))
+}
+
+/// Runs `mitogen copy`; returns the exit status.
+pub fn run(
+    router: &Router,
+    args: CopyArgs,
+    plan: &Plan,
+    printer: &mut dyn TransferPrinter,
+) -> anyhow::Result<u8> {
+    let options = args
+        .connect
+        .connect_options(&args.targets.iter().collect::<Vec<_>>())?;
+    let opts = args.files.options();
+    let work = |members: super::Members| {
+        let contexts: Vec<_> = members.iter().map(|(_, c)| c.clone()).collect();
+        let mut each: Vec<Vec<Outcome>> = members.iter().map(|_| Vec::new()).collect();
+        for (src, dst) in plan {
+            let results = push_all(&contexts, src, dst, &opts);
+            for (mine, r) in each.iter_mut().zip(results) {
+                mine.push(r.map_err(Into::into));
+            }
+        }
+        each.into_iter().map(|r| (None, r)).collect()
+    };
+    execute(
+        router,
+        Verb::Copy,
+        &args.targets,
+        &options,
+        group_of,
+        work,
+        printer,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(paths: &[&str]) -> Result<Vec<(String, String)>, String> {
+        let paths: Vec<PathBuf> = paths.iter().map(PathBuf::from).collect();
+        plan(&paths).map(|v| {
+            v.into_iter()
+                .map(|(a, b)| (a.display().to_string(), b.display().to_string()))
+                .collect()
+        })
+    }
+
+    fn pair(a: &str, b: &str) -> (String, String) {
+        (a.into(), b.into())
+    }
+
+    #[test]
+    fn dest_is_the_copy_unless_it_ends_in_a_slash_or_there_are_several() {
+        assert_eq!(
+            p(&["a/site", "/srv/www"]),
+            Ok(vec![pair("a/site", "/srv/www")])
+        );
+        assert_eq!(
+            p(&["a/site", "/srv/"]),
+            Ok(vec![pair("a/site", "/srv/site")])
+        );
+        assert_eq!(
+            p(&["a/site/", "/srv/"]),
+            Ok(vec![pair("a/site/", "/srv/site")])
+        );
+        assert_eq!(
+            p(&["x.conf", "b/y.conf", "/etc/app"]),
+            Ok(vec![
+                pair("x.conf", "/etc/app/x.conf"),
+                pair("b/y.conf", "/etc/app/y.conf")
+            ])
+        );
+    }
+
+    #[test]
+    fn refuses_what_has_no_name_or_the_same_name() {
+        assert!(p(&["/tmp"]).is_err());
+        assert!(p(&[".", "/srv/"]).unwrap_err().contains("no name"));
+        assert!(p(&["..", "x", "/srv"]).is_err());
+        let e = p(&["a/x", "b/x", "/srv"]).unwrap_err();
+        assert!(e.contains("/srv/x"), "{e}");
+    }
+}
