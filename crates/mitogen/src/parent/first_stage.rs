@@ -127,15 +127,16 @@ const SCRIPT: &str = concat!(
     // holding `exit 0` (its stdin `/dev/null`): the upload then overwrites
     // it in place, mode kept, so no `chmod` follows the transfer. Anything
     // already under that name (a file or link of before the directory was
-    // private) is removed first; the trap removes the file on every exit.
+    // private) is removed first; the traps remove the file on every exit,
+    // a hang-up or a signal included.
     "cd /; u=$(uname -sm); @O@r=; w=; t=\"./.$H.$$\"; while [ $# -gt 1 ]; do if g \"$1\" \"$2\" 1; then ",
-    "if [ -w . ] && { trap \"rm -f \\\"\\$t\\\"\" EXIT; { [ -e \"$t\" ] || [ -L \"$t\" ]; } && rm -f \"$t\"; ",
+    "if [ -w . ] && { trap \"rm -f \\\"\\$t\\\"\" EXIT; trap \"exit 1\" HUP INT TERM PIPE; { [ -e \"$t\" ] || [ -L \"$t\" ]; } && rm -f \"$t\"; ",
     "echo \"exit 0\" > \"$t\" && chmod 700 \"$t\" && \"$t\" </dev/null 2>/dev/null; }; then w=1; break; fi; ",
     "{ [ -e \"$t\" ] || [ -L \"$t\" ]; } && rm -f \"$t\"; trap - EXIT; r=\"$r $d: not writable or mounted noexec;\"; fi; shift 2; done; ",
     "z=0; command -v gzip >/dev/null 2>&1 && z=1; ",
     "if [ -z \"$w\" ]; then echo \"MITOGEN-STAGE nodir$r\"; exit 1; fi; ",
     "echo \"MITOGEN-STAGE need $z $u\"; read -r p || exit 1; ",
-    "read -r h s c || exit 1; [ \"$h\" = none ] && exit 1; trap \"exit 1\" HUP INT TERM PIPE; ",
+    "read -r h s c || exit 1; [ \"$h\" = none ] && exit 1; ",
     "if [ \"$c\" = 1 ]; then head -c \"$s\" | gzip -dc > \"$t\"; else head -c \"$s\" > \"$t\"; fi || exit 1; ",
     "mv -f \"$t\" \"./$h\" && MITOGEN_CHILD=1 MITOGEN_PRELUDE=\"$p\" MITOGEN_HASH=$h MITOGEN_CWD=\"$o\" exec \"./$h\""
 );
