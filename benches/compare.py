@@ -75,6 +75,10 @@ RUN_TIMEOUT = 900
 # keep the one already in the file.
 SSH_BEGIN = '<!-- ssh section: written by benches/compare.py --ssh -->'
 SSH_END = '<!-- end of ssh section -->'
+# A hand-written block inside the ssh section (the cold connect traced),
+# carried over by each run that rewrites the section.
+SSH_NOTES_BEGIN = '<!-- ssh notes: kept by benches/compare.py -->'
+SSH_NOTES_END = '<!-- end of ssh notes -->'
 
 # The issue's targets over ssh, relative to the floors measured in the same run.
 SSH_WARM_OVER_FLOOR_MS = 15.0
@@ -389,6 +393,15 @@ def write_section(path, begin_marker, end_marker, text, before=()):
 def existing_ssh_section(path):
     """The ssh section of an earlier run, kept when this run has none."""
     return existing_section(path, SSH_BEGIN, SSH_END)
+
+
+def with_ssh_notes(section, path):
+    """A new ssh section, keeping the hand-written notes of the one it
+    replaces (placed just before the section's end)."""
+    notes = existing_section(path, SSH_NOTES_BEGIN, SSH_NOTES_END)
+    if not notes:
+        return section
+    return section.replace(SSH_END, notes + '\n' + SSH_END)
 
 
 SUDO_KEYS = ['connect_ms', 'floor_ms', 'rtt_us', 'pipelined_calls_per_s',
@@ -1012,7 +1025,7 @@ def main():
     rounds_ours, rounds_theirs = interleaved(ours_cmd, theirs_cmd, args.rounds, 'local')
     path = os.path.join(ROOT, args.output)
     if args.ssh:
-        ssh_section = ssh_rounds(ours_bin, py, common, args)
+        ssh_section = with_ssh_notes(ssh_rounds(ours_bin, py, common, args), path)
     else:
         ssh_section = existing_ssh_section(path)
     if args.sudo:

@@ -228,7 +228,7 @@ mod tests {
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "[web1] sent 2 files (2.0 KiB), 1 unchanged, 1 dir, 0 links in 3.0 ms\n\
-             1 targets, 1 ok, 0 failed: sent 2 files (2.0 KiB), 1 unchanged, 1 dir, 0 links in 0.01 s\n"
+             1 target, 1 ok, 0 failed: sent 2 files (2.0 KiB), 1 unchanged, 1 dir, 0 links in 0.01 s\n"
         );
         assert!(err.is_empty());
     }

@@ -15,7 +15,7 @@
 //!
 //! Only names the first stage itself writes are considered: a build is
 //! exactly [`HASH_HEX`] lowercase hexadecimal digits, an upload in progress is
-//! `.HASH.PID`. Anything else in the directory (the `.probe` script, files of
+//! `.HASH.PID`. Anything else in the directory (the `.probe` script of earlier versions, files of
 //! the user's own) is left alone, as are symbolic links. A context still
 //! running from a build that is removed keeps running: the file stays readable
 //! (through `/proc/self/exe`) until the process exits, and the next connection

@@ -2,9 +2,9 @@
 //! a host where nothing of ours is installed.
 //!
 //! The transport (`ssh host`, `sudo -u bob`, …) runs `sh -c 'SCRIPT'`. The
-//! script needs only `sh`, `uname`, `id`, `ls`, `mkdir`, `head`, `chmod` and
-//! `mv` (busybox is enough; and `gzip`, if present, to take a compressed
-//! upload). The cache directories it tries, in order, are
+//! script needs only `sh`, `uname`, `id`, `ls`, `mkdir`, `head`, `chmod`,
+//! `rm` and `mv` (busybox is enough; and `gzip`, if present, to take a
+//! compressed upload). The cache directories it tries, in order, are
 //! `$XDG_CACHE_HOME/mitogen` (else `~/.cache/mitogen`), `$TMPDIR/mitogen-UID`
 //! (else `/tmp/mitogen-UID`) and `/dev/shm/mitogen-UID`, UID being `id -u`:
 //! never `$USER`, which `su` to root leaves as the caller's.
@@ -20,7 +20,8 @@
 //!    `case` on the system that looks for that system's build the same way.
 //! 2. Otherwise it takes the first cache directory that it can make (or
 //!    find) trusted, writable and not mounted `noexec` (which it checks by
-//!    running a tiny `.probe` script there), and prints
+//!    running there a tiny script under the upload's temporary name), and
+//!    prints
 //!    `MITOGEN-STAGE need GZIP SYSTEM`; if there is none, it prints
 //!    `MITOGEN-STAGE nodir` and, for each directory, why it was refused, and
 //!    exits.
@@ -32,10 +33,11 @@
 //!    no further than the newline) before anything else, and hands it to the
 //!    build it uploads in `MITOGEN_PRELUDE`.
 //!    The master answers `need` with one line `HASH SIZE COMPRESSED` for the build that
-//!    matches SYSTEM, then exactly SIZE bytes. The script stores them under a
-//!    temporary name, makes them executable, renames them into place (atomic:
-//!    two connections filling one cache both succeed) and `exec`s. An upload
-//!    that fails half-way leaves no temporary file behind.
+//!    matches SYSTEM, then exactly SIZE bytes. The script stores them over
+//!    that temporary file (already mode 0700, so nothing is `chmod`ed after
+//!    the transfer), renames it into place (atomic: two connections filling
+//!    one cache both succeed) and `exec`s. An upload that fails half-way
+//!    leaves no temporary file behind.
 //!
 //! # Why the cache can be trusted
 //!
@@ -54,13 +56,14 @@
 //!   so no other user's directory is ever changed. A directory of another
 //!   user's, squatting the name, is refused.
 //!
-//! From then on it names files only relatively (`./HASH`, `./.probe`), so
+//! From then on it names files only relatively (`./HASH`, `./.HASH.PID`), so
 //! they are looked up in that directory, whatever happens to its path. Only
 //! the user (and root) can add, swap or remove files in a directory the user
 //! owns with mode 0700, so nobody else can put a file under `./HASH` between
 //! the check and the `exec`. Files that were there before the directory
 //! became private are not trusted either: a cached build runs only if the
-//! user owns it, and a `.probe` the user does not own is replaced. Between
+//! user owns it, and whatever stands under the temporary name (a file or a
+//! link) is removed before the stage writes its own there. Between
 //! candidates it goes back to `/`, so a tool (`id`, `ls`, `mkdir`, …) never
 //! runs with another user's directory as its working directory, where a
 //! `PATH` holding `.` would find that user's file of the same name. With no
@@ -72,7 +75,7 @@
 //!
 //! Beyond the prelude line and those bytes the master sends nothing until the
 //! child greets, so no tool in the script can read something meant for the
-//! child (the `.probe` runs with `/dev/null` as its stdin). The child is
+//! child (the noexec check runs with `/dev/null` as its stdin). The child is
 //! started with `MITOGEN_HASH`, hashes its own executable before it greets, and
 //! reports `MITOGEN-RS/BADHASH` if the file is corrupt or truncated; the master
 //! then connects once more forcing a fresh upload. The script is one line with
@@ -102,9 +105,14 @@ const SCRIPT: &str = concat!(
     // set it already: one program fewer). On failure, the reason goes into $r.
     // Tools run only from `/` or from a directory found to be ours, so that
     // not even a PATH holding `.` can run a file of another user's.
-    "g() { cd /; n=$2; case $n in *-) [ -n \"$i\" ] || i=$(id -u); n=$n$i;; esac; d=\"$1/$n\"; ",
+    // Programs cost a fork and an exec each (about 1 ms), so the uid is
+    // asked for (`id -u`) only once it is needed: to look up a fallback
+    // (MAKE=0) only if PARENT holds any directory named `NAME*` at all (a
+    // glob, no program), and `mkdir -p` runs only if PARENT is missing.
+    "g() { cd /; n=$2; case $n in *-) if [ -z \"$i\" ]; then if [ \"$3\" = 1 ]; then :; else ",
+    "for x in \"$1/$n\"*; do [ -d \"$x\" ] && break; x=; done; [ -n \"$x\" ] || return 1; fi; i=$(id -u); fi; n=$n$i;; esac; d=\"$1/$n\"; ",
     "case $1 in /*) ;; *) r=\"$r $d: not an absolute path;\"; return 1;; esac; ",
-    "if [ \"$3\" = 1 ]; then mkdir -p \"$1\" 2>/dev/null; fi; ",
+    "if [ \"$3\" = 1 ]; then [ -d \"$1\" ] || mkdir -p \"$1\" 2>/dev/null; fi; ",
     "cd -P \"$1\" 2>/dev/null || { r=\"$r $d: $1 cannot be made or entered;\"; return 1; }; q=${PWD%/}; ",
     "m=; if [ \"$3\" = 1 ] && mkdir -m 700 \"./$n\" 2>/dev/null; then m=1; fi; ",
     "cd -P \"./$n\" 2>/dev/null || { r=\"$r $d: cannot be made or entered;\"; return 1; }; ",
@@ -115,17 +123,22 @@ const SCRIPT: &str = concat!(
     "k() { if [ \"$F\" = 0 ]; then while [ $# -gt 1 ]; do ",
     "if g \"$1\" \"$2\" 0 && [ -f \"./$H\" ] && [ -x \"./$H\" ] && [ -O \"./$H\" ]; then ",
     "echo \"MITOGEN-STAGE cached\"; MITOGEN_CHILD=1 MITOGEN_PIPED=1 MITOGEN_HASH=$H MITOGEN_CWD=\"$o\" exec \"./$H\"; fi; shift 2; done; fi; }; k \"$@\"; ",
-    "cd /; u=$(uname -sm); @O@r=; w=; while [ $# -gt 1 ]; do if g \"$1\" \"$2\" 1; then ",
-    "if [ -w . ] && { { [ -f .probe ] && [ -O .probe ] && [ -x .probe ]; } || ",
-    "{ { { [ -e .probe ] || [ -L .probe ]; } && rm -f .probe; echo \"exit 0\" > .probe; } && chmod 700 .probe; }; } && ./.probe </dev/null 2>/dev/null; then w=1; break; fi; ",
-    "r=\"$r $d: not writable or mounted noexec;\"; fi; shift 2; done; ",
+    // The noexec check runs the upload's own temporary file, made 0700 and
+    // holding `exit 0` (its stdin `/dev/null`): the upload then overwrites
+    // it in place, mode kept, so no `chmod` follows the transfer. Anything
+    // already under that name (a file or link of before the directory was
+    // private) is removed first; the traps remove the file on every exit,
+    // a hang-up or a signal included.
+    "cd /; u=$(uname -sm); @O@r=; w=; t=\"./.$H.$$\"; while [ $# -gt 1 ]; do if g \"$1\" \"$2\" 1; then ",
+    "if [ -w . ] && { trap \"rm -f \\\"\\$t\\\"\" EXIT; trap \"exit 1\" HUP INT TERM PIPE; { [ -e \"$t\" ] || [ -L \"$t\" ]; } && rm -f \"$t\"; ",
+    "echo \"exit 0\" > \"$t\" && chmod 700 \"$t\" && \"$t\" </dev/null 2>/dev/null; }; then w=1; break; fi; ",
+    "{ [ -e \"$t\" ] || [ -L \"$t\" ]; } && rm -f \"$t\"; trap - EXIT; r=\"$r $d: not writable or mounted noexec;\"; fi; shift 2; done; ",
     "z=0; command -v gzip >/dev/null 2>&1 && z=1; ",
     "if [ -z \"$w\" ]; then echo \"MITOGEN-STAGE nodir$r\"; exit 1; fi; ",
     "echo \"MITOGEN-STAGE need $z $u\"; read -r p || exit 1; ",
     "read -r h s c || exit 1; [ \"$h\" = none ] && exit 1; ",
-    "t=\"./.$h.$$\"; trap \"rm -f \\\"\\$t\\\"\" EXIT; trap \"exit 1\" HUP INT TERM PIPE; ",
     "if [ \"$c\" = 1 ]; then head -c \"$s\" | gzip -dc > \"$t\"; else head -c \"$s\" > \"$t\"; fi || exit 1; ",
-    "chmod 700 \"$t\" && mv -f \"$t\" \"./$h\" && MITOGEN_CHILD=1 MITOGEN_PRELUDE=\"$p\" MITOGEN_HASH=$h MITOGEN_CWD=\"$o\" exec \"./$h\""
+    "mv -f \"$t\" \"./$h\" && MITOGEN_CHILD=1 MITOGEN_PRELUDE=\"$p\" MITOGEN_HASH=$h MITOGEN_CWD=\"$o\" exec \"./$h\""
 );
 
 /// The script for a master whose own build has `hash`, optionally forcing a
@@ -441,9 +454,29 @@ mod runs {
         path: &str,
         prelude: &str,
     ) -> String {
-        let mut child = Command::new(shell[0])
-            .args(&shell[1..])
-            .arg("-c")
+        stage_planted(shell, scratch, force, path, prelude, None)
+    }
+
+    /// [`stage_with`], calling `plant` with the stage's process id (its
+    /// `$$`) before the stage starts: the shell first waits for a line on
+    /// its stdin, then `exec`s the stage in the same process.
+    fn stage_planted(
+        shell: &[&str],
+        scratch: &Path,
+        force: bool,
+        path: &str,
+        prelude: &str,
+        plant: Option<&dyn Fn(u32)>,
+    ) -> String {
+        let mut cmd = Command::new(shell[0]);
+        cmd.args(&shell[1..]).arg("-c");
+        if plant.is_some() {
+            cmd.arg("read -r x; exec \"$@\"")
+                .arg("wait")
+                .args(shell)
+                .arg("-c");
+        }
+        let mut child = cmd
             .arg(script(HASH, force))
             .current_dir(scratch)
             .env("HOME", scratch.join("home dir"))
@@ -458,6 +491,10 @@ mod runs {
         // All at once, as the master does over a slow link: the prelude
         // before the status line is known, then the upload.
         let mut answer = prelude.as_bytes().to_vec();
+        if let Some(plant) = plant {
+            plant(child.id());
+            answer.splice(0..0, *b"go\n");
+        }
         answer.extend_from_slice(format!("{HASH} {} 0\n", BUILD.len()).as_bytes());
         answer.extend_from_slice(BUILD.as_bytes());
         // A cached start reads nothing: the pipe may be closed.
@@ -554,8 +591,57 @@ mod runs {
                 "{shell:?}: {out}"
             );
             assert_eq!(mode(&elsewhere), 0o755, "{shell:?}");
-            assert!(!elsewhere.join(".probe").exists(), "{shell:?}");
+            // Nothing written there either (no file of the noexec check).
+            assert_eq!(
+                std::fs::read_dir(&elsewhere).unwrap().count(),
+                9,
+                "{shell:?}"
+            );
         }
+    }
+
+    #[test]
+    fn stage_removes_a_link_under_its_temporary_name() {
+        for shell in shells() {
+            let s = Scratch::new(&format!("templink-{}", shell[0]));
+            // The cache directory is the user's and private, but a link
+            // stands under the upload's temporary name (left from a time the
+            // directory was open to others), leading to a file of the
+            // user's: the stage neither writes through it nor runs it.
+            let cache = s.0.join("home dir/.cache/mitogen");
+            std::fs::create_dir_all(&cache).unwrap();
+            std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o700)).unwrap();
+            let victim = s.0.join("a file of the user's");
+            std::fs::write(&victim, "kept\n").unwrap();
+            let plant = |pid: u32| {
+                std::os::unix::fs::symlink(&victim, cache.join(format!(".{HASH}.{pid}"))).unwrap();
+            };
+            let path = std::env::var("PATH").unwrap_or_default();
+            let out = stage_planted(&shell, &s.0, false, &path, PRELUDE, Some(&plant));
+            assert!(
+                out.starts_with("MITOGEN-STAGE need ") && out.contains(&format!("ran {HASH} in ")),
+                "{shell:?}: {out}"
+            );
+            assert_eq!(
+                std::fs::read_to_string(&victim).unwrap(),
+                "kept\n",
+                "{shell:?}"
+            );
+            assert_eq!(mode(&victim), 0o644 & !umask(), "{shell:?}");
+            // Only the build is left in the directory.
+            let names: Vec<_> = std::fs::read_dir(&cache)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            assert_eq!(names, [HASH], "{shell:?}");
+        }
+    }
+
+    /// This process's umask (read without changing it for long).
+    fn umask() -> u32 {
+        let old = rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o022));
+        rustix::process::umask(old);
+        old.bits()
     }
 
     #[test]

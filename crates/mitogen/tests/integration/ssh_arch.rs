@@ -67,7 +67,8 @@ fn other_build(dir: &Path, tag: &str) -> Result<(PathBuf, Vec<u8>)> {
 }
 
 /// Names in the user's cache directories that start with a dot, other than
-/// the stage's `.probe`: temporary files of an upload.
+/// `.probe` (of earlier versions' noexec check) and `.pruned`: temporary
+/// files of an upload.
 fn temp_files(user: &User) -> Vec<PathBuf> {
     user.cache_dirs()
         .iter()
@@ -76,8 +77,8 @@ fn temp_files(user: &User) -> Vec<PathBuf> {
         .filter_map(|e| e.ok())
         .filter(|e| {
             let n = e.file_name().to_string_lossy().into_owned();
-            // `.probe` (the noexec check) and `.pruned` (the day's look for
-            // unused builds) are meant to stay.
+            // `.probe` (earlier versions' noexec check) and `.pruned` (the
+            // day's look for unused builds) are meant to stay.
             n.starts_with('.') && n != ".probe" && n != ".pruned"
         })
         .map(|e| e.path())

@@ -261,9 +261,13 @@ pub fn planted_files_in_the_victims_directory_never_run(router: &Router) -> Resu
         let ((), up) =
             uploaded_during(router, || connects_from(router, &sshd, &victim, &tmp, case))?;
         ensure!(up > 0, "{case}: the planted build was taken as the cache");
+        // The stage runs its noexec check under its own temporary name:
+        // the attacker's `.probe` is neither run (the marker) nor written.
+        let probe = tmp.join(".probe");
         ensure!(
-            std::fs::metadata(tmp.join(".probe"))?.uid() == victim.uid,
-            "{case}: the attacker's .probe is still there"
+            std::fs::read_to_string(&probe)? == planted_script(case)
+                && std::fs::metadata(&probe)?.uid() == attacker.uid,
+            "{case}: the attacker's .probe was written"
         );
     }
     for t in tmp_names(&victim) {
