@@ -26,6 +26,7 @@
 //! one. Failures are [`Error::File`](crate::Error::File) ([`FileError`]:
 //! kind, context, path) or, for the transport itself, the usual [`Error`](crate::Error).
 
+mod claim;
 mod dest;
 mod fanout;
 mod pump;
