@@ -5,13 +5,15 @@
 //! The parts: `basic` (files and trees, locally and through a hop, what is
 //! preserved, update-skipping), `failures` (typed errors, nothing partial
 //! left), `hostile` (a fetched tree from a child that lies), `pipelined` (a
-//! tree in many batches: order, and an error midway).
+//! tree in many batches: order, and an error midway), `large_claim` (the disk
+//! a large file's receiver claims ahead of the data).
 
 pub mod basic;
 pub mod failures;
 pub mod fanout;
 pub mod hostile;
 pub mod large;
+pub mod large_claim;
 pub mod over_ssh;
 pub mod pipelined;
 pub mod stamps;
