@@ -95,9 +95,12 @@ pub struct FileOptions {
     /// on). Update-skipping compares times, so turning this off makes every
     /// repeated transfer send again.
     pub preserve_times: bool,
-    /// Bytes per frame of a large file (default 512 KiB: the receiver writes
-    /// each frame while the next arrives, and frames of a few MiB measured
-    /// up to twice slower, docs/performance.md "File transfer").
+    /// Bytes per frame of a large file (default 256 KiB: the receiver writes
+    /// each frame while the next arrives; frames of 512 KiB made a fetching
+    /// master's writes into the page cache cost about three times as much
+    /// on this project's machine, and frames of a few MiB were slower
+    /// still, docs/performance.md "File transfer"). At least
+    /// `CUT_THROUGH_MIN` (256 KiB), so that hops relay frames by `splice`.
     pub chunk_size: usize,
     /// The window of a large file's frames' channel (default 8 MiB): bytes
     /// sent that the receiver has not yet taken, and it takes a frame only
@@ -119,7 +122,7 @@ impl Default for FileOptions {
             preserve_owner: true,
             preserve_mode: true,
             preserve_times: true,
-            chunk_size: 512 * 1024,
+            chunk_size: 256 * 1024,
             window: 8 * 1024 * 1024,
             idle_timeout: Duration::from_secs(60),
             inline_budget: 64 * 1024 * 1024,
