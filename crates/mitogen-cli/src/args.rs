@@ -8,6 +8,7 @@ use clap::{ArgAction, Args, Parser, Subcommand};
 use mitogen::Hop;
 use mitogen::{ConnectOptions, Target};
 
+use crate::fleet::FleetArgs;
 use crate::transfer::args::{CopyArgs, FetchArgs, COPY_AFTER_HELP, FETCH_AFTER_HELP};
 
 /// Exit codes of `mitogen run`, shown in its `--help`.
@@ -136,8 +137,9 @@ pub enum Command {
 /// Arguments of `mitogen run`.
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// Where to run the command (one or more; all are connected concurrently).
-    #[arg(required = true, value_name = "TARGET", value_parser = parse_target)]
+    /// Where to run the command (one or more, here or in a hosts file; up
+    /// to -j at once).
+    #[arg(required_unless_present = "hosts", value_name = "TARGET", value_parser = parse_target)]
     pub targets: Vec<Target>,
 
     /// The command and its arguments, after `--`. It is executed directly,
@@ -149,10 +151,15 @@ pub struct RunArgs {
     #[arg(long)]
     pub json: bool,
 
-    /// Give up on a target after this many seconds (connecting plus running);
-    /// a target that times out counts as failed (exit status 3).
+    /// Give up on a target after this many seconds (connecting plus running,
+    /// from its own start); a target that times out counts as failed (exit
+    /// status 3).
     #[arg(long, value_name = "SECS", value_parser = parse_secs)]
     pub timeout: Option<Duration>,
+
+    /// Hosts files and the concurrency limit.
+    #[command(flatten)]
+    pub fleet: FleetArgs,
 
     /// How ssh hops are made.
     #[command(flatten)]

@@ -8,6 +8,7 @@ use mitogen::files::FileOptions;
 use mitogen::Target;
 
 use crate::args::{parse_target, ConnectArgs};
+use crate::fleet::FleetArgs;
 
 /// What `mitogen copy --help` shows after the options.
 pub const COPY_AFTER_HELP: &str = "\
@@ -110,10 +111,11 @@ impl FileFlags {
 
 /// Arguments of `mitogen copy`.
 #[derive(Debug, Args)]
-#[command(override_usage = "mitogen copy [OPTIONS] TARGET... -- SRC... DEST")]
+#[command(override_usage = "mitogen copy [OPTIONS] [TARGET...] -- SRC... DEST")]
 pub struct CopyArgs {
-    /// Where to copy to (one or more; all are connected concurrently).
-    #[arg(required = true, value_name = "TARGET", value_parser = parse_target)]
+    /// Where to copy to (one or more, here or in a hosts file; up to -j at
+    /// once).
+    #[arg(required_unless_present = "hosts", value_name = "TARGET", value_parser = parse_target)]
     pub targets: Vec<Target>,
 
     /// After `--`: the local files or directories to send, then where they go
@@ -129,6 +131,10 @@ pub struct CopyArgs {
     #[command(flatten)]
     pub files: FileFlags,
 
+    /// Hosts files and the concurrency limit.
+    #[command(flatten)]
+    pub fleet: FleetArgs,
+
     /// How ssh hops are made.
     #[command(flatten)]
     pub connect: ConnectArgs,
@@ -136,10 +142,11 @@ pub struct CopyArgs {
 
 /// Arguments of `mitogen fetch`.
 #[derive(Debug, Args)]
-#[command(override_usage = "mitogen fetch [OPTIONS] TARGET... -- REMOTE_PATH... LOCAL_DIR")]
+#[command(override_usage = "mitogen fetch [OPTIONS] [TARGET...] -- REMOTE_PATH... LOCAL_DIR")]
 pub struct FetchArgs {
-    /// Where to fetch from (one or more; all are connected concurrently).
-    #[arg(required = true, value_name = "TARGET", value_parser = parse_target)]
+    /// Where to fetch from (one or more, here or in a hosts file; up to -j
+    /// at once).
+    #[arg(required_unless_present = "hosts", value_name = "TARGET", value_parser = parse_target)]
     pub targets: Vec<Target>,
 
     /// After `--`: the files or directories to fetch from each target, then
@@ -164,6 +171,10 @@ pub struct FetchArgs {
     /// How files are written.
     #[command(flatten)]
     pub files: FileFlags,
+
+    /// Hosts files and the concurrency limit.
+    #[command(flatten)]
+    pub fleet: FleetArgs,
 
     /// How ssh hops are made.
     #[command(flatten)]
