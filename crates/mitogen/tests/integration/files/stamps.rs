@@ -99,39 +99,61 @@ fn rewrite_in_place(f: &Path, data: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// Changes `f001` (in place) and `f002` (replaced by a rename: another
+/// inode) of the pushed tree `dst` with their size and modification time
+/// kept.
+fn change_behind(dst: &Path) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    rewrite_in_place(&dst.join("f001"), &other())?;
+    let m = std::fs::metadata(dst.join("f002"))?;
+    std::fs::write(dst.join(".swap"), other())?;
+    set_mtime(&dst.join(".swap"), m.mtime(), m.mtime_nsec() as u32)?;
+    std::fs::rename(dst.join(".swap"), dst.join("f002"))?;
+    Ok(())
+}
+
+/// Content of a tree file's size that is none of the tree's.
+fn other() -> Vec<u8> {
+    pattern(SIZE).iter().map(|b| !b).collect()
+}
+
+/// Pushes `src` to `dst` again, expecting `files` (and no others) sent and
+/// the same content on both sides.
+fn push_expecting(ctx: &Context, src: &Path, dst: &Path, files: &[&str]) -> Result<()> {
+    let t = ctx.push(src, dst)?;
+    let n = files.len() as u64;
+    ensure!(
+        t.files == n && t.skipped == FILES as u64 - n,
+        "{n} files changed: {t:?}"
+    );
+    for f in files {
+        ensure!(
+            std::fs::read(src.join(f))? == std::fs::read(dst.join(f))?,
+            "{f}: content differs after the push"
+        );
+    }
+    Ok(())
+}
+
 /// What the cache vouched for, changed behind it with the size and
 /// modification time kept, is sent again: a destination file rewritten in
 /// place (what a hostile account on the receiving host can do), one
 /// replaced by a rename of another file, and a source file rewritten in
 /// place.
 pub fn files_changed_behind_the_cache_are_sent_again(router: &Router) -> Result<()> {
-    use std::os::unix::fs::MetadataExt;
     let ctx = local(router)?;
     let s = Scratch::new("stamps-changed")?;
     warm(&ctx, &s)?;
-    let other = pattern(SIZE).iter().map(|b| !b).collect::<Vec<_>>();
-    // In place, at the destination.
-    rewrite_in_place(&s.join("dst/f001"), &other)?;
-    // Replaced by a rename, at the destination: another inode, same size
-    // and time.
-    let m = std::fs::metadata(s.join("dst/f002"))?;
-    std::fs::write(s.join("dst/.swap"), &other)?;
-    set_mtime(&s.join("dst/.swap"), m.mtime(), m.mtime_nsec() as u32)?;
-    std::fs::rename(s.join("dst/.swap"), s.join("dst/f002"))?;
-    // In place, at the source.
-    rewrite_in_place(&s.join("src/f003"), &other)?;
-    let t = ctx.push(s.join("src"), s.join("dst"))?;
-    ensure!(
-        t.files == 3 && t.skipped == FILES as u64 - 3,
-        "three files changed behind the cache: {t:?}"
-    );
-    for f in ["f001", "f002", "f003"] {
-        ensure!(
-            std::fs::read(s.join("src").join(f))? == std::fs::read(s.join("dst").join(f))?,
-            "{f}: content differs after the push"
-        );
-    }
-    Ok(())
+    // At the destination, in place and by a rename; at the source, in
+    // place.
+    change_behind(&s.join("dst"))?;
+    rewrite_in_place(&s.join("src/f003"), &other())?;
+    push_expecting(
+        &ctx,
+        &s.join("src"),
+        &s.join("dst"),
+        &["f001", "f002", "f003"],
+    )
 }
 
 /// Whether the file system of `dir` gives a change made after a status
@@ -195,30 +217,13 @@ pub fn a_tree_pushed_again_at_once_is_read_where_times_are_coarse(router: &Route
 /// the push (in place with size and modification time put back, or
 /// replaced by a rename), are sent again by the next push.
 pub fn files_changed_right_after_their_push_are_sent_again(router: &Router) -> Result<()> {
-    use std::os::unix::fs::MetadataExt;
     let ctx = local(router)?;
     let s = Scratch::new("stamps-right-after")?;
     make_tree(&s.join("src"))?;
     let t = ctx.push(s.join("src"), s.join("dst"))?;
     ensure!(t.files == FILES as u64, "first push: {t:?}");
-    let other = pattern(SIZE).iter().map(|b| !b).collect::<Vec<_>>();
-    rewrite_in_place(&s.join("dst/f001"), &other)?;
-    let m = std::fs::metadata(s.join("dst/f002"))?;
-    std::fs::write(s.join("dst/.swap"), &other)?;
-    set_mtime(&s.join("dst/.swap"), m.mtime(), m.mtime_nsec() as u32)?;
-    std::fs::rename(s.join("dst/.swap"), s.join("dst/f002"))?;
-    let t = ctx.push(s.join("src"), s.join("dst"))?;
-    ensure!(
-        t.files == 2 && t.skipped == FILES as u64 - 2,
-        "two files changed right after the push: {t:?}"
-    );
-    for f in ["f001", "f002"] {
-        ensure!(
-            std::fs::read(s.join("src").join(f))? == std::fs::read(s.join("dst").join(f))?,
-            "{f}: content differs after the push"
-        );
-    }
-    Ok(())
+    change_behind(&s.join("dst"))?;
+    push_expecting(&ctx, &s.join("src"), &s.join("dst"), &["f001", "f002"])
 }
 
 crate::tests! {
