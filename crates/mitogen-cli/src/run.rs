@@ -138,14 +138,14 @@ struct Shared {
     kept: Mutex<Vec<(usize, Context)>>,
 }
 
-/// Starts target `i` in a thread of its own, which sends its report to `tx`
-/// and then lets its context go.
+/// Starts target `i`, begun at `begun`, in a thread of its own, which sends
+/// its report to `tx` and then lets its context go.
 fn start(
     shared: &Arc<Shared>,
     i: usize,
+    begun: Instant,
     tx: mpsc::Sender<(usize, TargetReport)>,
 ) -> std::io::Result<()> {
-    let begun = Instant::now();
     let shared = shared.clone();
     std::thread::Builder::new()
         .name(format!("run:{}", shared.labels[i]))
@@ -215,9 +215,21 @@ pub fn run(router: &Router, args: RunArgs, printer: &mut dyn Printer) -> anyhow:
     let expiry = |begun: Instant| shared.timeout.map(|t| begun + t + REPORT_GRACE);
     loop {
         while running.len() < forks && next < n {
-            running.push((next, Instant::now()));
-            start(&shared, next, tx.clone())?;
+            let (i, begun) = (next, Instant::now());
             next += 1;
+            match start(&shared, i, begun, tx.clone()) {
+                Ok(()) => running.push((i, begun)),
+                // Out of threads (a process limit): this target fails, the
+                // others go on as slots free.
+                Err(e) => {
+                    let report = TargetReport {
+                        target: shared.labels[i].clone(),
+                        outcome: Outcome::Failed(format!("cannot start a thread for it: {e}")),
+                        duration: begun.elapsed(),
+                    };
+                    emit(i, report)?;
+                }
+            }
         }
         if running.is_empty() {
             break;

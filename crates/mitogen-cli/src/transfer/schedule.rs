@@ -38,10 +38,16 @@ type Group = Vec<(usize, Context)>;
 
 /// What every job needs.
 pub struct Plan<'a, G, W> {
+    /// Every target of the command.
     pub targets: &'a [Target],
+    /// Their labels (`#N` added when repeated).
     pub labels: &'a [String],
+    /// The hops shared by several targets, held for the whole command.
     pub holds: &'a Holds,
+    /// The key of a target's group (`None`: a group of its own).
     pub group_of: G,
+    /// What a group does: for each member, its destination and one result
+    /// per path.
     pub work: W,
     /// Contexts kept until the command is done: those of targets that are
     /// also a hop of another target, which may run through them later.
