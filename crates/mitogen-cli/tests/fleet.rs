@@ -165,7 +165,7 @@ fn counting_command(dir: &Path) -> String {
     let d = dir.display();
     format!(
         "touch {d}/running.$$; ls {d} | grep -c '^running' >> {d}/counts; \
-         echo start; sleep 0.3; rm {d}/running.$$"
+         echo start; sleep 0.5; rm {d}/running.$$"
     )
 }
 
