@@ -29,6 +29,7 @@
 mod claim;
 mod dest;
 mod fanout;
+mod fine_times;
 mod pump;
 mod remote;
 mod resend;
