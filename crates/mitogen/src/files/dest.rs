@@ -184,7 +184,7 @@ impl Dest {
                     tmp.file
                         .write_all(data)
                         .map_err(|err| self.os_error(e, err))?;
-                    self.commit(tmp, e, Some(*hash))?;
+                    self.commit(tmp, e, *hash)?;
                     self.done.files += 1;
                     self.done.bytes += *size;
                 }
@@ -313,14 +313,10 @@ impl Dest {
     }
 
     /// Gives a complete temporary file `e`'s metadata and name; `hash`, the
-    /// BLAKE3 of what was written when known, goes to the stamp cache where
-    /// the file system lets the status vouch for it at once.
-    pub(crate) fn commit(
-        &mut self,
-        tmp: TempFile,
-        e: &Entry,
-        hash: Option<Hash>,
-    ) -> Result<(), FileError> {
+    /// BLAKE3 of what was written (checked against the sender's), goes to
+    /// the stamp cache where the file system lets the status vouch for it
+    /// at once.
+    pub(crate) fn commit(&mut self, tmp: TempFile, e: &Entry, hash: Hash) -> Result<(), FileError> {
         let (dir, name) = self.place(e)?;
         if e.path.is_empty() {
             // The root replaced by a file: refuse to put a file where a
@@ -337,11 +333,9 @@ impl Dest {
         }
         self.set_meta_fd(&tmp.file, e)
             .map_err(|err| self.os_error(e, err))?;
-        let fine = hash.is_some() && self.opts.times && fine_times::changes_show_at_once(&tmp.file);
+        let fine = self.opts.times && fine_times::changes_show_at_once(&tmp.file);
         let st = tmp.commit(&name).map_err(|err| self.os_error(e, err))?;
-        if let Some(hash) = hash {
-            stamp::record_written(&st, hash, fine);
-        }
+        stamp::record_written(&st, hash, fine);
         Ok(())
     }
 

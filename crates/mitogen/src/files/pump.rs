@@ -172,7 +172,8 @@ pub(crate) fn send_file(
 }
 
 /// Writes the frames arriving on `data` into `f` (a new, empty file), for a
-/// file of `size` bytes, hashing as it writes. Fails with [`FileErrorKind::Unsafe`] on more data than
+/// file of `size` bytes, hashing as it writes; answers the bytes written
+/// and the content's hash, checked against the sender's. Fails with [`FileErrorKind::Unsafe`] on more data than
 /// announced or a malformed frame, [`FileErrorKind::Corrupt`] when the hash
 /// differs, and with what `lost` makes of the channel ending early.
 pub(crate) fn receive_file(
@@ -182,7 +183,7 @@ pub(crate) fn receive_file(
     idle: Duration,
     err: &dyn Fn(FileErrorKind, String) -> FileError,
     lost: &dyn Fn(Error) -> FileError,
-) -> Result<u64, FileError> {
+) -> Result<(u64, Hash), FileError> {
     let mut h = blake3::Hasher::new();
     let mut off = 0u64;
     let mut written = 0u64;
@@ -213,10 +214,11 @@ pub(crate) fn receive_file(
             END if frame.len() == HEADER + 32 && n == size && off == size => {
                 // A trailing hole is made by the length alone.
                 f.set_len(size).map_err(|e| err(FileError::kind_of(&e), e.to_string()))?;
-                if h.finalize().as_bytes() != &frame[HEADER..] {
+                let hash = *h.finalize().as_bytes();
+                if hash[..] != frame[HEADER..] {
                     return Err(err(FileErrorKind::Corrupt, "the content's BLAKE3 hash differs from the sender's".into()));
                 }
-                return Ok(written);
+                return Ok((written, hash));
             }
             tag => {
                 return Err(err(

@@ -434,12 +434,12 @@ fn fetch_one(
     // Dropped: a sender still sending is told the channel is closed.
     drop(data_rx);
     let remote = answer(pending, idle, ctx, shown);
-    let written = match (got, remote) {
-        (Ok(n), Ok(())) => n,
+    let (written, hash) = match (got, remote) {
+        (Ok(got), Ok(())) => got,
         (Err(err), _) if err.kind != FileErrorKind::Interrupted => return Err(Error::File(err)),
         (_, Err(r)) => return Err(r),
         (Err(err), Ok(())) => return Err(Error::File(err)),
     };
-    dest.commit(tmp, e, None)?;
+    dest.commit(tmp, e, hash)?;
     Ok(written)
 }

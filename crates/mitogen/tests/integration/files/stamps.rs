@@ -213,6 +213,34 @@ pub fn a_tree_pushed_again_at_once_is_read_where_times_are_coarse(router: &Route
     Ok(())
 }
 
+/// The same for a large file (sent in frames, not in the listing): pushed
+/// again right after, it is not read again where changes show at once.
+pub fn a_large_file_pushed_again_at_once_is_read_where_times_are_coarse(
+    router: &Router,
+) -> Result<()> {
+    const BIG: usize = 4 << 20;
+    let ctx = local(router)?;
+    let s = Scratch::new("stamps-large")?;
+    let src = s.join("src");
+    std::fs::create_dir_all(&src)?;
+    std::fs::write(src.join("big"), pattern(BIG))?;
+    set_mtime(&src.join("big"), 1_600_000_000, 0)?;
+    std::thread::sleep(SETTLE);
+    let t = ctx.push(&src, s.join("dst"))?;
+    ensure!(t.files == 1 && t.bytes == BIG as u64, "first push: {t:?}");
+    let pid = pid_of(&ctx)?.to_string();
+    let theirs = rchar(&pid)?;
+    let t = ctx.push(&src, s.join("dst"))?;
+    let theirs = rchar(&pid)? - theirs;
+    ensure!(t.skipped == 1 && t.files == 0, "{t:?}");
+    let read = theirs >= BIG as u64;
+    ensure!(
+        read != changes_show_at_once(&s.join("dst"))?,
+        "the receiver read {theirs} bytes of the {BIG} it has just written"
+    );
+    Ok(())
+}
+
 /// Files the receiver has just written and recorded, changed right after
 /// the push (in place with size and modification time put back, or
 /// replaced by a rename), are sent again by the next push.
@@ -231,4 +259,5 @@ crate::tests! {
     files_changed_behind_the_cache_are_sent_again,
     a_tree_pushed_again_at_once_is_read_where_times_are_coarse,
     files_changed_right_after_their_push_are_sent_again,
+    a_large_file_pushed_again_at_once_is_read_where_times_are_coarse,
 }
