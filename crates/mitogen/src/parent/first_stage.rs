@@ -186,8 +186,12 @@ pub fn command_line_with(hash: &str, others: &[(String, String)], force: bool) -
 /// How to upload, when the stage asks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub enum Compression {
-    /// gzip when the remote has `gzip`, unless the method knows the link is
-    /// faster than gunzip (ssh to a loopback address, a local user switch).
+    /// gzip when the remote has `gzip`, unless the method knows the bytes
+    /// cross no link that is slower than gunzip (a local user switch, a
+    /// container engine on this machine). ssh compresses even to a
+    /// loopback address: sshd's buffering of the upload costs more per byte
+    /// than gunzip does. The compressed build is made once per build and
+    /// kept on this machine's disk (`core/packed.rs`).
     #[default]
     Auto,
     /// gzip whenever the remote has `gzip`.
