@@ -28,7 +28,7 @@
 //!
 //! Only the [`KEEP`] entries used last stay: a developer's machine makes a
 //! new build at each change. Builds above [`LARGE`] (debug builds, test
-//! programs) are compressed fast, in memory only.
+//! programs) are compressed at the fastest level, in memory only, as before.
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
@@ -45,10 +45,11 @@ use crate::core::binary::HASH_HEX;
 /// How many stored builds a directory keeps (the ones used last).
 pub(crate) const KEEP: usize = 4;
 
-/// Builds larger than this (64 MiB) are compressed at gzip's fastest level
-/// and not stored: they are debug builds, whose best compression would take
-/// seconds and whose files would fill the disk.
-pub(crate) const LARGE: usize = 64 << 20;
+/// Builds larger than this (8 MiB) are compressed at gzip's fastest level
+/// and not stored: most are debug builds (tens of MB, made anew at each
+/// change), whose best compression would take seconds (about 0.1 s a MiB)
+/// and whose files would fill the disk.
+pub(crate) const LARGE: usize = 8 << 20;
 
 /// The directory's name under the user's cache directory.
 const DIR_NAME: &str = "mitogen-packed";

@@ -446,8 +446,11 @@ fn attempt(
                 let bad_hash = noise.windows(BAD_HASH.len()).any(|w| w == BAD_HASH);
                 // A cached binary that does not run or hashes wrong is replaced once.
                 let retry = !force && cached && matches!(e, StepError::Eof);
+                let nodir = first_stage::nodir_in(&noise);
                 let why = if bad_hash {
                     "the cached program is corrupt".to_owned()
+                } else if let Some(why) = nodir {
+                    why
                 } else {
                     match e {
                         StepError::Timeout => format!("no greeting within {:?}", launch.timeout),
