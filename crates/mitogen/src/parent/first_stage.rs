@@ -375,6 +375,22 @@ mod tests {
     }
 
     #[test]
+    fn nodir_after_need_is_found_in_the_output() {
+        let out = b"MITOGEN-STAGE need 1 Linux x86_64\nMITOGEN-STAGE nodir /a/mitogen: owned by another user; /b/mitogen-0: a symbolic link;\n";
+        assert_eq!(
+            nodir_in(out).as_deref(),
+            Some(
+                "no usable cache directory; tried: /a/mitogen: owned by another user; \
+                 /b/mitogen-0: a symbolic link"
+            )
+        );
+        assert_eq!(
+            nodir_in(b"MITOGEN-STAGE need 1 Linux x86_64\nbanner\n"),
+            None
+        );
+    }
+
+    #[test]
     fn script_parses_in_sh() {
         let out = std::process::Command::new("sh")
             .arg("-n")
