@@ -60,7 +60,7 @@ impl Binary {
     /// reading and checking the stored file, or compressing, takes tens to
     /// hundreds of milliseconds of CPU.
     pub fn prepare_gzipped(self: &Arc<Self>) {
-        if crate::core::packed::ready(&self.hash) {
+        if !crate::core::packed::claim(&self.hash) {
             return;
         }
         let me = self.clone();

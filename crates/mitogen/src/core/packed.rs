@@ -74,14 +74,20 @@ pub(crate) fn gzipped(hash: &str, bytes: &[u8]) -> Arc<Vec<u8>> {
     cell.get_or_init(|| Arc::new(make(hash, bytes))).clone()
 }
 
-/// True once [`gzipped`] has the bytes of `hash` at hand.
-pub(crate) fn ready(hash: &str) -> bool {
-    MADE.get().is_some_and(|m| {
-        m.lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(hash)
-            .is_some_and(|c| c.get().is_some())
-    })
+/// True for the first caller for `hash` in this process, false once
+/// [`gzipped`] has been asked for it (done, or under way): so that a master
+/// connecting to many hosts at once starts one compressing thread, not one
+/// per host.
+pub(crate) fn claim(hash: &str) -> bool {
+    let mut made = MADE
+        .get_or_init(Mutex::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    if made.contains_key(hash) {
+        return false;
+    }
+    made.insert(hash.to_owned(), Cell::default());
+    true
 }
 
 fn make(hash: &str, bytes: &[u8]) -> Vec<u8> {
@@ -419,6 +425,15 @@ mod tests {
         std::os::unix::fs::symlink(&elsewhere, &file).unwrap();
         assert!(load(dir.as_fd(), HASH, &bytes).is_none());
         assert!(elsewhere.exists());
+    }
+
+    #[test]
+    fn one_caller_claims_the_compression() {
+        // However many connects start at once, one thread compresses.
+        let hash = "fedcba9876543210fedcba9876543210";
+        assert!(claim(hash));
+        assert!(!claim(hash));
+        assert!(!claim(hash));
     }
 
     #[test]
