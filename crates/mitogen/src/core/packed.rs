@@ -35,6 +35,7 @@ use std::ffi::OsStr;
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -152,10 +153,20 @@ fn user_dir() -> Option<PathBuf> {
 /// this user's own (then made 0700 if it is not). Not a link: a link
 /// planted under the name is refused, not followed.
 pub(crate) fn open_dir(path: &std::path::Path) -> std::io::Result<OwnedFd> {
+    // Nothing is made in a directory of another user's (a master run by
+    // `sudo` that kept the caller's `HOME`): root's files there would be
+    // the caller's clutter, which the caller could not even remove.
+    let mine = |p: &std::path::Path| {
+        std::fs::symlink_metadata(p).is_ok_and(|m| m.uid() == rustix::process::geteuid().as_raw())
+    };
     if let Some(parent) = path.parent() {
-        let _ = std::fs::create_dir_all(parent);
+        if !parent.exists() && parent.parent().is_some_and(mine) {
+            let _ = std::fs::create_dir(parent);
+        }
+        if mine(parent) {
+            let _ = rustix::fs::mkdir(path, Mode::from_raw_mode(0o700));
+        }
     }
-    let _ = rustix::fs::mkdir(path, Mode::from_raw_mode(0o700));
     let dir = rustix::fs::open(
         path,
         OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
@@ -469,6 +480,14 @@ mod tests {
         if std::os::unix::fs::chown(&theirs, Some(65534), Some(65534)).is_ok() {
             assert!(open_dir(&theirs).is_err());
             assert_eq!(std::fs::metadata(&theirs).unwrap().mode() & 0o7777, 0o777);
+            // Nor is anything made in another user's home (a `HOME` kept
+            // through sudo): not its `.cache`, not the directory in it.
+            assert!(open_dir(&theirs.join(".cache/mitogen-packed")).is_err());
+            assert!(!theirs.join(".cache").exists());
+            std::fs::create_dir(theirs.join(".cache")).unwrap();
+            std::os::unix::fs::chown(theirs.join(".cache"), Some(65534), Some(65534)).unwrap();
+            assert!(open_dir(&theirs.join(".cache/mitogen-packed")).is_err());
+            assert!(!theirs.join(".cache/mitogen-packed").exists());
         }
     }
 

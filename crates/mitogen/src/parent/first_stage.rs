@@ -304,7 +304,7 @@ pub(crate) fn run(
                 let soon = deadline.min(Instant::now() + NODIR_WAIT);
                 while read_some(fd, &mut rest, soon, None::<&mut Prompter>).is_ok() {}
                 return Err(match nodir_in(&rest) {
-                    Some(why) => plain(why, rest),
+                    Some((why, rest)) => plain(why, rest),
                     None => plain(format!("uploading the program: {e}"), rest),
                 });
             }
@@ -333,13 +333,16 @@ fn nodir_reason(args: &str) -> String {
 
 /// The error for a `MITOGEN-STAGE nodir` line in `output` (what the
 /// transport printed after `need`), if there is one: the stage found no
-/// directory after asking for the upload.
-pub(crate) fn nodir_in(output: &[u8]) -> Option<String> {
+/// directory after asking for the upload. Also `output` without that line,
+/// as the rest of what was printed.
+pub(crate) fn nodir_in(output: &[u8]) -> Option<(String, Vec<u8>)> {
     let marker = b"MITOGEN-STAGE nodir";
     let at = output.windows(marker.len()).position(|w| w == marker)?;
     let line = &output[at + marker.len()..];
     let end = line.iter().position(|&b| b == b'\n').unwrap_or(line.len());
-    Some(nodir_reason(&String::from_utf8_lossy(&line[..end])))
+    let why = nodir_reason(&String::from_utf8_lossy(&line[..end]));
+    let past = (at + marker.len() + end + 1).min(output.len());
+    Some((why, [&output[..at], &output[past..]].concat()))
 }
 
 /// Why the stage dialog failed.
@@ -377,13 +380,13 @@ mod tests {
     #[test]
     fn nodir_after_need_is_found_in_the_output() {
         let out = b"MITOGEN-STAGE need 1 Linux x86_64\nMITOGEN-STAGE nodir /a/mitogen: owned by another user; /b/mitogen-0: a symbolic link;\n";
+        let (why, rest) = nodir_in(out).unwrap();
         assert_eq!(
-            nodir_in(out).as_deref(),
-            Some(
-                "no usable cache directory; tried: /a/mitogen: owned by another user; \
-                 /b/mitogen-0: a symbolic link"
-            )
+            why,
+            "no usable cache directory; tried: /a/mitogen: owned by another user; \
+             /b/mitogen-0: a symbolic link"
         );
+        assert_eq!(rest, b"MITOGEN-STAGE need 1 Linux x86_64\n");
         assert_eq!(
             nodir_in(b"MITOGEN-STAGE need 1 Linux x86_64\nbanner\n"),
             None
