@@ -8,6 +8,7 @@ use clap::{ArgAction, Args, Parser, Subcommand};
 use mitogen::Hop;
 use mitogen::{ConnectOptions, Target};
 
+use crate::fleet::FleetArgs;
 use crate::transfer::args::{CopyArgs, FetchArgs, COPY_AFTER_HELP, FETCH_AFTER_HELP};
 
 /// Exit codes of `mitogen run`, shown in its `--help`.
@@ -16,7 +17,8 @@ Exit status:
   0  every target ran the command and it exited with status 0
   1  every target ran the command, and at least one command exited non-zero
      or was killed by a signal
-  2  usage error (bad option, bad target syntax, no command)
+  2  usage error (bad option, bad target syntax, no command, a hosts file
+     that cannot be read or has a bad line)
   3  at least one target could not be connected, could not start the
      command, or timed out (takes precedence over 1)
 
@@ -28,7 +30,16 @@ Examples:
   mitogen run -F ./ssh_config web1 web2 -- uptime
   mitogen run --ask-password sudo:app -- id
   mitogen run --password-file ~/.pw deploy@web1/sudo -- id
-  mitogen run --password-file su:bob=bob.pw --password-file su:bob/sudo=bob.pw su:bob/sudo -- id";
+  mitogen run --password-file su:bob=bob.pw --password-file su:bob/sudo=bob.pw su:bob/sudo -- id
+  mitogen run -H web.hosts -j 50 --timeout 30 -- systemctl is-active nginx
+
+Hosts files (-H FILE): one target per line, blank lines and '#' comments
+ignored. At most -j targets (default 10) connect or run at once; hops shared
+by several targets are connected once and kept to the end. --timeout counts
+from each target's own start. On a terminal, a progress line on stderr; with
+more than one target, a summary line on stderr at the end (not with --json).
+Control characters in a target's output are shown as ^M, ^[, \\x9b, never
+obeyed.";
 
 /// The keys and exit codes of `mitogen bench`, shown in its `--help`.
 const BENCH_AFTER_HELP: &str = "\
@@ -136,8 +147,9 @@ pub enum Command {
 /// Arguments of `mitogen run`.
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// Where to run the command (one or more; all are connected concurrently).
-    #[arg(required = true, value_name = "TARGET", value_parser = parse_target)]
+    /// Where to run the command (one or more, here or in a hosts file; up
+    /// to -j at once).
+    #[arg(required_unless_present = "hosts", value_name = "TARGET", value_parser = parse_target)]
     pub targets: Vec<Target>,
 
     /// The command and its arguments, after `--`. It is executed directly,
@@ -149,10 +161,15 @@ pub struct RunArgs {
     #[arg(long)]
     pub json: bool,
 
-    /// Give up on a target after this many seconds (connecting plus running);
-    /// a target that times out counts as failed (exit status 3).
+    /// Give up on a target after this many seconds (connecting plus running,
+    /// from its own start); a target that times out counts as failed (exit
+    /// status 3).
     #[arg(long, value_name = "SECS", value_parser = parse_secs)]
     pub timeout: Option<Duration>,
+
+    /// Hosts files and the concurrency limit.
+    #[command(flatten)]
+    pub fleet: FleetArgs,
 
     /// How ssh hops are made.
     #[command(flatten)]

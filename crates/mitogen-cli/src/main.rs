@@ -9,6 +9,7 @@
 
 mod args;
 mod bench;
+mod fleet;
 mod logging;
 mod password;
 mod printer;
@@ -42,7 +43,8 @@ fn main(router: mitogen::Router) -> ExitCode {
 /// Runs the chosen subcommand and returns the process exit status.
 fn dispatch(router: &mitogen::Router, cli: Cli) -> anyhow::Result<u8> {
     match cli.command {
-        Command::Run(args) => {
+        Command::Run(mut args) => {
+            args.targets = targets("run", &args.fleet, args.targets);
             let mut printer = printer::new(args.json);
             run::run(router, args, printer.as_mut())
         }
@@ -60,18 +62,32 @@ fn dispatch(router: &mitogen::Router, cli: Cli) -> anyhow::Result<u8> {
             printer.finish()?;
             Ok(0)
         }
-        Command::Copy(args) => {
+        Command::Copy(mut args) => {
+            args.targets = targets("copy", &args.fleet, args.targets);
             let plan = transfer::copy::plan(&args.paths).unwrap_or_else(|e| usage("copy", &e));
             let mut printer = printer::transfer::new(args.json);
             transfer::copy::run(router, args, &plan, printer.as_mut())
         }
-        Command::Fetch(args) => {
+        Command::Fetch(mut args) => {
+            args.targets = targets("fetch", &args.fleet, args.targets);
             let (dir, plan) = transfer::fetch::plan(&args.paths, args.flat, args.targets.len())
                 .unwrap_or_else(|e| usage("fetch", &e));
             let mut printer = printer::transfer::new(args.json);
             transfer::fetch::run(router, args, &dir, &plan, printer.as_mut())
         }
     }
+}
+
+/// The targets of the hosts files, then those of the command line; a
+/// hosts file that cannot be read or has a bad line is a usage error.
+fn targets(
+    subcommand: &str,
+    fleet: &fleet::FleetArgs,
+    given: Vec<mitogen::Target>,
+) -> Vec<mitogen::Target> {
+    fleet
+        .targets(given)
+        .unwrap_or_else(|e| usage(subcommand, &e))
 }
 
 /// Ends the process with clap's usage error (exit status 2) for what the

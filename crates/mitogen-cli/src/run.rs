@@ -1,14 +1,19 @@
-//! `mitogen run`: connect every target at once, run the command in each, and
-//! hand each target's report to a printer as soon as it is complete.
+//! `mitogen run`: connect the targets, at most `--forks` at once, run the
+//! command in each, and hand each target's report to a printer as soon as it
+//! is complete. A target's `--timeout` counts from its own start, not from
+//! the command's: one that waited for a slot is not charged for the wait.
 
 use std::collections::HashMap;
-use std::sync::mpsc;
+use std::panic::AssertUnwindSafe;
+use std::sync::{mpsc, Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use mitogen::builtins::{run_command, CommandOutput};
 use mitogen::{ConnectOptions, Context, Router, Target};
 
 use crate::args::RunArgs;
+use crate::fleet::holds::{is_a_hop_of_another, Holds};
+use crate::fleet::progress::Progress;
 use crate::printer::Printer;
 
 /// Extra time the main thread allows a target's own thread, past the target's
@@ -84,30 +89,31 @@ pub(crate) fn labels(targets: &[Target]) -> Vec<String> {
         .collect()
 }
 
-/// Connects `target` and runs `argv` there, within `deadline` if one is set.
-/// Returns the report and the context (to be shut down after reporting).
-fn run_one(
-    router: &Router,
-    target: &Target,
-    options: &ConnectOptions,
-    label: String,
-    argv: Vec<String>,
-    deadline: Option<Instant>,
-) -> (TargetReport, Option<Context>) {
-    let started = Instant::now();
+/// Connects target `i` (through its held hops) and runs the command there,
+/// within `--timeout` of `begun` if one is set. Returns the report and the
+/// context (to be shut down after reporting).
+fn run_one(sh: &Shared, i: usize, begun: Instant) -> (TargetReport, Option<Context>) {
+    let target = &sh.targets[i];
     let report = |outcome| TargetReport {
-        target: label.clone(),
+        target: sh.labels[i].clone(),
         outcome,
-        duration: started.elapsed(),
+        duration: begun.elapsed(),
     };
+    if let Err(e) = sh.holds.ready(target) {
+        return (report(Outcome::Failed(e)), None);
+    }
     // The command travels with the context's configuration: over a slow
     // link, no round trip of its own.
-    let (ctx, pending) = match router.connect_call(target, options, run_command, (argv,)) {
+    let argv = sh.argv.clone();
+    let (ctx, pending) = match sh
+        .router
+        .connect_call(target, &sh.options, run_command, (argv,))
+    {
         Ok(x) => x,
         Err(e) => return (report(Outcome::Failed(e.to_string())), None),
     };
-    let result = match deadline {
-        Some(d) => pending.get_timeout(d.saturating_duration_since(Instant::now())),
+    let result = match sh.timeout {
+        Some(t) => pending.get_timeout((begun + t).saturating_duration_since(Instant::now())),
         None => pending.get(),
     };
     let outcome = match result {
@@ -118,90 +124,172 @@ fn run_one(
     (report(outcome), Some(ctx))
 }
 
-/// Runs the command on every target concurrently, printing each report as it
-/// completes; returns the exit status.
+/// What every target's thread shares.
+struct Shared {
+    router: Router,
+    holds: Holds,
+    options: ConnectOptions,
+    targets: Vec<Target>,
+    labels: Vec<String>,
+    argv: Vec<String>,
+    timeout: Option<Duration>,
+    /// Contexts another target may still run through (`web1` of
+    /// `web1/sudo`): dismissed at the end, deepest first.
+    kept: Mutex<Vec<(usize, Context)>>,
+}
+
+/// Starts target `i`, begun at `begun`, in a thread of its own, which sends
+/// its report to `tx` and then lets its context go.
+fn start(
+    shared: &Arc<Shared>,
+    i: usize,
+    begun: Instant,
+    tx: mpsc::Sender<(usize, TargetReport)>,
+) -> std::io::Result<()> {
+    let shared = shared.clone();
+    std::thread::Builder::new()
+        .name(format!("run:{}", shared.labels[i]))
+        .spawn(move || {
+            let sh = &*shared;
+            let target = &sh.targets[i];
+            let run = || run_one(sh, i, begun);
+            let Ok((report, ctx)) = std::panic::catch_unwind(AssertUnwindSafe(run)) else {
+                let _ = tx.send((i, thread_died(&sh.labels[i], begun)));
+                return;
+            };
+            let timed_out = matches!(report.outcome, Outcome::TimedOut);
+            // Report first: shutting the context down is not the user's wait.
+            let _ = tx.send((i, report));
+            let Some(ctx) = ctx else { return };
+            if timed_out {
+                // A timed-out command may run forever: kill at once.
+                let _ = ctx.shutdown_timeout(Duration::ZERO);
+            } else if is_a_hop_of_another(&sh.targets, i) {
+                lock(&sh.kept).push((target.hops().len(), ctx));
+            } else {
+                // Its result is in: told to go, and not waited for (an
+                // acknowledgement would carry nothing, and cost a round
+                // trip).
+                ctx.dismiss();
+            }
+        })
+        .map(drop)
+}
+
+/// Runs the command on the targets, at most `--forks` at once (the next
+/// starts as soon as one reports), printing each report as it completes;
+/// returns the exit status.
 pub fn run(router: &Router, args: RunArgs, printer: &mut dyn Printer) -> anyhow::Result<u8> {
     let started = Instant::now();
-    let deadline = args.timeout.map(|t| started + t);
     let labels = labels(&args.targets);
     let options = args
         .connect
         .connect_options(&args.targets.iter().collect::<Vec<_>>())?;
-    let (tx, rx) = mpsc::channel::<(usize, TargetReport)>();
-    let mut workers = Vec::with_capacity(args.targets.len());
-    for (i, (target, label)) in args
-        .targets
-        .into_iter()
-        .zip(labels.iter().cloned())
-        .enumerate()
-    {
-        let (router, argv, tx) = (router.clone(), args.command.clone(), tx.clone());
-        let options = options.clone();
-        let worker = std::thread::Builder::new()
-            .name(format!("run:{label}"))
-            .spawn(move || {
-                let (report, ctx) = run_one(&router, &target, &options, label, argv, deadline);
-                let timed_out = matches!(report.outcome, Outcome::TimedOut);
-                // Report first: shutting the context down is not the user's wait.
-                let _ = tx.send((i, report));
-                if let Some(ctx) = ctx {
-                    if timed_out {
-                        // A timed-out command may run forever: kill at once.
-                        let _ = ctx.shutdown_timeout(Duration::ZERO);
-                    } else {
-                        // Its result is in: told to go, and not waited for
-                        // (an acknowledgement would carry nothing, and cost
-                        // a round trip).
-                        ctx.dismiss();
-                    }
-                }
-            })?;
-        workers.push(Some(worker));
-    }
-    drop(tx);
-
-    let mut reports: Vec<Option<TargetReport>> = labels.iter().map(|_| None).collect();
-    let mut left = reports.len();
-    while left > 0 {
-        let got = match deadline {
-            Some(d) => {
-                let wait = (d + REPORT_GRACE).saturating_duration_since(Instant::now());
-                rx.recv_timeout(wait).ok()
-            }
-            None => rx.recv().ok(),
-        };
-        let Some((i, report)) = got else { break };
-        printer.target(&report)?;
+    let n = args.targets.len();
+    let shared = Arc::new(Shared {
+        router: router.clone(),
+        holds: Holds::new(router, &options, &args.targets),
+        options,
+        targets: args.targets,
+        labels,
+        argv: args.command,
+        timeout: args.timeout,
+        kept: Mutex::new(Vec::new()),
+    });
+    let progress = Progress::new(n, !args.json);
+    let forks = args.fleet.forks.max(1);
+    let mut reports: Vec<Option<TargetReport>> = (0..n).map(|_| None).collect();
+    let mut emit = |i: usize, report: TargetReport| -> std::io::Result<()> {
+        progress.suspend(|| printer.target(&report))?;
+        progress.done(&report);
         reports[i] = Some(report);
-        left -= 1;
-    }
-    // Targets still silent here are stuck (typically while connecting) or their
-    // thread died: report them, and leave their threads behind rather than
-    // wait on them.
-    let expired = deadline.is_some_and(|d| Instant::now() >= d);
-    for (i, slot) in reports.iter_mut().enumerate() {
-        if slot.is_none() {
-            let report = TargetReport {
-                target: labels[i].clone(),
-                outcome: if expired {
-                    Outcome::TimedOut
-                } else {
-                    Outcome::Failed(
-                        "internal error: the target's thread ended without a report".into(),
-                    )
-                },
-                duration: started.elapsed(),
-            };
-            printer.target(&report)?;
-            *slot = Some(report);
-            workers[i] = None;
+        Ok(())
+    };
+    let (tx, rx) = mpsc::channel::<(usize, TargetReport)>();
+    // Targets started and not reported yet, with their start.
+    let mut running: Vec<(usize, Instant)> = Vec::new();
+    let mut next = 0;
+    // A target silent past its own deadline (stuck connecting) is reported
+    // timed out here, and its slot given to the next: its thread is left
+    // behind, its late report ignored.
+    let expiry = |begun: Instant| shared.timeout.map(|t| begun + t + REPORT_GRACE);
+    loop {
+        while running.len() < forks && next < n {
+            let (i, begun) = (next, Instant::now());
+            next += 1;
+            match start(&shared, i, begun, tx.clone()) {
+                Ok(()) => running.push((i, begun)),
+                // Out of threads (a process limit): this target fails, the
+                // others go on as slots free.
+                Err(e) => {
+                    let report = TargetReport {
+                        target: shared.labels[i].clone(),
+                        outcome: Outcome::Failed(format!("cannot start a thread for it: {e}")),
+                        duration: begun.elapsed(),
+                    };
+                    emit(i, report)?;
+                }
+            }
+        }
+        if running.is_empty() {
+            break;
+        }
+        let soonest = running.iter().filter_map(|(_, b)| expiry(*b)).min();
+        let got = match soonest {
+            Some(at) => rx.recv_timeout(at.saturating_duration_since(Instant::now())),
+            // Never disconnected: this thread holds a sender.
+            None => rx.recv().map_err(|_| mpsc::RecvTimeoutError::Disconnected),
+        };
+        match got {
+            Ok((i, report)) => {
+                if let Some(k) = running.iter().position(|(j, _)| *j == i) {
+                    running.swap_remove(k);
+                    emit(i, report)?;
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                let now = Instant::now();
+                let (late, on): (Vec<_>, Vec<_>) = running
+                    .iter()
+                    .partition(|(_, b)| expiry(*b).is_some_and(|at| at <= now));
+                running = on;
+                for (i, begun) in late {
+                    let report = TargetReport {
+                        target: shared.labels[i].clone(),
+                        outcome: Outcome::TimedOut,
+                        duration: begun.elapsed(),
+                    };
+                    emit(i, report)?;
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
         }
     }
+    progress.finish();
+    let reports: Vec<TargetReport> = reports.into_iter().flatten().collect();
+    printer.summary(&reports, started.elapsed())?;
     printer.finish()?;
-    for w in workers.into_iter().flatten() {
-        let _ = w.join();
+    let mut kept = std::mem::take(&mut *lock(&shared.kept));
+    kept.sort_by_key(|(depth, _)| std::cmp::Reverse(*depth));
+    for (_, c) in kept {
+        c.dismiss();
     }
-    Ok(exit_status(reports.iter().flatten()))
+    shared.holds.release();
+    Ok(exit_status(&reports))
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn thread_died(label: &str, begun: Instant) -> TargetReport {
+    TargetReport {
+        target: label.to_owned(),
+        outcome: Outcome::Failed(
+            "internal error: the target's thread ended without a report".into(),
+        ),
+        duration: begun.elapsed(),
+    }
 }
 
 #[cfg(test)]

@@ -1,8 +1,16 @@
 //! Text for people: output lines prefixed with the target (as pssh and
 //! ansible do, so output from many targets can be told apart and grepped),
-//! then a status line per target.
+//! then a status line per target, and a summary across targets.
+//!
+//! What a target sends is written with its control characters made visible
+//! ([`write_visible`]): a carriage return, an escape sequence or a
+//! backspace from a hostile target could otherwise move the cursor back
+//! over its own label and draw another target's, erase the progress line or
+//! a summary, or retitle the terminal. `--json` carries the bytes
+//! themselves (JSON escapes control characters).
 
 use std::io::{self, Write};
+use std::time::Duration;
 
 use super::Printer;
 use crate::bench::files::FilesReport;
@@ -25,14 +33,57 @@ impl<O: Write, E: Write> HumanPrinter<O, E> {
 
 /// Writes every line of `data` as `label: line`; a last line without a
 /// newline still gets one, so the next target's output starts on its own line.
+/// A line's control characters are made visible (a `\r` just before its
+/// newline, harmless, is dropped).
 fn prefixed(w: &mut impl Write, label: &str, data: &[u8]) -> io::Result<()> {
     for line in data.split_inclusive(|b| *b == b'\n') {
         let line = line.strip_suffix(b"\n").unwrap_or(line);
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
         write!(w, "{label}: ")?;
-        w.write_all(line)?;
+        write_visible(w, line)?;
         w.write_all(b"\n")?;
     }
     Ok(())
+}
+
+/// Writes `data` with every control character but the tab made visible, so
+/// that nothing in it can move the cursor or change the terminal: C0
+/// characters and DEL in `cat -v`'s caret notation (`^M`, `^[`, `^?`), C1
+/// characters (U+0080 to U+009F, and such bytes that are not UTF-8) as
+/// `\x9b`. Everything else, invalid UTF-8 included, is written as it is.
+pub fn write_visible(w: &mut impl Write, data: &[u8]) -> io::Result<()> {
+    let plain = |b: &u8| (*b >= 0x20 || *b == b'\t') && *b < 0x7f;
+    if data.iter().all(plain) {
+        return w.write_all(data);
+    }
+    let mut out = Vec::with_capacity(data.len() + 16);
+    for chunk in data.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            match c as u32 {
+                0x09 => out.push(b'\t'),
+                n @ 0..=0x1f => out.extend([b'^', n as u8 + 0x40]),
+                0x7f => out.extend(b"^?"),
+                n @ 0x80..=0x9f => out.extend(format!("\\x{n:02x}").bytes()),
+                _ => out.extend(c.encode_utf8(&mut [0; 4]).bytes()),
+            }
+        }
+        for &b in chunk.invalid() {
+            match b {
+                0x80..=0x9f => out.extend(format!("\\x{b:02x}").bytes()),
+                b => out.push(b),
+            }
+        }
+    }
+    w.write_all(&out)
+}
+
+/// `text` with its control characters made visible, as [`write_visible`]
+/// (for messages that may carry what a target said, such as a failure).
+pub fn visible(text: &str) -> String {
+    let mut out = Vec::with_capacity(text.len());
+    // Writing to a Vec cannot fail.
+    let _ = write_visible(&mut out, text.as_bytes());
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 pub(super) fn millis(d: std::time::Duration) -> String {
@@ -41,7 +92,7 @@ pub(super) fn millis(d: std::time::Duration) -> String {
 
 impl<O: Write, E: Write> Printer for HumanPrinter<O, E> {
     fn target(&mut self, r: &TargetReport) -> io::Result<()> {
-        let label = &r.target;
+        let label = &visible(&r.target);
         match &r.outcome {
             Outcome::Ran(out) => {
                 prefixed(&mut self.out, label, &out.stdout)?;
@@ -66,7 +117,7 @@ impl<O: Write, E: Write> Printer for HumanPrinter<O, E> {
                 self.out.flush()
             }
             Outcome::Failed(e) => {
-                writeln!(self.err, "[{label}] failed: {e}")?;
+                writeln!(self.err, "[{label}] failed: {}", visible(e))?;
                 self.err.flush()
             }
             Outcome::TimedOut => {
@@ -74,6 +125,27 @@ impl<O: Write, E: Write> Printer for HumanPrinter<O, E> {
                 self.err.flush()
             }
         }
+    }
+
+    fn summary(&mut self, reports: &[TargetReport], elapsed: Duration) -> io::Result<()> {
+        if reports.len() < 2 {
+            return Ok(());
+        }
+        let (mut zero, mut nonzero, mut failed) = (0, 0, 0);
+        for r in reports {
+            match &r.outcome {
+                Outcome::Ran(out) if out.success() => zero += 1,
+                Outcome::Ran(_) => nonzero += 1,
+                Outcome::Failed(_) | Outcome::TimedOut => failed += 1,
+            }
+        }
+        writeln!(
+            self.err,
+            "{} targets: {zero} exit 0, {nonzero} exit non-zero, {failed} failed ({:.2} s)",
+            reports.len(),
+            elapsed.as_secs_f64()
+        )?;
+        self.err.flush()
     }
 
     fn bench(&mut self, target: &str, r: &BenchReport) -> io::Result<()> {
@@ -259,5 +331,52 @@ mod tests {
             "local: a\nlocal: \nlocal: b\n[local] exit 3 in 2.0 ms\n"
         );
         assert_eq!(String::from_utf8(err).unwrap(), "local: oops\n");
+    }
+
+    #[test]
+    fn control_characters_from_a_target_are_made_visible() {
+        let mut out = Vec::new();
+        let data = "ok\r\nx\rweb2: forged\x1b[2K\x08\x7f\u{9b}31m\t\u{e9}\n".as_bytes();
+        prefixed(&mut out, "web1", data).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "web1: ok\nweb1: x^Mweb2: forged^[[2K^H^?\\x9b31m\t\u{e9}\n"
+        );
+        let mut out = Vec::new();
+        write_visible(&mut out, b"\xff\x9b\xc3").unwrap();
+        assert_eq!(out, b"\xff\\x9b\xc3");
+        assert_eq!(visible("a\nb"), "a^Jb");
+    }
+
+    #[test]
+    fn summary_counts_each_kind_and_only_for_several_targets() {
+        let ran = |code| TargetReport {
+            target: "t".into(),
+            outcome: Outcome::Ran(CommandOutput {
+                code: Some(code),
+                signal: None,
+                stdout: vec![],
+                stderr: vec![],
+            }),
+            duration: Duration::ZERO,
+        };
+        let failed = TargetReport {
+            target: "u".into(),
+            outcome: Outcome::TimedOut,
+            duration: Duration::ZERO,
+        };
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let mut p = HumanPrinter::new(&mut out, &mut err);
+        p.summary(&[ran(0)], Duration::ZERO).unwrap();
+        p.summary(
+            &[ran(0), ran(2), ran(0), failed],
+            Duration::from_millis(1500),
+        )
+        .unwrap();
+        assert!(out.is_empty());
+        assert_eq!(
+            String::from_utf8(err).unwrap(),
+            "4 targets: 2 exit 0, 1 exit non-zero, 1 failed (1.50 s)\n"
+        );
     }
 }

@@ -7,6 +7,7 @@ pub mod json;
 pub mod transfer;
 
 use std::io;
+use std::time::Duration;
 
 use crate::bench::files::FilesReport;
 use crate::bench::BenchReport;
@@ -16,6 +17,13 @@ use crate::run::TargetReport;
 pub trait Printer {
     /// Writes one target's result of `mitogen run`, as soon as it is known.
     fn target(&mut self, report: &TargetReport) -> io::Result<()>;
+
+    /// Writes the summary of `mitogen run` after the last target (text, and
+    /// only for more than one target; nothing in JSON, whose output is one
+    /// object per target).
+    fn summary(&mut self, _reports: &[TargetReport], _elapsed: Duration) -> io::Result<()> {
+        Ok(())
+    }
 
     /// Writes the result of `mitogen bench` against `target`.
     fn bench(&mut self, target: &str, report: &BenchReport) -> io::Result<()>;

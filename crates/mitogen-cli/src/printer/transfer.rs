@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::human::{millis, HumanPrinter};
+use super::human::{millis, visible, HumanPrinter};
 use super::json::JsonPrinter;
 use crate::transfer::{Totals, TransferReport, Verb};
 
@@ -74,9 +74,10 @@ fn verb_word(verb: Verb) -> &'static str {
 
 impl<O: Write, E: Write> TransferPrinter for HumanPrinter<O, E> {
     fn transfer(&mut self, verb: Verb, r: &TransferReport) -> io::Result<()> {
-        let label = &r.target;
+        let label = &visible(&r.target);
         for e in &r.errors {
-            writeln!(self.err, "[{label}] failed: {}", e.message)?;
+            // The message may carry what the target said (a path it named).
+            writeln!(self.err, "[{label}] failed: {}", visible(&e.message))?;
         }
         self.err.flush()?;
         if r.done > 0 {

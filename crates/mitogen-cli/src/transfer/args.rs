@@ -8,6 +8,7 @@ use mitogen::files::FileOptions;
 use mitogen::Target;
 
 use crate::args::{parse_target, ConnectArgs};
+use crate::fleet::FleetArgs;
 
 /// What `mitogen copy --help` shows after the options.
 pub const COPY_AFTER_HELP: &str = "\
@@ -36,7 +37,8 @@ Exit status:
   1  every target was reached, and at least one transfer failed (a missing
      source, a destination not writable, ...): the other sources and targets
      are still done
-  2  usage error (bad option, bad target syntax, fewer than two paths)
+  2  usage error (bad option, bad target syntax, fewer than two paths, a
+     hosts file that cannot be read or has a bad line)
   3  at least one target could not be connected, or its connection was
      lost during a transfer (takes precedence over 1)
 
@@ -44,7 +46,8 @@ Examples:
   mitogen copy web1 web2 -- site.conf /etc/nginx/conf.d/site.conf
   mitogen copy bastion/web1 bastion/web2 -- build/site /srv/site
   mitogen copy -F ./ssh_config web1/sudo -- app.tar app.env /opt/app/
-  mitogen copy --json local -- notes.txt /tmp/";
+  mitogen copy --json local -- notes.txt /tmp/
+  mitogen copy -H web.hosts -j 20 -- site.conf /etc/nginx/conf.d/";
 
 /// What `mitogen fetch --help` shows after the options.
 pub const FETCH_AFTER_HELP: &str = "\
@@ -67,13 +70,15 @@ Exit status:
   1  every target was reached, and at least one fetch failed (a path missing
      on a target, LOCAL_DIR not writable, ...): the others are still done
   2  usage error (bad option, bad target syntax, fewer than two paths,
-     --flat with more than one target, two REMOTE_PATH with the same NAME)
+     --flat with more than one target, two REMOTE_PATH with the same NAME,
+     a hosts file that cannot be read or has a bad line)
   3  at least one target could not be connected, or its connection was
      lost during a transfer (takes precedence over 1)
 
 Examples:
   mitogen fetch web1 web2 -- /var/log/syslog /etc/nginx logs/
-  mitogen fetch --flat web1/sudo -- /etc/shadow ./web1/";
+  mitogen fetch --flat web1/sudo -- /etc/shadow ./web1/
+  mitogen fetch -H web.hosts -- /var/log/syslog logs/";
 
 /// How files are written, shared by `copy` and `fetch` (the library's
 /// `FileOptions`; it has no option to set a mode or an owner, only to keep
@@ -110,10 +115,11 @@ impl FileFlags {
 
 /// Arguments of `mitogen copy`.
 #[derive(Debug, Args)]
-#[command(override_usage = "mitogen copy [OPTIONS] TARGET... -- SRC... DEST")]
+#[command(override_usage = "mitogen copy [OPTIONS] [TARGET...] -- SRC... DEST")]
 pub struct CopyArgs {
-    /// Where to copy to (one or more; all are connected concurrently).
-    #[arg(required = true, value_name = "TARGET", value_parser = parse_target)]
+    /// Where to copy to (one or more, here or in a hosts file; up to -j at
+    /// once).
+    #[arg(required_unless_present = "hosts", value_name = "TARGET", value_parser = parse_target)]
     pub targets: Vec<Target>,
 
     /// After `--`: the local files or directories to send, then where they go
@@ -129,6 +135,10 @@ pub struct CopyArgs {
     #[command(flatten)]
     pub files: FileFlags,
 
+    /// Hosts files and the concurrency limit.
+    #[command(flatten)]
+    pub fleet: FleetArgs,
+
     /// How ssh hops are made.
     #[command(flatten)]
     pub connect: ConnectArgs,
@@ -136,10 +146,11 @@ pub struct CopyArgs {
 
 /// Arguments of `mitogen fetch`.
 #[derive(Debug, Args)]
-#[command(override_usage = "mitogen fetch [OPTIONS] TARGET... -- REMOTE_PATH... LOCAL_DIR")]
+#[command(override_usage = "mitogen fetch [OPTIONS] [TARGET...] -- REMOTE_PATH... LOCAL_DIR")]
 pub struct FetchArgs {
-    /// Where to fetch from (one or more; all are connected concurrently).
-    #[arg(required = true, value_name = "TARGET", value_parser = parse_target)]
+    /// Where to fetch from (one or more, here or in a hosts file; up to -j
+    /// at once).
+    #[arg(required_unless_present = "hosts", value_name = "TARGET", value_parser = parse_target)]
     pub targets: Vec<Target>,
 
     /// After `--`: the files or directories to fetch from each target, then
@@ -164,6 +175,10 @@ pub struct FetchArgs {
     /// How files are written.
     #[command(flatten)]
     pub files: FileFlags,
+
+    /// Hosts files and the concurrency limit.
+    #[command(flatten)]
+    pub fleet: FleetArgs,
 
     /// How ssh hops are made.
     #[command(flatten)]

@@ -92,6 +92,7 @@ pub fn run(
         Verb::Copy,
         &args.targets,
         &options,
+        args.fleet.forks,
         group_of,
         work,
         printer,

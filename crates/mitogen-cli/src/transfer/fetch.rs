@@ -170,6 +170,7 @@ pub fn run(
         Verb::Fetch,
         &args.targets,
         &options,
+        args.fleet.forks,
         |_| None,
         work,
         printer,

@@ -1,24 +1,28 @@
 //! `mitogen copy` and `mitogen fetch`: the operator's file commands, on top
 //! of the library's `files` (push, fetch, `push_all`).
 //!
-//! Both go the same way ([`execute`]): connect every target at once (shared
-//! hops once, as `mitogen run` does; a target that is also another's hop
-//! first), then move the files in one thread per
+//! Both go the same way ([`execute`]): connect the targets, at most `-j N`
+//! at once (shared hops once, held for the whole command; a target that is
+//! also another's hop first), then move the files in one thread per
 //! *group* (targets behind one shared first hop form a group, so `push_all`
 //! can stage the bytes there once; every other target is a group of its
 //! own), and hand each target's [`TransferReport`] to the printer as soon as
-//! its group is done. [`copy`] and [`fetch`] only say what a group does.
+//! its group is done ([`schedule`]). [`copy`] and [`fetch`] only say what a
+//! group does.
 
 pub mod args;
 pub mod copy;
 pub mod fetch;
 mod progress;
+mod schedule;
 
-use std::sync::mpsc;
+use std::sync::{mpsc, Mutex};
 use std::time::{Duration, Instant};
 
 use mitogen::files::{FileErrorKind, Transfer};
 use mitogen::{ConnectOptions, Context, Router, Target};
+
+use crate::fleet::holds::Holds;
 
 use crate::printer::transfer::TransferPrinter;
 
@@ -81,6 +85,17 @@ pub struct Failure {
 }
 
 impl Failure {
+    /// A failure that is not about a file (the target or a hop on its way
+    /// could not be connected).
+    pub fn other(message: String) -> Failure {
+        Failure {
+            message,
+            kind: None,
+            context: None,
+            path: None,
+        }
+    }
+
     /// Whether this failure is about the target rather than a file: it
     /// could not be reached, or its connection went away mid-transfer
     /// (exit status 3).
@@ -170,20 +185,20 @@ pub type Outcome = Result<Transfer, Failure>;
 /// What one group's thread gets: its members' indices and contexts.
 pub type Members<'a> = &'a [(usize, Context)];
 
-/// The members of a group.
-type Group = Vec<(usize, Context)>;
-
-/// Connects every target at once, groups the connected ones by `group_of`
-/// (equal keys, one group; `None`, a group of its own), runs `work` for each
-/// group in a thread of its own, and prints each target's report as it
-/// comes. `work` returns, for each member in order, its destination (for the
-/// report) and one result per path. Returns the exit status.
+/// Runs `work` for the targets under the concurrency limit `forks`
+/// ([`schedule`]: at most `forks` targets connecting or moving files at
+/// once; targets with equal `group_of` keys in one job are served together,
+/// `None` alone), and prints each target's report as it comes. `work`
+/// returns, for each member in order, its destination (for the report) and
+/// one result per path. Returns the exit status.
+#[allow(clippy::too_many_arguments)]
 pub fn execute<W>(
     router: &Router,
     verb: Verb,
     targets: &[Target],
     options: &ConnectOptions,
-    group_of: impl Fn(&Target) -> Option<String>,
+    forks: usize,
+    group_of: impl Fn(&Target) -> Option<String> + Sync,
     work: W,
     printer: &mut dyn TransferPrinter,
 ) -> anyhow::Result<u8>
@@ -205,44 +220,26 @@ where
         std::io::Result::Ok(())
     };
 
-    let connected = connect_all(router, targets, options);
-
-    // (key, members); a `None` key is never shared.
-    let mut groups: Vec<(Option<String>, Group)> = Vec::new();
-    for (i, c) in connected.into_iter().enumerate() {
-        match c {
-            Ok(ctx) => match group_of(&targets[i]) {
-                Some(key) => match groups.iter_mut().find(|(k, _)| k.as_ref() == Some(&key)) {
-                    Some((_, members)) => members.push((i, ctx)),
-                    None => groups.push((Some(key), vec![(i, ctx)])),
-                },
-                None => groups.push((None, vec![(i, ctx)])),
-            },
-            Err(e) => {
-                let report = TransferReport::new(labels[i].clone(), None, vec![Err(e)]);
-                emit(i, report, &mut reports, printer)?;
-            }
-        }
-    }
-
+    let holds = Holds::new(router, options, targets);
+    let plan = schedule::Plan {
+        targets,
+        labels: &labels,
+        holds: &holds,
+        group_of,
+        work,
+        kept: Mutex::new(Vec::new()),
+    };
+    let jobs = schedule::jobs(targets, forks);
     let (tx, rx) = mpsc::channel::<(usize, TransferReport)>();
     std::thread::scope(|s| -> anyhow::Result<()> {
-        for (_, members) in &groups {
-            let (tx, work, labels) = (tx.clone(), &work, &labels);
-            s.spawn(move || {
-                let mut results = work(members);
-                results.resize_with(members.len(), || (None, vec![Err(thread_died())]));
-                for ((i, _), (dest, results)) in members.iter().zip(results) {
-                    let report = TransferReport::new(labels[*i].clone(), dest, results);
-                    let _ = tx.send((*i, report));
-                }
-            });
-        }
-        drop(tx);
+        let (plan, jobs) = (&plan, &jobs);
+        s.spawn(move || plan.run(jobs, forks, tx));
         // A thread that panicked drops its sender without a report: its
         // targets are reported below.
         for (i, report) in rx {
-            emit(i, report, &mut reports, printer)?;
+            if reports[i].is_none() {
+                emit(i, report, &mut reports, printer)?;
+            }
         }
         Ok(())
     })?;
@@ -253,82 +250,21 @@ where
         }
     }
     progress.finish();
-    // Every file is in: each context is told to go, and not waited for.
-    // Not before, since a target may be another's hop (`web1` and
-    // `web1/sudo`), and it takes the contexts below it along. Deepest
-    // first, so that each goes on its own.
-    let mut contexts: Vec<(usize, &Context)> = groups
-        .iter()
-        .flat_map(|(_, m)| m.iter())
-        .map(|(i, c)| (targets[*i].hops().len(), c))
-        .collect();
-    contexts.sort_by_key(|(depth, _)| std::cmp::Reverse(*depth));
-    for (_, c) in contexts {
+    // Every file is in: the contexts other targets ran through go now,
+    // deepest first, and the held hops after them.
+    let mut kept = plan.kept.into_inner().unwrap_or_else(|e| e.into_inner());
+    kept.sort_by_key(|(depth, _)| std::cmp::Reverse(*depth));
+    for (_, c) in kept {
         c.dismiss();
     }
+    holds.release();
     let reports: Vec<TransferReport> = reports.into_iter().flatten().collect();
     printer.summary(verb, &reports, started.elapsed())?;
     Ok(exit_status(&reports))
 }
 
-/// Connects every target, all at once except that a target that is a hop of
-/// another (`web1` and `web1/sudo`) is connected first, so that the other
-/// runs through it (the library shares a target as a hop only once it is
-/// up); shared hops are started once by the library.
-fn connect_all(
-    router: &Router,
-    targets: &[Target],
-    options: &ConnectOptions,
-) -> Vec<Result<Context, Failure>> {
-    let text: Vec<String> = targets.iter().map(Target::to_string).collect();
-    let mut wave = vec![0usize; targets.len()];
-    // Targets by depth, so that a prefix's wave is known before its users'.
-    let mut order: Vec<usize> = (0..targets.len()).collect();
-    order.sort_by_key(|&i| targets[i].hops().len());
-    for &i in &order {
-        let depth = targets[i].hops().len();
-        wave[i] = order
-            .iter()
-            .filter(|&&j| {
-                let d = targets[j].hops().len();
-                d < depth && targets[i].prefix(d) == text[j]
-            })
-            .map(|&j| wave[j] + 1)
-            .max()
-            .unwrap_or(0);
-    }
-    let mut out: Vec<Option<Result<Context, Failure>>> = targets.iter().map(|_| None).collect();
-    for w in 0..=wave.iter().copied().max().unwrap_or(0) {
-        std::thread::scope(|s| {
-            let threads: Vec<_> = (0..targets.len())
-                .filter(|&i| wave[i] == w)
-                .map(|i| {
-                    (
-                        i,
-                        s.spawn(move || router.connect_with(&targets[i], options)),
-                    )
-                })
-                .collect();
-            for (i, h) in threads {
-                out[i] = Some(match h.join() {
-                    Ok(r) => r.map_err(Failure::from),
-                    Err(_) => Err(thread_died()),
-                });
-            }
-        });
-    }
-    out.into_iter()
-        .map(|r| r.unwrap_or_else(|| Err(thread_died())))
-        .collect()
-}
-
 fn thread_died() -> Failure {
-    Failure {
-        message: "internal error: the target's thread ended without a report".into(),
-        kind: None,
-        context: None,
-        path: None,
-    }
+    Failure::other("internal error: the target's thread ended without a report".into())
 }
 
 #[cfg(test)]

@@ -18,9 +18,9 @@ use std::sync::Arc;
 
 use rustix::fs::{AtFlags, Mode, OFlags, Timespec, Timestamps};
 
-use super::stamp;
 use super::temp::{random_name, TempFile};
 use super::wire::{Done, Entry, Hash, Kind, WireOpts};
+use super::{fine_times, stamp};
 use crate::core::file_error::{FileError, FileErrorKind};
 
 /// The destination of one transfer, in the context that receives it.
@@ -184,7 +184,7 @@ impl Dest {
                     tmp.file
                         .write_all(data)
                         .map_err(|err| self.os_error(e, err))?;
-                    self.commit(tmp, e)?;
+                    self.commit(tmp, e, Some(*hash))?;
                     self.done.files += 1;
                     self.done.bytes += *size;
                 }
@@ -312,8 +312,15 @@ impl Dest {
         TempFile::new(dir).map_err(|err| self.os_error(e, err))
     }
 
-    /// Gives a complete temporary file `e`'s metadata and name.
-    pub(crate) fn commit(&mut self, tmp: TempFile, e: &Entry) -> Result<(), FileError> {
+    /// Gives a complete temporary file `e`'s metadata and name; `hash`, the
+    /// BLAKE3 of what was written when known, goes to the stamp cache where
+    /// the file system lets the status vouch for it at once.
+    pub(crate) fn commit(
+        &mut self,
+        tmp: TempFile,
+        e: &Entry,
+        hash: Option<Hash>,
+    ) -> Result<(), FileError> {
         let (dir, name) = self.place(e)?;
         if e.path.is_empty() {
             // The root replaced by a file: refuse to put a file where a
@@ -330,7 +337,12 @@ impl Dest {
         }
         self.set_meta_fd(&tmp.file, e)
             .map_err(|err| self.os_error(e, err))?;
-        tmp.commit(&name).map_err(|err| self.os_error(e, err))
+        let fine = hash.is_some() && self.opts.times && fine_times::changes_show_at_once(&tmp.file);
+        let st = tmp.commit(&name).map_err(|err| self.os_error(e, err))?;
+        if let Some(hash) = hash {
+            stamp::record_written(&st, hash, fine);
+        }
+        Ok(())
     }
 
     fn mode_of(&self, e: &Entry) -> u32 {

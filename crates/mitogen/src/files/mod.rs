@@ -28,6 +28,7 @@
 
 mod dest;
 mod fanout;
+mod fine_times;
 mod pump;
 mod remote;
 mod resend;

@@ -68,7 +68,7 @@ pub(crate) fn files_receive(
         let err = |kind, detail: String| FileError::new(kind, &me, &shown, detail);
         let idle = Duration::from_millis(opts.idle_ms);
         let written = receive_file(&tmp.file, entry.size(), &data, idle, &err, &lost)?;
-        dest.commit(tmp, &entry)?;
+        dest.commit(tmp, &entry, None)?;
         Ok(Done {
             files: 1,
             bytes: written,

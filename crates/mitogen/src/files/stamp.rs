@@ -6,15 +6,20 @@
 //! `chmod` or `utimensat`, and no user can set it: a file whose stamp is
 //! the one recorded still has the content recorded. The exception is git's
 //! "racy" case: a write within the same clock tick as the stamp recorded
-//! leaves the same times. So an entry is trusted only when the file's
-//! change and modification times are older than the moment the stamp was
-//! taken by more than [`MARGIN`] (well above a file system's clock tick,
-//! and room for a network file system's clock running behind ours); a file
-//! hashed within that margin of its last change is read and hashed again
-//! at its next check, and recorded afresh then.
+//! leaves the same times. So a file hashed after reading it is recorded
+//! only when its change and modification times are older than the moment
+//! the stamp was taken by more than [`MARGIN`] (well above a file system's
+//! clock tick, and room for a network file system's clock running behind
+//! ours); a file hashed within that margin of its last change is read and
+//! hashed again at its next check, and recorded afresh then.
+//!
+//! A file this process has just written is recorded at once where the file
+//! system gives every change made after a status read a later change time
+//! ([`record_written`], `fine_times.rs`): the push right after the first
+//! then reads nothing either.
 //!
 //! Bounded: at most [`CAP`] entries, so that the table never grows past
-//! 65,536 slots of 89 bytes (an entry of 88 and a control byte): 5.6 MiB at
+//! 65,536 slots of 81 bytes (an entry of 80 and a control byte): 5.1 MiB at
 //! most (twice that for the moment it is rebuilt). When full, the half used
 //! longest ago goes, into a new table.
 
@@ -42,11 +47,11 @@ struct Fields {
     ctime_ns: i64,
 }
 
+/// A recorded file: only files whose status vouches for their content are
+/// recorded (see [`record`] and [`record_written`]).
 struct Known {
     fields: Fields,
     hash: Hash,
-    /// When the status this entry holds was taken (ns since the epoch).
-    taken_ns: i64,
     /// Last use, for eviction.
     used: u64,
 }
@@ -91,12 +96,12 @@ fn settled(f: &Fields, taken_ns: i64) -> bool {
 }
 
 impl Cache {
-    /// The hash kept for `key` when its fields are `fields` and settled.
+    /// The hash kept for `key` when its fields are still `fields`.
     fn get(&mut self, key: (u64, u64), fields: Fields) -> Option<Hash> {
         self.clock += 1;
         let clock = self.clock;
         let k = self.map.get_mut(&key)?;
-        if k.fields != fields || !settled(&k.fields, k.taken_ns) {
+        if k.fields != fields {
             return None;
         }
         k.used = clock;
@@ -104,7 +109,7 @@ impl Cache {
     }
 
     /// Keeps `hash` for `key`, making room first when full.
-    fn put(&mut self, key: (u64, u64), fields: Fields, taken_ns: i64, hash: Hash) {
+    fn put(&mut self, key: (u64, u64), fields: Fields, hash: Hash) {
         self.clock += 1;
         if self.map.len() >= CAP && !self.map.contains_key(&key) {
             // The half used longest ago goes: amortised over CAP / 2 inserts.
@@ -117,15 +122,7 @@ impl Cache {
                 .extend(old.into_iter().filter(|(_, k)| k.used > keep_after));
         }
         let used = self.clock;
-        self.map.insert(
-            key,
-            Known {
-                fields,
-                hash,
-                taken_ns,
-                used,
-            },
-        );
+        self.map.insert(key, Known { fields, hash, used });
     }
 }
 
@@ -149,10 +146,35 @@ pub(crate) fn record(st: &Stat, taken_ns: i64, hash: Hash) {
     if st.st_mode & libc::S_IFMT != libc::S_IFREG || !settled(&fields, taken_ns) {
         return;
     }
+    put(key, fields, hash);
+}
+
+fn put(key: (u64, u64), fields: Fields, hash: Hash) {
     let mut guard = CACHE.lock().unwrap_or_else(|p| p.into_inner());
     guard
         .get_or_insert_with(Cache::default)
-        .put(key, fields, taken_ns, hash);
+        .put(key, fields, hash);
+}
+
+/// Records that the file whose status `st` was read (by this process, which
+/// has just written it: content, mode, times and name) after the last of
+/// those steps has content hashing to `hash`, when that status can vouch
+/// for it from now on: the file system shows every change made after a
+/// status read (`on_fine_times`, from `fine_times.rs`), and the file's
+/// modification time (the source's, put back) is older than [`MARGIN`], so
+/// that a later write that does not put it back shows in it as well.
+///
+/// What this leaves to chance: a write by another process between this
+/// process's last step and its status read (microseconds), which puts the
+/// modification time back and keeps the size; only an account that may
+/// write the file anyway can make it, and it is seen again once the file
+/// changes or is sent with `update` off.
+pub(crate) fn record_written(st: &Stat, hash: Hash, on_fine_times: bool) {
+    let (key, fields) = key_and_fields(st);
+    let old_enough = fields.mtime_ns < now_ns().saturating_sub(MARGIN.as_nanos() as i64);
+    if on_fine_times && old_enough && st.st_mode & libc::S_IFMT == libc::S_IFREG {
+        put(key, fields, hash);
+    }
 }
 
 /// Whether a hash of the file of status `st` (taken at `taken_ns`) would be
@@ -201,9 +223,8 @@ mod tests {
     #[test]
     fn the_cache_stays_within_its_bound_and_drops_the_oldest() {
         let mut c = Cache::default();
-        let t = 1_000 * 1_000_000_000;
         for i in 0..(CAP as u64 * 3) {
-            c.put((1, i), f(1, 1), t, [0; 32]);
+            c.put((1, i), f(1, 1), [0; 32]);
             // Used now and then: what is used stays.
             assert_eq!(c.get((1, 0), f(1, 1)), Some([0; 32]), "after {i}");
         }
@@ -213,6 +234,6 @@ mod tests {
         let last = CAP as u64 * 3 - 1;
         assert_eq!(c.get((1, last), f(1, 1)), Some([0; 32]));
         assert_eq!(c.get((1, last), f(2, 1)), None, "another time");
-        assert_eq!(std::mem::size_of::<((u64, u64), Known)>(), 88);
+        assert_eq!(std::mem::size_of::<((u64, u64), Known)>(), 80);
     }
 }

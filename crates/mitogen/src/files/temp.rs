@@ -12,7 +12,7 @@ use std::fs::File;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 
-use rustix::fs::{Mode, OFlags};
+use rustix::fs::{Mode, OFlags, Stat};
 
 /// An open file that is not (yet) at its destination.
 pub(crate) struct TempFile {
@@ -69,12 +69,14 @@ impl TempFile {
 
     /// Puts the file at `name` in its directory, replacing what was there
     /// (a file or a link; a directory is refused by the kernel) in one step.
-    pub(crate) fn commit(mut self, name: &OsStr) -> std::io::Result<()> {
+    /// Answers the file's status read right after, the last step of ours
+    /// (what the stamp cache may record: `stamp::record_written`).
+    pub(crate) fn commit(mut self, name: &OsStr) -> std::io::Result<Stat> {
         let dir = self.dir.clone();
         let tmp = match self.name.take() {
             Some(tmp) => tmp,
             None => match crate::sys::link_unnamed(self.file.as_fd(), dir.as_fd(), name) {
-                Ok(()) => return Ok(()),
+                Ok(()) => return Ok(rustix::fs::fstat(&self.file)?),
                 Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
                     let tmp = random_name();
                     crate::sys::link_unnamed(self.file.as_fd(), dir.as_fd(), &tmp)?;
@@ -84,10 +86,11 @@ impl TempFile {
             },
         };
         let moved = rustix::fs::renameat(&*dir, tmp.as_os_str(), &*dir, name);
-        if moved.is_err() {
+        if let Err(e) = moved {
             let _ = rustix::fs::unlinkat(&*dir, tmp.as_os_str(), rustix::fs::AtFlags::empty());
+            return Err(e.into());
         }
-        moved.map_err(Into::into)
+        Ok(rustix::fs::fstat(&self.file)?)
     }
 }
 

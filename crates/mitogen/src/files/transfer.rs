@@ -440,6 +440,6 @@ fn fetch_one(
         (_, Err(r)) => return Err(r),
         (Err(err), Ok(())) => return Err(Error::File(err)),
     };
-    dest.commit(tmp, e)?;
+    dest.commit(tmp, e, None)?;
     Ok(written)
 }
