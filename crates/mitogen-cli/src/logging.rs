@@ -28,10 +28,16 @@ pub fn init(verbose: u8) {
     let directives = std::env::var("MITOGEN_LOG")
         .or_else(|_| std::env::var("RUST_LOG"))
         .unwrap_or_default();
-    let parsed = directives.parse::<Targets>().unwrap_or_else(|e| {
-        eprintln!("mitogen: ignoring MITOGEN_LOG/RUST_LOG {directives:?}: {e}");
+    // No directives are no filter: `Targets` parses "" as a directive of
+    // its own, whose default level would silence every `-v`.
+    let parsed = if directives.trim().is_empty() {
         Targets::new()
-    });
+    } else {
+        directives.parse::<Targets>().unwrap_or_else(|e| {
+            eprintln!("mitogen: ignoring MITOGEN_LOG/RUST_LOG {directives:?}: {e}");
+            Targets::new()
+        })
+    };
     let filter = match parsed.default_level() {
         Some(_) => parsed,
         None => parsed.with_default(level),

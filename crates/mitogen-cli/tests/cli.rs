@@ -45,6 +45,26 @@ fn run_prints_prefixed_output_and_status() {
 }
 
 #[test]
+fn verbose_flags_show_the_log() {
+    // Quiet by default; `-vv` shows debug events (a context connecting),
+    // with no MITOGEN_LOG or RUST_LOG set.
+    let quiet = mitogen(&["run", "local", "--", "true"]);
+    assert_status(&quiet, 0);
+    assert!(
+        !text(&quiet.stderr).contains("DEBUG"),
+        "{}",
+        text(&quiet.stderr)
+    );
+    let loud = mitogen(&["-vv", "run", "local", "--", "true"]);
+    assert_status(&loud, 0);
+    let stderr = text(&loud.stderr);
+    assert!(
+        stderr.contains("DEBUG") && stderr.contains("connected"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn a_failing_command_gives_exit_status_1() {
     let out = mitogen(&["run", "local", "--", "sh", "-c", "echo oops >&2; exit 5"]);
     assert_status(&out, 1);

@@ -7,7 +7,6 @@
 //! prints there (`Linux aarch64`).
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -24,7 +23,6 @@ pub struct Binary {
     pub hash: String,
     /// The bytes.
     pub bytes: Arc<Vec<u8>>,
-    gz: OnceLock<Arc<Vec<u8>>>,
 }
 
 impl std::fmt::Debug for Binary {
@@ -53,14 +51,16 @@ impl Binary {
             path: path.to_owned(),
             hash: content_hash(&bytes),
             bytes: Arc::new(bytes),
-            gz: OnceLock::new(),
         })
     }
 
-    /// Starts compressing in the background, if not done yet, so that a later
-    /// [`gzipped`](Self::gzipped) finds the result ready.
+    /// Starts making the compressed bytes on a thread of its own, so that a
+    /// later [`gzipped`](Self::gzipped) finds them ready: called when a
+    /// transport starts logging in (hundreds of milliseconds over ssh), as
+    /// reading and checking the stored file, or compressing, takes tens to
+    /// hundreds of milliseconds of CPU.
     pub fn prepare_gzipped(self: &Arc<Self>) {
-        if self.gz.get().is_some() {
+        if !crate::core::packed::claim(&self.hash) {
             return;
         }
         let me = self.clone();
@@ -71,20 +71,12 @@ impl Binary {
             });
     }
 
-    /// The bytes gzip-compressed (made once, on first use).
+    /// The bytes gzip-compressed at gzip's best level, made once per build
+    /// and kept on this machine's disk (`$XDG_CACHE_HOME/mitogen-packed`),
+    /// a stored copy used only once it is found to inflate to exactly these
+    /// bytes (`core/packed.rs`). Made once per process.
     pub fn gzipped(&self) -> Arc<Vec<u8>> {
-        self.gz
-            .get_or_init(|| {
-                // Fast compression: on a LAN the upload is cheap and the remote's
-                // gunzip time counts too; level 1 already halves a binary.
-                let mut enc = flate2::write::GzEncoder::new(
-                    Vec::with_capacity(self.bytes.len() / 2),
-                    flate2::Compression::fast(),
-                );
-                let _ = enc.write_all(&self.bytes);
-                Arc::new(enc.finish().unwrap_or_default())
-            })
-            .clone()
+        crate::core::packed::gzipped(&self.hash, &self.bytes)
     }
 }
 
@@ -113,7 +105,6 @@ impl Binaries {
             path: PathBuf::new(),
             hash: content_hash(&bytes),
             bytes: Arc::new(bytes),
-            gz: OnceLock::new(),
         };
         Binaries {
             own: OnceLock::from(Ok(Arc::new(own))),
@@ -134,7 +125,6 @@ impl Binaries {
                     path,
                     hash: content_hash(&bytes),
                     bytes: Arc::new(bytes),
-                    gz: OnceLock::new(),
                 }))
             })
             .clone()

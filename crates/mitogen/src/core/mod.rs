@@ -65,6 +65,7 @@ pub(crate) mod io_logger;
 pub mod latch;
 pub mod log;
 pub mod message;
+pub(crate) mod packed;
 pub(crate) mod payload;
 pub(crate) mod process_monitor;
 pub(crate) mod reader;

@@ -223,15 +223,15 @@ impl Ssh {
         id: Option<ContextId>,
     ) -> Result<Context> {
         let own = router.binaries.own()?;
-        let upload = match self.upload {
-            // Compression pays when the link is slower than gunzip (about
-            // 100 MB/s); over loopback it only adds the gunzip.
-            Compression::Auto if is_loopback(&self.host) => Compression::Never,
-            c => c,
-        };
+        // Auto compresses whenever the remote has gzip, loopback included:
+        // the build crosses sshd's channel buffer, whose cost grows with the
+        // bytes, and on a slow link a build larger than the 2 MiB channel
+        // window costs a round trip more (core/packed.rs).
+        let upload = self.upload;
         if upload != Compression::Never {
-            // Compress while ssh is still logging in (hundreds of ms): should
-            // the remote need an upload, the bytes are ready by then.
+            // Read the stored compressed build (or make it) while ssh is
+            // still logging in (hundreds of ms): should the remote need an
+            // upload, the bytes are ready by then.
             own.prepare_gzipped();
         }
         let hash = own.hash.clone();
@@ -265,15 +265,6 @@ impl Ssh {
             },
         )
     }
-}
-
-/// True for host names that mean this machine (`localhost`, `127.0.0.0/8`,
-/// `::1`).
-fn is_loopback(host: &str) -> bool {
-    host == "localhost"
-        || host
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// ssh's password and keyboard-interactive prompts.

@@ -18,20 +18,22 @@
 //!    system and gets the matching build.)
 //!    A master with builds for other systems also has, after the `uname`, a
 //!    `case` on the system that looks for that system's build the same way.
-//! 2. Otherwise it takes the first cache directory that it can make (or
-//!    find) trusted, writable and not mounted `noexec` (which it checks by
-//!    running there a tiny script under the upload's temporary name), and
-//!    prints
-//!    `MITOGEN-STAGE need GZIP SYSTEM`; if there is none, it prints
-//!    `MITOGEN-STAGE nodir` and, for each directory, why it was refused, and
-//!    exits.
+//! 2. Otherwise it prints `MITOGEN-STAGE need GZIP SYSTEM` at once, so that
+//!    the master's answer travels while the stage takes the first cache
+//!    directory that it can make (or find) trusted, writable and not
+//!    mounted `noexec` (which it checks by running there a tiny script
+//!    under the upload's temporary name); the programs of that search run
+//!    with `/dev/null` as their stdin, so none reads a byte of the answer.
+//!    If there is none, it prints `MITOGEN-STAGE nodir` and, for each
+//!    directory, why it was refused, and exits without reading its stdin
+//!    (the master then reports that line, not the upload's broken pipe).
 //! 3. Before any of this, the master has written its prelude line (the
 //!    child's configuration and maybe its first call, in hexadecimal:
 //!    `core::handshake::encode_prelude`) without waiting: a build started in
 //!    step 1 finds it first on its stdin (`MITOGEN_PIPED=1` says so), and
-//!    after `need` the stage takes it with `read -r p` (a builtin that reads
-//!    no further than the newline) before anything else, and hands it to the
-//!    build it uploads in `MITOGEN_PRELUDE`.
+//!    once a directory is found the stage takes it with `read -r p` (a
+//!    builtin that reads no further than the newline) before anything else,
+//!    and hands it to the build it uploads in `MITOGEN_PRELUDE`.
 //!    The master answers `need` with one line `HASH SIZE COMPRESSED` for the build that
 //!    matches SYSTEM, then exactly SIZE bytes. The script stores them over
 //!    that temporary file (already mode 0700, so nothing is `chmod`ed after
@@ -123,19 +125,23 @@ const SCRIPT: &str = concat!(
     "k() { if [ \"$F\" = 0 ]; then while [ $# -gt 1 ]; do ",
     "if g \"$1\" \"$2\" 0 && [ -f \"./$H\" ] && [ -x \"./$H\" ] && [ -O \"./$H\" ]; then ",
     "echo \"MITOGEN-STAGE cached\"; MITOGEN_CHILD=1 MITOGEN_PIPED=1 MITOGEN_HASH=$H MITOGEN_CWD=\"$o\" exec \"./$H\"; fi; shift 2; done; fi; }; k \"$@\"; ",
+    // `need` goes out before the directory search: the master's answer
+    // is on its way while the search runs its programs (their stdin
+    // `/dev/null`, so none can read a byte of it), and the stage reads it
+    // only once a directory is found. With none, `nodir` follows `need`.
+    "cd /; u=$(uname -sm); @O@z=0; command -v gzip >/dev/null 2>&1 && z=1; echo \"MITOGEN-STAGE need $z $u\"; ",
     // The noexec check runs the upload's own temporary file, made 0700 and
     // holding `exit 0` (its stdin `/dev/null`): the upload then overwrites
     // it in place, mode kept, so no `chmod` follows the transfer. Anything
     // already under that name (a file or link of before the directory was
     // private) is removed first; the traps remove the file on every exit,
     // a hang-up or a signal included.
-    "cd /; u=$(uname -sm); @O@r=; w=; t=\"./.$H.$$\"; while [ $# -gt 1 ]; do if g \"$1\" \"$2\" 1; then ",
+    "r=; w=; t=\"./.$H.$$\"; while [ $# -gt 1 ]; do if g \"$1\" \"$2\" 1; then ",
     "if [ -w . ] && { trap \"rm -f \\\"\\$t\\\"\" EXIT; trap \"exit 1\" HUP INT TERM PIPE; { [ -e \"$t\" ] || [ -L \"$t\" ]; } && rm -f \"$t\"; ",
     "echo \"exit 0\" > \"$t\" && chmod 700 \"$t\" && \"$t\" </dev/null 2>/dev/null; }; then w=1; break; fi; ",
-    "{ [ -e \"$t\" ] || [ -L \"$t\" ]; } && rm -f \"$t\"; trap - EXIT; r=\"$r $d: not writable or mounted noexec;\"; fi; shift 2; done; ",
-    "z=0; command -v gzip >/dev/null 2>&1 && z=1; ",
+    "{ [ -e \"$t\" ] || [ -L \"$t\" ]; } && rm -f \"$t\"; trap - EXIT; r=\"$r $d: not writable or mounted noexec;\"; fi; shift 2; done </dev/null; ",
     "if [ -z \"$w\" ]; then echo \"MITOGEN-STAGE nodir$r\"; exit 1; fi; ",
-    "echo \"MITOGEN-STAGE need $z $u\"; read -r p || exit 1; ",
+    "read -r p || exit 1; ",
     "read -r h s c || exit 1; [ \"$h\" = none ] && exit 1; ",
     "if [ \"$c\" = 1 ]; then head -c \"$s\" | gzip -dc > \"$t\"; else head -c \"$s\" > \"$t\"; fi || exit 1; ",
     "mv -f \"$t\" \"./$h\" && MITOGEN_CHILD=1 MITOGEN_PRELUDE=\"$p\" MITOGEN_HASH=$h MITOGEN_CWD=\"$o\" exec \"./$h\""
@@ -186,8 +192,12 @@ pub fn command_line_with(hash: &str, others: &[(String, String)], force: bool) -
 /// How to upload, when the stage asks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub enum Compression {
-    /// gzip when the remote has `gzip`, unless the method knows the link is
-    /// faster than gunzip (ssh to a loopback address, a local user switch).
+    /// gzip when the remote has `gzip`, unless the method knows the bytes
+    /// cross no link that is slower than gunzip (a local user switch, a
+    /// container engine on this machine). ssh compresses even to a
+    /// loopback address: sshd's buffering of the upload costs more per byte
+    /// than gunzip does. The compressed build is made once per build and
+    /// kept on this machine's disk (`core/packed.rs`).
     #[default]
     Auto,
     /// gzip whenever the remote has `gzip`.
@@ -264,13 +274,7 @@ pub(crate) fn run(
             uploaded: 0,
             rest: after,
         }),
-        "nodir" => Err(plain(
-            format!(
-                "no usable cache directory; tried: {}",
-                args.trim().trim_end_matches(';')
-            ),
-            after,
-        )),
+        "nodir" => Err(plain(nodir_reason(args), after)),
         "need" => {
             // `need GZIP SYSTEM`: the directory is the stage's working
             // directory, never named here, so no path can break the line.
@@ -291,9 +295,19 @@ pub(crate) fn run(
                 binary.bytes.clone()
             };
             let head = format!("{} {} {}\n", binary.hash, data.len(), u8::from(compress));
-            write_all(fd, head.as_bytes(), deadline)
+            if let Err(e) = write_all(fd, head.as_bytes(), deadline)
                 .and_then(|()| write_all(fd, &data, deadline))
-                .map_err(|e| plain(format!("uploading the program: {e}"), Vec::new()))?;
+            {
+                // The stage may have found no directory after asking, and
+                // left: its `nodir` line says why, not the broken pipe.
+                let mut rest = after;
+                let soon = deadline.min(Instant::now() + NODIR_WAIT);
+                while read_some(fd, &mut rest, soon, None::<&mut Prompter>).is_ok() {}
+                return Err(match nodir_in(&rest) {
+                    Some((why, rest)) => plain(why, rest),
+                    None => plain(format!("uploading the program: {e}"), rest),
+                });
+            }
             Ok(StageOutcome {
                 uploaded: data.len(),
                 rest: after,
@@ -304,6 +318,31 @@ pub(crate) fn run(
             after,
         )),
     }
+}
+
+/// How long a master whose upload broke waits for the stage's `nodir` line.
+const NODIR_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The error for a stage's `nodir` line, `args` being what follows `nodir`.
+fn nodir_reason(args: &str) -> String {
+    format!(
+        "no usable cache directory; tried: {}",
+        args.trim().trim_end_matches(';')
+    )
+}
+
+/// The error for a `MITOGEN-STAGE nodir` line in `output` (what the
+/// transport printed after `need`), if there is one: the stage found no
+/// directory after asking for the upload. Also `output` without that line,
+/// as the rest of what was printed.
+pub(crate) fn nodir_in(output: &[u8]) -> Option<(String, Vec<u8>)> {
+    let marker = b"MITOGEN-STAGE nodir";
+    let at = output.windows(marker.len()).position(|w| w == marker)?;
+    let line = &output[at + marker.len()..];
+    let end = line.iter().position(|&b| b == b'\n').unwrap_or(line.len());
+    let why = nodir_reason(&String::from_utf8_lossy(&line[..end]));
+    let past = (at + marker.len() + end + 1).min(output.len());
+    Some((why, [&output[..at], &output[past..]].concat()))
 }
 
 /// Why the stage dialog failed.
@@ -336,6 +375,22 @@ mod tests {
         assert!(!inner.contains('\''), "single quote inside the script");
         assert!(!inner.contains('!'), "csh history expansion");
         assert!(!inner.contains('\n'), "csh cannot take newlines in quotes");
+    }
+
+    #[test]
+    fn nodir_after_need_is_found_in_the_output() {
+        let out = b"MITOGEN-STAGE need 1 Linux x86_64\nMITOGEN-STAGE nodir /a/mitogen: owned by another user; /b/mitogen-0: a symbolic link;\n";
+        let (why, rest) = nodir_in(out).unwrap();
+        assert_eq!(
+            why,
+            "no usable cache directory; tried: /a/mitogen: owned by another user; \
+             /b/mitogen-0: a symbolic link"
+        );
+        assert_eq!(rest, b"MITOGEN-STAGE need 1 Linux x86_64\n");
+        assert_eq!(
+            nodir_in(b"MITOGEN-STAGE need 1 Linux x86_64\nbanner\n"),
+            None
+        );
     }
 
     #[test]

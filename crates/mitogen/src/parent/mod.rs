@@ -446,13 +446,15 @@ fn attempt(
                 let bad_hash = noise.windows(BAD_HASH.len()).any(|w| w == BAD_HASH);
                 // A cached binary that does not run or hashes wrong is replaced once.
                 let retry = !force && cached && matches!(e, StepError::Eof);
-                let why = if bad_hash {
-                    "the cached program is corrupt".to_owned()
-                } else {
-                    match e {
-                        StepError::Timeout => format!("no greeting within {:?}", launch.timeout),
-                        e => format!("before its greeting: {e}"),
-                    }
+                let (why, noise) = match first_stage::nodir_in(&noise) {
+                    _ if bad_hash => ("the cached program is corrupt".to_owned(), noise),
+                    Some((why, rest)) => (why, rest),
+                    None => match e {
+                        StepError::Timeout => {
+                            (format!("no greeting within {:?}", launch.timeout), noise)
+                        }
+                        e => (format!("before its greeting: {e}"), noise),
+                    },
                 };
                 return Err(abort(why, &noise, retry, refused));
             }

@@ -64,8 +64,8 @@ impl Sshd {
             .port(self.port)
             .config_file("/dev/null")
             .host_key_policy(HostKeyPolicy::Ignore)
-            // Over loopback the default sends the program uncompressed; the
-            // tests exercise the compressed path a remote host gets.
+            // The compressed path a remote host gets, whatever the
+            // default.
             .upload_compression(mitogen::Compression::Gzip)
     }
 }
