@@ -281,6 +281,7 @@ impl Dest {
         Ok(stamp::hash_or_read(&st, taken, || {
             let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK;
             let fd = rustix::fs::openat(&*dir, name.as_os_str(), flags, Mode::empty()).ok()?;
+            stamp::note_fs(&fd, &st);
             // The file opened must be the one stamped (not one renamed
             // onto the name since) when its hash is to be recorded under
             // that stamp; a file just written (the next push's usual case)

@@ -19,9 +19,44 @@
 //! than the last.
 
 use std::fs::File;
+use std::os::fd::AsFd;
 use std::sync::Mutex;
 
 use rustix::fs::Mode;
+
+/// File systems whose change times come from this machine's clock, at its
+/// tick (a few milliseconds at most) when not finer: ext2/3/4, XFS, Btrfs,
+/// tmpfs, F2FS. A network file system's come from its server's clock, which
+/// may run behind ours; FUSE's from whatever serves it.
+const LOCAL_TYPES: [u32; 5] = [0xEF53, 0x5846_5342, 0x9123_683E, 0x0102_1994, 0xF2F5_2010];
+
+/// Devices whose file system type is known, and whether it is local.
+static LOCAL: Mutex<Vec<(u64, bool)>> = Mutex::new(Vec::new());
+
+/// Notes whether the file system of `fd` (on device `dev`) is one of
+/// [`LOCAL_TYPES`], once per device; [`is_local`] answers from this.
+pub(crate) fn note_local(fd: impl AsFd, dev: u64) {
+    let mut known = LOCAL.lock().unwrap_or_else(|p| p.into_inner());
+    if known.iter().any(|(d, _)| *d == dev) {
+        return;
+    }
+    // The type's width differs between targets; its 32 low bits name it.
+    #[allow(clippy::unnecessary_cast)]
+    let local = rustix::fs::fstatfs(fd)
+        .map(|s| LOCAL_TYPES.contains(&(s.f_type as i64 as u32)))
+        .unwrap_or(false);
+    if known.len() >= KEEP {
+        known.remove(0);
+    }
+    known.push((dev, local));
+}
+
+/// Whether device `dev` was noted as a local file system ([`note_local`]);
+/// one not noted is not.
+pub(crate) fn is_local(dev: u64) -> bool {
+    let known = LOCAL.lock().unwrap_or_else(|p| p.into_inner());
+    known.iter().any(|&(d, local)| d == dev && local)
+}
 
 /// Devices probed so far, and what was found: few in any process (the
 /// places a process writes to), and bounded all the same.

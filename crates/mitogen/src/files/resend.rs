@@ -55,6 +55,7 @@ fn reread(src: &Path, e: &Entry, me: &str) -> Result<Entry> {
     let (data, hash) = read_whole(&f, &st)
         .map_err(|err| os(err.into()))?
         .map_err(|d| fail(FileErrorKind::Changed, d))?;
+    stamp::note_fs(&f, &st);
     stamp::record(&st, taken, hash);
     Ok(Entry {
         kind: Kind::File {

@@ -185,6 +185,7 @@ impl<'a> Scan<'a> {
                 let inline = if size <= SMALL && size <= self.budget {
                     self.budget -= size;
                     let (data, hash) = self.read_small(&rel, &fd, &st)?;
+                    stamp::note_fs(&fd, &st);
                     stamp::record(&st, taken, hash);
                     Some((data, hash))
                 } else {

@@ -35,6 +35,10 @@ use super::wire::Hash;
 /// must be for the stamp to vouch for its content.
 pub(crate) const MARGIN: Duration = Duration::from_secs(2);
 
+/// The same on a local file system with change times finer than a
+/// millisecond ([`margin`]): five times the slowest kernel tick.
+pub(crate) const LOCAL_MARGIN: Duration = Duration::from_millis(50);
+
 /// Entries kept at most: seven eighths of 65,536, the most a table of that
 /// many slots holds before it doubles.
 pub(crate) const CAP: usize = (1 << 16) / 8 * 7;
@@ -89,10 +93,27 @@ fn key_and_fields(st: &Stat) -> ((u64, u64), Fields) {
 }
 
 /// Whether a stamp taken at `taken_ns` vouches for the content: the file's
-/// last change and modification came more than [`MARGIN`] before.
-fn settled(f: &Fields, taken_ns: i64) -> bool {
-    let before = taken_ns.saturating_sub(MARGIN.as_nanos() as i64);
+/// last change and modification came more than the margin before
+/// ([`margin`]).
+fn settled(f: &Fields, taken_ns: i64, local: bool) -> bool {
+    let before = taken_ns.saturating_sub(margin(f, local).as_nanos() as i64);
     f.ctime_ns < before && f.mtime_ns < before
+}
+
+/// How much older than the stamp a file's last change must be: [`MARGIN`],
+/// or [`LOCAL_MARGIN`] on a local file system (`local`: its times come from
+/// this machine's clock) whose change times are finer than a millisecond
+/// (this file's is not a whole number of them: one of a second or a
+/// millisecond would be). There a change after the stamp was taken gets a
+/// change time of at least the clock's coarse tick then, which is at most
+/// a tick (10 ms at the slowest kernel tick) behind the time the stamp was
+/// taken, so later than one more than `LOCAL_MARGIN` older.
+fn margin(f: &Fields, local: bool) -> Duration {
+    if local && f.ctime_ns % 1_000_000 != 0 {
+        LOCAL_MARGIN
+    } else {
+        MARGIN
+    }
 }
 
 impl Cache {
@@ -143,7 +164,7 @@ pub(crate) fn lookup(st: &Stat) -> Option<Hash> {
 /// not be trusted.
 pub(crate) fn record(st: &Stat, taken_ns: i64, hash: Hash) {
     let (key, fields) = key_and_fields(st);
-    if st.st_mode & libc::S_IFMT != libc::S_IFREG || !settled(&fields, taken_ns) {
+    if st.st_mode & libc::S_IFMT != libc::S_IFREG || !settled(&fields, taken_ns, local(st)) {
         return;
     }
     put(key, fields, hash);
@@ -180,7 +201,21 @@ pub(crate) fn record_written(st: &Stat, hash: Hash, on_fine_times: bool) {
 /// Whether a hash of the file of status `st` (taken at `taken_ns`) would be
 /// kept by [`record`]: one changed within [`MARGIN`] would not.
 pub(crate) fn worth_recording(st: &Stat, taken_ns: i64) -> bool {
-    settled(&key_and_fields(st).1, taken_ns)
+    settled(&key_and_fields(st).1, taken_ns, local(st))
+}
+
+/// Notes whether the file system of the open file `fd` of status `st` is
+/// local, once per device: its stamps may then be trusted sooner
+/// ([`margin`]). Called before [`record`] wherever the file is open.
+#[allow(clippy::unnecessary_cast)]
+pub(crate) fn note_fs(fd: impl std::os::fd::AsFd, st: &Stat) {
+    super::fine_times::note_local(fd, st.st_dev as u64);
+}
+
+/// Whether the device of `st` was noted as local (`fine_times::note_local`).
+#[allow(clippy::unnecessary_cast)]
+fn local(st: &Stat) -> bool {
+    super::fine_times::is_local(st.st_dev as u64)
 }
 
 /// BLAKE3 of the open file `f` of status `st` (taken at `taken_ns`, before
@@ -214,10 +249,45 @@ mod tests {
     #[test]
     fn a_stamp_taken_within_the_margin_of_a_change_is_not_trusted() {
         let t = 1_000 * 1_000_000_000;
-        assert!(settled(&f(990, 990), t));
-        assert!(!settled(&f(990, 999), t), "changed a second before");
-        assert!(!settled(&f(999, 990), t), "modified a second before");
-        assert!(!settled(&f(2_000, 990), t), "a modification time to come");
+        for local in [false, true] {
+            assert!(settled(&f(990, 990), t, local));
+            assert!(!settled(&f(990, 999), t, local), "changed a second before");
+            assert!(!settled(&f(999, 990), t, local), "modified a second before");
+            assert!(
+                !settled(&f(2_000, 990), t, local),
+                "a modification time to come"
+            );
+        }
+    }
+
+    #[test]
+    fn a_local_file_system_with_fine_times_needs_a_shorter_margin() {
+        let t = 1_000 * 1_000_000_000;
+        // Changed 100 ms before, at a time that is not a whole millisecond.
+        let fine = Fields {
+            size: 1,
+            mtime_ns: t - 100_000_123,
+            ctime_ns: t - 100_000_123,
+        };
+        assert!(settled(&fine, t, true));
+        assert!(!settled(&fine, t, false), "not known to be local");
+        let coarse = Fields {
+            ctime_ns: t - 100_000_000,
+            ..fine
+        };
+        assert!(
+            !settled(&coarse, t, true),
+            "change times of whole milliseconds"
+        );
+        let recent = Fields {
+            mtime_ns: t - 20_000_123,
+            ctime_ns: t - 20_000_123,
+            ..fine
+        };
+        assert!(
+            !settled(&recent, t, true),
+            "changed within the local margin"
+        );
     }
 
     #[test]

@@ -198,9 +198,10 @@ pub(crate) fn push_asking(
                 .try_clone()
                 .map_err(|err| Error::io("duplicating a descriptor", err))?;
             let taken = stamp::now_ns();
-            let ours = rustix::fs::fstat(&f)
-                .ok()
-                .and_then(|st| stamp::hash_or_read(&st, taken, || hash_file(&mut g).ok()));
+            let ours = rustix::fs::fstat(&f).ok().and_then(|st| {
+                stamp::note_fs(&f, &st);
+                stamp::hash_or_read(&st, taken, || hash_file(&mut g).ok())
+            });
             if ours == Some(h) {
                 total.skipped += 1;
                 continue;

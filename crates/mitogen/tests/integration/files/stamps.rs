@@ -213,6 +213,49 @@ pub fn a_tree_pushed_again_at_once_is_read_where_times_are_coarse(router: &Route
     Ok(())
 }
 
+/// Whether `dir` is on a local file system with change times finer than a
+/// millisecond (ext2/3/4, XFS, Btrfs, tmpfs, F2FS), as the stamp cache
+/// tells, for its shorter margin: the type from `stat -f`, the grain from
+/// a file's change time.
+fn local_and_fine(dir: &Path) -> Result<bool> {
+    use std::os::unix::fs::MetadataExt;
+    let out = std::process::Command::new("stat")
+        .args(["-f", "-c", "%t"])
+        .arg(dir)
+        .output()?;
+    let kind = u32::from_str_radix(String::from_utf8_lossy(&out.stdout).trim(), 16)?;
+    let local = [0xEF53, 0x5846_5342, 0x9123_683E, 0x0102_1994, 0xF2F5_2010].contains(&kind);
+    let f = dir.join(".grain");
+    std::fs::write(&f, b"")?;
+    let fine = std::fs::metadata(&f)?.ctime_nsec() % 1_000_000 != 0;
+    std::fs::remove_file(&f)?;
+    Ok(local && fine)
+}
+
+/// A tree made a moment ago (more than the local margin, 50 ms, and far
+/// less than 2 s), pushed twice in a row: on a local file system with fine
+/// change times the sender records what it read at the first push, and the
+/// second reads nothing on this side; elsewhere it reads the tree again.
+pub fn a_tree_made_a_moment_ago_is_read_once_where_times_are_local(router: &Router) -> Result<()> {
+    let ctx = local(router)?;
+    let s = Scratch::new("stamps-moment")?;
+    make_tree(&s.join("src"))?;
+    std::thread::sleep(Duration::from_millis(120));
+    let t = ctx.push(s.join("src"), s.join("dst"))?;
+    ensure!(t.files == FILES as u64, "first push: {t:?}");
+    let ours = rchar("self")?;
+    let t = ctx.push(s.join("src"), s.join("dst"))?;
+    let ours = rchar("self")? - ours;
+    ensure!(t.skipped == FILES as u64 && t.files == 0, "{t:?}");
+    let tree = (FILES * SIZE) as u64;
+    let read = ours >= tree;
+    ensure!(
+        read != local_and_fine(&s.join("src"))?,
+        "the sender read {ours} bytes of a tree of {tree} it read a moment before"
+    );
+    Ok(())
+}
+
 /// The same for a large file (sent in frames, not in the listing): pushed
 /// again right after, it is not read again where changes show at once.
 pub fn a_large_file_pushed_again_at_once_is_read_where_times_are_coarse(
@@ -260,4 +303,5 @@ crate::tests! {
     a_tree_pushed_again_at_once_is_read_where_times_are_coarse,
     files_changed_right_after_their_push_are_sent_again,
     a_large_file_pushed_again_at_once_is_read_where_times_are_coarse,
+    a_tree_made_a_moment_ago_is_read_once_where_times_are_local,
 }
