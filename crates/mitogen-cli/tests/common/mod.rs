@@ -4,6 +4,8 @@
 //! common;` (not every file uses every item).
 #![allow(dead_code)]
 
+pub mod scratch;
+
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

@@ -20,12 +20,12 @@ use crate::util::local;
 /// The wire form of a listed entry (the library's, field for field).
 #[derive(Clone, Serialize, Deserialize)]
 pub struct EvilEntry {
-    path: Vec<u8>,
-    kind: EvilKind,
-    mode: u32,
-    mtime: (i64, u32),
-    uid: u32,
-    gid: u32,
+    pub(super) path: Vec<u8>,
+    pub(super) kind: EvilKind,
+    pub(super) mode: u32,
+    pub(super) mtime: (i64, u32),
+    pub(super) uid: u32,
+    pub(super) gid: u32,
 }
 
 #[derive(Clone, Serialize, Deserialize)]
@@ -43,18 +43,18 @@ pub enum EvilKind {
 /// The wire form of the receiver's options.
 #[derive(Clone, Copy, Serialize, Deserialize)]
 pub struct EvilOpts {
-    update: bool,
-    owner: bool,
-    mode: bool,
-    times: bool,
-    strip_setid: bool,
-    chunk: u32,
-    window: u32,
-    idle_ms: u64,
+    pub(super) update: bool,
+    pub(super) owner: bool,
+    pub(super) mode: bool,
+    pub(super) times: bool,
+    pub(super) strip_setid: bool,
+    pub(super) chunk: u32,
+    pub(super) window: u32,
+    pub(super) idle_ms: u64,
 }
 
 #[derive(Serialize, Deserialize)]
-pub struct EvilReply<T>(Result<T, FileError>);
+pub struct EvilReply<T>(pub(super) Result<T, FileError>);
 
 fn entry(path: &[u8], kind: EvilKind, mode: u32) -> EvilEntry {
     EvilEntry {

@@ -10,8 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Result};
 use bytes::{BufMut, BytesMut};
 use mitogen::files::{FileErrorKind, FileOptions};
-use mitogen::{Blob, Error, FileError, Router, Sender};
-use serde::{Deserialize, Serialize};
+use mitogen::{Blob, Error, Router, Sender};
 
 use super::{listing, Scratch};
 use crate::util::local;
@@ -22,48 +21,15 @@ const SENT: usize = 1 << 20;
 /// The receiver's step (files/claim.rs), and what a tmpfs rounds to.
 const STEP: u64 = 32 << 20;
 
-/// The wire form of a listed entry (the library's, field for field).
-#[derive(Serialize, Deserialize)]
-pub struct LyingEntry {
-    path: Vec<u8>,
-    kind: LyingKind,
-    mode: u32,
-    mtime: (i64, u32),
-    uid: u32,
-    gid: u32,
-}
-
-#[derive(Serialize, Deserialize)]
-pub enum LyingKind {
-    Dir,
-    File {
-        size: u64,
-        inline: Option<(Vec<u8>, [u8; 32])>,
-    },
-}
-
-/// The wire form of the receiver's options.
-#[derive(Clone, Copy, Serialize, Deserialize)]
-pub struct LyingOpts {
-    update: bool,
-    owner: bool,
-    mode: bool,
-    times: bool,
-    strip_setid: bool,
-    chunk: u32,
-    window: u32,
-    idle_ms: u64,
-}
-
-#[derive(Serialize, Deserialize)]
-pub struct LyingReply<T>(Result<T, FileError>);
+// The wire forms of the library's types, as the hostile tests spell them.
+use super::hostile::{EvilEntry, EvilKind, EvilOpts, EvilReply};
 
 /// Lists one file of [`ANNOUNCED`] bytes, to be streamed.
 #[mitogen::remote]
-pub fn lying_scan(_src: Vec<u8>, _budget: u64) -> LyingReply<Vec<LyingEntry>> {
-    LyingReply(Ok(vec![LyingEntry {
+pub fn lying_scan(_src: Vec<u8>, _budget: u64) -> EvilReply<Vec<EvilEntry>> {
+    EvilReply(Ok(vec![EvilEntry {
         path: Vec::new(),
-        kind: LyingKind::File {
+        kind: EvilKind::File {
             size: ANNOUNCED,
             inline: None,
         },
@@ -81,8 +47,8 @@ pub fn lying_hash(
     _rel: Vec<u8>,
     _size: u64,
     _mtime: (i64, u32),
-) -> LyingReply<[u8; 32]> {
-    LyingReply(Ok([0; 32]))
+) -> EvilReply<[u8; 32]> {
+    EvilReply(Ok([0; 32]))
 }
 
 /// Sends [`SENT`] bytes of the file, then nothing for 2.5 s.
@@ -91,10 +57,10 @@ pub fn lying_send(
     _src: Vec<u8>,
     _rel: Vec<u8>,
     _listed: (u64, (i64, u32)),
-    _opts: LyingOpts,
+    _opts: EvilOpts,
     data: Sender<Blob>,
     ready: Sender<()>,
-) -> LyingReply<()> {
+) -> EvilReply<()> {
     let _ = ready.send(());
     let mut b = BytesMut::with_capacity(16 + SENT);
     b.put_u8(1);
@@ -103,7 +69,7 @@ pub fn lying_send(
     b.put_bytes(0x5a, SENT);
     let _ = data.send(Blob(b.freeze()));
     std::thread::sleep(Duration::from_millis(2500));
-    LyingReply(Ok(()))
+    EvilReply(Ok(()))
 }
 
 struct Unmount(std::path::PathBuf);
