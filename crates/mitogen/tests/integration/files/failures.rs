@@ -3,7 +3,6 @@
 //! source changing while read, a peer or an intermediate killed mid-transfer.
 
 use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -120,18 +119,7 @@ pub fn full_disk(router: &Router) -> Result<()> {
     let ctx = local(router)?;
     let s = Scratch::new("full")?;
     let mnt = s.join("small");
-    std::fs::create_dir(&mnt)?;
-    let out = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=4m", "mitogen-files-test"])
-        .arg(&mnt)
-        .output()?;
-    if !out.status.success() {
-        return Err(crate::harness::cannot_run(format!(
-            "mount -t tmpfs: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
-    }
-    let _unmount = Unmount(mnt.clone());
+    let _unmount = super::mount_tmpfs(&mnt, "4m")?;
     std::fs::write(s.join("big"), pattern(16 << 20))?;
     let e = file_error(ctx.push(s.join("big"), mnt.join("big")))?;
     ensure!(
@@ -160,14 +148,6 @@ pub fn full_disk(router: &Router) -> Result<()> {
     std::fs::write(s.join("small.txt"), b"fits")?;
     ctx.push(s.join("small.txt"), mnt.join("small.txt"))?;
     Ok(())
-}
-
-struct Unmount(std::path::PathBuf);
-
-impl Drop for Unmount {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
 }
 
 /// A large file rewritten in place while it is pushed or fetched: the

@@ -4,7 +4,6 @@
 //! and everything is given back when the transfer fails.
 
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Result};
@@ -72,14 +71,6 @@ pub fn lying_send(
     EvilReply(Ok(()))
 }
 
-struct Unmount(std::path::PathBuf);
-
-impl Drop for Unmount {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
-}
-
 fn used(mnt: &Path) -> Result<u64> {
     let st = rustix::fs::statvfs(mnt)?;
     Ok((st.f_blocks - st.f_bfree) * st.f_frsize)
@@ -93,18 +84,7 @@ pub fn a_lying_sender_gets_one_step_of_disk(router: &Router) -> Result<()> {
     let ctx = local(router)?;
     let s = Scratch::new("claim")?;
     let mnt = s.join("disk");
-    std::fs::create_dir(&mnt)?;
-    let out = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=512m", "mitogen-files-test"])
-        .arg(&mnt)
-        .output()?;
-    if !out.status.success() {
-        return Err(crate::harness::cannot_run(format!(
-            "mount -t tmpfs: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
-    }
-    let _unmount = Unmount(mnt.clone());
+    let _unmount = super::mount_tmpfs(&mnt, "512m")?;
     let fns = (
         "integration::files::large_claim::lying_scan",
         "integration::files::large_claim::lying_hash",

@@ -180,3 +180,40 @@ pub fn temporaries(dir: &Path) -> Result<Vec<PathBuf>> {
         })
         .collect())
 }
+
+/// A tmpfs of `size` (as `mount -o size=` takes it) mounted at `mnt` (made
+/// here), unmounted when the guard is dropped; a machine that cannot mount
+/// one cannot run the test (docs/testing.md).
+pub fn mount_tmpfs(mnt: &Path, size: &str) -> Result<Unmount> {
+    std::fs::create_dir(mnt)?;
+    let out = std::process::Command::new("mount")
+        .args([
+            "-t",
+            "tmpfs",
+            "-o",
+            &format!("size={size}"),
+            "mitogen-files-test",
+        ])
+        .arg(mnt)
+        .output()?;
+    if !out.status.success() {
+        return Err(crate::harness::cannot_run(format!(
+            "mount -t tmpfs: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(Unmount(mnt.to_path_buf()))
+}
+
+/// Unmounts its mount point (lazily: a file still open in it does not keep
+/// it) when dropped.
+pub struct Unmount(PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
