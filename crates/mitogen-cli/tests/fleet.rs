@@ -331,14 +331,6 @@ fn a_target_cannot_forge_another_targets_lines_or_move_the_cursor() {
     );
 }
 
-/// Logins sshd accepted so far.
-fn logins(sshd: &common::Sshd) -> usize {
-    std::fs::read_to_string(sshd.server.dir.join("sshd.log"))
-        .unwrap_or_default()
-        .matches("Accepted publickey")
-        .count()
-}
-
 #[test]
 fn a_shared_jump_host_is_crossed_once_whatever_forks() {
     let sshd = sshd_or_skip!();
@@ -346,7 +338,7 @@ fn a_shared_jump_host_is_crossed_once_whatever_forks() {
     let host = sshd.target();
     let behind = format!("{host}/local");
     let hosts = d.file("hosts", &format!("{behind}\n{behind}\n{behind}\n"));
-    let before = logins(&sshd);
+    let before = sshd.logins();
     let mut args = strings(&["run", "--json", "-j", "1", "-H", &hosts]);
     args.extend(sshd.options());
     args.extend(strings(&["--", "sh", "-c", "echo $PPID"]));
@@ -354,33 +346,26 @@ fn a_shared_jump_host_is_crossed_once_whatever_forks() {
     assert_code(&out, 0);
     let r = records(&out);
     assert_eq!(r.len(), 3, "{}", out.stdout);
-    assert_eq!(logins(&sshd) - before, 1, "{}", sshd.log());
+    assert_eq!(sshd.logins() - before, 1, "{}", sshd.log());
 
     // copy and fetch too: one login for three targets taken one at a time.
     std::fs::write(d.path("f"), "data").unwrap();
     let dest = d.s("copied");
-    let mut args = strings(&["copy", "-j", "1", "-H", &hosts]);
-    args.extend(sshd.options());
-    args.extend(["--".into(), d.s("f"), dest.clone()]);
-    let out = mitogen(&d.0, &args);
-    assert_code(&out, 0);
-    assert!(
-        out.stdout.contains("3 targets, 3 ok, 0 failed"),
-        "{}",
-        out.stdout
-    );
-    assert_eq!(logins(&sshd) - before, 2, "{}", sshd.log());
-    let mut args = strings(&["fetch", "-j", "2", "-H", &hosts]);
-    args.extend(sshd.options());
-    args.extend(["--".into(), dest, d.s("got")]);
-    let out = mitogen(&d.0, &args);
-    assert_code(&out, 0);
-    assert!(
-        out.stdout.contains("3 targets, 3 ok, 0 failed"),
-        "{}",
-        out.stdout
-    );
-    assert_eq!(logins(&sshd) - before, 3, "{}", sshd.log());
+    let transfer = |verb: &str, j: &str, from: String, to: String, logins: usize| {
+        let mut args = strings(&[verb, "-j", j, "-H", &hosts]);
+        args.extend(sshd.options());
+        args.extend(["--".into(), from, to]);
+        let out = mitogen(&d.0, &args);
+        assert_code(&out, 0);
+        assert!(
+            out.stdout.contains("3 targets, 3 ok, 0 failed"),
+            "{}",
+            out.stdout
+        );
+        assert_eq!(sshd.logins() - before, logins, "{verb}: {}", sshd.log());
+    };
+    transfer("copy", "1", d.s("f"), dest.clone(), 2);
+    transfer("fetch", "2", dest, d.s("got"), 3);
     for n in 1..=3 {
         let dir = format!("got/{}#{n}/copied", behind.replace('/', "%2F"));
         assert_eq!(std::fs::read_to_string(d.path(&dir)).unwrap(), "data");

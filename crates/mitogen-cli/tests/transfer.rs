@@ -405,14 +405,6 @@ fn an_unreachable_target_gives_3_and_the_others_are_done() {
     assert!(r[1]["error"].as_str().unwrap().contains(&host), "{}", r[1]);
 }
 
-/// Logins sshd accepted so far.
-fn logins(sshd: &common::Sshd) -> usize {
-    std::fs::read_to_string(sshd.server.dir.join("sshd.log"))
-        .unwrap_or_default()
-        .matches("Accepted publickey")
-        .count()
-}
-
 #[test]
 fn copy_and_fetch_through_a_shared_ssh_hop_log_in_once() {
     let sshd = sshd_or_skip!();
@@ -421,7 +413,7 @@ fn copy_and_fetch_through_a_shared_ssh_hop_log_in_once() {
     std::fs::create_dir(d.path("srv")).unwrap();
     let host = sshd.target();
     let (a, b) = (format!("{host}/local"), format!("{host}/local/local"));
-    let before = logins(&sshd);
+    let before = sshd.logins();
 
     let mut args = strings(&["copy", "--json"]);
     args.extend(sshd.options());
@@ -434,7 +426,7 @@ fn copy_and_fetch_through_a_shared_ssh_hop_log_in_once() {
     ]);
     let out = mitogen(&d.0, &args);
     assert_code(&out, 0);
-    assert_eq!(logins(&sshd) - before, 1, "{}", sshd.log());
+    assert_eq!(sshd.logins() - before, 1, "{}", sshd.log());
     assert_tree(&d.path("srv/www"), &d.path("site"));
     let r = records(&out);
     assert_eq!(r.len(), 2);
@@ -457,7 +449,7 @@ fn copy_and_fetch_through_a_shared_ssh_hop_log_in_once() {
     ]);
     let out = mitogen(&d.0, &args);
     assert_code(&out, 0);
-    assert_eq!(logins(&sshd) - before, 2, "{}", sshd.log());
+    assert_eq!(sshd.logins() - before, 2, "{}", sshd.log());
     let dir_a = format!("got/{}", a.replace('/', "%2F"));
     assert_tree(&d.path(&format!("got/{host}/www")), &d.path("site"));
     assert_tree(&d.path(&dir_a).join("www"), &d.path("site"));

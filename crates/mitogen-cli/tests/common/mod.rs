@@ -149,3 +149,13 @@ pub fn mitogen(dir: &Path, args: &[String]) -> Output {
         stderr: std::fs::read_to_string(err_path).unwrap(),
     }
 }
+
+impl Sshd {
+    /// Logins this sshd has accepted so far.
+    pub fn logins(&self) -> usize {
+        std::fs::read_to_string(self.server.dir.join("sshd.log"))
+            .unwrap_or_default()
+            .matches("Accepted publickey")
+            .count()
+    }
+}
