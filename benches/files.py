@@ -467,9 +467,10 @@ def render_place(place, got, args):
           fx(warm), REPUSH_OVER_RSYNC, met((warm or 0) >= REPUSH_OVER_RSYNC)))
     skipped = [r.get('repush_skipped') for r in ours]
     note = ('Files the re-pushes of mitogen-rs left alone, every round: %s of %d. '
-            '`repush_ms` is the push right after the first (the receiver hashes again the '
-            'files it has just written, too recent for their stamps to vouch for them), '
-            '`repush_warm_ms` one more after a push more than 2 s later (both sides know '
+            '`repush_ms` is the push right after the first (where the file system shows '
+            'every later change at once, the receiver recorded what it wrote and reads '
+            'nothing; elsewhere it hashes again files too recent for their stamps to vouch '
+            'for them), `repush_warm_ms` one more after a push more than 2 s later (both sides know '
             'every file\'s stamp and read none; docs/files.md); rsync\'s figure is its '
             'no-op both times.'
             % (', '.join(str(s) for s in skipped), args.tree_files))

@@ -365,9 +365,10 @@ impl Bench<'_> {
             .push(src, &dst)
             .with_context(|| format!("pushing the tree again to {}", self.ctx.name()))?;
         let ms = t0.elapsed().as_secs_f64() * 1e3;
-        // A file is vouched for by its stamp only once hashed more than
-        // 2 s after its last change: the receiver's copies, just written,
-        // are hashed again by a push that late, and then not any more.
+        // Where change times are coarse, a file is vouched for by its stamp
+        // only once hashed more than 2 s after its last change: the
+        // receiver's copies, just written, are hashed again by a push that
+        // late, and then not any more (elsewhere they are known already).
         std::thread::sleep(STAMP_MARGIN.saturating_sub(written.elapsed()));
         self.ctx
             .push(src, &dst)
