@@ -63,16 +63,16 @@ fn dispatch(router: &mitogen::Router, cli: Cli) -> anyhow::Result<u8> {
             Ok(0)
         }
         Command::Copy(mut args) => {
-            args.targets = targets("copy", &args.fleet, args.targets);
+            args.targets = targets("copy", &args.common.fleet, args.targets);
             let plan = transfer::copy::plan(&args.paths).unwrap_or_else(|e| usage("copy", &e));
-            let mut printer = printer::transfer::new(args.json);
+            let mut printer = printer::transfer::new(args.common.json);
             transfer::copy::run(router, args, &plan, printer.as_mut())
         }
         Command::Fetch(mut args) => {
-            args.targets = targets("fetch", &args.fleet, args.targets);
+            args.targets = targets("fetch", &args.common.fleet, args.targets);
             let (dir, plan) = transfer::fetch::plan(&args.paths, args.flat, args.targets.len())
                 .unwrap_or_else(|e| usage("fetch", &e));
-            let mut printer = printer::transfer::new(args.json);
+            let mut printer = printer::transfer::new(args.common.json);
             transfer::fetch::run(router, args, &dir, &plan, printer.as_mut())
         }
     }

@@ -127,21 +127,9 @@ pub struct CopyArgs {
     #[arg(last = true, required = true, num_args = 2.., value_name = "PATH")]
     pub paths: Vec<PathBuf>,
 
-    /// Print one JSON object per target per line instead of text.
-    #[arg(long)]
-    pub json: bool,
-
-    /// How files are written.
+    /// Output, files, fleet and ssh options, as `fetch`'s and `copy`'s.
     #[command(flatten)]
-    pub files: FileFlags,
-
-    /// Hosts files and the concurrency limit.
-    #[command(flatten)]
-    pub fleet: FleetArgs,
-
-    /// How ssh hops are made.
-    #[command(flatten)]
-    pub connect: ConnectArgs,
+    pub common: TransferOptions,
 }
 
 /// Arguments of `mitogen fetch`.
@@ -168,6 +156,14 @@ pub struct FetchArgs {
     #[arg(long)]
     pub flat: bool,
 
+    /// Output, files, fleet and ssh options, as `fetch`'s and `copy`'s.
+    #[command(flatten)]
+    pub common: TransferOptions,
+}
+
+/// The options `copy` and `fetch` share.
+#[derive(Debug, Args)]
+pub struct TransferOptions {
     /// Print one JSON object per target per line instead of text.
     #[arg(long)]
     pub json: bool,

@@ -73,9 +73,10 @@ pub fn run(
     printer: &mut dyn TransferPrinter,
 ) -> anyhow::Result<u8> {
     let options = args
+        .common
         .connect
         .connect_options(&args.targets.iter().collect::<Vec<_>>())?;
-    let opts = args.files.options();
+    let opts = args.common.files.options();
     let work = |members: super::Members| {
         let contexts: Vec<_> = members.iter().map(|(_, c)| c.clone()).collect();
         let mut each: Vec<Vec<Outcome>> = members.iter().map(|_| Vec::new()).collect();
@@ -92,7 +93,7 @@ pub fn run(
         Verb::Copy,
         &args.targets,
         &options,
-        args.fleet.forks,
+        args.common.fleet.forks,
         group_of,
         work,
         printer,

@@ -146,9 +146,10 @@ pub fn run(
     printer: &mut dyn TransferPrinter,
 ) -> anyhow::Result<u8> {
     let options = args
+        .common
         .connect
         .connect_options(&args.targets.iter().collect::<Vec<_>>())?;
-    let opts = args.files.options();
+    let opts = args.common.files.options();
     let labels = crate::run::labels(&args.targets);
     let work = |members: super::Members| {
         members
@@ -170,7 +171,7 @@ pub fn run(
         Verb::Fetch,
         &args.targets,
         &options,
-        args.fleet.forks,
+        args.common.fleet.forks,
         |_| None,
         work,
         printer,
