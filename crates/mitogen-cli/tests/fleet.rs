@@ -16,7 +16,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::scratch::{assert_code, strings, Scratch};
+use common::scratch::{assert_code, assert_has, strings, Scratch};
 use common::{mitogen, Output};
 
 /// The JSON records of `--json` output, in the order they came.
@@ -324,11 +324,7 @@ fn a_target_cannot_forge_another_targets_lines_or_move_the_cursor() {
         "{}",
         out.stdout
     );
-    assert!(
-        out.stderr.contains("local#2: e^M[web2] exit 0"),
-        "{}",
-        out.stderr
-    );
+    assert_has(&out.stderr, "local#2: e^M[web2] exit 0");
 }
 
 #[test]
@@ -357,11 +353,7 @@ fn a_shared_jump_host_is_crossed_once_whatever_forks() {
         args.extend(["--".into(), from, to]);
         let out = mitogen(&d.0, &args);
         assert_code(&out, 0);
-        assert!(
-            out.stdout.contains("3 targets, 3 ok, 0 failed"),
-            "{}",
-            out.stdout
-        );
+        assert_has(&out.stdout, "3 targets, 3 ok, 0 failed");
         assert_eq!(sshd.logins() - before, logins, "{verb}: {}", sshd.log());
     };
     transfer("copy", "1", d.s("f"), dest.clone(), 2);

@@ -14,7 +14,7 @@ mod common;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
-use common::scratch::{assert_code, strings, Scratch};
+use common::scratch::{assert_code, assert_has, strings, Scratch};
 use common::{mitogen, Output};
 
 /// The JSON records of `--json` output, one per line, by target.
@@ -185,16 +185,8 @@ fn a_missing_source_fails_that_path_and_the_others_are_copied() {
         "{}",
         out.stderr
     );
-    assert!(
-        out.stderr.contains("no such file or directory"),
-        "{}",
-        out.stderr
-    );
-    assert!(
-        out.stdout.contains("(1 of 2 paths failed)"),
-        "{}",
-        out.stdout
-    );
+    assert_has(&out.stderr, "no such file or directory");
+    assert_has(&out.stdout, "(1 of 2 paths failed)");
 
     let out = d.run(&[
         "copy",
@@ -235,13 +227,12 @@ fn fetch_puts_each_target_in_a_directory_of_its_own() {
             b"log\n"
         );
     }
-    assert!(
-        out.stdout.contains(&format!(
+    assert_has(
+        &out.stdout,
+        &format!(
             "[local/local] fetched 5 files (586.0 KiB), 0 unchanged, 3 dirs, 1 link into {} in ",
             d.s("out/local%2Flocal")
-        )),
-        "{}",
-        out.stdout
+        ),
     );
 
     // Again, as JSON: nothing fetched twice, each record names its directory.
@@ -336,11 +327,7 @@ fn fetch_never_writes_through_a_link_an_earlier_fetch_left() {
         out.stderr
     );
     assert!(out.stderr.contains("is a symbolic link"), "{}", out.stderr);
-    assert!(
-        out.stderr.contains(&d.s("out/local/tree/sub")),
-        "{}",
-        out.stderr
-    );
+    assert_has(&out.stderr, &d.s("out/local/tree/sub"));
 }
 
 /// A `--flat` fetch whose target sent a link named as a target's directory
@@ -453,11 +440,7 @@ fn copy_and_fetch_through_a_shared_ssh_hop_log_in_once() {
     let dir_a = format!("got/{}", a.replace('/', "%2F"));
     assert_tree(&d.path(&format!("got/{host}/www")), &d.path("site"));
     assert_tree(&d.path(&dir_a).join("www"), &d.path("site"));
-    assert!(
-        out.stdout.contains("2 targets, 2 ok, 0 failed"),
-        "{}",
-        out.stdout
-    );
+    assert_has(&out.stdout, "2 targets, 2 ok, 0 failed");
 }
 
 #[test]
@@ -537,12 +520,9 @@ fn a_read_only_destination_and_an_unreadable_path_fail_only_their_target() {
     );
     assert!(out.stderr.contains(&denied), "{}", out.stderr);
     for t in [&root, &other] {
-        assert!(
-            out.stderr.contains(&format!(
-                "[{t}] failed: {missing} in context {t:?}: no such file or directory"
-            )),
-            "{}",
-            out.stderr
+        assert_has(
+            &out.stderr,
+            &format!("[{t}] failed: {missing} in context {t:?}: no such file or directory"),
         );
     }
 }

@@ -70,3 +70,10 @@ pub fn assert_code(out: &Output, code: i32) {
         out.stderr
     );
 }
+
+/// Fails, showing `text` (a finished command's output), unless it contains
+/// `want`.
+#[track_caller]
+pub fn assert_has(text: &str, want: &str) {
+    assert!(text.contains(want), "{want:?} not in:\n{text}");
+}
