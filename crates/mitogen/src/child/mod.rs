@@ -75,6 +75,12 @@ fn take_stdio() -> std::io::Result<(Arc<Side>, Arc<Side>, OwnedFd, OwnedFd)> {
         let b = rustix::fs::fstat(stdout)?;
         a.st_dev == b.st_dev && a.st_ino == b.st_ino
     };
+    // sshd's pipes are 64 KiB: a wider one lets it go on writing frames
+    // while this process waits for a CPU.
+    crate::sys::widen_stream_pipe(stdin);
+    if !same {
+        crate::sys::widen_stream_pipe(stdout);
+    }
     let rx = Arc::new(Side::new(dup_high(stdin)?)?);
     let tx = if same {
         rx.clone()

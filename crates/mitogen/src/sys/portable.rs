@@ -34,6 +34,9 @@ pub(crate) fn relay_pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     Ok((r, w))
 }
 
+/// Pipes keep the size they were made with.
+pub(crate) fn widen_stream_pipe(_fd: BorrowedFd<'_>) {}
+
 /// True when `fd` can be a [`splice`] source or destination: a socket.
 pub(crate) fn can_splice(fd: BorrowedFd<'_>) -> bool {
     match rustix::fs::fstat(fd) {

@@ -25,6 +25,6 @@ pub(crate) use memory::{release_free_memory, resident_set_kib};
 pub(crate) use peer::{peer_credentials, PeerCredentials};
 pub(crate) use process::{die_with_parent, outlive_parent, started_privileged, ProcessHandle};
 pub(crate) use random::random_bytes;
-pub(crate) use splice::{can_splice, pipe, relay_pipe, splice};
+pub(crate) use splice::{can_splice, pipe, relay_pipe, splice, widen_stream_pipe};
 pub(crate) use tty::set_controlling_terminal;
 pub(crate) use unnamed::{link_unnamed, open_unnamed};

@@ -25,6 +25,34 @@ pub(crate) fn relay_pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     Ok((r, w))
 }
 
+/// The size asked for a pipe that a context's stream arrives or leaves on
+/// (sshd and most container engines give the command pipes of 64 KiB).
+/// 256 KiB lets the peer write a whole large frame while this process is off
+/// the CPU, which on two cores shared with ssh and sshd is often: a fetch
+/// over ssh measured 7 % faster (four runs, interleaved), a push the same
+/// within 1 %. It is kept at a quarter
+/// of the relay pipe's because an unprivileged user has 64 MiB of pipe
+/// buffers in all (`pipe-user-pages-soft`) before the kernel gives their new
+/// pipes one page: two pipes of 256 KiB per context leave that for 128
+/// contexts of one user on one host.
+const STREAM_PIPE_SIZE: usize = 256 << 10;
+
+/// Widens `fd` to [`STREAM_PIPE_SIZE`] if it is a pipe smaller than that;
+/// anything else (a socket, a terminal), a pipe already as large, or a
+/// kernel that refuses is left as it is.
+pub(crate) fn widen_stream_pipe(fd: BorrowedFd<'_>) {
+    if !matches!(
+        rustix::fs::fstat(fd).map(|st| rustix::fs::FileType::from_raw_mode(st.st_mode)),
+        Ok(rustix::fs::FileType::Fifo)
+    ) {
+        return;
+    }
+    if rustix::pipe::fcntl_getpipe_size(fd).is_ok_and(|n| n < STREAM_PIPE_SIZE) {
+        // Best effort: past the user's allowance the pipe keeps its size.
+        let _ = rustix::pipe::fcntl_setpipe_size(fd, STREAM_PIPE_SIZE);
+    }
+}
+
 /// True when `fd` can be a [`splice`] endpoint: a socket or a pipe (a
 /// terminal, which `su` streams use, cannot).
 pub(crate) fn can_splice(fd: BorrowedFd<'_>) -> bool {
