@@ -9,12 +9,18 @@
 //! below it, so a deeper tree fans out at every level. The owners the
 //! source had travel with the call, so a staging hop that is not root
 //! still gives root targets the right owners.
+//!
+//! At every level the pushes run in parallel, at most
+//! [`FileOptions::fan_out`] at once (a group served through a hop counts as
+//! one at this level; the hop applies the same bound to its own), so a
+//! slow target delays only itself.
 
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use super::remote::here;
 use super::wire::Reply;
@@ -41,6 +47,13 @@ fn first_hop(router: &RouterInner, id: ContextId) -> ContextId {
     at
 }
 
+/// What one worker of [`push_all`] does: push to one target directly, or
+/// through a shared hop to a group of them.
+enum Job {
+    Direct(usize),
+    Through(ContextId, Vec<usize>),
+}
+
 pub(crate) fn push_all(
     targets: &[Context],
     src: &Path,
@@ -48,43 +61,80 @@ pub(crate) fn push_all(
     opts: &FileOptions,
     owners: Option<&Owners>,
 ) -> Vec<Result<Transfer>> {
-    let mut results: Vec<Option<Result<Transfer>>> = targets.iter().map(|_| None).collect();
+    let mut jobs: Vec<Job> = Vec::new();
     let mut groups: BTreeMap<ContextId, Vec<usize>> = BTreeMap::new();
     for (i, t) in targets.iter().enumerate() {
         let hop = first_hop(&t.router(), t.id());
         if hop == t.id() {
-            results[i] = Some(transfer::push(t, src, dst, opts, owners));
+            jobs.push(Job::Direct(i));
         } else {
             groups.entry(hop).or_default().push(i);
         }
     }
     for (hop, members) in groups {
-        if members.len() == 1 {
-            let i = members[0];
-            results[i] = Some(transfer::push(&targets[i], src, dst, opts, owners));
-            continue;
+        match members[..] {
+            [i] => jobs.push(Job::Direct(i)),
+            _ => jobs.push(Job::Through(hop, members)),
         }
-        let router = targets[members[0]].router();
-        let via = Context::new(router.clone(), hop, &router.name_of(hop), None);
-        let ids: Vec<ContextId> = members.iter().map(|&i| targets[i].id()).collect();
-        match through(&via, src, dst, opts, owners, &ids) {
-            Ok(each) => {
-                for (&i, r) in members.iter().zip(each) {
-                    results[i] = Some(r.0.map_err(Error::File));
+    }
+    let push = |i: usize| transfer::push(&targets[i], src, dst, opts, owners);
+    let done = bounded(opts.fan_out, &jobs, |job| match job {
+        Job::Direct(i) => vec![(*i, push(*i))],
+        Job::Through(hop, members) => {
+            let router = targets[members[0]].router();
+            let via = Context::new(router.clone(), *hop, &router.name_of(*hop), None);
+            let ids: Vec<ContextId> = members.iter().map(|&i| targets[i].id()).collect();
+            match through(&via, src, dst, opts, owners, &ids) {
+                Ok(each) => members
+                    .iter()
+                    .zip(each)
+                    .map(|(&i, r)| (i, r.0.map_err(Error::File)))
+                    .collect(),
+                Err(e) => {
+                    // The hop could not stage: each target is served
+                    // directly, one after another, so that this job still
+                    // counts as one push against the bound.
+                    tracing::debug!(hop = %via.name(), error = %e, "fan-out staging failed; pushing directly");
+                    members.iter().map(|&i| (i, push(i))).collect()
                 }
             }
-            Err(e) => {
-                // The hop could not stage: each target is served directly.
-                tracing::debug!(hop = %via.name(), error = %e, "fan-out staging failed; pushing directly");
-                for &i in &members {
-                    results[i] = Some(transfer::push(&targets[i], src, dst, opts, owners));
-                }
-            }
         }
+    });
+    let mut results: Vec<Option<Result<Transfer>>> = targets.iter().map(|_| None).collect();
+    for (i, r) in done.into_iter().flatten() {
+        results[i] = Some(r);
     }
     results
         .into_iter()
         .map(|r| r.unwrap_or(Err(Error::RouterShutdown)))
+        .collect()
+}
+
+/// `f` of each of `items`, in order, at most `limit` at once (at least
+/// one): as many scoped threads, each taking the next item as it finishes
+/// one, so that a slow target holds one of them, not a whole batch. One
+/// item, or a limit of one, runs on the calling thread.
+fn bounded<T: Sync, R: Send>(limit: usize, items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    let workers = limit.clamp(1, items.len().max(1));
+    if workers == 1 {
+        return items.iter().map(f).collect();
+    }
+    let next = AtomicUsize::new(0);
+    let out: Vec<Mutex<Option<R>>> = items.iter().map(|_| Mutex::new(None)).collect();
+    std::thread::scope(|s| {
+        for _ in 0..workers {
+            s.spawn(|| loop {
+                let k = next.fetch_add(1, Ordering::Relaxed);
+                let Some(item) = items.get(k) else { break };
+                let r = f(item);
+                *out[k].lock().unwrap_or_else(PoisonError::into_inner) = Some(r);
+            });
+        }
+    });
+    // A worker that panicked left its item empty: the scope re-raises the
+    // panic before this point, as a serial loop would have.
+    out.into_iter()
+        .filter_map(|m| m.into_inner().unwrap_or_else(PoisonError::into_inner))
         .collect()
 }
 

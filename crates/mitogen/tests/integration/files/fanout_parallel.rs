@@ -1,0 +1,106 @@
+//! `push_all`'s parallel fan-out: a hop serving several targets pushes to
+//! them at most `FileOptions::fan_out` at once, and a target that fails
+//! fails alone.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use anyhow::{ensure, Context as _, Result};
+use mitogen::files::{push_all, FileErrorKind, FileOptions};
+use mitogen::{Error, Router};
+
+use super::{pattern, Scratch};
+
+/// Moves the context it runs in to `dir`, so that a relative destination
+/// names a place of its own.
+#[mitogen::remote]
+pub fn chdir(dir: String) -> Result<(), String> {
+    std::env::set_current_dir(&dir).map_err(|e| format!("{dir}: {e}"))
+}
+
+/// How many of `pids` have a file open below `dir` (a file being received:
+/// an `O_TMPFILE` reads `dir/…/#N (deleted)`, a named one `.mitogen-…`).
+fn receiving(pids: &[u32], dir: &Path) -> usize {
+    let below = format!("{}/", dir.display());
+    pids.iter()
+        .filter(|pid| {
+            let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+                return false;
+            };
+            fds.filter_map(|e| e.ok())
+                .filter_map(|e| std::fs::read_link(e.path()).ok())
+                .any(|l| l.to_string_lossy().starts_with(&below))
+        })
+        .count()
+}
+
+/// Five contexts behind one intermediate (`local/local`, shared), each in a
+/// directory of its own, `fan_out` 2: the intermediate receives the 24 MiB
+/// file once and pushes it on, two at a time (never three; both at once
+/// for a while, where pushing one after another never has two); the middle
+/// one, whose destination directory is missing, fails alone with
+/// `NoDestinationDir`, and the four others have the whole file.
+pub fn a_hop_pushes_to_its_targets_fan_out_at_once(router: &Router) -> Result<()> {
+    let s = Scratch::new("fanout-parallel")?;
+    let size = 24 * 1024 * 1024;
+    std::fs::write(s.join("src"), pattern(size))?;
+    let targets: Vec<_> = (0..5)
+        .map(|_| router.connect("local/local"))
+        .collect::<Result<_, _>>()?;
+    let mut pids = Vec::new();
+    for (k, t) in targets.iter().enumerate() {
+        let home = s.join(format!("t{k}"));
+        std::fs::create_dir(&home)?;
+        if k != 2 {
+            std::fs::create_dir(home.join("sub"))?;
+        }
+        t.call(chdir, (home.display().to_string(),))?;
+        pids.push(t.call(crate::calls::pid, ())?);
+    }
+    let mut opts = FileOptions::default();
+    opts.update = false;
+    opts.fan_out = 2;
+    let (stop, peak) = (AtomicBool::new(false), AtomicUsize::new(0));
+    let results = std::thread::scope(|sc| {
+        sc.spawn(|| {
+            while !stop.load(Ordering::Relaxed) {
+                peak.fetch_max(receiving(&pids, &s.0), Ordering::Relaxed);
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        });
+        let r = push_all(&targets, s.join("src"), "sub/copy", &opts);
+        stop.store(true, Ordering::Relaxed);
+        r
+    });
+    let peak = peak.load(Ordering::Relaxed);
+    ensure!(
+        peak == 2,
+        "at most {peak} targets were receiving at once (fan_out 2)"
+    );
+    for (k, r) in results.into_iter().enumerate() {
+        let copy = s.join(format!("t{k}/sub/copy"));
+        if k == 2 {
+            match r {
+                Err(Error::File(f)) if f.kind == FileErrorKind::NoDestinationDir => {}
+                r => anyhow::bail!("the target without sub/: {r:?}"),
+            }
+            ensure!(!copy.exists(), "{copy:?}");
+            continue;
+        }
+        let t = r.with_context(|| format!("target {k}"))?;
+        ensure!(t.files == 1 && t.bytes == size as u64, "target {k}: {t:?}");
+        ensure!(
+            std::fs::read(&copy)? == pattern(size),
+            "content of {copy:?}"
+        );
+    }
+    for t in targets {
+        t.shutdown()?;
+    }
+    Ok(())
+}
+
+crate::tests! {
+    a_hop_pushes_to_its_targets_fan_out_at_once => 120,
+}
