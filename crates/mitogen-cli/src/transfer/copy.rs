@@ -58,9 +58,10 @@ pub fn named_in(dir: &Path, paths: &[PathBuf]) -> Result<Plan, String> {
     Ok(plan)
 }
 
-/// Targets behind the same first hop are pushed to together, so that
-/// `push_all` can stage the bytes on that hop once; a one-hop target is a
-/// group of its own (and runs in parallel with the others).
+/// Targets behind the same first hop are pushed to together, all of them
+/// whatever `-j` is, so that `push_all` stages the bytes on that hop once; a
+/// one-hop target is a group of its own (and runs in parallel with the
+/// others).
 fn group_of(t: &Target) -> Option<String> {
     (t.hops().len() > 1).then(|| t.prefix(1))
 }
@@ -76,7 +77,10 @@ pub fn run(
         .common
         .connect
         .connect_options(&args.targets.iter().collect::<Vec<_>>())?;
-    let opts = args.common.files.options();
+    let mut opts = args.common.files.options();
+    // A group is every target behind one first hop (schedule::jobs): -j
+    // bounds the pushes from that hop, and from here.
+    opts.fan_out = args.common.fleet.forks;
     let work = |members: super::Members| {
         let contexts: Vec<_> = members.iter().map(|(_, c)| c.clone()).collect();
         let mut each: Vec<Vec<Outcome>> = members.iter().map(|_| Vec::new()).collect();

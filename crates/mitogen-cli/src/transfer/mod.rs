@@ -4,8 +4,9 @@
 //! Both go the same way ([`execute`]): connect the targets, at most `-j N`
 //! at once (shared hops once, held for the whole command; a target that is
 //! also another's hop first), then move the files in one thread per
-//! *group* (targets behind one shared first hop form a group, so `push_all`
-//! can stage the bytes there once; every other target is a group of its
+//! *group* (for `copy`, all the targets behind one shared first hop form a
+//! group, so `push_all` stages the bytes there once whatever N is, and
+//! pushes from it at most N at once; every other target is a group of its
 //! own), and hand each target's [`TransferReport`] to the printer as soon as
 //! its group is done ([`schedule`]). [`copy`] and [`fetch`] only say what a
 //! group does.
@@ -228,8 +229,12 @@ where
         group_of,
         work,
         kept: Mutex::new(Vec::new()),
+        forks,
     };
-    let jobs = schedule::jobs(targets, forks);
+    // copy's work is one `push_all` per group, which bounds its own pushes
+    // (`fan_out`) and stages the bytes once per group: a first hop's
+    // targets are one job. fetch's work is a thread per target: jobs of N.
+    let jobs = schedule::jobs(targets, forks, verb == Verb::Copy);
     let (tx, rx) = mpsc::channel::<(usize, TransferReport)>();
     std::thread::scope(|s| -> anyhow::Result<()> {
         let (plan, jobs) = (&plan, &jobs);
