@@ -217,5 +217,28 @@ pub fn push_all(
     dst: impl AsRef<Path>,
     opts: &FileOptions,
 ) -> Vec<Result<Transfer>> {
-    fanout::push_all(targets, src.as_ref(), dst.as_ref(), opts, None)
+    fanout::push_all(targets, src.as_ref(), dst.as_ref(), opts, None, &|_, _| {})
+}
+
+/// [`push_all`], telling `on_done` each target's index (in `targets`) and
+/// result as soon as it is known, also for targets served through a hop
+/// (the hop sends each as it finishes), so that a caller can report a
+/// target without waiting for the slowest.
+///
+/// ```no_run
+/// # fn demo(targets: &[mitogen::Context]) {
+/// use mitogen::files::{push_all_each, FileOptions};
+/// push_all_each(targets, "app.tar", "/opt/app.tar", &FileOptions::default(), |i, r| {
+///     println!("{}: {}", targets[i].name(), if r.is_ok() { "ok" } else { "failed" });
+/// });
+/// # }
+/// ```
+pub fn push_all_each(
+    targets: &[Context],
+    src: impl AsRef<Path>,
+    dst: impl AsRef<Path>,
+    opts: &FileOptions,
+    on_done: impl Fn(usize, &Result<Transfer>) + Sync,
+) -> Vec<Result<Transfer>> {
+    fanout::push_all(targets, src.as_ref(), dst.as_ref(), opts, None, &on_done)
 }

@@ -1,13 +1,14 @@
 //! `push_all`'s parallel fan-out: a hop serving several targets pushes to
-//! them at most `FileOptions::fan_out` at once, and a target that fails
-//! fails alone.
+//! them at most `FileOptions::fan_out` at once, a target that fails fails
+//! alone, and each result comes back as it is known.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use anyhow::{ensure, Context as _, Result};
-use mitogen::files::{push_all, FileErrorKind, FileOptions};
+use mitogen::files::{push_all_each, FileErrorKind, FileOptions};
 use mitogen::{Error, Router};
 
 use super::{pattern, Scratch};
@@ -40,7 +41,9 @@ fn receiving(pids: &[u32], dir: &Path) -> usize {
 /// file once and pushes it on, two at a time (never three; both at once
 /// for a while, where pushing one after another never has two); the middle
 /// one, whose destination directory is missing, fails alone with
-/// `NoDestinationDir`, and the four others have the whole file.
+/// `NoDestinationDir`, and the four others have the whole file. Each result
+/// is told (`push_all_each`) as the hop sends it, the first before the last
+/// target has its copy.
 pub fn a_hop_pushes_to_its_targets_fan_out_at_once(router: &Router) -> Result<()> {
     let s = Scratch::new("fanout-parallel")?;
     let size = 24 * 1024 * 1024;
@@ -62,6 +65,7 @@ pub fn a_hop_pushes_to_its_targets_fan_out_at_once(router: &Router) -> Result<()
     opts.update = false;
     opts.fan_out = 2;
     let (stop, peak) = (AtomicBool::new(false), AtomicUsize::new(0));
+    let told = Mutex::new(Vec::new());
     let results = std::thread::scope(|sc| {
         sc.spawn(|| {
             while !stop.load(Ordering::Relaxed) {
@@ -69,7 +73,11 @@ pub fn a_hop_pushes_to_its_targets_fan_out_at_once(router: &Router) -> Result<()
                 std::thread::sleep(Duration::from_millis(1));
             }
         });
-        let r = push_all(&targets, s.join("src"), "sub/copy", &opts);
+        let r = push_all_each(&targets, s.join("src"), "sub/copy", &opts, |k, r| {
+            // Whether the last target had its copy yet when this was told.
+            let last = s.join("t4/sub/copy").exists();
+            told.lock().unwrap().push((k, r.is_ok(), last));
+        });
         stop.store(true, Ordering::Relaxed);
         r
     });
@@ -78,6 +86,19 @@ pub fn a_hop_pushes_to_its_targets_fan_out_at_once(router: &Router) -> Result<()
         peak == 2,
         "at most {peak} targets were receiving at once (fan_out 2)"
     );
+    // Each result was told once, as the hop sent it: the first long before
+    // the last target had its copy.
+    let told = told.into_inner().unwrap();
+    let mut order: Vec<usize> = told.iter().map(|t| t.0).collect();
+    order.sort();
+    ensure!(order == [0, 1, 2, 3, 4], "told {told:?}");
+    ensure!(
+        !told[0].2,
+        "the first result was told only at the end: {told:?}"
+    );
+    for &(k, ok, _) in &told {
+        ensure!(ok == (k != 2) && ok == results[k].is_ok(), "told {told:?}");
+    }
     for (k, r) in results.into_iter().enumerate() {
         let copy = s.join(format!("t{k}/sub/copy"));
         if k == 2 {
