@@ -382,7 +382,7 @@ fn noise(n: usize) -> Vec<u8> {
 /// `-j 2`: `mitogen copy` writes the 8 MiB file to the ssh client about
 /// once (where jobs of two wrote it three times: two stagings and a direct
 /// push), over one login; four targets have it, and the middle one fails
-/// alone (exit status 1).
+/// alone (exit status 1); each is reported as its push ends.
 #[test]
 fn copy_to_five_behind_a_jump_host_crosses_its_link_once_with_j_2() {
     let sshd = sshd_or_skip!();
@@ -422,6 +422,16 @@ fn copy_to_five_behind_a_jump_host_crosses_its_link_once_with_j_2() {
     assert_eq!(std::fs::read(d.path("dst/f")).unwrap(), noise(size));
     let r = records(&out);
     assert_eq!(r.len(), 5, "{}", out.stdout);
+    // Each is reported as its push ends, not all when the last one does
+    // (where they were, a fraction of a millisecond apart): two pushes at
+    // once, so the last two are a push of 8 MiB after the first.
+    let ms: Vec<f64> = r
+        .iter()
+        .map(|r| r["duration_ms"].as_f64().unwrap())
+        .collect();
+    let spread =
+        ms.iter().cloned().fold(f64::MIN, f64::max) - ms.iter().cloned().fold(f64::MAX, f64::min);
+    assert!(spread > 5.0, "reported together: {ms:?}");
     for r in &r {
         if r["target"] == other.as_str() {
             assert_eq!(r["ok"], false, "{r}");

@@ -186,12 +186,20 @@ pub type Outcome = Result<Transfer, Failure>;
 /// What one group's thread gets: its members' indices and contexts.
 pub type Members<'a> = &'a [(usize, Context)];
 
+/// How a group's work hands in a member's report before the whole group is
+/// done (`copy`: each target as its last push ends): the member's place in
+/// [`Members`], its destination and one result per path. A member told
+/// this way is printed at once; what the work returns for it later is not
+/// printed again.
+pub type Early<'a> = &'a (dyn Fn(usize, Option<String>, Vec<Outcome>) + Sync);
+
 /// Runs `work` for the targets under the concurrency limit `forks`
 /// ([`schedule`]: at most `forks` targets connecting or moving files at
 /// once; targets with equal `group_of` keys in one job are served together,
 /// `None` alone), and prints each target's report as it comes. `work`
 /// returns, for each member in order, its destination (for the report) and
-/// one result per path. Returns the exit status.
+/// one result per path, and may hand in a member's report before that
+/// ([`Early`]). Returns the exit status.
 #[allow(clippy::too_many_arguments)]
 pub fn execute<W>(
     router: &Router,
@@ -204,7 +212,7 @@ pub fn execute<W>(
     printer: &mut dyn TransferPrinter,
 ) -> anyhow::Result<u8>
 where
-    W: Fn(Members) -> Vec<(Option<String>, Vec<Outcome>)> + Sync,
+    W: Fn(Members, Early) -> Vec<(Option<String>, Vec<Outcome>)> + Sync,
 {
     let started = Instant::now();
     let labels = crate::run::labels(targets);

@@ -14,7 +14,7 @@ use std::sync::{Mutex, PoisonError};
 
 use mitogen::{Context, Target};
 
-use super::{Failure, Members, Outcome, TransferReport};
+use super::{Early, Failure, Members, Outcome, TransferReport};
 use crate::fleet::holds::{is_a_hop_of_another, Holds};
 use crate::fleet::window::{chunks, Window};
 
@@ -63,7 +63,7 @@ pub struct Plan<'a, G, W> {
 impl<G, W> Plan<'_, G, W>
 where
     G: Fn(&Target) -> Option<String> + Sync,
-    W: Fn(Members) -> Vec<(Option<String>, Vec<Outcome>)> + Sync,
+    W: Fn(Members, Early) -> Vec<(Option<String>, Vec<Outcome>)> + Sync,
 {
     /// Runs every job in a window of `forks` slots, sending each target's
     /// report (index, report) to `tx` as it comes.
@@ -105,7 +105,17 @@ where
         std::thread::scope(|s| {
             for (_, members) in &groups {
                 s.spawn(move || {
-                    let mut results = (self.work)(members);
+                    // A report handed in early goes out at once; the one
+                    // sent for it below is then dropped by the printer's
+                    // loop (the first report of a target is the one kept).
+                    let early = |k: usize, dest: Option<String>, results: Vec<Outcome>| {
+                        if let Some((i, _)) = members.get(k) {
+                            let report =
+                                TransferReport::new(self.labels[*i].clone(), dest, results);
+                            let _ = tx.send((*i, report));
+                        }
+                    };
+                    let mut results = (self.work)(members, &early);
                     results.resize_with(members.len(), || (None, vec![Err(super::thread_died())]));
                     for ((i, _), (dest, results)) in members.iter().zip(results) {
                         let report = TransferReport::new(self.labels[*i].clone(), dest, results);
