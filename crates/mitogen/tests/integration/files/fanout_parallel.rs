@@ -122,6 +122,57 @@ pub fn a_hop_pushes_to_its_targets_fan_out_at_once(router: &Router) -> Result<()
     Ok(())
 }
 
+/// A hostile target behind a hop that stops answering (stopped, SIGSTOP)
+/// holds one of the hop's pushes until `idle_timeout` (3 s here), not the
+/// others: with `fan_out` 2 and the stopped one first, the three others have
+/// their copies and are told well before it times out, and it fails alone
+/// as `Interrupted` (one after another, the three waited for it first).
+pub fn a_stopped_target_holds_one_push_of_its_hop(router: &Router) -> Result<()> {
+    use rustix::process::{kill_process, Pid, Signal};
+    let s = Scratch::new("fanout-stopped")?;
+    std::fs::write(s.join("src"), pattern(64 * 1024))?;
+    let targets: Vec<_> = (0..4)
+        .map(|_| router.connect("local/local"))
+        .collect::<Result<_, _>>()?;
+    for (k, t) in targets.iter().enumerate() {
+        let home = s.join(format!("t{k}"));
+        std::fs::create_dir_all(home.join("sub"))?;
+        t.call(chdir, (home.display().to_string(),))?;
+    }
+    let stopped = targets[0].call(crate::calls::pid, ())?;
+    let stopped = Pid::from_raw(stopped as i32).context("pid")?;
+    let mut opts = FileOptions::default();
+    opts.fan_out = 2;
+    opts.idle_timeout = Duration::from_secs(3);
+    kill_process(stopped, Signal::STOP)?;
+    let start = std::time::Instant::now();
+    let told = Mutex::new(Vec::new());
+    let results = push_all_each(&targets, s.join("src"), "sub/copy", &opts, |k, _| {
+        told.lock().unwrap().push((k, start.elapsed()));
+    });
+    kill_process(stopped, Signal::CONT)?;
+    let told = told.into_inner().unwrap();
+    for &(k, at) in &told {
+        ensure!(
+            k == 0 || at < Duration::from_millis(2500),
+            "target {k} was told after {at:?}, behind the stopped one: {told:?}"
+        );
+    }
+    match &results[0] {
+        Err(Error::File(f)) if f.kind == FileErrorKind::Interrupted => {}
+        r => anyhow::bail!("the stopped target: {r:?}"),
+    }
+    for k in 1..4 {
+        ensure!(results[k].is_ok(), "target {k}: {:?}", results[k]);
+        ensure!(std::fs::read(s.join(format!("t{k}/sub/copy")))? == pattern(64 * 1024));
+    }
+    for t in targets {
+        t.shutdown()?;
+    }
+    Ok(())
+}
+
 crate::tests! {
     a_hop_pushes_to_its_targets_fan_out_at_once => 120,
+    a_stopped_target_holds_one_push_of_its_hop => 60,
 }
