@@ -30,6 +30,7 @@ mod claim;
 mod dest;
 mod fanout;
 mod fine_times;
+mod progress;
 mod pump;
 mod remote;
 mod resend;
@@ -45,6 +46,7 @@ use std::time::Duration;
 use crate::core::context::Context;
 use crate::core::error::Result;
 pub use crate::core::file_error::{FileError, FileErrorKind};
+pub use progress::Progress;
 use wire::{Done, WireOpts};
 
 /// What a push or fetch did.
@@ -114,6 +116,13 @@ pub struct FileOptions {
     /// Small files' content sent with the listing, in all (default 64 MiB);
     /// past it they are streamed one by one.
     pub inline_budget: u64,
+    /// A counter the transfer adds to as bytes move, read by the caller
+    /// while it runs (a progress line): see [`Progress`] for what it counts
+    /// (default: none). It counts only what this process moves: it is not
+    /// sent with the options to other contexts (a hop serving a fan-out
+    /// gets none).
+    #[serde(skip)]
+    pub progress: Option<Progress>,
 }
 
 impl Default for FileOptions {
@@ -127,6 +136,7 @@ impl Default for FileOptions {
             window: 8 * 1024 * 1024,
             idle_timeout: Duration::from_secs(60),
             inline_budget: 64 * 1024 * 1024,
+            progress: None,
         }
     }
 }
