@@ -190,7 +190,9 @@ pub type Members<'a> = &'a [(usize, Context)];
 /// once; targets with equal `group_of` keys in one job are served together,
 /// `None` alone), and prints each target's report as it comes. `work`
 /// returns, for each member in order, its destination (for the report) and
-/// one result per path. Returns the exit status.
+/// one result per path. `bytes` is what the progress line shows of the
+/// bytes moving (the counter `work` gives its transfers). Returns the exit
+/// status.
 #[allow(clippy::too_many_arguments)]
 pub fn execute<W>(
     router: &Router,
@@ -201,13 +203,14 @@ pub fn execute<W>(
     group_of: impl Fn(&Target) -> Option<String> + Sync,
     work: W,
     printer: &mut dyn TransferPrinter,
+    bytes: progress::Bytes,
 ) -> anyhow::Result<u8>
 where
     W: Fn(Members) -> Vec<(Option<String>, Vec<Outcome>)> + Sync,
 {
     let started = Instant::now();
     let labels = crate::run::labels(targets);
-    let progress = progress::Progress::new(verb, targets.len());
+    let progress = progress::Progress::new(verb, targets.len(), bytes);
     let mut reports: Vec<Option<TransferReport>> = targets.iter().map(|_| None).collect();
     let emit = |i: usize,
                 mut r: TransferReport,
@@ -215,7 +218,7 @@ where
                 printer: &mut dyn TransferPrinter| {
         r.duration = started.elapsed();
         progress.suspend(|| printer.transfer(verb, &r))?;
-        progress.done(&r);
+        progress.done();
         reports[i] = Some(r);
         std::io::Result::Ok(())
     };
