@@ -5,7 +5,8 @@
 //! characters) shown visibly. Real local contexts, a real pty (script(1),
 //! util-linux: the progress tests return where skipping is allowed).
 
-#[macro_use]
+// The ssh fixture's macro is not used here.
+#[allow(unused_macros)]
 mod common;
 
 use std::io::Write;
