@@ -2,6 +2,7 @@
 //! every target, through `files::push_all` so that targets behind one shared
 //! hop get the bytes over the first link once.
 
+use std::io::IsTerminal;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
@@ -81,13 +82,16 @@ pub fn run(
     let counter = mitogen::files::Progress::new();
     opts.progress = Some(counter.clone());
     let forks = args.common.fleet.forks;
+    let shown = !args.common.json && std::io::stderr().is_terminal();
+    // The sources are walked for their size only when the line is drawn:
+    // a script's copy of a large tree does not pay for a second walk.
+    let total = shown.then(|| {
+        plan.iter().map(|(src, _)| source_bytes(src)).sum::<u64>() * sends(&args.targets, forks)
+    });
     let bytes = Bytes {
         counter,
-        total: Some(
-            plan.iter().map(|(src, _)| source_bytes(src)).sum::<u64>()
-                * sends(&args.targets, forks),
-        ),
-        shown: !args.common.json,
+        total,
+        shown,
     };
     let work = |members: super::Members| {
         let contexts: Vec<_> = members.iter().map(|(_, c)| c.clone()).collect();
