@@ -45,7 +45,7 @@ pub fn init(verbose: u8) {
     tracing_subscriber::registry()
         .with(
             tracing_subscriber::fmt::layer()
-                .with_writer(std::io::stderr)
+                .with_writer(|| crate::printer::log::VisibleLog(std::io::stderr()))
                 .with_target(verbose > 0)
                 .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
                 .with_filter(filter),

@@ -34,7 +34,8 @@ fn main(router: mitogen::Router) -> ExitCode {
         // The reader went away (e.g. `| head`): stop quietly, as other tools do.
         Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("mitogen: {e:#}");
+            // A benchmark's failure may quote the target (a remote error).
+            eprintln!("mitogen: {}", printer::human::visible(&format!("{e:#}")));
             ExitCode::from(EXIT_FAILED)
         }
     }

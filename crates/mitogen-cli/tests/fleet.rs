@@ -13,7 +13,6 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::scratch::{assert_code, assert_has, strings, Scratch};
@@ -235,30 +234,9 @@ fn forks_1_goes_on_past_a_failed_target_and_sums_up() {
     assert_eq!(out.stderr, "");
 }
 
-/// `mitogen ARGS` under a pty (script(1)), as on an operator's terminal:
-/// what the terminal got, stdout and stderr together.
+/// `mitogen ARGS` under a pty (`common::pty`).
 fn on_a_terminal(args: &str) -> Option<String> {
-    if !Path::new("/usr/bin/script").exists() {
-        match mitogen_testkit::skip::cannot_run("script(1) (util-linux) for a pty")
-            .downcast::<mitogen_testkit::skip::Skipped>()
-        {
-            Ok(skipped) => {
-                eprintln!("{skipped}");
-                return None;
-            }
-            Err(e) => panic!("{e:#}"),
-        }
-    }
-    let command = format!("{} {args}", env!("CARGO_BIN_EXE_mitogen"));
-    let out = Command::new("script")
-        .args(["-qec", &command, "/dev/null"])
-        .env_remove("MITOGEN_LOG")
-        .env_remove("RUST_LOG")
-        .stdin(std::process::Stdio::null())
-        .output()
-        .expect("starting script");
-    assert!(out.status.success(), "{out:?}");
-    Some(String::from_utf8_lossy(&out.stdout).into_owned())
+    common::pty::on_a_terminal(&std::env::temp_dir(), args)
 }
 
 #[test]

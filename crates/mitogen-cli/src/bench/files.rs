@@ -89,6 +89,9 @@ pub struct FilesPlan {
 impl FilesPlan {
     fn options(&self) -> FileOptions {
         let mut o = FileOptions::default();
+        // Counted as `mitogen copy` and `fetch` count for their progress
+        // line, so that the figures are theirs.
+        o.progress = Some(mitogen::files::Progress::new());
         if let Some(w) = self.window_mib {
             o.window = w as usize * MIB;
         }

@@ -6,12 +6,16 @@
 //! ([`write_visible`]): a carriage return, an escape sequence or a
 //! backspace from a hostile target could otherwise move the cursor back
 //! over its own label and draw another target's, erase the progress line or
-//! a summary, or retitle the terminal. `--json` carries the bytes
-//! themselves (JSON escapes control characters).
+//! a summary, or retitle the terminal; Unicode direction controls and
+//! invisible format characters are shown as `<U+202E>`, since they could
+//! make a line read as something it is not (see [`super::invisible`]).
+//! `--json` carries the text itself (JSON escapes control characters, and
+//! our JSON writer those characters too).
 
 use std::io::{self, Write};
 use std::time::Duration;
 
+use super::invisible::is_invisible;
 use super::Printer;
 use crate::bench::files::FilesReport;
 use crate::bench::BenchReport;
@@ -50,7 +54,10 @@ fn prefixed(w: &mut impl Write, label: &str, data: &[u8]) -> io::Result<()> {
 /// that nothing in it can move the cursor or change the terminal: C0
 /// characters and DEL in `cat -v`'s caret notation (`^M`, `^[`, `^?`), C1
 /// characters (U+0080 to U+009F, and such bytes that are not UTF-8) as
-/// `\x9b`. Everything else, invalid UTF-8 included, is written as it is.
+/// `\x9b`; and Unicode's direction controls and invisible format
+/// characters ([`is_invisible`]) as `<U+202E>`, so that nothing in it can
+/// reorder or hide what is shown either. Everything else, other non-ASCII
+/// text and invalid UTF-8 included, is written as it is.
 pub fn write_visible(w: &mut impl Write, data: &[u8]) -> io::Result<()> {
     let plain = |b: &u8| (*b >= 0x20 || *b == b'\t') && *b < 0x7f;
     if data.iter().all(plain) {
@@ -64,6 +71,7 @@ pub fn write_visible(w: &mut impl Write, data: &[u8]) -> io::Result<()> {
                 n @ 0..=0x1f => out.extend([b'^', n as u8 + 0x40]),
                 0x7f => out.extend(b"^?"),
                 n @ 0x80..=0x9f => out.extend(format!("\\x{n:02x}").bytes()),
+                n if is_invisible(c) => out.extend(format!("<U+{n:04X}>").bytes()),
                 _ => out.extend(c.encode_utf8(&mut [0; 4]).bytes()),
             }
         }
@@ -346,6 +354,23 @@ mod tests {
         write_visible(&mut out, b"\xff\x9b\xc3").unwrap();
         assert_eq!(out, b"\xff\\x9b\xc3");
         assert_eq!(visible("a\nb"), "a^Jb");
+    }
+
+    #[test]
+    fn direction_controls_and_invisible_characters_are_shown() {
+        // An override that would show `[web1] exit 1` reversed after it,
+        // an isolate, marks, a zero-width space and a tag character.
+        let data = "ok \u{202e}1 tixe ]1bew[\u{202c} \u{2067}x\u{2069}\u{200f}\u{200b}\u{e0041}\n";
+        let mut out = Vec::new();
+        prefixed(&mut out, "web1", data.as_bytes()).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "web1: ok <U+202E>1 tixe ]1bew[<U+202C> <U+2067>x<U+2069><U+200F><U+200B><U+E0041>\n"
+        );
+        // Ordinary non-ASCII text is written as it is.
+        let text =
+            "café naïve Straße 漢字 한국어 العربية עברית 🎉 👨\u{200d}👩\u{200d}👧 ❤\u{fe0f}";
+        assert_eq!(visible(text), text);
     }
 
     #[test]

@@ -6,6 +6,7 @@ use std::io::{self, Write};
 
 use serde::Serialize;
 
+use super::invisible::is_invisible;
 use super::Printer;
 use crate::bench::files::FilesReport;
 use crate::bench::BenchReport;
@@ -44,6 +45,35 @@ impl<'a> From<&'a TargetReport> for TargetRecord<'a> {
     }
 }
 
+/// serde_json's compact output, except that in strings DEL, the C1
+/// controls and the characters the text printer shows as `<U+XXXX>`
+/// ([`is_invisible`]) are written as `\\uXXXX` escapes. JSON needs only C0
+/// escaped (serde_json does), but a terminal showing the output would act
+/// on a raw C1 CSI or reorder text at a direction override; the escapes are
+/// the same string to every JSON reader, so the data stays exact.
+struct Escaping;
+
+impl serde_json::ser::Formatter for Escaping {
+    fn write_string_fragment<W: ?Sized + Write>(
+        &mut self,
+        w: &mut W,
+        fragment: &str,
+    ) -> io::Result<()> {
+        let hidden = |c: char| matches!(c as u32, 0x7f..=0x9f) || is_invisible(c);
+        let mut plain = 0;
+        for (i, c) in fragment.char_indices() {
+            if hidden(c) {
+                w.write_all(&fragment.as_bytes()[plain..i])?;
+                for unit in c.encode_utf16(&mut [0; 2]) {
+                    write!(w, "\\u{unit:04x}")?;
+                }
+                plain = i + c.len_utf8();
+            }
+        }
+        w.write_all(&fragment.as_bytes()[plain..])
+    }
+}
+
 /// Writes JSON lines to `out`.
 pub struct JsonPrinter<W> {
     out: W,
@@ -56,7 +86,8 @@ impl<W: Write> JsonPrinter<W> {
     }
 
     pub(super) fn line(&mut self, value: &impl Serialize) -> io::Result<()> {
-        serde_json::to_writer(&mut self.out, value)?;
+        let mut ser = serde_json::Serializer::with_formatter(&mut self.out, Escaping);
+        value.serialize(&mut ser)?;
         self.out.write_all(b"\n")?;
         self.out.flush()
     }
@@ -105,5 +136,29 @@ mod tests {
         assert!(v["error"].is_null());
         assert_eq!(v["duration_ms"], 1.5);
         assert!(buf.ends_with(b"}\n"));
+    }
+
+    #[test]
+    fn hidden_characters_are_escaped_and_read_back_the_same() {
+        let mut buf = Vec::new();
+        let text = "a\u{202e}b\u{9b}c\u{7f}\u{e0041}\n\u{1b}é漢🎉";
+        let report = TargetReport {
+            target: "local".into(),
+            outcome: Outcome::Ran(CommandOutput {
+                code: Some(0),
+                signal: None,
+                stdout: text.as_bytes().to_vec(),
+                stderr: vec![],
+            }),
+            duration: Duration::ZERO,
+        };
+        JsonPrinter::new(&mut buf).target(&report).unwrap();
+        let line = String::from_utf8(buf.clone()).unwrap();
+        assert!(
+            line.contains(r#""stdout":"a\u202eb\u009bc\u007f\udb40\udc41\n\u001bé漢🎉""#),
+            "{line}"
+        );
+        let v: serde_json::Value = serde_json::from_slice(&buf).unwrap();
+        assert_eq!(v["stdout"], text);
     }
 }

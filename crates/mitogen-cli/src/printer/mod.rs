@@ -3,7 +3,9 @@
 //! format is defined in one place.
 
 pub mod human;
+pub mod invisible;
 pub mod json;
+pub mod log;
 pub mod transfer;
 
 use std::io;

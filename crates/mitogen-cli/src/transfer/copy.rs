@@ -3,6 +3,7 @@
 //! shared hop get the bytes over the first link once, each reported as it
 //! finishes.
 
+use std::io::IsTerminal;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
@@ -10,6 +11,7 @@ use mitogen::files::{push_all_each, Transfer};
 use mitogen::{Router, Target};
 
 use super::args::CopyArgs;
+use super::progress::Bytes;
 use super::{execute, Failure, Outcome, Verb};
 use crate::printer::transfer::TransferPrinter;
 
@@ -91,6 +93,20 @@ pub fn run(
     // A group is every target behind one first hop (schedule::jobs): -j
     // bounds the pushes from that hop, and from here.
     opts.fan_out = args.common.fleet.forks;
+    let counter = mitogen::files::Progress::new();
+    opts.progress = Some(counter.clone());
+    let forks = args.common.fleet.forks;
+    let shown = !args.common.json && std::io::stderr().is_terminal();
+    // The sources are walked for their size only when the line is drawn:
+    // a script's copy of a large tree does not pay for a second walk.
+    let total = shown.then(|| {
+        plan.iter().map(|(src, _)| source_bytes(src)).sum::<u64>() * sends(&args.targets, forks)
+    });
+    let bytes = Bytes {
+        counter,
+        total,
+        shown,
+    };
     let work = |members: super::Members, early: super::Early| {
         let contexts: Vec<_> = members.iter().map(|(_, c)| c.clone()).collect();
         let mut each: Vec<Vec<Outcome>> = members.iter().map(|_| Vec::new()).collect();
@@ -116,11 +132,47 @@ pub fn run(
         Verb::Copy,
         &args.targets,
         &options,
-        args.common.fleet.forks,
+        forks,
         group_of,
         work,
         printer,
+        bytes,
     )
+}
+
+/// The content bytes of the regular files of `src` (a file or a tree; links
+/// are not followed, as the push does not follow them): what a push sends
+/// when the target has none of them. What cannot be read counts nothing
+/// here (the push reports it).
+fn source_bytes(src: &Path) -> u64 {
+    match std::fs::symlink_metadata(src) {
+        Ok(m) if m.is_file() => m.len(),
+        Ok(m) if m.is_dir() => std::fs::read_dir(src)
+            .map(|dir| dir.flatten().map(|e| source_bytes(&e.path())).sum())
+            .unwrap_or(0),
+        _ => 0,
+    }
+}
+
+/// How many times this process sends the sources: once per target, except
+/// that the targets behind one shared first hop (a group, all in one job)
+/// get them once, staged on the hop (`push_all`), which sends them on.
+fn sends(targets: &[Target], forks: usize) -> u64 {
+    super::schedule::jobs(targets, forks, true)
+        .iter()
+        .map(|job| {
+            let mut keys: Vec<String> = Vec::new();
+            let mut alone = 0;
+            for &i in job {
+                match group_of(&targets[i]) {
+                    Some(k) if !keys.contains(&k) => keys.push(k),
+                    Some(_) => {}
+                    None => alone += 1,
+                }
+            }
+            alone + keys.len() as u64
+        })
+        .sum()
 }
 
 #[cfg(test)]
@@ -161,6 +213,19 @@ mod tests {
                 pair("b/y.conf", "/etc/app/y.conf")
             ])
         );
+    }
+
+    #[test]
+    fn a_shared_hop_is_sent_to_once_whatever_j_is() {
+        let t = |v: &[&str]| {
+            v.iter()
+                .map(|s| s.parse().unwrap())
+                .collect::<Vec<Target>>()
+        };
+        assert_eq!(sends(&t(&["web1", "web2", "web1"]), 10), 3);
+        assert_eq!(sends(&t(&["b/w1", "b/w2", "b/w3", "web1"]), 10), 2);
+        assert_eq!(sends(&t(&["b/w1", "b/w2", "b/w3", "web1"]), 2), 2);
+        assert_eq!(sends(&t(&["web1", "web1/sudo"]), 10), 2);
     }
 
     #[test]

@@ -149,7 +149,16 @@ pub fn run(
         .common
         .connect
         .connect_options(&args.targets.iter().collect::<Vec<_>>())?;
-    let opts = args.common.files.options();
+    let mut opts = args.common.files.options();
+    let counter = mitogen::files::Progress::new();
+    opts.progress = Some(counter.clone());
+    // What a target has is known only once it has listed it: bytes and
+    // rate, no total.
+    let bytes = super::progress::Bytes {
+        counter,
+        total: None,
+        shown: !args.common.json,
+    };
     let labels = crate::run::labels(&args.targets);
     let work = |members: super::Members, _: super::Early| {
         members
@@ -175,6 +184,7 @@ pub fn run(
         |_| None,
         work,
         printer,
+        bytes,
     )
 }
 

@@ -199,7 +199,8 @@ pub type Early<'a> = &'a (dyn Fn(usize, Option<String>, Vec<Outcome>) + Sync);
 /// `None` alone), and prints each target's report as it comes. `work`
 /// returns, for each member in order, its destination (for the report) and
 /// one result per path, and may hand in a member's report before that
-/// ([`Early`]). Returns the exit status.
+/// ([`Early`]). `bytes` is what the progress line shows of the bytes moving
+/// (the counter `work` gives its transfers). Returns the exit status.
 #[allow(clippy::too_many_arguments)]
 pub fn execute<W>(
     router: &Router,
@@ -210,13 +211,14 @@ pub fn execute<W>(
     group_of: impl Fn(&Target) -> Option<String> + Sync,
     work: W,
     printer: &mut dyn TransferPrinter,
+    bytes: progress::Bytes,
 ) -> anyhow::Result<u8>
 where
     W: Fn(Members, Early) -> Vec<(Option<String>, Vec<Outcome>)> + Sync,
 {
     let started = Instant::now();
     let labels = crate::run::labels(targets);
-    let progress = progress::Progress::new(verb, targets.len());
+    let progress = progress::Progress::new(verb, targets.len(), bytes);
     let mut reports: Vec<Option<TransferReport>> = targets.iter().map(|_| None).collect();
     let emit = |i: usize,
                 mut r: TransferReport,
@@ -224,7 +226,7 @@ where
                 printer: &mut dyn TransferPrinter| {
         r.duration = started.elapsed();
         progress.suspend(|| printer.transfer(verb, &r))?;
-        progress.done(&r);
+        progress.done();
         reports[i] = Some(r);
         std::io::Result::Ok(())
     };

@@ -4,6 +4,7 @@
 //! common;` (not every file uses every item).
 #![allow(dead_code)]
 
+pub mod pty;
 pub mod scratch;
 
 use std::os::unix::fs::PermissionsExt;

@@ -18,6 +18,7 @@ use std::sync::Arc;
 
 use rustix::fs::{AtFlags, Mode, OFlags, Timespec, Timestamps};
 
+use super::progress::{count, Progress};
 use super::temp::{random_name, TempFile};
 use super::wire::{Done, Entry, Hash, Kind, WireOpts};
 use super::{fine_times, stamp};
@@ -38,6 +39,8 @@ pub(crate) struct Dest {
     pub(crate) done: Done,
     /// The buffer files are hashed through, kept from one to the next.
     buf: Vec<u8>,
+    /// The caller's counter of bytes written, on a fetch's local side.
+    pub(crate) progress: Option<Progress>,
 }
 
 impl Dest {
@@ -81,6 +84,7 @@ impl Dest {
             cached: None,
             done: Done::default(),
             buf: Vec::new(),
+            progress: None,
         })
     }
 
@@ -187,6 +191,7 @@ impl Dest {
                     self.commit(tmp, e, *hash)?;
                     self.done.files += 1;
                     self.done.bytes += *size;
+                    count(self.progress.as_ref(), *size);
                 }
                 Kind::File { inline: None, .. } => {
                     let have = self.unchanged(e)?;

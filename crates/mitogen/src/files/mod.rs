@@ -30,6 +30,7 @@ mod claim;
 mod dest;
 mod fanout;
 mod fine_times;
+mod progress;
 mod pump;
 mod remote;
 mod resend;
@@ -45,6 +46,7 @@ use std::time::Duration;
 use crate::core::context::Context;
 use crate::core::error::Result;
 pub use crate::core::file_error::{FileError, FileErrorKind};
+pub use progress::Progress;
 use wire::{Done, WireOpts};
 
 /// What a push or fetch did.
@@ -120,6 +122,13 @@ pub struct FileOptions {
     /// not the others; the memory a hop spends on large files is at most
     /// this many `window`s. Travels to the hops with the options.
     pub fan_out: usize,
+    /// A counter the transfer adds to as bytes move, read by the caller
+    /// while it runs (a progress line): see [`Progress`] for what it counts
+    /// (default: none). It counts only what this process moves: it is not
+    /// sent with the options to other contexts (a hop serving a fan-out
+    /// gets none).
+    #[serde(skip)]
+    pub progress: Option<Progress>,
 }
 
 impl Default for FileOptions {
@@ -134,6 +143,7 @@ impl Default for FileOptions {
             idle_timeout: Duration::from_secs(60),
             inline_budget: 64 * 1024 * 1024,
             fan_out: 8,
+            progress: None,
         }
     }
 }

@@ -25,6 +25,7 @@ use std::time::Duration;
 use bytes::{BufMut, BytesMut};
 
 use super::claim::Claim;
+use super::progress::{count, Progress};
 use super::wire::Hash;
 use crate::core::channel::{Receiver, Sender};
 use crate::core::error::Error;
@@ -87,7 +88,9 @@ pub(crate) fn interrupted(e: Error, context: &str, path: &str) -> FileError {
 /// Sends `f` (`size` bytes, as listed in `listed`) as frames on `data`,
 /// hashing what it reads; each send waits at most `idle` for the channel's
 /// window. A file whose size or time changed, or that ends early or late,
-/// is [`FileErrorKind::Changed`]: the frames stop and nothing ends.
+/// is [`FileErrorKind::Changed`]: the frames stop and nothing ends. Each
+/// data frame's length is counted on `progress` once it is sent.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn send_file(
     f: &File,
     listed: (u64, (i64, u32)),
@@ -96,6 +99,7 @@ pub(crate) fn send_file(
     idle: Duration,
     changed: &dyn Fn(String) -> FileError,
     lost: &dyn Fn(Error) -> FileError,
+    progress: Option<&Progress>,
 ) -> Result<Hash, FileError> {
     let (size, mtime) = listed;
     let meta = f.metadata().map_err(|e| changed(e.to_string()))?;
@@ -152,6 +156,7 @@ pub(crate) fn send_file(
         }
         h.update(&b[HEADER..]);
         data.send_timeout(Blob(b.freeze()), idle).map_err(lost)?;
+        count(progress, n as u64);
         off += n as u64;
     }
     let mut probe = [0u8; 1];
@@ -175,7 +180,8 @@ pub(crate) fn send_file(
 /// file of `size` bytes, hashing as it writes; answers the bytes written
 /// and the content's hash, checked against the sender's. Fails with [`FileErrorKind::Unsafe`] on more data than
 /// announced or a malformed frame, [`FileErrorKind::Corrupt`] when the hash
-/// differs, and with what `lost` makes of the channel ending early.
+/// differs, and with what `lost` makes of the channel ending early. Each
+/// data frame's length is counted on `progress` once it is written.
 pub(crate) fn receive_file(
     f: &File,
     size: u64,
@@ -183,6 +189,7 @@ pub(crate) fn receive_file(
     idle: Duration,
     err: &dyn Fn(FileErrorKind, String) -> FileError,
     lost: &dyn Fn(Error) -> FileError,
+    progress: Option<&Progress>,
 ) -> Result<(u64, Hash), FileError> {
     let mut h = blake3::Hasher::new();
     let mut off = 0u64;
@@ -203,6 +210,7 @@ pub(crate) fn receive_file(
                 claim.before_data(f, off, n);
                 f.write_all_at(body, off).map_err(|e| err(FileError::kind_of(&e), e.to_string()))?;
                 h.update(body);
+                count(progress, n);
                 off += n;
                 written += n;
             }

@@ -67,7 +67,8 @@ pub(crate) fn files_receive(
         back.send(data.sender()).map_err(lost)?;
         let err = |kind, detail: String| FileError::new(kind, &me, &shown, detail);
         let idle = Duration::from_millis(opts.idle_ms);
-        let (written, hash) = receive_file(&tmp.file, entry.size(), &data, idle, &err, &lost)?;
+        let (written, hash) =
+            receive_file(&tmp.file, entry.size(), &data, idle, &err, &lost, None)?;
         dest.commit(tmp, &entry, hash)?;
         Ok(Done {
             files: 1,
@@ -179,6 +180,7 @@ pub(crate) fn files_send(
             idle,
             &changed,
             &lost,
+            None,
         )?;
         Ok(())
     })())

@@ -10,6 +10,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use super::progress::{count, Progress};
 use super::scan::read_whole;
 use super::stamp;
 use super::wire::{Done, Entry, Kind, Reply, WireOpts};
@@ -68,7 +69,7 @@ fn reread(src: &Path, e: &Entry, me: &str) -> Result<Entry> {
 
 /// Sends `todo` (entries of the listing, [`Kind::Hashed`] small files)
 /// with their content to `apply` in `ctx`, adding what the receiver did to
-/// `total`.
+/// `total` and each batch's content, once sent, to the progress counter.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn resend(
     ctx: &Context,
@@ -78,7 +79,7 @@ pub(crate) fn resend(
     src: &Path,
     todo: Vec<Entry>,
     wire: WireOpts,
-    idle: Duration,
+    (idle, progress): (Duration, Option<&Progress>),
     total: &mut Done,
 ) -> Result<()> {
     let me = ctx.router().name.clone();
@@ -100,6 +101,7 @@ pub(crate) fn resend(
             if batch.len() >= BATCH_ENTRIES || bytes >= BATCH_BYTES || k + 1 == n {
                 let call = super::transfer::call_named(ctx, apply, &(dst_b, &*batch, wire));
                 pending.push_back(call);
+                count(progress, bytes);
                 (batch, bytes) = (Vec::new(), 0);
                 if pending.len() >= IN_FLIGHT {
                     if let Some(p) = pending.pop_front() {

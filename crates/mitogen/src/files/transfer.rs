@@ -9,6 +9,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use super::dest::{hash_file, Dest};
+use super::progress::count;
 use super::pump::{interrupted, receive_file, send_file};
 use super::remote::{files_apply, files_finish, files_hash, files_receive, files_scan, files_send};
 use super::scan::{Scan, SMALL};
@@ -117,6 +118,7 @@ pub(crate) fn push_asking(
             if !batch.is_empty() && (full || last) {
                 let call = call_named(ctx, apply, &(&dst_b, &*batch, wire));
                 pending.push_back((start, call));
+                count(opts.progress.as_ref(), bytes);
                 // Sent: the content is no longer needed here.
                 for e in batch.iter_mut() {
                     if let Kind::File {
@@ -212,7 +214,15 @@ pub(crate) fn push_asking(
     }
     if !small.is_empty() {
         super::resend::resend(
-            ctx, apply, &dst_b, &shown, src, small, wire, idle, &mut total,
+            ctx,
+            apply,
+            &dst_b,
+            &shown,
+            src,
+            small,
+            wire,
+            (idle, opts.progress.as_ref()),
+            &mut total,
         )?;
     }
     finish_dirs_remote(ctx, &dst_b, &shown, &entries, wire, idle)?;
@@ -290,6 +300,7 @@ fn push_one(
             idle,
             &changed,
             &lost,
+            opts.progress.as_ref(),
         )
     })();
     if sent.is_err() {
@@ -359,6 +370,7 @@ pub(crate) fn fetch(
         &src_shown,
     )?;
     let mut dest = Dest::open(dst, &local_name(ctx), opts.wire(true))?;
+    dest.progress = opts.progress.clone();
     dest.apply(&entries)?;
     let needs = std::mem::take(&mut dest.done.need);
     for (i, have) in needs {
@@ -430,7 +442,15 @@ fn fetch_one(
     let got = (|| {
         ready_rx.recv_timeout(idle).map_err(lost)?;
         let err = |kind, d: String| FileError::new(kind, &me, &dst_shown, d);
-        receive_file(&tmp.file, e.size(), &data_rx, idle, &err, &lost)
+        receive_file(
+            &tmp.file,
+            e.size(),
+            &data_rx,
+            idle,
+            &err,
+            &lost,
+            opts.progress.as_ref(),
+        )
     })();
     // Dropped: a sender still sending is told the channel is closed.
     drop(data_rx);

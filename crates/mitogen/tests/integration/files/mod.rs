@@ -17,6 +17,7 @@ pub mod large;
 pub mod large_claim;
 pub mod over_ssh;
 pub mod pipelined;
+pub mod progress;
 pub mod stamps;
 
 use std::ffi::OsStr;
