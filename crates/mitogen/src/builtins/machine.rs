@@ -225,6 +225,13 @@ pub struct Address {
     pub prefix: u8,
 }
 
+impl Address {
+    /// An address with its prefix length.
+    pub fn new(ip: IpAddr, prefix: u8) -> Address {
+        Address { ip, prefix }
+    }
+}
+
 impl Facts {
     /// The signs of a container that [`facts`] looks for, in order; the
     /// first found names [`Facts::container`]: `/run/.containerenv`
