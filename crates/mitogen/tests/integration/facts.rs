@@ -6,6 +6,7 @@ use anyhow::{ensure, Context as _, Result};
 use mitogen::builtins::facts;
 use mitogen::Router;
 
+use crate::containers::{Container, Flavour};
 use crate::sshd::Sshd;
 use crate::switch_user::{fixture, APP_USER};
 use crate::util::{local, Guard};
@@ -153,8 +154,46 @@ pub fn ssh_facts(router: &Router) -> Result<()> {
     Ok(())
 }
 
+/// In a docker container as its user `app`: the container's host name
+/// (`--hostname`), `docker` for the container, the image's own passwd
+/// entry; the image has no os-release, which leaves the OS fields empty
+/// without failing the call.
+pub fn docker_facts(router: &Router) -> Result<()> {
+    let c = Container::start(Flavour::Busybox, &["--hostname", "facts-box"])?;
+    let ctx = Guard(router.connect(format!("docker:app@{}", c.name))?);
+    let f = ctx.call(facts, ())?;
+    ensure!(
+        f.hostname.as_deref() == Some("facts-box"),
+        "{:?}",
+        f.hostname
+    );
+    ensure!(
+        f.container.as_deref() == Some("docker"),
+        "{:?}",
+        f.container
+    );
+    ensure!(f.user.uid == 1000, "{:?}", f.user);
+    ensure!(f.user.name.as_deref() == Some("app"), "{:?}", f.user);
+    ensure!(
+        f.os.id.is_none() && f.os.pretty_name.is_none(),
+        "{:?}",
+        f.os
+    );
+    ensure!(
+        f.kernel.release.is_some() && f.cpu.online.is_some(),
+        "{f:?}"
+    );
+    ensure!(
+        f.mounts.iter().any(|m| m.mountpoint == "/"),
+        "{:?}",
+        f.mounts
+    );
+    Ok(())
+}
+
 crate::tests! {
     local_facts_match_this_machine,
     sudo_facts_name_the_switched_user,
     ssh_facts,
+    docker_facts => 180,
 }

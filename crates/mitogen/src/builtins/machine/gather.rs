@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::ffi::CStr;
 use std::sync::mpsc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::{Cpu, Facts, Group, Kernel, Memory, Mount, Os, User, STATVFS_DEADLINE};
 
@@ -38,7 +38,7 @@ pub(super) fn all() -> Facts {
         timezone: timezone(),
         container: container(),
     };
-    facts.mounts = sized(mounts, sizes);
+    facts.mounts = sized(mounts, sizes, STATVFS_DEADLINE);
     facts
 }
 
@@ -326,10 +326,15 @@ fn mounts() -> (Vec<Mount>, Option<mpsc::Receiver<Sized>>) {
     (mounts, spawned.is_ok().then_some(rx))
 }
 
-/// The mounts with the sizes found by [`STATVFS_DEADLINE`].
-fn sized(mut mounts: Vec<Mount>, sizes: Option<mpsc::Receiver<Sized>>) -> Vec<Mount> {
+/// The mounts with the sizes found `within` from now (what has not come by
+/// then stays `None`).
+fn sized(
+    mut mounts: Vec<Mount>,
+    sizes: Option<mpsc::Receiver<Sized>>,
+    within: Duration,
+) -> Vec<Mount> {
     let Some(rx) = sizes else { return mounts };
-    let deadline = Instant::now() + STATVFS_DEADLINE;
+    let deadline = Instant::now() + within;
     while let Ok((i, st)) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
         let (Some(m), Some(st)) = (mounts.get_mut(i), st) else {
             continue;
@@ -447,6 +452,31 @@ mod tests {
         assert_eq!(unescape_mount("/mnt/a\\040b\\011c"), "/mnt/a b\tc");
         assert_eq!(unescape_mount("/x\\9"), "/x\\9");
         assert_eq!(unescape_mount("\\777"), "?");
+    }
+
+    /// A file system whose `statvfs` never returns (a network one whose
+    /// server is gone) costs the call `within`, and only its own sizes.
+    #[test]
+    fn a_statvfs_that_never_returns_is_not_waited_for() {
+        let mounts: Vec<Mount> = ["/", "/mnt/dead"]
+            .iter()
+            .map(|p| Mount {
+                mountpoint: (*p).into(),
+                ..Mount::default()
+            })
+            .collect();
+        let (tx, rx) = mpsc::channel();
+        tx.send((0, rustix::fs::statvfs("/").ok())).unwrap();
+        let t = Instant::now();
+        let got = sized(mounts, Some(rx), Duration::from_millis(200));
+        let took = t.elapsed();
+        drop(tx);
+        assert!(
+            took >= Duration::from_millis(200) && took < Duration::from_secs(5),
+            "{took:?}"
+        );
+        assert!(got[0].size_bytes.is_some_and(|b| b > 0), "{got:?}");
+        assert!(got[1].size_bytes.is_none() && got[1].available_bytes.is_none());
     }
 
     #[test]
