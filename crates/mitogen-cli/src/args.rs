@@ -142,6 +142,10 @@ pub enum Command {
     /// target.
     #[command(after_help = FETCH_AFTER_HELP)]
     Fetch(FetchArgs),
+    /// Show what each target is: system, kernel, CPUs, memory, disks,
+    /// addresses, user (read there, no program run).
+    #[command(after_help = crate::facts::FACTS_AFTER_HELP)]
+    Facts(crate::facts::FactsArgs),
 }
 
 /// Arguments of `mitogen run`.
@@ -389,7 +393,7 @@ pub(crate) fn parse_target(s: &str) -> Result<Target, String> {
 }
 
 /// Parses a positive, finite number of seconds (fractions allowed).
-fn parse_secs(s: &str) -> Result<Duration, String> {
+pub(crate) fn parse_secs(s: &str) -> Result<Duration, String> {
     let secs: f64 = s
         .parse()
         .map_err(|_| format!("{s:?} is not a number of seconds"))?;

@@ -2,13 +2,14 @@
 //! them, and measure them.
 //!
 //! Layout: [`args`] parses the command line, [`run`], [`transfer`] (copy,
-//! fetch) and [`bench`] do the work
+//! fetch), [`facts`] and [`bench`] do the work
 //! and produce reports, [`printer`] formats them. This file only wires them
 //! together. `main` goes through `#[mitogen::main]` because this executable is
 //! also what runs in every context it starts.
 
 mod args;
 mod bench;
+mod facts;
 mod fleet;
 mod logging;
 mod password;
@@ -75,6 +76,11 @@ fn dispatch(router: &mitogen::Router, cli: Cli) -> anyhow::Result<u8> {
                 .unwrap_or_else(|e| usage("fetch", &e));
             let mut printer = printer::transfer::new(args.common.json);
             transfer::fetch::run(router, args, &dir, &plan, printer.as_mut())
+        }
+        Command::Facts(mut args) => {
+            args.targets = targets("facts", &args.fleet, args.targets);
+            let mut printer = printer::facts::new(args.json);
+            facts::run(router, args, printer.as_mut())
         }
     }
 }

@@ -2,14 +2,19 @@
 //! command in each, and hand each target's report to a printer as soon as it
 //! is complete. A target's `--timeout` counts from its own start, not from
 //! the command's: one that waited for a slot is not charged for the wait.
+//!
+//! The fleet part ([`each`]: connect with one first call, the limit, the
+//! timeouts, the held hops, the progress line) does not care which call it
+//! makes: `mitogen facts` makes its own through it.
 
 use std::collections::HashMap;
+use std::io;
 use std::panic::AssertUnwindSafe;
 use std::sync::{mpsc, Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use mitogen::builtins::{run_command, CommandOutput};
-use mitogen::{ConnectOptions, Context, Router, Target};
+use mitogen::{ConnectOptions, Context, PendingCall, Router, Target};
 
 use crate::args::RunArgs;
 use crate::fleet::holds::{is_a_hop_of_another, Holds};
@@ -20,31 +25,31 @@ use crate::printer::Printer;
 /// deadline, to report its own (more precise) timeout before declaring one.
 const REPORT_GRACE: Duration = Duration::from_millis(200);
 
-/// What happened on one target.
+/// What happened on one target: by default, of `mitogen run`'s command.
 #[derive(Debug)]
-pub struct TargetReport {
+pub struct TargetReport<T = CommandOutput> {
     /// The target as the user wrote it (with `#N` appended when the same
     /// target was given more than once).
     pub target: String,
-    /// The command's result, or why there is none.
-    pub outcome: Outcome,
+    /// The call's result, or why there is none.
+    pub outcome: Outcome<T>,
     /// From the start of connecting until the command's result arrived.
     pub duration: Duration,
 }
 
 /// The result of one target.
 #[derive(Debug)]
-pub enum Outcome {
-    /// The command ran (whatever its exit status).
-    Ran(CommandOutput),
-    /// The target could not be connected or the command could not be started.
+pub enum Outcome<T = CommandOutput> {
+    /// The call returned: the command ran (whatever its exit status).
+    Ran(T),
+    /// The target could not be connected or the call could not be made.
     Failed(String),
-    /// `--timeout` ran out before the command's result arrived.
+    /// `--timeout` ran out before the call's result arrived.
     TimedOut,
 }
 
-impl Outcome {
-    /// Why there is no command result, if there is none.
+impl<T> Outcome<T> {
+    /// Why there is no result, if there is none.
     pub fn error(&self) -> Option<String> {
         match self {
             Outcome::Ran(_) => None,
@@ -89,10 +94,14 @@ pub(crate) fn labels(targets: &[Target]) -> Vec<String> {
         .collect()
 }
 
-/// Connects target `i` (through its held hops) and runs the command there,
+/// Connects target `i` (through its held hops) and makes the call there,
 /// within `--timeout` of `begun` if one is set. Returns the report and the
 /// context (to be shut down after reporting).
-fn run_one(sh: &Shared, i: usize, begun: Instant) -> (TargetReport, Option<Context>) {
+fn run_one<T: Reply>(
+    sh: &Shared<T>,
+    i: usize,
+    begun: Instant,
+) -> (TargetReport<T>, Option<Context>) {
     let target = &sh.targets[i];
     let report = |outcome| TargetReport {
         target: sh.labels[i].clone(),
@@ -102,13 +111,7 @@ fn run_one(sh: &Shared, i: usize, begun: Instant) -> (TargetReport, Option<Conte
     if let Err(e) = sh.holds.ready(target) {
         return (report(Outcome::Failed(e)), None);
     }
-    // The command travels with the context's configuration: over a slow
-    // link, no round trip of its own.
-    let argv = sh.argv.clone();
-    let (ctx, pending) = match sh
-        .router
-        .connect_call(target, &sh.options, run_command, (argv,))
-    {
+    let (ctx, pending) = match (sh.call)(&sh.router, target, &sh.options) {
         Ok(x) => x,
         Err(e) => return (report(Outcome::Failed(e.to_string())), None),
     };
@@ -124,14 +127,28 @@ fn run_one(sh: &Shared, i: usize, begun: Instant) -> (TargetReport, Option<Conte
     (report(outcome), Some(ctx))
 }
 
+/// Connects a target and makes the one call of the command, with it: the
+/// call travels with the context's configuration (`Router::connect_call`),
+/// so over a slow link it costs no round trip of its own.
+pub type Call<T> = Box<
+    dyn Fn(&Router, &Target, &ConnectOptions) -> mitogen::Result<(Context, PendingCall<T>)>
+        + Send
+        + Sync,
+>;
+
+/// What a [`Call`] returns: anything a remote function may.
+pub trait Reply: serde::Serialize + serde::de::DeserializeOwned + Send + 'static {}
+
+impl<T: serde::Serialize + serde::de::DeserializeOwned + Send + 'static> Reply for T {}
+
 /// What every target's thread shares.
-struct Shared {
+struct Shared<T> {
     router: Router,
     holds: Holds,
     options: ConnectOptions,
     targets: Vec<Target>,
     labels: Vec<String>,
-    argv: Vec<String>,
+    call: Call<T>,
     timeout: Option<Duration>,
     /// Contexts another target may still run through (`web1` of
     /// `web1/sudo`): dismissed at the end, deepest first.
@@ -140,11 +157,11 @@ struct Shared {
 
 /// Starts target `i`, begun at `begun`, in a thread of its own, which sends
 /// its report to `tx` and then lets its context go.
-fn start(
-    shared: &Arc<Shared>,
+fn start<T: Reply>(
+    shared: &Arc<Shared<T>>,
     i: usize,
     begun: Instant,
-    tx: mpsc::Sender<(usize, TargetReport)>,
+    tx: mpsc::Sender<(usize, TargetReport<T>)>,
 ) -> std::io::Result<()> {
     let shared = shared.clone();
     std::thread::Builder::new()
@@ -181,31 +198,74 @@ fn start(
 /// returns the exit status.
 pub fn run(router: &Router, args: RunArgs, printer: &mut dyn Printer) -> anyhow::Result<u8> {
     let started = Instant::now();
-    let labels = labels(&args.targets);
     let options = args
         .connect
         .connect_options(&args.targets.iter().collect::<Vec<_>>())?;
-    let n = args.targets.len();
+    let argv = args.command;
+    let call: Call<CommandOutput> = Box::new(move |router, target, options| {
+        router.connect_call(target, options, run_command, (argv.clone(),))
+    });
+    let fleet = Fleet {
+        targets: args.targets,
+        options,
+        timeout: args.timeout,
+        forks: args.fleet.forks,
+        progress: !args.json,
+    };
+    let reports = each(router, fleet, call, |r| printer.target(r))?;
+    printer.summary(&reports, started.elapsed())?;
+    printer.finish()?;
+    Ok(exit_status(&reports))
+}
+
+/// The targets of a command and how to go through them.
+pub struct Fleet {
+    /// The targets, in order.
+    pub targets: Vec<Target>,
+    /// How hops are made (ssh options, passwords).
+    pub options: ConnectOptions,
+    /// `--timeout`: the most each target may take, from its own start.
+    pub timeout: Option<Duration>,
+    /// `-j`: at most this many targets at once.
+    pub forks: usize,
+    /// Whether the progress line is wanted (not with `--json`; drawn only on
+    /// a terminal).
+    pub progress: bool,
+}
+
+/// Makes `call` on every target of `fleet`, at most `forks` at once (the
+/// next starts as soon as one reports; shared hops held for the whole
+/// command), handing each report to `report` as it completes, with the
+/// progress line out of the way. Returns the reports in the targets' order
+/// once every context it started has been let go.
+pub fn each<T: Reply>(
+    router: &Router,
+    fleet: Fleet,
+    call: Call<T>,
+    mut report: impl FnMut(&TargetReport<T>) -> io::Result<()>,
+) -> io::Result<Vec<TargetReport<T>>> {
+    let labels = labels(&fleet.targets);
+    let n = fleet.targets.len();
     let shared = Arc::new(Shared {
         router: router.clone(),
-        holds: Holds::new(router, &options, &args.targets),
-        options,
-        targets: args.targets,
+        holds: Holds::new(router, &fleet.options, &fleet.targets),
+        options: fleet.options,
+        targets: fleet.targets,
         labels,
-        argv: args.command,
-        timeout: args.timeout,
+        call,
+        timeout: fleet.timeout,
         kept: Mutex::new(Vec::new()),
     });
-    let progress = Progress::new(n, !args.json);
-    let forks = args.fleet.forks.max(1);
-    let mut reports: Vec<Option<TargetReport>> = (0..n).map(|_| None).collect();
-    let mut emit = |i: usize, report: TargetReport| -> std::io::Result<()> {
-        progress.suspend(|| printer.target(&report))?;
-        progress.done(&report);
-        reports[i] = Some(report);
+    let progress = Progress::new(n, fleet.progress);
+    let forks = fleet.forks.max(1);
+    let mut reports: Vec<Option<TargetReport<T>>> = (0..n).map(|_| None).collect();
+    let mut emit = |i: usize, r: TargetReport<T>| -> io::Result<()> {
+        progress.suspend(|| report(&r))?;
+        progress.done(&r);
+        reports[i] = Some(r);
         Ok(())
     };
-    let (tx, rx) = mpsc::channel::<(usize, TargetReport)>();
+    let (tx, rx) = mpsc::channel::<(usize, TargetReport<T>)>();
     // Targets started and not reported yet, with their start.
     let mut running: Vec<(usize, Instant)> = Vec::new();
     let mut next = 0;
@@ -266,23 +326,21 @@ pub fn run(router: &Router, args: RunArgs, printer: &mut dyn Printer) -> anyhow:
         }
     }
     progress.finish();
-    let reports: Vec<TargetReport> = reports.into_iter().flatten().collect();
-    printer.summary(&reports, started.elapsed())?;
-    printer.finish()?;
+    let reports: Vec<TargetReport<T>> = reports.into_iter().flatten().collect();
     let mut kept = std::mem::take(&mut *lock(&shared.kept));
     kept.sort_by_key(|(depth, _)| std::cmp::Reverse(*depth));
     for (_, c) in kept {
         c.dismiss();
     }
     shared.holds.release();
-    Ok(exit_status(&reports))
+    Ok(reports)
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-fn thread_died(label: &str, begun: Instant) -> TargetReport {
+fn thread_died<T>(label: &str, begun: Instant) -> TargetReport<T> {
     TargetReport {
         target: label.to_owned(),
         outcome: Outcome::Failed(

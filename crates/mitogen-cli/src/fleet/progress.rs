@@ -57,7 +57,7 @@ impl Progress {
     }
 
     /// Counts one more target as done.
-    pub fn done(&self, r: &TargetReport) {
+    pub fn done<T>(&self, r: &TargetReport<T>) {
         if !matches!(r.outcome, Outcome::Ran(_)) {
             self.failed.set(self.failed.get() + 1);
         }

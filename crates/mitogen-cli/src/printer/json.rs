@@ -74,6 +74,15 @@ impl serde_json::ser::Formatter for Escaping {
     }
 }
 
+/// Writes `value` to `out` as one JSON line, escaped as [`Escaping`] says,
+/// and flushes it: every JSON printer's records go through here.
+pub(super) fn write_line(out: &mut impl Write, value: &impl Serialize) -> io::Result<()> {
+    let mut ser = serde_json::Serializer::with_formatter(&mut *out, Escaping);
+    value.serialize(&mut ser)?;
+    out.write_all(b"\n")?;
+    out.flush()
+}
+
 /// Writes JSON lines to `out`.
 pub struct JsonPrinter<W> {
     out: W,
@@ -86,10 +95,7 @@ impl<W: Write> JsonPrinter<W> {
     }
 
     pub(super) fn line(&mut self, value: &impl Serialize) -> io::Result<()> {
-        let mut ser = serde_json::Serializer::with_formatter(&mut self.out, Escaping);
-        value.serialize(&mut ser)?;
-        self.out.write_all(b"\n")?;
-        self.out.flush()
+        write_line(&mut self.out, value)
     }
 }
 

@@ -2,6 +2,7 @@
 //! printer chooses the format ([`human`] text or [`json`] lines), so each
 //! format is defined in one place.
 
+pub mod facts;
 pub mod human;
 pub mod invisible;
 pub mod json;

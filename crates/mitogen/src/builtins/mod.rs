@@ -63,3 +63,7 @@ pub fn run_command(argv: Vec<String>) -> std::io::Result<CommandOutput> {
 pub const CANCEL_CHECK: std::time::Duration = std::time::Duration::from_millis(100);
 
 mod command;
+mod machine;
+pub use machine::{
+    facts, Address, Cpu, Facts, Group, Interface, Kernel, Memory, Mount, Os, User, STATVFS_DEADLINE,
+};

@@ -22,6 +22,7 @@ mod chains;
 mod commands;
 mod containers;
 mod errors;
+mod facts;
 mod files;
 mod flow;
 mod harness;
