@@ -115,7 +115,16 @@ pub struct Output {
 }
 
 /// Runs the built `mitogen` with `args`, killing it at [`COMMAND_DEADLINE`].
+/// ssh connection reuse is off (`MITOGEN_REUSE=no`): each command logs in
+/// afresh and leaves nothing behind, as the tests' login counts expect; the
+/// reuse tests turn it on with `--reuse`.
 pub fn mitogen(dir: &Path, args: &[String]) -> Output {
+    mitogen_with(dir, args, &[])
+}
+
+/// [`mitogen`] with more environment variables (after `MITOGEN_REUSE=no`,
+/// which they may replace).
+pub fn mitogen_with(dir: &Path, args: &[String], env: &[(&str, &std::ffi::OsStr)]) -> Output {
     static N: AtomicU32 = AtomicU32::new(0);
     let n = N.fetch_add(1, Ordering::Relaxed);
     let (out_path, err_path) = (dir.join(format!("out.{n}")), dir.join(format!("err.{n}")));
@@ -123,6 +132,8 @@ pub fn mitogen(dir: &Path, args: &[String]) -> Output {
         .args(args)
         .env_remove("MITOGEN_LOG")
         .env_remove("RUST_LOG")
+        .env("MITOGEN_REUSE", "no")
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(std::fs::File::create(&out_path).unwrap())
         .stderr(std::fs::File::create(&err_path).unwrap())
