@@ -362,3 +362,65 @@ fn copy_and_fetch_reuse_the_login_of_run() {
     let got = d.path(&format!("got/{}/copied", sshd.target()));
     assert_eq!(std::fs::read_to_string(got).unwrap(), "data");
 }
+
+#[test]
+fn a_password_login_is_reused_and_an_unknown_host_key_still_refused() {
+    use mitogen_testkit::sshd::{user_with_password, Sshd as Server};
+    const USER: &str = "mitogen-reuse-pw";
+    const PASSWORD: &str = "reuse-Pw-Sekret-31";
+    let server =
+        match Server::start_with(&["PasswordAuthentication yes", "PubkeyAuthentication no"]) {
+            Ok(s) => s,
+            Err(e) => match e.downcast::<mitogen_testkit::skip::Skipped>() {
+                Ok(skipped) => return eprintln!("{skipped}"),
+                Err(e) => panic!("{e:#}"),
+            },
+        };
+    user_with_password(USER, "/bin/sh", PASSWORD).unwrap();
+    let rt = Runtime::new();
+    let d = Scratch::new("reuse-pw");
+    let pw = d.file("pw", &format!("{PASSWORD}\n"));
+    let target = format!("{USER}@127.0.0.1:{}", server.port);
+    let logins = || {
+        std::fs::read_to_string(server.dir.join("sshd.log"))
+            .unwrap_or_default()
+            .matches("Accepted password")
+            .count()
+    };
+    let args = |host_key: &[&str]| {
+        let mut a = strings(&["run", "--timeout", "60", "--reuse", "30"]);
+        a.extend(strings(host_key));
+        a.extend(strings(&[
+            "--password-file",
+            &format!("{target}={pw}"),
+            &target,
+        ]));
+        a.extend(strings(&["--", "id", "-un"]));
+        a
+    };
+    // An unknown host key: ssh asks, nobody can answer, refused at once (and
+    // no master is left).
+    let known = d.file("known_hosts", "");
+    let refused = rt.run(&d.0, &args(&["-o", &format!("UserKnownHostsFile={known}")]));
+    assert_code(&refused, 3);
+    assert!(refused.stderr.contains("host key"), "{}", refused.stderr);
+    assert!(rt.sockets().is_empty(), "{:?}", rt.sockets());
+
+    let trusting = [
+        "-o",
+        "StrictHostKeyChecking=no",
+        "-o",
+        "UserKnownHostsFile=/dev/null",
+    ];
+    let before = logins();
+    for _ in 0..2 {
+        let out = rt.run(&d.0, &args(&trusting));
+        assert_code(&out, 0);
+        assert!(
+            out.stdout.contains(&format!(": {USER}\n")),
+            "{}",
+            out.stdout
+        );
+    }
+    assert_eq!(logins() - before, 1, "{}", server.log_tail());
+}
