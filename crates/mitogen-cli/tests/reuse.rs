@@ -424,3 +424,22 @@ fn a_password_login_is_reused_and_an_unknown_host_key_still_refused() {
     }
     assert_eq!(logins() - before, 1, "{}", server.log_tail());
 }
+
+#[test]
+fn only_the_first_hop_of_a_chain_is_kept() {
+    let sshd = sshd_or_skip!();
+    let rt = Runtime::new();
+    // ssh to the server, and from there ssh to it again: the second ssh is
+    // started by the context on the first hop, and must log in each time,
+    // leaving no socket on that host.
+    let chain = format!("{0}/{0}", sshd.target());
+    let mut args = strings(&["run", "--timeout", "60", "--reuse", "30"]);
+    args.extend(sshd.options());
+    args.extend(strings(&[&chain, "--", "true"]));
+    let before = sshd.logins();
+    assert_code(&rt.run(&sshd.dir, &args), 0);
+    assert_eq!(sshd.logins() - before, 2, "{}", sshd.log());
+    assert_code(&rt.run(&sshd.dir, &args), 0);
+    assert_eq!(sshd.logins() - before, 3, "{}", sshd.log());
+    assert_eq!(rt.sockets().len(), 1, "{:?}", rt.sockets());
+}
