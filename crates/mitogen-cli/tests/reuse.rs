@@ -443,3 +443,32 @@ fn only_the_first_hop_of_a_chain_is_kept() {
     assert_eq!(sshd.logins() - before, 3, "{}", sshd.log());
     assert_eq!(rt.sockets().len(), 1, "{:?}", rt.sockets());
 }
+
+#[test]
+fn output_through_pipes_ends_with_the_command_while_the_master_stays() {
+    let sshd = sshd_or_skip!();
+    let rt = Runtime::new();
+    // As `mitogen run … | cat`: the reader waits for the end of mitogen's
+    // stdout and stderr, which the master must not hold open.
+    let args = run_args(&sshd, &["--reuse", "30"], &["echo", "piped"]);
+    for _ in 0..2 {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_mitogen"));
+        cmd.args(&args)
+            .env("XDG_RUNTIME_DIR", &rt.0)
+            .env_remove("MITOGEN_REUSE")
+            .stdin(std::process::Stdio::null());
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(cmd.output());
+        });
+        let out = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("mitogen's output did not end within 60 s")
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{stdout}");
+        assert!(stdout.contains(": piped\n"), "{stdout}");
+    }
+    let socket = rt.sockets().pop().expect("a control socket");
+    assert!(master_pid(&socket).is_some());
+}
