@@ -96,7 +96,10 @@ def main():
            'nothing then, and asks no `ssh -G`); next to `ssh HOST true` without and with '
            'a kept login. A throw-away sshd on 127.0.0.1 (benches/throwaway_sshd.py), '
            '%d interleaved rounds of the five, medians; from start to exit. Load average '
-           'at the end: %s (2 cores).' % (args.rounds, load),
+           'at the end: %s (%d cores)%s.'
+           % (args.rounds, load, os.cpu_count(),
+              ': **under load** from other work, so the times are long and only the '
+              'ratios within the run mean much' if float(load.split()[0]) > 1 else ''),
            '',
            '| command | median ms | min–max ms | vs a new login |',
            '|---|---:|---:|---:|']
