@@ -472,3 +472,29 @@ fn output_through_pipes_ends_with_the_command_while_the_master_stays() {
     let socket = rt.sockets().pop().expect("a control socket");
     assert!(master_pid(&socket).is_some());
 }
+
+#[test]
+fn targets_racing_to_one_host_all_run_and_leave_one_master() {
+    let sshd = sshd_or_skip!();
+    let rt = Runtime::new();
+    // Five commands to one host at once, no master yet: one becomes the
+    // master, the others find its socket taken and log in on their own
+    // (ssh's fallback); every one runs, and one login is left kept.
+    let mut args = strings(&["run", "--timeout", "60", "--reuse", "30", "-j", "5"]);
+    args.extend(sshd.options());
+    for _ in 0..5 {
+        args.push(sshd.target());
+    }
+    args.extend(strings(&["--", "echo", "raced"]));
+    let before = sshd.logins();
+    let out = rt.run(&sshd.dir, &args);
+    assert_code(&out, 0);
+    assert_eq!(out.stdout.matches(": raced\n").count(), 5, "{}", out.stdout);
+    let logins = sshd.logins() - before;
+    assert!((1..=5).contains(&logins), "{logins}: {}", sshd.log());
+    assert_eq!(rt.sockets().len(), 1, "{:?}", rt.sockets());
+    // Later ones ride it.
+    let out = rt.run(&sshd.dir, &args);
+    assert_code(&out, 0);
+    assert_eq!(sshd.logins() - before, logins, "{}", sshd.log());
+}
