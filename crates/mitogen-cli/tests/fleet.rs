@@ -17,7 +17,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::scratch::{assert_code, assert_has, strings, Scratch};
-use common::{mitogen, Output};
+use common::{mitogen, mitogen_written, Output};
 
 /// The JSON records of `--json` output, in the order they came.
 #[track_caller]
@@ -361,5 +361,85 @@ fn a_shared_jump_host_is_crossed_once_whatever_forks() {
     for n in 1..=3 {
         let dir = format!("got/{}#{n}/copied", behind.replace('/', "%2F"));
         assert_eq!(std::fs::read_to_string(d.path(&dir)).unwrap(), "data");
+    }
+}
+
+/// `n` bytes that no compression shrinks (xorshift).
+fn noise(n: usize) -> Vec<u8> {
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+/// Five targets behind one ssh login (`HOST/local` four times, and in the
+/// middle `HOST/sudo:mitogen-cli1`, which cannot write in root's `dst`),
+/// `-j 2`: `mitogen copy` writes the 8 MiB file to the ssh client about
+/// once (where jobs of two wrote it three times: two stagings and a direct
+/// push), over one login; four targets have it, and the middle one fails
+/// alone (exit status 1); each is reported as its push ends.
+#[test]
+fn copy_to_five_behind_a_jump_host_crosses_its_link_once_with_j_2() {
+    let sshd = sshd_or_skip!();
+    let user = mitogen_testkit::sshd::user("mitogen-cli1", "/bin/sh").unwrap();
+    let d = Scratch::new("jump-copy");
+    let size = 8 << 20;
+    std::fs::write(d.path("f"), noise(size)).unwrap();
+    // Root's: the middle target, another user, cannot write in it.
+    std::fs::create_dir(d.path("dst")).unwrap();
+    let host = sshd.target();
+    let behind = format!("{host}/local");
+    let other = format!("{host}/sudo:{}", user.name);
+    let hosts = d.file(
+        "hosts",
+        &format!("{behind}\n{behind}\n{other}\n{behind}\n{behind}\n"),
+    );
+    // The program is in the host's cache before the copy, so that what the
+    // copy sends is the file and the calls.
+    let mut args = strings(&["run", &host]);
+    args.extend(sshd.options());
+    args.extend(strings(&["--", "true"]));
+    assert_code(&mitogen(&d.0, &args), 0);
+    let before = sshd.logins();
+
+    // -I: every target writes (they share one path of this machine).
+    let mut args = strings(&["copy", "--json", "-I", "-j", "2", "-H", &hosts]);
+    args.extend(sshd.options());
+    args.extend(["--".into(), d.s("f"), d.s("dst/f")]);
+    let (out, written) = mitogen_written(&d.0, &args);
+    assert_code(&out, 1);
+    assert_eq!(sshd.logins() - before, 1, "{}", sshd.log());
+    let written = written.expect("the count of bytes mitogen wrote");
+    assert!(
+        written < size as u64 * 3 / 2,
+        "mitogen wrote {written} bytes for five copies of {size} behind one hop"
+    );
+    assert_eq!(std::fs::read(d.path("dst/f")).unwrap(), noise(size));
+    let r = records(&out);
+    assert_eq!(r.len(), 5, "{}", out.stdout);
+    // Each is reported as its push ends, not all when the last one does
+    // (where they were, a fraction of a millisecond apart): two pushes at
+    // once, so the last two are a push of 8 MiB after the first.
+    let ms: Vec<f64> = r
+        .iter()
+        .map(|r| r["duration_ms"].as_f64().unwrap())
+        .collect();
+    let spread =
+        ms.iter().cloned().fold(f64::MIN, f64::max) - ms.iter().cloned().fold(f64::MAX, f64::min);
+    assert!(spread > 5.0, "reported together: {ms:?}");
+    for r in &r {
+        if r["target"] == other.as_str() {
+            assert_eq!(r["ok"], false, "{r}");
+            assert_eq!(r["errors"][0]["kind"], "PermissionDenied", "{r}");
+        } else {
+            assert_eq!(r["ok"], true, "{r}");
+            assert_eq!(r["files"], 1, "{r}");
+            assert_eq!(r["bytes"], size as u64, "{r}");
+        }
     }
 }

@@ -1,15 +1,16 @@
 //! `mitogen copy TARGET... -- SRC... DEST`: push local files and trees to
-//! every target, through `files::push_all` so that targets behind one shared
-//! hop get the bytes over the first link once.
+//! every target, through `files::push_all_each` so that targets behind one
+//! shared hop get the bytes over the first link once, each reported as it
+//! finishes.
 
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use mitogen::files::push_all;
+use mitogen::files::{push_all_each, Transfer};
 use mitogen::{Router, Target};
 
 use super::args::CopyArgs;
-use super::{execute, Outcome, Verb};
+use super::{execute, Failure, Outcome, Verb};
 use crate::printer::transfer::TransferPrinter;
 
 /// Each source with the path of its copy on the targets.
@@ -58,11 +59,21 @@ pub fn named_in(dir: &Path, paths: &[PathBuf]) -> Result<Plan, String> {
     Ok(plan)
 }
 
-/// Targets behind the same first hop are pushed to together, so that
-/// `push_all` can stage the bytes on that hop once; a one-hop target is a
-/// group of its own (and runs in parallel with the others).
+/// Targets behind the same first hop are pushed to together, all of them
+/// whatever `-j` is, so that `push_all` stages the bytes on that hop once; a
+/// one-hop target is a group of its own (and runs in parallel with the
+/// others).
 fn group_of(t: &Target) -> Option<String> {
     (t.hops().len() > 1).then(|| t.prefix(1))
+}
+
+/// A result the library lends (`push_all_each`), as a report's own.
+fn outcome(r: &mitogen::Result<Transfer>) -> Outcome {
+    match r {
+        Ok(t) => Ok(t.clone()),
+        Err(mitogen::Error::File(f)) => Err(mitogen::Error::File(f.clone()).into()),
+        Err(e) => Err(Failure::other(e.to_string())),
+    }
 }
 
 /// Runs `mitogen copy`; returns the exit status.
@@ -76,12 +87,24 @@ pub fn run(
         .common
         .connect
         .connect_options(&args.targets.iter().collect::<Vec<_>>())?;
-    let opts = args.common.files.options();
-    let work = |members: super::Members| {
+    let mut opts = args.common.files.options();
+    // A group is every target behind one first hop (schedule::jobs): -j
+    // bounds the pushes from that hop, and from here.
+    opts.fan_out = args.common.fleet.forks;
+    let work = |members: super::Members, early: super::Early| {
         let contexts: Vec<_> = members.iter().map(|(_, c)| c.clone()).collect();
         let mut each: Vec<Vec<Outcome>> = members.iter().map(|_| Vec::new()).collect();
-        for (src, dst) in plan {
-            let results = push_all(&contexts, src, dst, &opts);
+        for (n, (src, dst)) in plan.iter().enumerate() {
+            // A target is done when its last path is: it is reported then,
+            // not when the last target of its group is.
+            let last = n + 1 == plan.len();
+            let results = push_all_each(&contexts, src, dst, &opts, |k, r| {
+                if let (true, Some(before)) = (last, each.get(k)) {
+                    let mut all = before.clone();
+                    all.push(outcome(r));
+                    early(k, None, all);
+                }
+            });
             for (mine, r) in each.iter_mut().zip(results) {
                 mine.push(r.map_err(Into::into));
             }

@@ -151,7 +151,7 @@ pub fn run(
         .connect_options(&args.targets.iter().collect::<Vec<_>>())?;
     let opts = args.common.files.options();
     let labels = crate::run::labels(&args.targets);
-    let work = |members: super::Members| {
+    let work = |members: super::Members, _: super::Early| {
         members
             .iter()
             .map(|(i, ctx)| {

@@ -4,8 +4,9 @@
 //! Both go the same way ([`execute`]): connect the targets, at most `-j N`
 //! at once (shared hops once, held for the whole command; a target that is
 //! also another's hop first), then move the files in one thread per
-//! *group* (targets behind one shared first hop form a group, so `push_all`
-//! can stage the bytes there once; every other target is a group of its
+//! *group* (for `copy`, all the targets behind one shared first hop form a
+//! group, so `push_all` stages the bytes there once whatever N is, and
+//! pushes from it at most N at once; every other target is a group of its
 //! own), and hand each target's [`TransferReport`] to the printer as soon as
 //! its group is done ([`schedule`]). [`copy`] and [`fetch`] only say what a
 //! group does.
@@ -185,12 +186,20 @@ pub type Outcome = Result<Transfer, Failure>;
 /// What one group's thread gets: its members' indices and contexts.
 pub type Members<'a> = &'a [(usize, Context)];
 
+/// How a group's work hands in a member's report before the whole group is
+/// done (`copy`: each target as its last push ends): the member's place in
+/// [`Members`], its destination and one result per path. A member told
+/// this way is printed at once; what the work returns for it later is not
+/// printed again.
+pub type Early<'a> = &'a (dyn Fn(usize, Option<String>, Vec<Outcome>) + Sync);
+
 /// Runs `work` for the targets under the concurrency limit `forks`
 /// ([`schedule`]: at most `forks` targets connecting or moving files at
 /// once; targets with equal `group_of` keys in one job are served together,
 /// `None` alone), and prints each target's report as it comes. `work`
 /// returns, for each member in order, its destination (for the report) and
-/// one result per path. Returns the exit status.
+/// one result per path, and may hand in a member's report before that
+/// ([`Early`]). Returns the exit status.
 #[allow(clippy::too_many_arguments)]
 pub fn execute<W>(
     router: &Router,
@@ -203,7 +212,7 @@ pub fn execute<W>(
     printer: &mut dyn TransferPrinter,
 ) -> anyhow::Result<u8>
 where
-    W: Fn(Members) -> Vec<(Option<String>, Vec<Outcome>)> + Sync,
+    W: Fn(Members, Early) -> Vec<(Option<String>, Vec<Outcome>)> + Sync,
 {
     let started = Instant::now();
     let labels = crate::run::labels(targets);
@@ -228,8 +237,12 @@ where
         group_of,
         work,
         kept: Mutex::new(Vec::new()),
+        forks,
     };
-    let jobs = schedule::jobs(targets, forks);
+    // copy's work is one `push_all` per group, which bounds its own pushes
+    // (`fan_out`) and stages the bytes once per group: a first hop's
+    // targets are one job. fetch's work is a thread per target: jobs of N.
+    let jobs = schedule::jobs(targets, forks, verb == Verb::Copy);
     let (tx, rx) = mpsc::channel::<(usize, TransferReport)>();
     std::thread::scope(|s| -> anyhow::Result<()> {
         let (plan, jobs) = (&plan, &jobs);

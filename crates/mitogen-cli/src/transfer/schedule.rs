@@ -1,24 +1,27 @@
 //! How `copy` and `fetch` go through their targets under `-j N`: the
-//! targets are cut into *jobs* (those with one first hop together, in
-//! runs of at most N, so that `push_all` still stages the bytes once on a
-//! shared hop for up to N targets behind it), and jobs run in a window of N
-//! target slots ([`Window`]). A job connects its targets (a target that is
-//! another's hop first, so the other runs through it), moves the files in a
-//! thread per group, and sends each target's report as soon as its group is
-//! done.
+//! targets are cut into *jobs* (those with one first hop together: for
+//! `copy` all of them, so that `push_all` stages the bytes once on a shared
+//! hop whatever N is, and bounds its own pushes to N at once; for `fetch`
+//! in runs of at most N), and jobs run in a window of N target slots
+//! ([`Window`]; a job of more than N takes all N). A job connects its
+//! targets, at most N at once (a target that is another's hop first, so the
+//! other runs through it), moves the files in a thread per group, and sends
+//! each target's report as soon as its group is done.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::Sender;
 use std::sync::{Mutex, PoisonError};
 
 use mitogen::{Context, Target};
 
-use super::{Failure, Members, Outcome, TransferReport};
+use super::{Early, Failure, Members, Outcome, TransferReport};
 use crate::fleet::holds::{is_a_hop_of_another, Holds};
 use crate::fleet::window::{chunks, Window};
 
 /// The jobs of `targets` (indices), in order: targets that begin with the
-/// same hop together, in runs of at most `forks`.
-pub fn jobs(targets: &[Target], forks: usize) -> Vec<Vec<usize>> {
+/// same hop together, all of them when `whole`, else in runs of at most
+/// `forks`.
+pub fn jobs(targets: &[Target], forks: usize, whole: bool) -> Vec<Vec<usize>> {
     let mut families: Vec<(String, Vec<usize>)> = Vec::new();
     for (i, t) in targets.iter().enumerate() {
         let first = t.prefix(1);
@@ -27,9 +30,10 @@ pub fn jobs(targets: &[Target], forks: usize) -> Vec<Vec<usize>> {
             None => families.push((first, vec![i])),
         }
     }
+    let size = if whole { usize::MAX } else { forks };
     families
         .into_iter()
-        .flat_map(|(_, members)| chunks(members, forks))
+        .flat_map(|(_, members)| chunks(members, size))
         .collect()
 }
 
@@ -52,12 +56,14 @@ pub struct Plan<'a, G, W> {
     /// Contexts kept until the command is done: those of targets that are
     /// also a hop of another target, which may run through them later.
     pub kept: Mutex<Vec<(usize, Context)>>,
+    /// Targets connecting at once, at most (`-j`).
+    pub forks: usize,
 }
 
 impl<G, W> Plan<'_, G, W>
 where
     G: Fn(&Target) -> Option<String> + Sync,
-    W: Fn(Members) -> Vec<(Option<String>, Vec<Outcome>)> + Sync,
+    W: Fn(Members, Early) -> Vec<(Option<String>, Vec<Outcome>)> + Sync,
 {
     /// Runs every job in a window of `forks` slots, sending each target's
     /// report (index, report) to `tx` as it comes.
@@ -78,7 +84,7 @@ where
     /// Connects the targets of one job, moves the files, reports, and lets
     /// the contexts go.
     fn job(&self, job: &[usize], tx: &Sender<(usize, TransferReport)>) {
-        let connected = connect_all(self.targets, job, self.holds);
+        let connected = connect_all(self.targets, job, self.holds, self.forks);
         // (key, members); a `None` key is never shared.
         let mut groups: Vec<(Option<String>, Group)> = Vec::new();
         for (&i, c) in job.iter().zip(connected) {
@@ -99,7 +105,17 @@ where
         std::thread::scope(|s| {
             for (_, members) in &groups {
                 s.spawn(move || {
-                    let mut results = (self.work)(members);
+                    // A report handed in early goes out at once; the one
+                    // sent for it below is then dropped by the printer's
+                    // loop (the first report of a target is the one kept).
+                    let early = |k: usize, dest: Option<String>, results: Vec<Outcome>| {
+                        if let Some((i, _)) = members.get(k) {
+                            let report =
+                                TransferReport::new(self.labels[*i].clone(), dest, results);
+                            let _ = tx.send((*i, report));
+                        }
+                    };
+                    let mut results = (self.work)(members, &early);
                     results.resize_with(members.len(), || (None, vec![Err(super::thread_died())]));
                     for ((i, _), (dest, results)) in members.iter().zip(results) {
                         let report = TransferReport::new(self.labels[*i].clone(), dest, results);
@@ -127,11 +143,18 @@ where
     }
 }
 
-/// Connects the targets `job` (indices), all at once except that a target
-/// that is a hop of another (`web1` and `web1/sudo`) is connected first, so
-/// that the other runs through it (the library shares a target as a hop
-/// only once it is up); shared hops are connected once by `holds`.
-fn connect_all(targets: &[Target], job: &[usize], holds: &Holds) -> Vec<Result<Context, Failure>> {
+/// Connects the targets `job` (indices), at most `forks` at once (sshd's
+/// `MaxStartups` refuses some of a larger burst of logins to one host),
+/// except that a target that is a hop of another (`web1` and `web1/sudo`) is
+/// connected first, so that the other runs through it (the library shares a
+/// target as a hop only once it is up); shared hops are connected once by
+/// `holds`.
+fn connect_all(
+    targets: &[Target],
+    job: &[usize],
+    holds: &Holds,
+    forks: usize,
+) -> Vec<Result<Context, Failure>> {
     let text: Vec<String> = job.iter().map(|&i| targets[i].to_string()).collect();
     let depth = |k: usize| targets[job[k]].hops().len();
     let mut wave = vec![0usize; job.len()];
@@ -148,18 +171,57 @@ fn connect_all(targets: &[Target], job: &[usize], holds: &Holds) -> Vec<Result<C
     }
     let mut out: Vec<Option<Result<Context, Failure>>> = job.iter().map(|_| None).collect();
     for w in 0..=wave.iter().copied().max().unwrap_or(0) {
-        std::thread::scope(|s| {
-            let threads: Vec<_> = (0..job.len())
-                .filter(|&k| wave[k] == w)
-                .map(|k| (k, s.spawn(move || holds.connect(&targets[job[k]]))))
-                .collect();
-            for (k, h) in threads {
-                out[k] = Some(h.join().unwrap_or_else(|_| Err(super::thread_died())));
-            }
-        });
+        let these: Vec<usize> = (0..job.len()).filter(|&k| wave[k] == w).collect();
+        let connected = bounded(
+            forks,
+            &these,
+            |&k| holds.connect(&targets[job[k]]),
+            || Err(super::thread_died()),
+        );
+        for (k, c) in these.into_iter().zip(connected) {
+            out[k] = Some(c);
+        }
     }
     out.into_iter()
         .map(|r| r.unwrap_or_else(|| Err(super::thread_died())))
+        .collect()
+}
+
+/// `f` of each of `items`, in order, at most `limit` at once: as many
+/// threads, each taking the next item as it finishes one, so that a slow
+/// login holds one of them, not a batch. An item whose thread panicked is
+/// `died()` (the thread's other items go to the others).
+fn bounded<T: Sync, R: Send>(
+    limit: usize,
+    items: &[T],
+    f: impl Fn(&T) -> R + Sync,
+    died: impl Fn() -> R,
+) -> Vec<R> {
+    let next = AtomicUsize::new(0);
+    let out: Vec<Mutex<Option<R>>> = items.iter().map(|_| Mutex::new(None)).collect();
+    std::thread::scope(|s| {
+        let workers: Vec<_> = (0..limit.clamp(1, items.len().max(1)))
+            .map(|_| {
+                s.spawn(|| loop {
+                    let k = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(item) = items.get(k) else { break };
+                    let r = f(item);
+                    *out[k].lock().unwrap_or_else(PoisonError::into_inner) = Some(r);
+                })
+            })
+            .collect();
+        // Joined here, so that a panic is this item's failure, not the
+        // command's.
+        for w in workers {
+            let _ = w.join();
+        }
+    });
+    out.into_iter()
+        .map(|m| {
+            m.into_inner()
+                .unwrap_or_else(PoisonError::into_inner)
+                .unwrap_or_else(&died)
+        })
         .collect()
 }
 
@@ -173,7 +235,35 @@ mod tests {
             .iter()
             .map(|s| s.parse().unwrap())
             .collect();
-        assert_eq!(jobs(&t, 2), [vec![0, 2], vec![4], vec![1, 3], vec![5]]);
-        assert_eq!(jobs(&t, 10), [vec![0, 2, 4], vec![1, 3], vec![5]]);
+        assert_eq!(
+            jobs(&t, 2, false),
+            [vec![0, 2], vec![4], vec![1, 3], vec![5]]
+        );
+        assert_eq!(jobs(&t, 10, false), [vec![0, 2, 4], vec![1, 3], vec![5]]);
+        // copy's: a first hop's targets in one job whatever the limit.
+        assert_eq!(jobs(&t, 2, true), [vec![0, 2, 4], vec![1, 3], vec![5]]);
+    }
+
+    #[test]
+    fn bounded_runs_at_most_the_limit_at_once_and_keeps_order() {
+        let (now, peak) = (AtomicUsize::new(0), AtomicUsize::new(0));
+        let items: Vec<u32> = (0..7).collect();
+        let out = bounded(
+            3,
+            &items,
+            |&n| {
+                let v = now.fetch_add(1, Ordering::SeqCst) + 1;
+                peak.fetch_max(v, Ordering::SeqCst);
+                std::thread::sleep(std::time::Duration::from_millis(30));
+                now.fetch_sub(1, Ordering::SeqCst);
+                if n == 4 {
+                    panic!("a login that panics");
+                }
+                n * 2
+            },
+            || 999,
+        );
+        assert_eq!(out, [0, 2, 4, 6, 999, 10, 12]);
+        assert_eq!(peak.load(Ordering::SeqCst), 3);
     }
 }

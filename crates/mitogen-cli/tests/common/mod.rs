@@ -125,6 +125,23 @@ pub fn mitogen(dir: &Path, args: &[String]) -> Output {
 /// [`mitogen`] with more environment variables (after `MITOGEN_REUSE=no`,
 /// which they may replace).
 pub fn mitogen_with(dir: &Path, args: &[String], env: &[(&str, &std::ffi::OsStr)]) -> Output {
+    mitogen_written_with(dir, args, env).0
+}
+
+/// [`mitogen`], and the bytes the process wrote through system calls in all
+/// (`wchar` of `/proc/PID/io`, read once it has exited and before it is
+/// reaped; `None` if that could not be read): in a copy through one ssh hop,
+/// what it sent over that first link, the ssh client's stdin.
+pub fn mitogen_written(dir: &Path, args: &[String]) -> (Output, Option<u64>) {
+    mitogen_written_with(dir, args, &[])
+}
+
+/// [`mitogen_written`] with more environment variables, as [`mitogen_with`].
+pub fn mitogen_written_with(
+    dir: &Path,
+    args: &[String],
+    env: &[(&str, &std::ffi::OsStr)],
+) -> (Output, Option<u64>) {
     static N: AtomicU32 = AtomicU32::new(0);
     let n = N.fetch_add(1, Ordering::Relaxed);
     let (out_path, err_path) = (dir.join(format!("out.{n}")), dir.join(format!("err.{n}")));
@@ -140,9 +157,21 @@ pub fn mitogen_with(dir: &Path, args: &[String], env: &[(&str, &std::ffi::OsStr)
         .spawn()
         .expect("starting mitogen");
     let deadline = Instant::now() + COMMAND_DEADLINE;
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
+    let written = loop {
+        // An exited child stays a zombie, its counts readable, until reaped.
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", child.id()));
+        let zombie = stat.map_or(true, |s| {
+            s.rsplit_once(") ")
+                .is_some_and(|(_, rest)| rest.starts_with('Z'))
+        });
+        if zombie {
+            break std::fs::read_to_string(format!("/proc/{}/io", child.id()))
+                .ok()
+                .and_then(|io| {
+                    io.lines()
+                        .find_map(|l| l.strip_prefix("wchar: "))
+                        .and_then(|n| n.trim().parse::<u64>().ok())
+                });
         }
         if Instant::now() >= deadline {
             let _ = child.kill();
@@ -154,11 +183,13 @@ pub fn mitogen_with(dir: &Path, args: &[String], env: &[(&str, &std::ffi::OsStr)
         }
         std::thread::sleep(Duration::from_millis(20));
     };
-    Output {
+    let status = child.wait().unwrap();
+    let out = Output {
         code: status.code(),
         stdout: std::fs::read_to_string(out_path).unwrap(),
         stderr: std::fs::read_to_string(err_path).unwrap(),
-    }
+    };
+    (out, written)
 }
 
 impl Sshd {

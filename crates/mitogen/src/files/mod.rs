@@ -114,6 +114,12 @@ pub struct FileOptions {
     /// Small files' content sent with the listing, in all (default 64 MiB);
     /// past it they are streamed one by one.
     pub inline_budget: u64,
+    /// [`push_all`]: pushes running at once from each context that serves
+    /// several (the caller, and each hop the source is staged on), at least
+    /// one (default 8). A slow or failing target then holds one of them,
+    /// not the others; the memory a hop spends on large files is at most
+    /// this many `window`s. Travels to the hops with the options.
+    pub fan_out: usize,
 }
 
 impl Default for FileOptions {
@@ -127,6 +133,7 @@ impl Default for FileOptions {
             window: 8 * 1024 * 1024,
             idle_timeout: Duration::from_secs(60),
             inline_budget: 64 * 1024 * 1024,
+            fan_out: 8,
         }
     }
 }
@@ -201,12 +208,37 @@ impl Context {
 
 /// Pushes `src` to `dst` in each of `targets`; the results are in the same
 /// order. Contexts behind one shared intermediate get the bytes over the
-/// first link once.
+/// first link once, and the pushes run in parallel, at most
+/// [`FileOptions::fan_out`] at once here and at each such intermediate; a
+/// target that fails fails alone.
 pub fn push_all(
     targets: &[Context],
     src: impl AsRef<Path>,
     dst: impl AsRef<Path>,
     opts: &FileOptions,
 ) -> Vec<Result<Transfer>> {
-    fanout::push_all(targets, src.as_ref(), dst.as_ref(), opts, None)
+    fanout::push_all(targets, src.as_ref(), dst.as_ref(), opts, None, &|_, _| {})
+}
+
+/// [`push_all`], telling `on_done` each target's index (in `targets`) and
+/// result as soon as it is known, also for targets served through a hop
+/// (the hop sends each as it finishes), so that a caller can report a
+/// target without waiting for the slowest.
+///
+/// ```no_run
+/// # fn demo(targets: &[mitogen::Context]) {
+/// use mitogen::files::{push_all_each, FileOptions};
+/// push_all_each(targets, "app.tar", "/opt/app.tar", &FileOptions::default(), |i, r| {
+///     println!("{}: {}", targets[i].name(), if r.is_ok() { "ok" } else { "failed" });
+/// });
+/// # }
+/// ```
+pub fn push_all_each(
+    targets: &[Context],
+    src: impl AsRef<Path>,
+    dst: impl AsRef<Path>,
+    opts: &FileOptions,
+    on_done: impl Fn(usize, &Result<Transfer>) + Sync,
+) -> Vec<Result<Transfer>> {
+    fanout::push_all(targets, src.as_ref(), dst.as_ref(), opts, None, &on_done)
 }

@@ -11,6 +11,7 @@
 pub mod basic;
 pub mod failures;
 pub mod fanout;
+pub mod fanout_parallel;
 pub mod hostile;
 pub mod large;
 pub mod large_claim;
