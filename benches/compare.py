@@ -121,6 +121,8 @@ CONTAINERS_END = '<!-- end of containers section -->'
 # The section benches/files.py writes (file transfer), kept likewise.
 FILES_BEGIN = '<!-- files section: written by benches/files.py -->'
 FILES_END = '<!-- end of files section -->'
+REUSE_BEGIN = '<!-- reuse section: written by benches/reuse.py -->'
+REUSE_END = '<!-- end of reuse section -->'
 CHAIN_SSH_BEGIN = '<!-- ssh chain section: written by benches/compare.py --chain-ssh -->'
 CHAIN_SSH_END = '<!-- end of ssh chain section -->'
 CHAIN_SSH_OVER_FLOOR_MS = 30.0
@@ -1056,6 +1058,7 @@ def main():
     containers_section = existing_section(path, CONTAINERS_BEGIN, CONTAINERS_END)
     wan_section = existing_section(path, WAN_BEGIN, WAN_END)
     files_section = existing_section(path, FILES_BEGIN, FILES_END)
+    reuse_section = existing_section(path, REUSE_BEGIN, REUSE_END)
 
     ours = {k: median([r[k] for r in rounds_ours]) for k, *_ in KEYS}
     theirs = {k: median([r[k] for r in rounds_theirs]) for k, *_ in KEYS}
@@ -1082,7 +1085,7 @@ def main():
     text = render(ours, theirs, rounds_ours, rounds_theirs, sizes, machine(), args, rerun,
                   ssh_section, (sudo_section, chains_section, chain_ssh_section,
                                 wan_section, against_section, containers_section,
-                                files_section))
+                                files_section, reuse_section))
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, 'w') as fp:
         fp.write(text)

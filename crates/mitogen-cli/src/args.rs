@@ -8,7 +8,9 @@ use clap::{ArgAction, Args, Parser, Subcommand};
 use mitogen::Hop;
 use mitogen::{ConnectOptions, Target};
 
+use crate::become_user::BecomeArgs;
 use crate::fleet::FleetArgs;
+use crate::reuse::ReuseArgs;
 use crate::transfer::args::{CopyArgs, FetchArgs, COPY_AFTER_HELP, FETCH_AFTER_HELP};
 
 /// Exit codes of `mitogen run`, shown in its `--help`.
@@ -32,12 +34,16 @@ Examples:
   mitogen run --password-file ~/.pw deploy@web1/sudo -- id
   mitogen run --password-file su:bob=bob.pw --password-file su:bob/sudo=bob.pw su:bob/sudo -- id
   mitogen run -H web.hosts -j 50 --timeout 30 -- systemctl is-active nginx
+  mitogen run -b --become-user app -H web.hosts -- id
+  mitogen run --no-reuse web1 -- uptime
 
 Hosts files (-H FILE): one target per line, blank lines and '#' comments
 ignored. At most -j targets (default 10) connect or run at once; hops shared
 by several targets are connected once and kept to the end. --timeout counts
 from each target's own start. On a terminal, a progress line on stderr; with
 more than one target, a summary line on stderr at the end (not with --json).
+An ssh login this command makes stays for --reuse SECS (60) after its use,
+for the next command to the same host.
 Control characters in a target's output are shown as ^M, ^[, \\x9b, never
 obeyed.";
 
@@ -178,6 +184,14 @@ pub struct RunArgs {
     /// How ssh hops are made.
     #[command(flatten)]
     pub connect: ConnectArgs,
+
+    /// ssh connection reuse between commands.
+    #[command(flatten)]
+    pub reuse: ReuseArgs,
+
+    /// A user switch hop after every target.
+    #[command(flatten)]
+    pub switch: BecomeArgs,
 }
 
 /// Arguments of `mitogen bench`.
@@ -298,6 +312,11 @@ pub struct ConnectArgs {
     /// path: each password goes to its own hop only.
     #[arg(long)]
     pub ask_password: bool,
+
+    /// Connection reuse for the first hop of each target, set from
+    /// [`ReuseArgs`] by the subcommands that take it (never by `bench`).
+    #[arg(skip)]
+    pub reuse: Option<mitogen::SshReuse>,
 }
 
 /// The path of every hop of `targets` (`web1`, `web1/sudo:app`, …), each once,
@@ -381,6 +400,7 @@ impl ConnectArgs {
             ssh_config: self.ssh_config.clone(),
             ssh_options: self.ssh_options.clone(),
             connect_timeout: self.connect_timeout,
+            ssh_reuse: self.reuse.clone(),
             ..Default::default()
         }
     }

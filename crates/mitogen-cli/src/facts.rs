@@ -65,6 +65,14 @@ pub struct FactsArgs {
     /// How ssh hops are made.
     #[command(flatten)]
     pub connect: ConnectArgs,
+
+    /// ssh connection reuse between commands.
+    #[command(flatten)]
+    pub reuse: crate::reuse::ReuseArgs,
+
+    /// A user switch hop after every target.
+    #[command(flatten)]
+    pub switch: crate::become_user::BecomeArgs,
 }
 
 /// Gathers the facts of every target, printing each as it comes; returns

@@ -8,12 +8,14 @@
 //! also what runs in every context it starts.
 
 mod args;
+mod become_user;
 mod bench;
 mod facts;
 mod fleet;
 mod logging;
 mod password;
 mod printer;
+mod reuse;
 mod run;
 mod transfer;
 
@@ -47,6 +49,13 @@ fn dispatch(router: &mitogen::Router, cli: Cli) -> anyhow::Result<u8> {
     match cli.command {
         Command::Run(mut args) => {
             args.targets = targets("run", &args.fleet, args.targets);
+            args.targets = session(
+                "run",
+                &mut args.connect,
+                &args.reuse,
+                &args.switch,
+                args.targets,
+            );
             let mut printer = printer::new(args.json);
             run::run(router, args, printer.as_mut())
         }
@@ -66,12 +75,16 @@ fn dispatch(router: &mitogen::Router, cli: Cli) -> anyhow::Result<u8> {
         }
         Command::Copy(mut args) => {
             args.targets = targets("copy", &args.common.fleet, args.targets);
+            let c = &mut args.common;
+            args.targets = session("copy", &mut c.connect, &c.reuse, &c.switch, args.targets);
             let plan = transfer::copy::plan(&args.paths).unwrap_or_else(|e| usage("copy", &e));
             let mut printer = printer::transfer::new(args.common.json);
             transfer::copy::run(router, args, &plan, printer.as_mut())
         }
         Command::Fetch(mut args) => {
             args.targets = targets("fetch", &args.common.fleet, args.targets);
+            let c = &mut args.common;
+            args.targets = session("fetch", &mut c.connect, &c.reuse, &c.switch, args.targets);
             let (dir, plan) = transfer::fetch::plan(&args.paths, args.flat, args.targets.len())
                 .unwrap_or_else(|e| usage("fetch", &e));
             let mut printer = printer::transfer::new(args.common.json);
@@ -79,6 +92,13 @@ fn dispatch(router: &mitogen::Router, cli: Cli) -> anyhow::Result<u8> {
         }
         Command::Facts(mut args) => {
             args.targets = targets("facts", &args.fleet, args.targets);
+            args.targets = session(
+                "facts",
+                &mut args.connect,
+                &args.reuse,
+                &args.switch,
+                args.targets,
+            );
             let mut printer = printer::facts::new(args.json);
             facts::run(router, args, printer.as_mut())
         }
@@ -94,6 +114,22 @@ fn targets(
 ) -> Vec<mitogen::Target> {
     fleet
         .targets(given)
+        .unwrap_or_else(|e| usage(subcommand, &e))
+}
+
+/// What `run`, `copy`, `fetch` and `facts` add to their targets and ssh options:
+/// the `--become` hop, and connection reuse (in `connect`); a bad
+/// `--become-user` or `MITOGEN_REUSE` is a usage error.
+fn session(
+    subcommand: &str,
+    connect: &mut args::ConnectArgs,
+    reuse: &reuse::ReuseArgs,
+    switch: &become_user::BecomeArgs,
+    targets: Vec<mitogen::Target>,
+) -> Vec<mitogen::Target> {
+    connect.reuse = reuse.ssh_reuse().unwrap_or_else(|e| usage(subcommand, &e));
+    switch
+        .apply(targets)
         .unwrap_or_else(|e| usage(subcommand, &e))
 }
 

@@ -165,6 +165,13 @@ fn a_sudo_target_shows_the_switched_user() {
     assert_eq!(f["user"]["uid"], user.uid);
     assert_eq!(f["user"]["name"], user.name.as_str());
     assert_eq!(f["user"]["home"], user.home.display().to_string());
+    // --become-user adds the same hop as `local/sudo:USER` written out.
+    let out = d.run(&["facts", "--become-user", &user.name, "local"]);
+    assert_code(&out, 0);
+    assert_has(
+        &out.stdout,
+        &format!("[{chain}]   user {} (uid {}, ", user.name, user.uid),
+    );
 }
 
 #[test]

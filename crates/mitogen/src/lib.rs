@@ -104,6 +104,7 @@ pub use crate::core::remote::{IntoArgs, RemoteFn};
 pub use crate::core::secret::Secret;
 pub use crate::core::select::{Select, Selectable};
 pub use crate::core::signals::Subscription;
+pub use crate::methods::SshReuse;
 pub use crate::methods::{
     Buildah, ContainerHop, Docker, Engine, Exec, Kubectl, Lxc, Lxd, LxdClient, Machinectl,
 };

@@ -241,6 +241,20 @@ impl Target {
         }
         .to_string()
     }
+
+    /// This target with `hop` after its last hop (`web1` and `sudo` make
+    /// `web1/sudo`).
+    ///
+    /// ```
+    /// let t: mitogen::Target = "web1".parse().unwrap();
+    /// let t = t.join(mitogen::Hop::Sudo { user: Some("app".into()) });
+    /// assert_eq!(t.to_string(), "web1/sudo:app");
+    /// ```
+    pub fn join(&self, hop: Hop) -> Target {
+        let mut hops = self.hops.clone();
+        hops.push(hop);
+        Target { hops }
+    }
 }
 
 impl FromStr for Target {

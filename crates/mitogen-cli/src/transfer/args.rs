@@ -179,4 +179,12 @@ pub struct TransferOptions {
     /// How ssh hops are made.
     #[command(flatten)]
     pub connect: ConnectArgs,
+
+    /// ssh connection reuse between commands.
+    #[command(flatten)]
+    pub reuse: crate::reuse::ReuseArgs,
+
+    /// A user switch hop after every target.
+    #[command(flatten)]
+    pub switch: crate::become_user::BecomeArgs,
 }

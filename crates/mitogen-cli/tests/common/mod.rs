@@ -116,8 +116,17 @@ pub struct Output {
 }
 
 /// Runs the built `mitogen` with `args`, killing it at [`COMMAND_DEADLINE`].
+/// ssh connection reuse is off (`MITOGEN_REUSE=no`): each command logs in
+/// afresh and leaves nothing behind, as the tests' login counts expect; the
+/// reuse tests turn it on with `--reuse`.
 pub fn mitogen(dir: &Path, args: &[String]) -> Output {
-    mitogen_written(dir, args).0
+    mitogen_with(dir, args, &[])
+}
+
+/// [`mitogen`] with more environment variables (after `MITOGEN_REUSE=no`,
+/// which they may replace).
+pub fn mitogen_with(dir: &Path, args: &[String], env: &[(&str, &std::ffi::OsStr)]) -> Output {
+    mitogen_written_with(dir, args, env).0
 }
 
 /// [`mitogen`], and the bytes the process wrote through system calls in all
@@ -125,6 +134,15 @@ pub fn mitogen(dir: &Path, args: &[String]) -> Output {
 /// reaped; `None` if that could not be read): in a copy through one ssh hop,
 /// what it sent over that first link, the ssh client's stdin.
 pub fn mitogen_written(dir: &Path, args: &[String]) -> (Output, Option<u64>) {
+    mitogen_written_with(dir, args, &[])
+}
+
+/// [`mitogen_written`] with more environment variables, as [`mitogen_with`].
+pub fn mitogen_written_with(
+    dir: &Path,
+    args: &[String],
+    env: &[(&str, &std::ffi::OsStr)],
+) -> (Output, Option<u64>) {
     static N: AtomicU32 = AtomicU32::new(0);
     let n = N.fetch_add(1, Ordering::Relaxed);
     let (out_path, err_path) = (dir.join(format!("out.{n}")), dir.join(format!("err.{n}")));
@@ -132,6 +150,8 @@ pub fn mitogen_written(dir: &Path, args: &[String]) -> (Output, Option<u64>) {
         .args(args)
         .env_remove("MITOGEN_LOG")
         .env_remove("RUST_LOG")
+        .env("MITOGEN_REUSE", "no")
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(std::fs::File::create(&out_path).unwrap())
         .stderr(std::fs::File::create(&err_path).unwrap())

@@ -7,6 +7,7 @@ use std::time::Duration;
 use crate::core::error::{Error, Result};
 use crate::methods::local::Local;
 use crate::methods::ssh::Ssh;
+use crate::methods::ssh_reuse::SshReuse;
 use crate::methods::Method;
 use crate::target::{Hop, Target};
 
@@ -32,6 +33,12 @@ pub struct ConnectOptions {
     /// doas hop's caller, an su hop's target user). Keys naming no hop of a
     /// target are ignored, so one set of options can serve several targets.
     pub hop_passwords: std::collections::BTreeMap<String, crate::core::secret::Secret>,
+    /// Connection reuse ([`SshReuse`]) for the target's first hop when it is
+    /// an ssh hop: the one this process starts itself. Hops further down are
+    /// started by another context, on another host, and never get it: a
+    /// socket left there would be a login for that host's user, beyond this
+    /// process's sight. Default: none.
+    pub ssh_reuse: Option<SshReuse>,
 }
 
 impl ConnectOptions {
@@ -84,6 +91,7 @@ impl ConnectOptions {
 /// own password.
 fn hop_method(
     hop: &Hop,
+    first: bool,
     options: &ConnectOptions,
     password: Option<crate::core::secret::Secret>,
 ) -> std::result::Result<Method, String> {
@@ -114,6 +122,9 @@ fn hop_method(
             }
             if let Some(p) = password {
                 ssh = ssh.password(p);
+            }
+            if let (true, Some(reuse)) = (first, &options.ssh_reuse) {
+                ssh = ssh.reuse(reuse.clone());
             }
             Method::Ssh(ssh)
         }
@@ -191,7 +202,7 @@ pub(super) fn hop_methods(
     let mut methods = Vec::new();
     for (i, (hop, password)) in target.hops().iter().zip(&passwords).enumerate() {
         let name = target.prefix(i + 1);
-        let method = hop_method(hop, options, password.clone()).map_err(bad)?;
+        let method = hop_method(hop, i == 0, options, password.clone()).map_err(bad)?;
         methods.push(method.named(name));
     }
     Ok((methods, passwords))

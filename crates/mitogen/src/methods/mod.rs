@@ -82,6 +82,7 @@ pub(crate) mod local;
 pub(crate) mod presets;
 pub(crate) mod setns;
 pub(crate) mod ssh;
+pub(crate) mod ssh_reuse;
 pub(crate) mod su;
 pub(crate) mod sudo;
 mod switch;
@@ -95,6 +96,7 @@ pub use local::Local;
 pub use presets::{Buildah, Kubectl, Lxc, Lxd, LxdClient, Machinectl};
 pub use setns::{Leader, Setns};
 pub use ssh::{HostKeyPolicy, Ssh};
+pub use ssh_reuse::SshReuse;
 pub use su::Su;
 pub use sudo::Sudo;
 

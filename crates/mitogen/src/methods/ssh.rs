@@ -3,8 +3,11 @@
 //! The system client is driven (not a library), so the user's
 //! `~/.ssh/config`, agent, `ProxyJump`, `ControlMaster` and `known_hosts` work
 //! unchanged. ssh runs the [first stage](crate::parent::first_stage), which
-//! starts the cached program or takes an upload of it.
+//! starts the cached program or takes an upload of it. With
+//! [`Ssh::reuse`], connections to one host share a login
+//! ([`super::ssh_reuse`]).
 
+use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::Arc;
@@ -18,6 +21,8 @@ use crate::core::secret::Secret;
 use crate::parent::first_stage::{self, Compression};
 use crate::parent::prompt::PromptStyle;
 use crate::parent::PromptSpec;
+
+use super::ssh_reuse::{self, SshReuse};
 
 /// What to do about the remote's host key.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -59,6 +64,7 @@ pub struct Ssh {
     upload: Compression,
     name: Option<String>,
     password: Option<Secret>,
+    reuse: Option<SshReuse>,
 }
 
 /// Default time allowed for ssh to connect and the program to start.
@@ -86,6 +92,7 @@ impl Ssh {
             upload: Compression::Auto,
             name: None,
             password: None,
+            reuse: None,
         }
     }
 
@@ -148,6 +155,13 @@ impl Ssh {
         self
     }
 
+    /// Reuse connections to this host through ssh's `ControlMaster` (see
+    /// [`SshReuse`] for when it stays off); default: no reuse.
+    pub fn reuse(mut self, reuse: SshReuse) -> Ssh {
+        self.reuse = Some(reuse);
+        self
+    }
+
     pub(crate) fn default_name(&self) -> String {
         let mut n = String::new();
         if let Some(u) = &self.user {
@@ -161,11 +175,40 @@ impl Ssh {
         n
     }
 
-    /// The ssh command running `remote_command`.
-    pub(crate) fn command(&self, remote_command: &str) -> Command {
+    /// The ssh command running `remote_command`, with `extra` options after
+    /// the caller's own (ssh keeps the first value it sees of an option, so
+    /// the caller's win).
+    pub(crate) fn command(&self, remote_command: &str, extra: &[String]) -> Command {
         let mut cmd = Command::new(&self.ssh_path);
-        let o = |cmd: &mut Command, opt: String| {
-            cmd.arg("-o").arg(opt);
+        cmd.args(self.options());
+        cmd.args(extra);
+        cmd.arg("--").arg(&self.host).arg(remote_command);
+        cmd
+    }
+
+    /// The options reuse adds to this connection, or none (with a debug log
+    /// saying why).
+    fn reuse_options(&self) -> Vec<String> {
+        let Some(reuse) = &self.reuse else {
+            return Vec::new();
+        };
+        let mut query = ssh_reuse::config_query(self.ssh_path.as_os_str(), &self.options());
+        query.arg("--").arg(&self.host);
+        match reuse.options(&self.ssh_args, query) {
+            Ok(options) => options,
+            Err(why) => {
+                tracing::debug!(host = %self.host, "ssh connection reuse off: {why}");
+                Vec::new()
+            }
+        }
+    }
+
+    /// Every argument before the host: ours, then the caller's.
+    fn options(&self) -> Vec<OsString> {
+        let mut cmd: Vec<OsString> = Vec::new();
+        let o = |cmd: &mut Vec<OsString>, opt: String| {
+            cmd.push("-o".into());
+            cmd.push(opt.into());
         };
         if self.password.is_some() {
             // One try: a wrong password fails at once instead of re-prompting.
@@ -200,20 +243,23 @@ impl Ssh {
             }
         }
         if let Some(f) = &self.config_file {
-            cmd.arg("-F").arg(f);
+            cmd.push("-F".into());
+            cmd.push(f.into());
         }
         if let Some(i) = &self.identity_file {
-            cmd.arg("-i").arg(i);
+            cmd.push("-i".into());
+            cmd.push(i.into());
             o(&mut cmd, "IdentitiesOnly=yes".into());
         }
         if let Some(u) = &self.user {
-            cmd.arg("-l").arg(u);
+            cmd.push("-l".into());
+            cmd.push(u.into());
         }
         if let Some(p) = self.port {
-            cmd.arg("-p").arg(p.to_string());
+            cmd.push("-p".into());
+            cmd.push(p.to_string().into());
         }
-        cmd.args(&self.ssh_args);
-        cmd.arg("--").arg(&self.host).arg(remote_command);
+        cmd.extend(self.ssh_args.iter().map(OsString::from));
         cmd
     }
 
@@ -237,8 +283,15 @@ impl Ssh {
         let hash = own.hash.clone();
         let name = self.name.clone().unwrap_or_else(|| self.default_name());
         let others = router.binaries.others();
-        let build =
-            |force: bool| self.command(&first_stage::command_line_with(&hash, &others, force));
+        // Decided once (it may ask `ssh -G`), in the process that runs ssh:
+        // the control directory is checked where the socket will be.
+        let reuse = self.reuse_options();
+        let build = |force: bool| {
+            self.command(
+                &first_stage::command_line_with(&hash, &others, force),
+                &reuse,
+            )
+        };
         crate::parent::connect(
             router,
             &crate::parent::Launch {
