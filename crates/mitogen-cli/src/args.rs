@@ -177,6 +177,16 @@ pub struct RunArgs {
     #[arg(long, value_name = "SECS", value_parser = parse_secs)]
     pub timeout: Option<Duration>,
 
+    /// Which targets, how they are reached, how many at once.
+    #[command(flatten)]
+    pub session: SessionArgs,
+}
+
+/// What every command working on a fleet of targets takes beside them:
+/// `run`, `copy`, `fetch` and `facts` (not `bench`, which measures one
+/// target with cold logins).
+#[derive(Debug, Args)]
+pub struct SessionArgs {
     /// Hosts files and the concurrency limit.
     #[command(flatten)]
     pub fleet: FleetArgs,
@@ -192,6 +202,17 @@ pub struct RunArgs {
     /// A user switch hop after every target.
     #[command(flatten)]
     pub switch: BecomeArgs,
+}
+
+impl SessionArgs {
+    /// The targets to work on: those of the hosts files, then `given`,
+    /// each with the `--become` hop added; and the ssh options made to
+    /// reuse logins as asked. An error is a usage error's message.
+    pub fn prepare(&mut self, given: Vec<Target>) -> Result<Vec<Target>, String> {
+        let targets = self.fleet.targets(given)?;
+        self.connect.reuse = self.reuse.ssh_reuse()?;
+        self.switch.apply(targets)
+    }
 }
 
 /// Arguments of `mitogen bench`.
@@ -466,7 +487,7 @@ mod tests {
         let Command::Run(run) = cli.command else {
             panic!("not run")
         };
-        let o = run.connect.options();
+        let o = run.session.connect.options();
         assert_eq!(
             o.ssh_config.as_deref(),
             Some(std::path::Path::new("/etc/cfg"))

@@ -10,8 +10,7 @@ use clap::Args;
 use mitogen::builtins::{facts, Facts};
 use mitogen::{Router, Target};
 
-use crate::args::{parse_secs, parse_target, ConnectArgs};
-use crate::fleet::FleetArgs;
+use crate::args::{parse_secs, parse_target};
 use crate::printer::facts::FactsPrinter;
 use crate::run::{each, Call, Fleet, Outcome, TargetReport};
 
@@ -58,21 +57,9 @@ pub struct FactsArgs {
     #[arg(long, value_name = "SECS", value_parser = parse_secs)]
     pub timeout: Option<Duration>,
 
-    /// Hosts files and the concurrency limit.
+    /// Which targets, how they are reached, how many at once.
     #[command(flatten)]
-    pub fleet: FleetArgs,
-
-    /// How ssh hops are made.
-    #[command(flatten)]
-    pub connect: ConnectArgs,
-
-    /// ssh connection reuse between commands.
-    #[command(flatten)]
-    pub reuse: crate::reuse::ReuseArgs,
-
-    /// A user switch hop after every target.
-    #[command(flatten)]
-    pub switch: crate::become_user::BecomeArgs,
+    pub session: crate::args::SessionArgs,
 }
 
 /// Gathers the facts of every target, printing each as it comes; returns
@@ -80,6 +67,7 @@ pub struct FactsArgs {
 pub fn run(router: &Router, args: FactsArgs, printer: &mut dyn FactsPrinter) -> anyhow::Result<u8> {
     let started = Instant::now();
     let options = args
+        .session
         .connect
         .connect_options(&args.targets.iter().collect::<Vec<_>>())?;
     let call: Call<Facts> =
@@ -88,7 +76,7 @@ pub fn run(router: &Router, args: FactsArgs, printer: &mut dyn FactsPrinter) -> 
         targets: args.targets,
         options,
         timeout: args.timeout,
-        forks: args.fleet.forks,
+        forks: args.session.fleet.forks,
         progress: !args.json,
     };
     let reports = each(router, fleet, call, |r| printer.target(r))?;

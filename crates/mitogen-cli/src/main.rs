@@ -48,14 +48,7 @@ fn main(router: mitogen::Router) -> ExitCode {
 fn dispatch(router: &mitogen::Router, cli: Cli) -> anyhow::Result<u8> {
     match cli.command {
         Command::Run(mut args) => {
-            args.targets = targets("run", &args.fleet, args.targets);
-            args.targets = session(
-                "run",
-                &mut args.connect,
-                &args.reuse,
-                &args.switch,
-                args.targets,
-            );
+            args.targets = prepare("run", &mut args.session, args.targets);
             let mut printer = printer::new(args.json);
             run::run(router, args, printer.as_mut())
         }
@@ -74,62 +67,38 @@ fn dispatch(router: &mitogen::Router, cli: Cli) -> anyhow::Result<u8> {
             Ok(0)
         }
         Command::Copy(mut args) => {
-            args.targets = targets("copy", &args.common.fleet, args.targets);
-            let c = &mut args.common;
-            args.targets = session("copy", &mut c.connect, &c.reuse, &c.switch, args.targets);
+            args.targets = prepare("copy", &mut args.common.session, args.targets);
             let plan = transfer::copy::plan(&args.paths).unwrap_or_else(|e| usage("copy", &e));
             let mut printer = printer::transfer::new(args.common.json);
             transfer::copy::run(router, args, &plan, printer.as_mut())
         }
         Command::Fetch(mut args) => {
-            args.targets = targets("fetch", &args.common.fleet, args.targets);
-            let c = &mut args.common;
-            args.targets = session("fetch", &mut c.connect, &c.reuse, &c.switch, args.targets);
+            args.targets = prepare("fetch", &mut args.common.session, args.targets);
             let (dir, plan) = transfer::fetch::plan(&args.paths, args.flat, args.targets.len())
                 .unwrap_or_else(|e| usage("fetch", &e));
             let mut printer = printer::transfer::new(args.common.json);
             transfer::fetch::run(router, args, &dir, &plan, printer.as_mut())
         }
         Command::Facts(mut args) => {
-            args.targets = targets("facts", &args.fleet, args.targets);
-            args.targets = session(
-                "facts",
-                &mut args.connect,
-                &args.reuse,
-                &args.switch,
-                args.targets,
-            );
+            args.targets = prepare("facts", &mut args.session, args.targets);
             let mut printer = printer::facts::new(args.json);
             facts::run(router, args, printer.as_mut())
         }
     }
 }
 
-/// The targets of the hosts files, then those of the command line; a
-/// hosts file that cannot be read or has a bad line is a usage error.
-fn targets(
+/// The targets of the hosts files, then those of the command line, with
+/// the `--become` hop added, and ssh's options set for connection reuse
+/// ([`SessionArgs::prepare`](args::SessionArgs::prepare)); a hosts file that
+/// cannot be read or has a bad line, a bad `--become-user` or
+/// `MITOGEN_REUSE` is a usage error.
+fn prepare(
     subcommand: &str,
-    fleet: &fleet::FleetArgs,
+    session: &mut args::SessionArgs,
     given: Vec<mitogen::Target>,
 ) -> Vec<mitogen::Target> {
-    fleet
-        .targets(given)
-        .unwrap_or_else(|e| usage(subcommand, &e))
-}
-
-/// What `run`, `copy`, `fetch` and `facts` add to their targets and ssh options:
-/// the `--become` hop, and connection reuse (in `connect`); a bad
-/// `--become-user` or `MITOGEN_REUSE` is a usage error.
-fn session(
-    subcommand: &str,
-    connect: &mut args::ConnectArgs,
-    reuse: &reuse::ReuseArgs,
-    switch: &become_user::BecomeArgs,
-    targets: Vec<mitogen::Target>,
-) -> Vec<mitogen::Target> {
-    connect.reuse = reuse.ssh_reuse().unwrap_or_else(|e| usage(subcommand, &e));
-    switch
-        .apply(targets)
+    session
+        .prepare(given)
         .unwrap_or_else(|e| usage(subcommand, &e))
 }
 

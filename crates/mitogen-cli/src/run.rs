@@ -199,6 +199,7 @@ fn start<T: Reply>(
 pub fn run(router: &Router, args: RunArgs, printer: &mut dyn Printer) -> anyhow::Result<u8> {
     let started = Instant::now();
     let options = args
+        .session
         .connect
         .connect_options(&args.targets.iter().collect::<Vec<_>>())?;
     let argv = args.command;
@@ -209,7 +210,7 @@ pub fn run(router: &Router, args: RunArgs, printer: &mut dyn Printer) -> anyhow:
         targets: args.targets,
         options,
         timeout: args.timeout,
-        forks: args.fleet.forks,
+        forks: args.session.fleet.forks,
         progress: !args.json,
     };
     let reports = each(router, fleet, call, |r| printer.target(r))?;

@@ -10,17 +10,7 @@
 #[macro_use]
 mod common;
 
-use common::scratch::{assert_code, assert_has, Scratch};
-use common::Output;
-
-/// The JSON records of `--json` output, in the order they came.
-#[track_caller]
-fn records(out: &Output) -> Vec<serde_json::Value> {
-    out.stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
-        .collect()
-}
+use common::scratch::{assert_code, assert_has, json_lines, Scratch};
 
 /// This machine's host name and kernel release, as `uname(2)` says.
 fn uname() -> (String, String) {
@@ -84,7 +74,7 @@ fn local_facts_are_this_machines() {
 
     let out = d.run(&["facts", "--json", "local"]);
     assert_code(&out, 0);
-    let r = records(&out);
+    let r = json_lines(&out);
     assert_eq!(r.len(), 1, "{}", out.stdout);
     assert_eq!(r[0]["target"], "local");
     assert!(r[0]["error"].is_null());
@@ -117,7 +107,7 @@ fn a_hosts_file_and_the_limit_work_as_for_run() {
     let hosts = d.file("hosts", "# two\nlocal\nlocal/local\n");
     let out = d.run(&["facts", "--json", "-j", "1", "-H", &hosts, "local"]);
     assert_code(&out, 0);
-    let targets: Vec<String> = records(&out)
+    let targets: Vec<String> = json_lines(&out)
         .iter()
         .map(|r| r["target"].as_str().unwrap().to_owned())
         .collect();
@@ -135,7 +125,7 @@ fn an_ssh_target_answers_as_its_login() {
     args.extend(sshd.options());
     let out = common::mitogen(&sshd.dir, &args);
     assert_code(&out, 0);
-    let r = records(&out);
+    let r = json_lines(&out);
     assert_eq!(r[0]["target"], target.as_str(), "{}", out.stdout);
     let f = &r[0]["facts"];
     assert_eq!(f["user"]["uid"], 0, "{f}");
@@ -161,7 +151,7 @@ fn a_sudo_target_shows_the_switched_user() {
     }
     let out = d.run(&["facts", "--json", &via_sudo]);
     assert_code(&out, 0);
-    let f = &records(&out)[0]["facts"];
+    let f = &json_lines(&out)[0]["facts"];
     assert_eq!(f["user"]["uid"], user.uid);
     assert_eq!(f["user"]["name"], user.name.as_str());
     assert_eq!(f["user"]["home"], user.home.display().to_string());
@@ -184,7 +174,7 @@ fn an_unreachable_target_fails_alone_with_status_3() {
     args.extend(o);
     let out = d.run(&args);
     assert_code(&out, 3);
-    let r = records(&out);
+    let r = json_lines(&out);
     let bad = r.iter().find(|r| r["target"] == dead.as_str()).unwrap();
     assert!(bad["facts"].is_null());
     let error = bad["error"].as_str().unwrap();

@@ -15,17 +15,8 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::scratch::{assert_code, assert_has, strings, Scratch};
-use common::{mitogen, mitogen_written, Output};
-
-/// The JSON records of `--json` output, in the order they came.
-#[track_caller]
-fn records(out: &Output) -> Vec<serde_json::Value> {
-    out.stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
-        .collect()
-}
+use common::scratch::{assert_code, assert_has, json_lines, strings, Scratch};
+use common::{mitogen, mitogen_written};
 
 fn targets_of(records: &[serde_json::Value]) -> Vec<&str> {
     records
@@ -46,7 +37,7 @@ fn a_hosts_file_gives_targets_before_the_command_lines() {
         "run", "--json", "-j", "1", "-H", &hosts, "local", "--", "echo", "hi",
     ]);
     assert_code(&out, 0);
-    let r = records(&out);
+    let r = json_lines(&out);
     assert_eq!(targets_of(&r), ["local#1", "local/local", "local#2"]);
     assert!(r.iter().all(|r| r["stdout"] == "hi\n"), "{r:?}");
 
@@ -57,7 +48,7 @@ fn a_hosts_file_gives_targets_before_the_command_lines() {
     ]);
     assert_code(&out, 0);
     assert_eq!(
-        targets_of(&records(&out)),
+        targets_of(&json_lines(&out)),
         ["local/local/local", "local", "local/local"]
     );
 }
@@ -132,7 +123,7 @@ fn forks_2_never_runs_more_than_2_targets_at_once() {
     args.extend(["--", "sh", "-c", &command]);
     let out = d.run(&args);
     assert_code(&out, 0);
-    let r = records(&out);
+    let r = json_lines(&out);
     assert_eq!(r.len(), 6, "{}", out.stdout);
     assert!(r
         .iter()
@@ -180,7 +171,7 @@ fn a_targets_timeout_counts_from_its_own_start() {
     ]);
     assert_code(&out, 0);
     assert!(t0.elapsed() >= Duration::from_millis(1800));
-    let r = records(&out);
+    let r = json_lines(&out);
     assert_eq!(r.len(), 3);
     for r in &r {
         assert_eq!(r["exit_code"], 0, "{r}");
@@ -230,7 +221,7 @@ fn forks_1_goes_on_past_a_failed_target_and_sums_up() {
     // JSON: the per-target objects and nothing else, anywhere.
     let out = d.run(&["run", "--json", "local", "local", "--", "true"]);
     assert_code(&out, 0);
-    assert_eq!(records(&out).len(), 2);
+    assert_eq!(json_lines(&out).len(), 2);
     assert_eq!(out.stderr, "");
 }
 
@@ -318,7 +309,7 @@ fn a_shared_jump_host_is_crossed_once_whatever_forks() {
     args.extend(strings(&["--", "sh", "-c", "echo $PPID"]));
     let out = mitogen(&d.0, &args);
     assert_code(&out, 0);
-    let r = records(&out);
+    let r = json_lines(&out);
     assert_eq!(r.len(), 3, "{}", out.stdout);
     assert_eq!(sshd.logins() - before, 1, "{}", sshd.log());
 
@@ -398,7 +389,7 @@ fn copy_to_five_behind_a_jump_host_crosses_its_link_once_with_j_2() {
         "mitogen wrote {written} bytes for five copies of {size} behind one hop"
     );
     assert_eq!(std::fs::read(d.path("dst/f")).unwrap(), noise(size));
-    let r = records(&out);
+    let r = json_lines(&out);
     assert_eq!(r.len(), 5, "{}", out.stdout);
     // Each is reported as its push ends, not all when the last one does
     // (where they were, a fraction of a millisecond apart): two pushes at

@@ -14,17 +14,13 @@ mod common;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
-use common::scratch::{assert_code, assert_has, strings, Scratch};
+use common::scratch::{assert_code, assert_has, json_lines, strings, Scratch};
 use common::{mitogen, Output};
 
 /// The JSON records of `--json` output, one per line, by target.
 #[track_caller]
 fn records(out: &Output) -> Vec<serde_json::Value> {
-    let mut v: Vec<serde_json::Value> = out
-        .stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
-        .collect();
+    let mut v = json_lines(out);
     v.sort_by_key(|r| r["target"].as_str().unwrap_or_default().to_owned());
     v
 }

@@ -15,7 +15,7 @@ use std::time::Duration;
 use mitogen::builtins::{Facts, Mount};
 use serde::Serialize;
 
-use super::human::{millis, visible};
+use super::human::{visible, write_unfinished};
 use crate::run::{Outcome, TargetReport};
 
 /// Writes the reports of `mitogen facts`.
@@ -191,14 +191,7 @@ impl<O: Write, E: Write> FactsPrinter for Text<O, E> {
                 }
                 self.out.flush()
             }
-            Outcome::Failed(e) => {
-                writeln!(self.err, "[{label}] failed: {}", visible(e))?;
-                self.err.flush()
-            }
-            Outcome::TimedOut => {
-                writeln!(self.err, "[{label}] timed out after {}", millis(r.duration))?;
-                self.err.flush()
-            }
+            _ => write_unfinished(&mut self.err, &label, r),
         }
     }
 

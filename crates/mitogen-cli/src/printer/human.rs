@@ -94,6 +94,22 @@ pub fn visible(text: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// Writes, on `err`, the line of a target that has no result: it failed or
+/// timed out (nothing for one that has a result, which each command shows
+/// its own way).
+pub(super) fn write_unfinished<T>(
+    err: &mut impl Write,
+    label: &str,
+    r: &TargetReport<T>,
+) -> io::Result<()> {
+    match &r.outcome {
+        Outcome::Failed(e) => writeln!(err, "[{label}] failed: {}", visible(e))?,
+        Outcome::TimedOut => writeln!(err, "[{label}] timed out after {}", millis(r.duration))?,
+        Outcome::Ran(_) => return Ok(()),
+    }
+    err.flush()
+}
+
 pub(super) fn millis(d: std::time::Duration) -> String {
     format!("{:.1} ms", d.as_secs_f64() * 1e3)
 }
@@ -124,14 +140,7 @@ impl<O: Write, E: Write> Printer for HumanPrinter<O, E> {
                 }
                 self.out.flush()
             }
-            Outcome::Failed(e) => {
-                writeln!(self.err, "[{label}] failed: {}", visible(e))?;
-                self.err.flush()
-            }
-            Outcome::TimedOut => {
-                writeln!(self.err, "[{label}] timed out after {}", millis(r.duration))?;
-                self.err.flush()
-            }
+            _ => write_unfinished(&mut self.err, label, r),
         }
     }
 

@@ -7,8 +7,7 @@ use clap::Args;
 use mitogen::files::FileOptions;
 use mitogen::Target;
 
-use crate::args::{parse_target, ConnectArgs};
-use crate::fleet::FleetArgs;
+use crate::args::parse_target;
 
 /// What `mitogen copy --help` shows after the options.
 pub const COPY_AFTER_HELP: &str = "\
@@ -172,19 +171,7 @@ pub struct TransferOptions {
     #[command(flatten)]
     pub files: FileFlags,
 
-    /// Hosts files and the concurrency limit.
+    /// Which targets, how they are reached, how many at once.
     #[command(flatten)]
-    pub fleet: FleetArgs,
-
-    /// How ssh hops are made.
-    #[command(flatten)]
-    pub connect: ConnectArgs,
-
-    /// ssh connection reuse between commands.
-    #[command(flatten)]
-    pub reuse: crate::reuse::ReuseArgs,
-
-    /// A user switch hop after every target.
-    #[command(flatten)]
-    pub switch: crate::become_user::BecomeArgs,
+    pub session: crate::args::SessionArgs,
 }

@@ -87,15 +87,16 @@ pub fn run(
 ) -> anyhow::Result<u8> {
     let options = args
         .common
+        .session
         .connect
         .connect_options(&args.targets.iter().collect::<Vec<_>>())?;
     let mut opts = args.common.files.options();
     // A group is every target behind one first hop (schedule::jobs): -j
     // bounds the pushes from that hop, and from here.
-    opts.fan_out = args.common.fleet.forks;
+    opts.fan_out = args.common.session.fleet.forks;
     let counter = mitogen::files::Progress::new();
     opts.progress = Some(counter.clone());
-    let forks = args.common.fleet.forks;
+    let forks = args.common.session.fleet.forks;
     let shown = !args.common.json && std::io::stderr().is_terminal();
     // The sources are walked for their size only when the line is drawn:
     // a script's copy of a large tree does not pay for a second walk.

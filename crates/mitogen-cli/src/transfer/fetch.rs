@@ -147,6 +147,7 @@ pub fn run(
 ) -> anyhow::Result<u8> {
     let options = args
         .common
+        .session
         .connect
         .connect_options(&args.targets.iter().collect::<Vec<_>>())?;
     let mut opts = args.common.files.options();
@@ -180,7 +181,7 @@ pub fn run(
         Verb::Fetch,
         &args.targets,
         &options,
-        args.common.fleet.forks,
+        args.common.session.fleet.forks,
         |_| None,
         work,
         printer,

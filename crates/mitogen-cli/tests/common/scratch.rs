@@ -77,3 +77,13 @@ pub fn assert_code(out: &Output, code: i32) {
 pub fn assert_has(text: &str, want: &str) {
     assert!(text.contains(want), "{want:?} not in:\n{text}");
 }
+
+/// The JSON records of a `--json` output, one per line, in the order they
+/// came.
+#[track_caller]
+pub fn json_lines(out: &Output) -> Vec<serde_json::Value> {
+    out.stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
