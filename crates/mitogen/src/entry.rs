@@ -42,6 +42,11 @@ fn refuse_privileged_child() -> ! {
 /// Runs the program: in a child context, serves calls and exits without
 /// returning; in the master, calls `main` with a fresh [`Router`].
 ///
+/// It also sets two of glibc's allocator thresholds (large buffers from the
+/// heap, free memory kept up to 16 MiB), without which moving files and
+/// streams maps and unmaps memory for every frame; a program using another
+/// global allocator is not affected.
+///
 /// A program that the kernel started with raised privileges (set-user-ID,
 /// set-group-ID, file capabilities) never enters child mode: it prints why
 /// and exits with status 126.
@@ -63,6 +68,9 @@ fn refuse_privileged_child() -> ! {
 /// If the master's broker thread cannot be started (no poller, no threads):
 /// nothing works without it.
 pub fn run<R>(main: impl FnOnce(Router) -> R) -> R {
+    // Before the first large buffer, in the master and in every context:
+    // see sys::tune_allocator.
+    crate::sys::tune_allocator();
     if is_child() {
         if started_privileged() {
             refuse_privileged_child();

@@ -36,6 +36,7 @@
 //! | [`SUN_PATH_MAX`] (master: the unix listener) | the longest path a Unix socket address holds | 107 (`sun_path[108]`) | 103 (`sun_path[104]`) |
 //! | [`open_for_stat`] (context) | opens a name in a directory without following a link and without side effects (no device opened, no FIFO waited on), for `fstat` only | `O_PATH \| O_NOFOLLOW` | `fstatat(AT_SYMLINK_NOFOLLOW)` instead of an open |
 //! | [`resident_set_kib`] (context) | the process's resident set now, in KiB | `VmRSS` in `/proc/self/status` | `proc_pidinfo(PROC_PIDTASKINFO)` (macOS), `kinfo_proc.ki_rssize` (BSD) |
+//! | [`tune_allocator`] (both) | at start: keeps the allocator from returning and re-mapping memory for each large buffer (frames of file transfers, stream chunks) | `mallopt(M_MMAP_THRESHOLD, 4 MiB)` and `mallopt(M_TRIM_THRESHOLD, 16 MiB)` under glibc, nothing under musl | nothing |
 //! | [`release_free_memory`] (context) | hands the allocator's free memory back to the system, or does nothing | `malloc_trim(0)` under glibc, nothing under musl | nothing (the system allocators return memory themselves) |
 //! | [`random_bytes`] (both) | fills a buffer from the kernel's random source (handles, the key of the handle generator) | `getrandom(2)` | `getentropy(2)`, 256 bytes a call (macOS, OpenBSD); `getrandom(2)` on FreeBSD |
 //! | [`pipe`] (both) | a close-on-exec pipe, atomically so (no fork in between may inherit it) | `pipe2(O_CLOEXEC)` | `pipe2` on the BSDs; macOS has none: `pipe` then `FD_CLOEXEC`, not atomic (std accepts the same window there) |
@@ -91,6 +92,7 @@ const _CONTRACT: () = {
     let _: fn(BorrowedFd<'_>, &OsStr) -> Result<OwnedFd> = |dir, name| open_for_stat(dir, name);
     let _: fn() -> Result<u64> = resident_set_kib;
     let _: fn() = release_free_memory;
+    let _: fn() = tune_allocator;
     let _: fn(&mut [u8]) -> Result<()> = random_bytes;
     let _: fn() -> Result<(OwnedFd, OwnedFd)> = pipe;
     let _: fn() -> Result<(OwnedFd, OwnedFd)> = relay_pipe;

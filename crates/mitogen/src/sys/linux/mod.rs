@@ -21,7 +21,7 @@ pub(crate) use foreign_fd::{
     find_in_pid_namespace, is_unix_stream, own_pid_namespace, peek, take_fd,
 };
 pub(crate) use fs::{open_for_stat, path_through_fd, SUN_PATH_MAX};
-pub(crate) use memory::{release_free_memory, resident_set_kib};
+pub(crate) use memory::{release_free_memory, resident_set_kib, tune_allocator};
 pub(crate) use peer::{peer_credentials, PeerCredentials};
 pub(crate) use process::{die_with_parent, outlive_parent, started_privileged, ProcessHandle};
 pub(crate) use random::random_bytes;
