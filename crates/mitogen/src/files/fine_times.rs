@@ -75,6 +75,8 @@ pub(crate) fn changes_show_at_once(f: &File) -> bool {
         return false;
     };
     let dev = st.st_dev as u64;
+    // Whether it is local too, for the margin of what is recorded.
+    note_local(f, dev);
     let mut probed = PROBED.lock().unwrap_or_else(|p| p.into_inner());
     if let Some(&(_, fine)) = probed.iter().find(|(d, _)| *d == dev) {
         return fine;

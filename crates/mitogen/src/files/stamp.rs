@@ -182,8 +182,13 @@ fn put(key: (u64, u64), fields: Fields, hash: Hash) {
 /// those steps has content hashing to `hash`, when that status can vouch
 /// for it from now on: the file system shows every change made after a
 /// status read (`on_fine_times`, from `fine_times.rs`), and the file's
-/// modification time (the source's, put back) is older than [`MARGIN`], so
-/// that a later write that does not put it back shows in it as well.
+/// modification time (the source's, put back) is older than the margin
+/// ([`margin`]: [`LOCAL_MARGIN`] on a local file system with fine times),
+/// so that a later write that does not put it back shows in it as well: its
+/// time is at most a tick behind the clock, itself later than the margin
+/// after the time put back. (A tree pushed a second or so after it was
+/// made was not recorded with the 2 s of [`MARGIN`] there, and a push right
+/// after read it all again.)
 ///
 /// What this leaves to chance: a write by another process between this
 /// process's last step and its status read (microseconds), which puts the
@@ -192,7 +197,8 @@ fn put(key: (u64, u64), fields: Fields, hash: Hash) {
 /// changes or is sent with `update` off.
 pub(crate) fn record_written(st: &Stat, hash: Hash, on_fine_times: bool) {
     let (key, fields) = key_and_fields(st);
-    let old_enough = fields.mtime_ns < now_ns().saturating_sub(MARGIN.as_nanos() as i64);
+    let margin = margin(&fields, local(st));
+    let old_enough = fields.mtime_ns < now_ns().saturating_sub(margin.as_nanos() as i64);
     if on_fine_times && old_enough && st.st_mode & libc::S_IFMT == libc::S_IFREG {
         put(key, fields, hash);
     }

@@ -30,6 +30,12 @@ fn rchar(pid: &str) -> Result<u64> {
 /// A tree of [`FILES`] files of [`SIZE`] bytes at `src`, with old
 /// modification times.
 fn make_tree(src: &Path) -> Result<()> {
+    write_tree(src, true)
+}
+
+/// The tree of [`make_tree`], its modification times old or those of its
+/// writing (now).
+fn write_tree(src: &Path, old_times: bool) -> Result<()> {
     std::fs::create_dir_all(src)?;
     for i in 0..FILES {
         let mut data = pattern(SIZE);
@@ -37,7 +43,9 @@ fn make_tree(src: &Path) -> Result<()> {
         data[1] = (i >> 8) as u8;
         let f = src.join(format!("f{i:03}"));
         std::fs::write(&f, &data)?;
-        set_mtime(&f, 1_600_000_000 + i as i64, 5)?;
+        if old_times {
+            set_mtime(&f, 1_600_000_000 + i as i64, 5)?;
+        }
     }
     Ok(())
 }
@@ -232,26 +240,38 @@ fn local_and_fine(dir: &Path) -> Result<bool> {
     Ok(local && fine)
 }
 
-/// A tree made a moment ago (more than the local margin, 50 ms, and far
-/// less than 2 s), pushed twice in a row: on a local file system with fine
-/// change times the sender records what it read at the first push, and the
-/// second reads nothing on this side; elsewhere it reads the tree again.
+/// A tree written a moment ago (more than the local margin, 50 ms, and far
+/// less than 2 s: its modification times too), pushed twice in a row: on a
+/// local file system with fine change times the sender records what it
+/// read at the first push, and the receiver what it wrote where changes
+/// also show at once, so the second push reads nothing on either side;
+/// elsewhere they read the tree again.
 pub fn a_tree_made_a_moment_ago_is_read_once_where_times_are_local(router: &Router) -> Result<()> {
     let ctx = local(router)?;
     let s = Scratch::new("stamps-moment")?;
-    make_tree(&s.join("src"))?;
+    write_tree(&s.join("src"), false)?;
     std::thread::sleep(Duration::from_millis(120));
     let t = ctx.push(s.join("src"), s.join("dst"))?;
     ensure!(t.files == FILES as u64, "first push: {t:?}");
-    let ours = rchar("self")?;
+    let pid = pid_of(&ctx)?.to_string();
+    let (ours, theirs) = (rchar("self")?, rchar(&pid)?);
     let t = ctx.push(s.join("src"), s.join("dst"))?;
-    let ours = rchar("self")? - ours;
+    let (ours, theirs) = (rchar("self")? - ours, rchar(&pid)? - theirs);
     ensure!(t.skipped == FILES as u64 && t.files == 0, "{t:?}");
     let tree = (FILES * SIZE) as u64;
     let read = ours >= tree;
     ensure!(
         read != local_and_fine(&s.join("src"))?,
         "the sender read {ours} bytes of a tree of {tree} it read a moment before"
+    );
+    // The receiver wrote the files with times put back 120 ms old: where
+    // the file system is local with fine times and shows changes at once,
+    // it recorded them as it wrote them, and reads none now.
+    let dst = s.join("dst");
+    let read = theirs >= tree;
+    ensure!(
+        read != (local_and_fine(&dst)? && changes_show_at_once(&dst)?),
+        "the receiver read {theirs} bytes of a tree of {tree} it wrote a moment before"
     );
     Ok(())
 }
