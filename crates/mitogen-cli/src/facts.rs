@@ -66,19 +66,9 @@ pub struct FactsArgs {
 /// the exit status.
 pub fn run(router: &Router, args: FactsArgs, printer: &mut dyn FactsPrinter) -> anyhow::Result<u8> {
     let started = Instant::now();
-    let options = args
-        .session
-        .connect
-        .connect_options(&args.targets.iter().collect::<Vec<_>>())?;
+    let fleet = Fleet::of(args.targets, &args.session, args.timeout, args.json)?;
     let call: Call<Facts> =
         Box::new(|router, target, options| router.connect_call(target, options, facts, ()));
-    let fleet = Fleet {
-        targets: args.targets,
-        options,
-        timeout: args.timeout,
-        forks: args.session.fleet.forks,
-        progress: !args.json,
-    };
     let reports = each(router, fleet, call, |r| printer.target(r))?;
     printer.summary(&reports, started.elapsed())?;
     printer.finish()?;

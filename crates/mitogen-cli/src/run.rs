@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use mitogen::builtins::{run_command, CommandOutput};
 use mitogen::{ConnectOptions, Context, PendingCall, Router, Target};
 
-use crate::args::RunArgs;
+use crate::args::{RunArgs, SessionArgs};
 use crate::fleet::holds::{is_a_hop_of_another, Holds};
 use crate::fleet::progress::Progress;
 use crate::printer::Printer;
@@ -198,21 +198,11 @@ fn start<T: Reply>(
 /// returns the exit status.
 pub fn run(router: &Router, args: RunArgs, printer: &mut dyn Printer) -> anyhow::Result<u8> {
     let started = Instant::now();
-    let options = args
-        .session
-        .connect
-        .connect_options(&args.targets.iter().collect::<Vec<_>>())?;
+    let fleet = Fleet::of(args.targets, &args.session, args.timeout, args.json)?;
     let argv = args.command;
     let call: Call<CommandOutput> = Box::new(move |router, target, options| {
         router.connect_call(target, options, run_command, (argv.clone(),))
     });
-    let fleet = Fleet {
-        targets: args.targets,
-        options,
-        timeout: args.timeout,
-        forks: args.session.fleet.forks,
-        progress: !args.json,
-    };
     let reports = each(router, fleet, call, |r| printer.target(r))?;
     printer.summary(&reports, started.elapsed())?;
     printer.finish()?;
@@ -232,6 +222,28 @@ pub struct Fleet {
     /// Whether the progress line is wanted (not with `--json`; drawn only on
     /// a terminal).
     pub progress: bool,
+}
+
+impl Fleet {
+    /// The fleet of a command's (prepared) targets, its `--timeout`, and
+    /// the session options they share; no progress line with `--json`.
+    pub fn of(
+        targets: Vec<Target>,
+        session: &SessionArgs,
+        timeout: Option<Duration>,
+        json: bool,
+    ) -> anyhow::Result<Fleet> {
+        let options = session
+            .connect
+            .connect_options(&targets.iter().collect::<Vec<_>>())?;
+        Ok(Fleet {
+            targets,
+            options,
+            timeout,
+            forks: session.fleet.forks,
+            progress: !json,
+        })
+    }
 }
 
 /// Makes `call` on every target of `fleet`, at most `forks` at once (the

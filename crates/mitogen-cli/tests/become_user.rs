@@ -6,28 +6,14 @@
 #[macro_use]
 mod common;
 
-use common::scratch::{assert_code, strings, Scratch};
+use common::scratch::{assert_code, strings, test_user, Scratch};
 
 /// The account the tests become.
 const USER: &str = "mitogen-become";
 
-/// Makes [`USER`], or fails (or skips where allowed) saying why it cannot.
-fn user_or_skip() -> Option<mitogen_testkit::sshd::User> {
-    match mitogen_testkit::sshd::user(USER, "/bin/sh") {
-        Ok(u) => Some(u),
-        Err(e) => match e.downcast::<mitogen_testkit::skip::Skipped>() {
-            Ok(skipped) => {
-                eprintln!("{skipped}");
-                None
-            }
-            Err(e) => panic!("{e:#}"),
-        },
-    }
-}
-
 #[test]
 fn become_adds_the_hop_to_every_target_and_hosts_file_line() {
-    let Some(_user) = user_or_skip() else { return };
+    let Some(_user) = test_user(USER) else { return };
     let d = Scratch::new("become");
     let hosts = d.file("hosts", "local/local\n");
     let out = d.run(&[
@@ -83,7 +69,7 @@ fn become_adds_the_hop_to_every_target_and_hosts_file_line() {
 
 #[test]
 fn the_become_hop_is_named_for_its_password_and_copy_and_fetch_take_it() {
-    let Some(user) = user_or_skip() else { return };
+    let Some(user) = test_user(USER) else { return };
     let d = Scratch::new("become-pw");
     let pw = d.file("pw", "unused-by-root\n");
     // A password for the hop by its path: only a hop of the targets takes
@@ -154,7 +140,7 @@ fn the_become_hop_is_named_for_its_password_and_copy_and_fetch_take_it() {
 #[test]
 fn become_over_ssh_rides_a_reused_login() {
     let sshd = sshd_or_skip!();
-    let Some(_user) = user_or_skip() else { return };
+    let Some(_user) = test_user(USER) else { return };
     let d = Scratch::new("become-ssh");
     // Short: a control socket's path must fit in 107 bytes.
     let runtime = std::path::PathBuf::from(format!("/tmp/mb-{}", std::process::id()));

@@ -10,7 +10,7 @@
 #[macro_use]
 mod common;
 
-use common::scratch::{assert_code, assert_has, json_lines, Scratch};
+use common::scratch::{assert_code, assert_has, json_lines, test_user, Scratch};
 
 /// This machine's host name and kernel release, as `uname(2)` says.
 fn uname() -> (String, String) {
@@ -32,21 +32,6 @@ fn cpus_online() -> u64 {
             None => 1,
         })
         .sum()
-}
-
-/// Makes the account `name` (root and sshd needed, as for the ssh tests);
-/// `None` where that is impossible and skipping is allowed.
-fn test_user(name: &str) -> Option<mitogen_testkit::sshd::User> {
-    match mitogen_testkit::sshd::user(name, "/bin/sh") {
-        Ok(u) => Some(u),
-        Err(e) => match e.downcast_ref::<mitogen_testkit::skip::Skipped>() {
-            Some(skipped) => {
-                eprintln!("{skipped}");
-                None
-            }
-            None => panic!("{e:#}"),
-        },
-    }
 }
 
 #[test]

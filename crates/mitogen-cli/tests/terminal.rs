@@ -48,19 +48,19 @@ fn figures(screen: &str, verb: &str, marker: &str) -> Vec<f64> {
 #[test]
 fn a_copy_and_a_fetch_show_bytes_moving_on_a_terminal() {
     let d = Scratch::new("bytes");
-    let src = big_file(&d, "big", 256);
+    let src = big_file(&d, "big", 512);
     let dst = d.s("copy");
     let Some(screen) = on_a_terminal(&d.0, &format!("copy local -- {src} {dst}")) else {
         return;
     };
     // The total (the source's size, one target) from the start, and bytes
     // moving towards it while the file is under way.
-    let seen = figures(&screen, "copying", " of 256.0 MiB");
+    let seen = figures(&screen, "copying", " of 512.0 MiB");
     assert!(
-        seen.iter().any(|&n| n > 0.0 && n < 256.0),
+        seen.iter().any(|&n| n > 0.0 && n < 512.0),
         "no byte figure between 0 and the total: {seen:?} in {screen:?}"
     );
-    assert_has(&screen, "[local] sent 1 file (256.0 MiB)");
+    assert_has(&screen, "[local] sent 1 file (512.0 MiB)");
     let Some(screen) = on_a_terminal(&d.0, &format!("fetch local -- {dst} {}", d.s("back"))) else {
         return;
     };
@@ -71,8 +71,8 @@ fn a_copy_and_a_fetch_show_bytes_moving_on_a_terminal() {
         seen.iter().any(|&n| n > 0.0),
         "no byte figure in {screen:?}"
     );
-    assert!(!screen.contains(" of 256.0 MiB"), "{screen:?}");
-    assert_has(&screen, "[local] fetched 1 file (256.0 MiB)");
+    assert!(!screen.contains(" of 512.0 MiB"), "{screen:?}");
+    assert_has(&screen, "[local] fetched 1 file (512.0 MiB)");
 }
 
 #[test]

@@ -87,3 +87,19 @@ pub fn json_lines(out: &Output) -> Vec<serde_json::Value> {
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
         .collect()
 }
+
+/// Makes the account `name` (root needed, as for the ssh tests), or fails
+/// saying why it cannot; `None` where that is impossible and skipping is
+/// allowed (docs/testing.md).
+pub fn test_user(name: &str) -> Option<mitogen_testkit::sshd::User> {
+    match mitogen_testkit::sshd::user(name, "/bin/sh") {
+        Ok(u) => Some(u),
+        Err(e) => match e.downcast_ref::<mitogen_testkit::skip::Skipped>() {
+            Some(skipped) => {
+                eprintln!("{skipped}");
+                None
+            }
+            None => panic!("{e:#}"),
+        },
+    }
+}
