@@ -435,11 +435,24 @@ pub(crate) fn parse_target(s: &str) -> Result<Target, String> {
 
 /// Parses a positive, finite number of seconds (fractions allowed).
 pub(crate) fn parse_secs(s: &str) -> Result<Duration, String> {
+    seconds(s, false)
+}
+
+/// Parses a finite number of seconds, zero or more (fractions allowed).
+pub(crate) fn parse_secs_or_zero(s: &str) -> Result<Duration, String> {
+    seconds(s, true)
+}
+
+fn seconds(s: &str, zero: bool) -> Result<Duration, String> {
     let secs: f64 = s
         .parse()
         .map_err(|_| format!("{s:?} is not a number of seconds"))?;
-    if !(secs.is_finite() && secs > 0.0) {
-        return Err(format!("{s:?} must be a positive number of seconds"));
+    if !(secs.is_finite() && (secs > 0.0 || zero && secs == 0.0)) {
+        return Err(if zero {
+            format!("{s:?} must be zero or more seconds")
+        } else {
+            format!("{s:?} must be a positive number of seconds")
+        });
     }
     Duration::try_from_secs_f64(secs).map_err(|e| e.to_string())
 }

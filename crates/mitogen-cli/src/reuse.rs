@@ -18,6 +18,8 @@ use std::time::Duration;
 use clap::Args;
 use mitogen::SshReuse;
 
+use crate::args::parse_secs_or_zero;
+
 /// How long a login stays after its last use when nothing says otherwise.
 pub const DEFAULT_PERSIST: Duration = Duration::from_secs(60);
 
@@ -33,7 +35,7 @@ pub struct ReuseArgs {
     /// same host does not log in again (default 60, or MITOGEN_REUSE=SECS;
     /// 0 is --no-reuse). A login set up in ~/.ssh/config or with
     /// -o ControlMaster/ControlPath/ControlPersist is used as it is set.
-    #[arg(long, value_name = "SECS", value_parser = parse_persist)]
+    #[arg(long, value_name = "SECS", value_parser = parse_secs_or_zero)]
     pub reuse: Option<Duration>,
 
     /// Log in afresh for every command, and leave no login behind (as
@@ -56,7 +58,7 @@ impl ReuseArgs {
                 Err(std::env::VarError::NotPresent) => DEFAULT_PERSIST,
                 Err(e) => return Err(format!("{ENV}: {e}")),
                 Ok(v) if ["no", "off", "false"].contains(&v.trim()) => return Ok(None),
-                Ok(v) => parse_persist(v.trim()).map_err(|e| format!("{ENV}={v:?}: {e}"))?,
+                Ok(v) => parse_secs_or_zero(v.trim()).map_err(|e| format!("{ENV}={v:?}: {e}"))?,
             },
         };
         Ok((!persist.is_zero()).then_some(persist))
@@ -124,17 +126,6 @@ fn make_private_dir(base: &Path) -> Result<PathBuf, String> {
     Ok(dir)
 }
 
-/// Parses a number of seconds, zero or more (fractions allowed).
-fn parse_persist(s: &str) -> Result<Duration, String> {
-    let secs: f64 = s
-        .parse()
-        .map_err(|_| format!("{s:?} is not a number of seconds"))?;
-    if !(secs.is_finite() && secs >= 0.0) {
-        return Err(format!("{s:?} must be zero or more seconds"));
-    }
-    Duration::try_from_secs_f64(secs).map_err(|e| e.to_string())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -151,9 +142,9 @@ mod tests {
         );
         assert_eq!(args(Some(0), false).persist(), Ok(None));
         assert_eq!(args(None, true).persist(), Ok(None));
-        assert!(parse_persist("-1").is_err());
-        assert!(parse_persist("x").is_err());
-        assert_eq!(parse_persist("1.5"), Ok(Duration::from_millis(1500)));
+        assert!(parse_secs_or_zero("-1").is_err());
+        assert!(parse_secs_or_zero("x").is_err());
+        assert_eq!(parse_secs_or_zero("1.5"), Ok(Duration::from_millis(1500)));
     }
 
     #[test]
